@@ -1,0 +1,3 @@
+"""ARBench harness: the engine (registry, runner, store, signatures, metrics, features)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,185 @@
+"""The contracts every task and method implements (see DESIGN.md, "Core contracts").
+
+A **Task** is a protocol: its settings, a deterministic list of `Request`s (identical for every
+method, batch size and world size), how generated outputs are stored, how user samples are read
+and validated, and how samples are scored into `MetricValue`s.
+
+A **Method** implements one modality protocol (`generate(requests) -> outputs`); the runner shards
+the requests, batches them, and hands each batch to the method. Methods seed every request from
+`Request.seed`, so their outputs do not depend on how requests were batched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+from harness.errors import ArbenchError, InputError
+from harness.signature import Signature
+
+if TYPE_CHECKING:
+    from harness.metrics.base import MetricValue
+    from harness.runner import RunContext
+
+
+@dataclass(frozen=True)
+class Request:
+    """One thing to generate: a stable id, its seed, and its condition (class label, text, prompt...)."""
+
+    index: int
+    id: str
+    seed: int
+    condition: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NoSettings:
+    """For tasks and methods with nothing to set."""
+
+
+def build_config(config_cls: type, values: Mapping[str, Any], owner: str) -> Any:
+    """Instantiate a settings dataclass from `--set` values, converting to the declared field types."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    kwargs: dict[str, Any] = {}
+    for key, raw in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            known = ", ".join(sorted(fields)) or "(none)"
+            raise ArbenchError(f"{owner} has no setting {key!r}.{hint} Its settings are: {known}.")
+        kwargs[key] = coerce_setting(raw, fields[key], owner)
+    try:
+        return config_cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ArbenchError(f"invalid settings for {owner}: {exc}") from exc
+
+
+def coerce_setting(raw: Any, f: dataclasses.Field, owner: str) -> Any:
+    default = f.default if f.default is not dataclasses.MISSING else (
+        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+    kind = type(default) if default is not None else None
+    if kind is None or isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+        return raw
+    try:
+        if kind is bool:
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind in (int, float, str):
+            return kind(raw)
+        if kind in (tuple, list) and isinstance(raw, (tuple, list)):
+            return kind(raw)
+    except (TypeError, ValueError):
+        pass
+    raise ArbenchError(f"{owner} setting {f.name!r} expects a {kind.__name__}, got {raw!r}.")
+
+
+class Method(ABC):
+    """A generator (or translator, TTS system, decoding strategy) that the runner drives.
+
+    Subclasses set `description`, `modality` (the protocol they implement, e.g. "class-to-image"),
+    `family` (e.g. "raster-ar", "next-scale", "nat"), and optionally a `Config` dataclass of settings
+    that go into the signature.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    modality: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    Config: ClassVar[type] = NoSettings
+
+    def __init__(self, config: Any = None, device: str = "cpu"):
+        self.config = config if config is not None else self.Config()
+        self.device = device
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting that can change the outputs (recorded in the signature)."""
+        return dataclasses.asdict(self.config)
+
+    def checkpoint_sha256(self) -> str | None:
+        """SHA-256 of the weights the method loaded, where it has any."""
+        return None
+
+    @abstractmethod
+    def generate(self, requests: Sequence[Request]) -> Any:
+        """Outputs for a batch of requests, in request order, in the task's output format."""
+
+
+class Task(ABC):
+    """A benchmark protocol. Subclasses set the class attributes and implement the abstract methods.
+
+    The default `run()` is the sharded generate-then-score flow of DESIGN.md; tasks whose protocol
+    is different (timing studies) override it.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    modality: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    primary_metric: ClassVar[str] = ""
+    Config: ClassVar[type] = NoSettings
+    #: Bundled, offline-capable tasks run in `arbench demo` with these methods.
+    offline: ClassVar[bool] = False
+    demo_methods: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    def settings(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def signature(self) -> Signature:
+        """The evaluation signature: everything about the protocol and scoring that can change a number.
+
+        Tasks add reference-set ids, feature-network weights hashes, metric versions and
+        preprocessing on top of this default.
+        """
+        sig = Signature().add("task", self.name).add("task_version", self.version)
+        sig.update("task", self.settings())
+        return sig
+
+    def check_method(self, method: Method) -> None:
+        """Refuse, up front, a method that does not implement this task's protocol."""
+        if method.modality != self.modality:
+            raise ArbenchError(
+                f"method {method.name!r} produces {method.modality or 'an undeclared modality'!r}, "
+                f"but task {self.name!r} needs {self.modality!r}. Run `arbench methods` to find a matching one."
+            )
+
+    @abstractmethod
+    def requests(self) -> list[Request]:
+        """The protocol's deterministic list of what to generate."""
+
+    # -- storage of generated outputs -----------------------------------------------------------
+    @abstractmethod
+    def write_shard(self, outputs: Any, requests: Sequence[Request], directory: Path) -> None:
+        """Write one shard's outputs into an (empty, temporary) directory."""
+
+    @abstractmethod
+    def read_generated(self, shard_dirs: Sequence[Path], requests: Sequence[Request]) -> Any:
+        """Read all shards back as the samples `score` takes."""
+
+    # -- scoring -------------------------------------------------------------------------------
+    def load_samples(self, path: Path) -> Any:
+        """Read and validate samples a user already has (for `arbench score`)."""
+        raise InputError(f"task {self.name!r} cannot score samples from a path; use `arbench run` with a method.")
+
+    @abstractmethod
+    def score(self, samples: Any, ctx: "RunContext") -> list["MetricValue"]:
+        """Metric values for validated samples."""
+
+    def run(self, method: Method, ctx: "RunContext") -> list["MetricValue"]:
+        """Generate with `method` (sharded, resumable) and score the result."""
+        requests = self.requests()
+        shard_dirs = ctx.generate_sharded(method, requests, self.write_shard)
+        if not ctx.is_main:
+            return []
+        samples = self.read_generated(shard_dirs, requests)
+        return self.score(samples, ctx)

@@ -1,0 +1,9 @@
+"""Metrics: pure-function cores plus accumulators that do not depend on batch size or world size.
+
+Every metric declares `higher_is_better`, its unit and its version (see `harness.metrics.base`).
+Task-specific metric modules live beside this file and are re-exported here as they land.
+"""
+
+from harness.metrics.base import Accumulator, MetricValue
+
+__all__ = ["Accumulator", "MetricValue"]

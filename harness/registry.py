@@ -1,0 +1,117 @@
+"""One registry for tasks and methods, with helpful errors.
+
+Tasks and methods register themselves with the `register_task` / `register_method` decorators when
+their module is imported. The harness never imports them by name: on first use it imports every
+module declared under the `arbench.plugins` entry-point group (this project declares `tasks` and
+`baselines`; a user's own package declares its own), plus any module named in `ARBENCH_PLUGINS`
+(comma-separated), so a user's method in their own file plugs in without editing the project.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import pkgutil
+import threading
+from importlib.metadata import entry_points
+from typing import Callable, Generic, TypeVar
+
+from harness.errors import ArbenchError
+
+T = TypeVar("T")
+PLUGIN_GROUP = "arbench.plugins"
+PLUGINS_ENV = "ARBENCH_PLUGINS"
+
+
+class UnknownNameError(ArbenchError, KeyError):
+    """A name that is not registered; the message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """A name -> class mapping; names are kebab-case, unique, and looked up with suggestions."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, type[T]] = {}
+        self._lock = threading.RLock()
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        if not name or name != name.strip() or "/" in name or name != name.lower() or " " in name:
+            raise ValueError(f"{self.kind} name {name!r} must be lower-case kebab-case with no spaces or '/'")
+
+        def decorator(cls: type[T]) -> type[T]:
+            with self._lock:
+                existing = self._items.get(name)
+                if existing is not None and existing is not cls and _qualname(existing) != _qualname(cls):
+                    raise ValueError(f"{self.kind} {name!r} is registered twice: {_qualname(existing)} and {_qualname(cls)}")
+                self._items[name] = cls
+                cls.name = name  # type: ignore[attr-defined]
+            return cls
+
+        return decorator
+
+    def get(self, name: str) -> type[T]:
+        load_plugins()
+        with self._lock:
+            if name in self._items:
+                return self._items[name]
+            close = difflib.get_close_matches(name, list(self._items), n=5, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise UnknownNameError(
+            f"unknown {self.kind} {name!r}.{hint} Run `arbench {self.kind}s` to list the registered ones."
+        )
+
+    def names(self) -> list[str]:
+        load_plugins()
+        with self._lock:
+            return sorted(self._items)
+
+    def items(self) -> list[tuple[str, type[T]]]:
+        return [(n, self._items[n]) for n in self.names()]
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+TASKS: Registry = Registry("task")
+METHODS: Registry = Registry("method")
+register_task = TASKS.register
+register_method = METHODS.register
+
+_loaded = False
+_load_lock = threading.Lock()
+
+
+def import_package_tree(package_name: str) -> None:
+    """Import a package and every module below it (how `tasks` and `baselines` register all their files)."""
+    package = importlib.import_module(package_name)
+    for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=package_name + "."):
+        if info.name.rsplit(".", 1)[-1].startswith("_"):
+            continue
+        importlib.import_module(info.name)
+
+
+def load_plugins() -> None:
+    """Import every plugin module once (entry points, then `ARBENCH_PLUGINS`)."""
+    global _loaded
+    if _loaded:
+        return
+    with _load_lock:
+        if _loaded:
+            return
+        modules = [ep.value for ep in entry_points(group=PLUGIN_GROUP)]
+        modules += [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+        for module in dict.fromkeys(modules):
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise ArbenchError(
+                    f"plugin module {module!r} could not be imported ({exc}). "
+                    f"Install it in this environment or remove it from {PLUGINS_ENV}."
+                ) from exc
+        _loaded = True

@@ -1,0 +1,390 @@
+"""The result store: SQLAlchemy 2 models and a small API over them.
+
+SQLite (`results/arbench.db`, WAL) by default; any SQLAlchemy URL through `ARBENCH_DB_URL`
+(PostgreSQL for shared use). The schema is owned by Alembic migrations (`harness/migrations`):
+opening a store upgrades an older database in place, never by deleting it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload, sessionmaker
+
+from harness.config import default_db_url
+from harness.errors import ArbenchError
+
+RUN_STATES = ("running", "finished", "failed")
+SOURCES = ("reproduced", "submitted", "reported")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class TaskRow(Base):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    version: Mapped[str] = mapped_column(String(32))
+    modality: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text, default="")
+    primary_metric: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class MethodRow(Base):
+    __tablename__ = "methods"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    family: Mapped[str] = mapped_column(String(64), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    task_version: Mapped[str] = mapped_column(String(32))
+    method_id: Mapped[int | None] = mapped_column(ForeignKey("methods.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # run | score | reported
+    source: Mapped[str] = mapped_column(String(16), default="reproduced")
+    label: Mapped[str] = mapped_column(String(256), default="")
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    signature: Mapped[str] = mapped_column(Text, default="")
+    signature_hash: Mapped[str] = mapped_column(String(16), default="", index=True)
+    eval_signature: Mapped[str] = mapped_column(Text, default="")
+    eval_signature_hash: Mapped[str] = mapped_column(String(16), default="", index=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    artifacts_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+    task: Mapped[TaskRow] = relationship()
+    method: Mapped[MethodRow | None] = relationship()
+    metrics: Mapped[list["MetricRow"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="MetricRow.id"
+    )
+
+
+class MetricRow(Base):
+    __tablename__ = "metrics"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ci_low: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ci_high: Mapped[float | None] = mapped_column(Float, nullable=True)
+    higher_is_better: Mapped[bool] = mapped_column(Boolean)
+    unit: Mapped[str] = mapped_column(String(32), default="")
+    version: Mapped[str] = mapped_column(String(32), default="1")
+    description: Mapped[str] = mapped_column(Text, default="")
+    run: Mapped[RunRow] = relationship(back_populates="metrics")
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised through every SQLite test
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+
+def mask_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+class Store:
+    """Runs and their metric values in a SQL database.
+
+    Args:
+        url: a SQLAlchemy URL; default `ARBENCH_DB_URL` or `sqlite:///results/arbench.db`.
+        read_only: open without creating or migrating anything (what the leaderboard does).
+    """
+
+    def __init__(self, url: str | None = None, read_only: bool = False):
+        self.url = url or default_db_url()
+        self.read_only = read_only
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError as exc:
+            raise ArbenchError(
+                f"database URL {self.url!r} is not a valid SQLAlchemy URL ({exc}). "
+                "Set ARBENCH_DB_URL to e.g. sqlite:///results/arbench.db or postgresql://user@host/db."
+            ) from exc
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        connect_args: dict[str, Any] = {}
+        if self.is_sqlite:
+            path = parsed.database
+            if path and path != ":memory:":
+                self._prepare_sqlite_path(Path(path))
+                if read_only:
+                    self.url = f"sqlite:///file:{Path(path).resolve()}?mode=ro&uri=true"
+            connect_args["timeout"] = 30
+        else:
+            connect_args["connect_timeout"] = 10
+        try:
+            self.engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
+        except (ArgumentError, ImportError) as exc:
+            raise ArbenchError(f"cannot open database {mask_url(self.url)}: {exc}") from exc
+        if self.is_sqlite:
+            _sqlite_pragmas(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._check_reachable()
+        if not read_only:
+            self.upgrade()
+
+    def _prepare_sqlite_path(self, path: Path) -> None:
+        if self.read_only:
+            if not path.exists():
+                raise ArbenchError(f"no database at {path}. Run `arbench demo` or `arbench run ...` to create one.")
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArbenchError(
+                f"cannot create the results folder {path.parent}: {exc.strerror}. "
+                "Run from a writable folder, or set ARBENCH_RESULTS (or ARBENCH_DB_URL) to a writable place."
+            ) from exc
+        probe = path.parent / f".write-test-{uuid.uuid4().hex}"
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise ArbenchError(
+                f"the results folder {path.parent} is not writable ({exc.strerror}). "
+                "Fix its permissions, or set ARBENCH_RESULTS (or ARBENCH_DB_URL) to a writable place."
+            ) from exc
+
+    def _check_reachable(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                if self.is_sqlite and not self.read_only:
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        except (OperationalError, SQLAlchemyError) as exc:
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise ArbenchError(
+                f"cannot reach the database at {mask_url(self.url)}: {reason}. "
+                "Check that the server runs and that ARBENCH_DB_URL is right (unset it to use results/arbench.db)."
+            ) from exc
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest revision (creates it on an empty database)."""
+        from harness.migrations import upgrade_to_head
+
+        upgrade_to_head(self.engine)
+
+    def schema_revision(self) -> str | None:
+        from harness.migrations import current_revision
+
+        return current_revision(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed on success, rolled back on any error."""
+        with self._sessions() as session:
+            with session.begin():
+                yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- registration -------------------------------------------------------------------------
+    def _task_row(self, session: Session, name: str, version: str, modality: str, description: str,
+                  primary_metric: str | None) -> TaskRow:
+        row = session.scalar(select(TaskRow).where(TaskRow.name == name))
+        if row is None:
+            row = TaskRow(name=name, version=version, modality=modality, description=description,
+                          primary_metric=primary_metric)
+            session.add(row)
+        else:
+            row.version, row.modality, row.description = version, modality, description
+            row.primary_metric = primary_metric
+        session.flush()
+        return row
+
+    def _method_row(self, session: Session, name: str, family: str, description: str) -> MethodRow:
+        row = session.scalar(select(MethodRow).where(MethodRow.name == name))
+        if row is None:
+            row = MethodRow(name=name, family=family, description=description)
+            session.add(row)
+        else:
+            row.family, row.description = family, description
+        session.flush()
+        return row
+
+    # -- runs ---------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        task: dict[str, Any],
+        method: dict[str, Any] | None,
+        kind: str,
+        source: str,
+        label: str,
+        signature: str,
+        signature_hash: str,
+        eval_signature: str,
+        eval_signature_hash: str,
+        settings: dict[str, Any],
+        provenance: dict[str, Any] | None = None,
+        artifacts_path: str | None = None,
+        run_id: str | None = None,
+        status: str = "running",
+    ) -> str:
+        """Insert a run in state `running` (or the given state) and return its id."""
+        if source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+        run_id = run_id or uuid.uuid4().hex
+        with self.session() as s:
+            task_row = self._task_row(s, **task)
+            method_row = self._method_row(s, **method) if method else None
+            s.add(RunRow(
+                id=run_id, task_id=task_row.id, task_version=task["version"],
+                method_id=method_row.id if method_row else None, kind=kind, source=source, label=label,
+                status=status, signature=signature, signature_hash=signature_hash,
+                eval_signature=eval_signature, eval_signature_hash=eval_signature_hash,
+                settings=settings, provenance=provenance or {}, artifacts_path=artifacts_path,
+                started_at=utcnow(),
+            ))
+        return run_id
+
+    def find_resumable(self, signature_hash: str, kind: str) -> str | None:
+        """The newest unfinished run with this signature (a killed or failed attempt), if any."""
+        with self.session() as s:
+            return s.scalar(
+                select(RunRow.id)
+                .where(RunRow.signature_hash == signature_hash, RunRow.kind == kind,
+                       RunRow.status.in_(("running", "failed")))
+                .order_by(RunRow.created_at.desc())
+                .limit(1)
+            )
+
+    def mark_running(self, run_id: str) -> None:
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            run.status, run.error, run.started_at, run.finished_at = "running", None, utcnow(), None
+
+    def finish_run(self, run_id: str, metrics: Sequence[Any], provenance: dict[str, Any]) -> None:
+        """Store the metric values and mark the run finished, in one transaction."""
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            run.metrics.clear()
+            for m in metrics:
+                run.metrics.append(MetricRow(
+                    name=m.name, value=m.value, ci_low=m.ci_low, ci_high=m.ci_high,
+                    higher_is_better=m.higher_is_better, unit=m.unit, version=m.version,
+                    description=m.description,
+                ))
+            run.provenance = {**(run.provenance or {}), **provenance}
+            run.status, run.error, run.finished_at = "finished", None, utcnow()
+
+    def fail_run(self, run_id: str, error: str, provenance: dict[str, Any] | None = None) -> None:
+        """Mark a run failed with its error text; a failed run never keeps metric values."""
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is None:
+                return
+            run.metrics.clear()
+            if provenance:
+                run.provenance = {**(run.provenance or {}), **provenance}
+            run.status, run.error, run.finished_at = "failed", error, utcnow()
+
+    def delete_run(self, run_id: str) -> None:
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is not None:
+                s.delete(run)
+
+    # -- reading ------------------------------------------------------------------------------
+    def records(self, task: str | None = None, status: str | None = None,
+                run_id: str | None = None) -> list[dict[str, Any]]:
+        """Every run as a plain record (the `arbench export` format)."""
+        with self.session() as s:
+            query = (
+                select(RunRow)
+                .options(selectinload(RunRow.metrics), selectinload(RunRow.task), selectinload(RunRow.method))
+                .order_by(RunRow.created_at)
+            )
+            if task:
+                query = query.join(TaskRow).where(TaskRow.name == task)
+            if status:
+                query = query.where(RunRow.status == status)
+            if run_id:
+                query = query.where(RunRow.id == run_id)
+            return [run_record(r) for r in s.scalars(query)]
+
+    def table_names(self) -> list[str]:
+        return inspect(self.engine).get_table_names()
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") + "Z" if value else None
+
+
+def run_record(run: RunRow) -> dict[str, Any]:
+    metrics: dict[str, dict[str, Any]] = {}
+    for m in run.metrics:
+        entry: dict[str, Any] = {"value": m.value, "higher_is_better": m.higher_is_better, "unit": m.unit,
+                                 "version": m.version}
+        if m.ci_low is not None:
+            entry["ci_low"], entry["ci_high"] = m.ci_low, m.ci_high
+        if m.description:
+            entry["description"] = m.description
+        metrics[m.name] = entry
+    return {
+        "run_id": run.id,
+        "task": run.task.name,
+        "task_version": run.task_version,
+        "modality": run.task.modality,
+        "method": run.method.name if run.method else None,
+        "method_family": run.method.family if run.method else None,
+        "label": run.label,
+        "kind": run.kind,
+        "source": run.source,
+        "status": run.status,
+        "signature": run.signature,
+        "signature_hash": run.signature_hash,
+        "eval_signature": run.eval_signature,
+        "eval_signature_hash": run.eval_signature_hash,
+        "settings": run.settings or {},
+        "provenance": run.provenance or {},
+        "error": run.error,
+        "artifacts_path": run.artifacts_path,
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "metrics": metrics,
+    }
