@@ -36,14 +36,13 @@ def parse_set(pairs: Sequence[str] | None) -> dict[str, Any]:
 
 def _runner(args: argparse.Namespace):
     from harness.runner import RunOptions, Runner
-    from harness.store import Store
 
     options = RunOptions(batch_size=args.batch_size, shard_size=args.shard_size, device=args.device,
                          label=getattr(args, "label", None), source=getattr(args, "source", None),
                          progress=not args.no_progress)
     if options.batch_size < 1 or options.shard_size < 1:
         raise ArbenchError("--batch-size and --shard-size must be positive integers")
-    return Runner(Store(args.db), options)
+    return Runner(options=options, db_url=args.db)
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:

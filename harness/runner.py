@@ -185,14 +185,16 @@ class RunContext:
 class Runner:
     """Resolves tasks and methods by name and runs them into a store."""
 
-    def __init__(self, store: Store | None = None, options: RunOptions | None = None):
+    def __init__(self, store: Store | None = None, options: RunOptions | None = None, db_url: str | None = None):
         self._store = store
+        self._db_url = db_url
         self.options = options or RunOptions()
 
     @property
     def store(self) -> Store:
+        """Opened on first use, so that only rank 0 of a distributed run ever connects."""
         if self._store is None:
-            self._store = Store()
+            self._store = Store(self._db_url)
         return self._store
 
     # -- planning ------------------------------------------------------------------------------

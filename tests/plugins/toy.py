@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -88,6 +89,7 @@ class ToyGauss(Task):
 class ToySamplerConfig:
     shift: float = 0.5
     crash_after_calls: int = -1  # for resume tests only
+    sleep_per_call: float = 0.0  # for kill tests only
 
 
 @register_method("toy-sampler")
@@ -105,5 +107,6 @@ class ToySampler(Method):
         if 0 <= self.config.crash_after_calls <= calls:
             raise RuntimeError("toy sampler crashed on purpose")
         os.environ["TOY_CALLS"] = str(calls + 1)
+        time.sleep(self.config.sleep_per_call)
         rows = [np.random.default_rng(r.seed).normal(self.config.shift, 1.0, r.condition["dim"]) for r in requests]
         return np.stack(rows)
