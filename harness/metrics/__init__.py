@@ -5,5 +5,7 @@ Task-specific metric modules live beside this file and are re-exported here as t
 """
 
 from harness.metrics.base import Accumulator, MetricValue
+from harness.metrics.frechet import FeatureStatistics, FrechetDistance, feature_statistics, frechet_distance
 
-__all__ = ["Accumulator", "MetricValue"]
+__all__ = ["Accumulator", "MetricValue", "FeatureStatistics", "FrechetDistance", "feature_statistics",
+           "frechet_distance"]
