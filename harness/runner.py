@@ -16,7 +16,6 @@ import os
 import shutil
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -160,7 +159,7 @@ class RunContext:
         if len(todo) < len(mine):
             self.log(f"resuming: {len(mine) - len(todo)} of {len(mine)} shards already done")
         start = time.perf_counter()
-        error: str | None = None
+        failure: BaseException | None = None
         try:
             for k in self.progress(todo, total=len(todo), desc=f"generate ({method.name})"):
                 tmp = shard_root / f".shard-{k:05d}.tmp-{os.getpid()}"
@@ -171,13 +170,14 @@ class RunContext:
                 parts = [method.generate(shard[i:i + bs]) for i in range(0, len(shard), bs)]
                 write_shard(concat_outputs(parts), shard, tmp)
                 os.replace(tmp, finals[k])
-        except Exception as exc:  # every rank must learn that one failed
-            error = f"rank {self.rank}: {exc}"
-            if not isinstance(exc, ArbenchError):
-                error += "\n" + traceback.format_exc()
+        except Exception as exc:  # every rank must learn that one failed, or the others wait forever
+            failure = exc
         self.timings["generate_seconds"] = time.perf_counter() - start
-        if not distributed.all_ok(error is None):
-            raise ArbenchError(error or "generation failed on another rank; see its log")
+        everyone_ok = distributed.all_ok(failure is None)
+        if failure is not None:
+            raise failure
+        if not everyone_ok:
+            raise ArbenchError("generation failed on another rank; its error is in that rank's output")
         distributed.barrier()
         return finals
 

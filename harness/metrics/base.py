@@ -36,7 +36,7 @@ class Accumulator(torchmetrics.Metric):
 
     Subclasses set the class attributes below, declare states with `add_state(..., dist_reduce_fx=...)`
     so that the result is the same for any batch size and world size, and return `MetricValue`s from
-    `values()`.
+    `values()`. States are not synchronised across ranks unless `sync_on_compute=True` is passed.
     """
 
     metric_name: ClassVar[str] = ""
@@ -44,6 +44,12 @@ class Accumulator(torchmetrics.Metric):
     version: ClassVar[str] = "1"
     description: ClassVar[str] = ""
     full_state_update: ClassVar[bool] = False
+
+    def __init__(self, **kwargs):
+        # The runner scores on rank 0 once every rank's samples are on disk; a task that spreads
+        # feature extraction over ranks passes sync_on_compute=True to reduce the states itself.
+        kwargs.setdefault("sync_on_compute", False)
+        super().__init__(**kwargs)
 
     def values(self) -> list[MetricValue]:
         value = self.compute()

@@ -1,0 +1,156 @@
+"""Translation metrics: sacreBLEU BLEU and chrF++ with their signatures, and the legacy "tokenized BLEU".
+
+The primary scores are sacreBLEU's (detokenized output, the metric's own tokenisation, its signature
+stored beside the number). `legacy_tokenized_bleu` reproduces the number non-autoregressive MT papers
+report, so that a user can compare with them: Moses tokenisation of hypothesis and reference, for
+En-De the tensor2tensor/fairseq compound splitting (`a-b` -> `a ##AT##-##AT## b`), then BLEU with no
+further tokenisation and no smoothing (as multi-bleu.perl / fairseq-score). It is labelled legacy
+because the numbers it gives are only comparable when every step above is identical.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Sequence
+
+import sacrebleu
+from sacrebleu.metrics import BLEU, CHRF
+
+from harness.errors import InputError
+
+#: Bootstrap resamples for confidence intervals (sacreBLEU's `--confidence` default).
+DEFAULT_BOOTSTRAP = 1000
+#: The regular expression of fairseq's scripts/compound_split_bleu.sh and tensor2tensor's get_ende_bleu.sh.
+_COMPOUND = re.compile(r"(\S)-(\S)")
+
+
+@dataclass(frozen=True)
+class TextScore:
+    """A corpus-level score with the sacreBLEU signature that identifies how it was computed.
+
+    `ci_low`/`ci_high` are sacreBLEU's bootstrap 95% interval (mean +- half-width) when requested.
+    """
+
+    score: float
+    signature: str
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+def check_parallel(hypotheses: Sequence[str], references: Sequence[str]) -> None:
+    """Refuse hypothesis/reference lists that cannot be scored line by line."""
+    if len(hypotheses) != len(references):
+        raise InputError(
+            f"{len(hypotheses)} hypotheses but {len(references)} references: give exactly one hypothesis "
+            f"per reference line, in the reference order."
+        )
+    if not references:
+        raise InputError("no sentences to score: the hypothesis and reference lists are empty.")
+    for kind, lines in (("hypothesis", hypotheses), ("reference", references)):
+        for i, line in enumerate(lines):
+            if not isinstance(line, str):
+                raise InputError(f"{kind} {i + 1} is a {type(line).__name__}, not a string.")
+            if "\n" in line or "\r" in line:
+                raise InputError(f"{kind} {i + 1} contains a line break: give one sentence per line.")
+
+
+def _score(metric, hypotheses: Sequence[str], references: Sequence[str], n_bootstrap: int) -> TextScore:
+    check_parallel(hypotheses, references)
+    result = metric.corpus_score(list(hypotheses), [list(references)], n_bootstrap=max(1, n_bootstrap))
+    signature = str(metric.get_signature())
+    if n_bootstrap > 1:
+        return TextScore(result.score, signature, result._mean - result._ci, result._mean + result._ci)
+    return TextScore(result.score, signature)
+
+
+def bleu_metric(tokenize: str = "13a", lowercase: bool = False) -> BLEU:
+    """sacreBLEU's BLEU with its defaults (exp smoothing, 4-grams) and the given tokenizer."""
+    return BLEU(tokenize=tokenize, lowercase=lowercase)
+
+
+def bleu_score(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a",
+               lowercase: bool = False, n_bootstrap: int = 0) -> TextScore:
+    """sacreBLEU corpus BLEU of detokenized hypotheses against one reference stream, with signature."""
+    return _score(bleu_metric(tokenize, lowercase), hypotheses, references, n_bootstrap)
+
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> float:
+    """sacreBLEU corpus BLEU (0-100); equal to `sacrebleu REF -i HYP -m bleu -b --tokenize TOKENIZE`."""
+    return bleu_score(hypotheses, references, tokenize=tokenize).score
+
+
+def chrf_pp_score(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool = False,
+                  n_bootstrap: int = 0) -> TextScore:
+    """sacreBLEU chrF++ (character 6-grams plus word 2-grams, beta 2), with signature."""
+    return _score(CHRF(word_order=2, lowercase=lowercase), hypotheses, references, n_bootstrap)
+
+
+def chrf_pp(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """sacreBLEU chrF++ (0-100); equal to `sacrebleu REF -i HYP -m chrf --chrf-word-order 2 -b`."""
+    return chrf_pp_score(hypotheses, references).score
+
+
+@lru_cache(maxsize=8)
+def _moses(lang: str):
+    from sacremoses import MosesTokenizer
+
+    return MosesTokenizer(lang=lang)
+
+
+def moses_tokenize(line: str, lang: str) -> str:
+    """Moses `tokenizer.perl -l LANG` (no aggressive hyphen splitting).
+
+    Entities are not escaped: escaping maps one token to one token, so it cannot change BLEU.
+    """
+    return _moses(lang).tokenize(line, escape=False, return_str=True, aggressive_dash_splits=False)
+
+
+def split_compounds(line: str) -> str:
+    """`a-b` -> `a ##AT##-##AT## b`, with the same non-overlapping left-to-right matching as perl's s///g."""
+    return _COMPOUND.sub(r"\1 ##AT##-##AT## \2", line)
+
+
+def legacy_tokenize(lines: Sequence[str], lang: str, compound_split: bool, lowercase: bool = False) -> list[str]:
+    """The legacy pipeline's preprocessing of one side: (lower-case,) Moses tokenise, (compound split)."""
+    out = []
+    for line in lines:
+        text = moses_tokenize(line.lower() if lowercase else line, lang)
+        out.append(split_compounds(text) if compound_split else text)
+    return out
+
+
+def legacy_tokenized_bleu_score(hypotheses: Sequence[str], references: Sequence[str], lang: str,
+                                compound_split: bool, lowercase: bool = False) -> TextScore:
+    """Tokenized BLEU as NAT papers report it (multi-bleu.perl / fairseq-score on Moses-tokenized text).
+
+    Both sides go through `legacy_tokenize`, then sacreBLEU scores them with `tokenize='none'`,
+    no smoothing, `force=True`. The signature says which pipeline produced the number.
+    """
+    check_parallel(hypotheses, references)
+    hyp = legacy_tokenize(hypotheses, lang, compound_split, lowercase)
+    ref = legacy_tokenize(references, lang, compound_split, lowercase)
+    metric = BLEU(tokenize="none", smooth_method="none", force=True)
+    result = metric.corpus_score(hyp, [ref])
+    pipeline = (f"legacy-tok-bleu|moses:{lang}|sacremoses:{_sacremoses_version()}|"
+                f"compound-split:{'yes' if compound_split else 'no'}|lc:{'yes' if lowercase else 'no'}")
+    return TextScore(result.score, f"{pipeline}|{metric.get_signature()}")
+
+
+def legacy_tokenized_bleu(hypotheses: Sequence[str], references: Sequence[str], lang: str = "de",
+                          compound_split: bool | None = None) -> float:
+    """Legacy tokenized BLEU (compound splitting on by default for German targets, as in the En-De papers)."""
+    if compound_split is None:
+        compound_split = lang == "de"
+    return legacy_tokenized_bleu_score(hypotheses, references, lang, compound_split).score
+
+
+def _sacremoses_version() -> str:
+    from importlib.metadata import version
+
+    return version("sacremoses")
+
+
+def sacrebleu_version() -> str:
+    return sacrebleu.__version__
