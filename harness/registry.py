@@ -13,6 +13,7 @@ import difflib
 import importlib
 import os
 import pkgutil
+import sys
 import threading
 from importlib.metadata import entry_points
 from typing import Callable, Generic, TypeVar
@@ -61,8 +62,9 @@ class Registry(Generic[T]):
                 return self._items[name]
             close = difflib.get_close_matches(name, list(self._items), n=5, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        broken = f" (these plugin modules failed to import: {', '.join(PLUGIN_ERRORS)})" if PLUGIN_ERRORS else ""
         raise UnknownNameError(
-            f"unknown {self.kind} {name!r}.{hint} Run `arbench {self.kind}s` to list the registered ones."
+            f"unknown {self.kind} {name!r}.{hint} Run `arbench {self.kind}s` to list the registered ones.{broken}"
         )
 
     def names(self) -> list[str]:
@@ -87,13 +89,32 @@ _loaded = False
 _load_lock = threading.Lock()
 
 
+#: Plugin modules that failed to import, with the reason; named in "unknown name" errors.
+PLUGIN_ERRORS: dict[str, str] = {}
+
+
 def import_package_tree(package_name: str) -> None:
-    """Import a package and every module below it (how `tasks` and `baselines` register all their files)."""
+    """Import a package and every module below it (how `tasks` and `baselines` register all their files).
+
+    A module that fails to import is reported on stderr and skipped, so that one broken plugin does
+    not take every other task and method down with it.
+    """
     package = importlib.import_module(package_name)
-    for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=package_name + "."):
+    for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=package_name + ".",
+                                      onerror=lambda name: _plugin_failed(name, sys.exc_info()[1])):
         if info.name.rsplit(".", 1)[-1].startswith("_"):
             continue
-        importlib.import_module(info.name)
+        try:
+            importlib.import_module(info.name)
+        except Exception as exc:  # noqa: BLE001 - any import-time failure of a plugin is reported the same way
+            _plugin_failed(info.name, exc)
+
+
+def _plugin_failed(module: str, exc: BaseException | None) -> None:
+    reason = f"{type(exc).__name__}: {exc}" if exc else "unknown error"
+    if module not in PLUGIN_ERRORS:
+        print(f"warning: plugin module {module} failed to import and is skipped ({reason})", file=sys.stderr)
+    PLUGIN_ERRORS[module] = reason
 
 
 def load_plugins() -> None:

@@ -61,3 +61,10 @@ def test_parse_set_values():
     for bad in (["cfg"], ["=3"]):
         with pytest.raises(ArbenchError, match="malformed --set"):
             parse_set(bad)
+
+
+def test_every_bundled_plugin_module_imports():
+    from harness.registry import PLUGIN_ERRORS, load_plugins
+
+    load_plugins()
+    assert PLUGIN_ERRORS == {}
