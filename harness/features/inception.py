@@ -18,6 +18,7 @@ the NVIDIA TorchScript Inception (`inception-2015-12-05.pt`) through `cleanfid.i
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -25,7 +26,6 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch_fidelity.feature_extractor_inceptionv3 import (BasicConv2d, InceptionA, InceptionB, InceptionC,
                                                           InceptionD, InceptionE_1, InceptionE_2)
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
@@ -208,27 +208,20 @@ def to_nchw_tensor(batch_nhwc: np.ndarray, device: str | torch.device) -> torch.
 
 @torch.inference_mode()
 def extract_inception_features(model: FIDInceptionV3, images: Iterable[np.ndarray] | np.ndarray,
-                               batch_size: int = 64, device: str | torch.device = "cpu",
-                               progress=lambda it, total=None: it, total: int | None = None) -> dict[str, np.ndarray]:
+                               batch_size: int = 64, device: str | torch.device = "cpu") -> dict[str, np.ndarray]:
     """ADM features of uint8 NHWC images as float32 arrays {"pool", "spatial", "logits"}.
 
-    Batches are prepared one ahead on a background thread so the network is never waiting for I/O.
+    The next batch is read on a background thread while the network runs, so it never waits for I/O.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     outputs: dict[str, list[np.ndarray]] = {"pool": [], "spatial": [], "logits": []}
     batches = iter_batches(images, batch_size)
-    steps = None if total is None else -(-total // batch_size)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(lambda: next(batches, None))
-        for _ in progress(iter(int, 1), total=steps):
-            batch = pending.result()
-            if batch is None:
-                break
-            pending = pool.submit(lambda: next(batches, None))
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(next, batches, None)
+        while (batch := pending.result()) is not None:
+            pending = reader.submit(next, batches, None)
             feats = model(to_nchw_tensor(batch, device))
-            for key in outputs:
-                outputs[key].append(getattr(feats, key).cpu().numpy())
+            for key, parts in outputs.items():
+                parts.append(getattr(feats, key).cpu().numpy())
     if not outputs["pool"]:
         raise InputError("no images to compute features of.")
     return {key: np.concatenate(parts) for key, parts in outputs.items()}
@@ -242,11 +235,6 @@ def extract_cleanfid_features(model: nn.Module, images: Iterable[np.ndarray] | n
     return np.concatenate(parts)
 
 
-def channels_last(model: nn.Module) -> nn.Module:
-    """NHWC memory format: about 1.4x faster convolutions on CPU, identical numbers up to float rounding."""
-    return model.to(memory_format=torch.channels_last)
-
-
 __all__ = ["FID_INCEPTION", "CLEANFID_INCEPTION", "InceptionConfig", "InceptionFeatures", "FIDInceptionV3",
            "load_fid_inception", "load_cleanfid_inception", "load_state_dict_file", "clean_resize",
-           "extract_inception_features", "extract_cleanfid_features", "iter_batches", "channels_last"]
+           "extract_inception_features", "extract_cleanfid_features", "iter_batches"]
