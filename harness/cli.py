@@ -184,6 +184,17 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_reported(args: argparse.Namespace) -> int:
+    """Load the curated paper-reported results into the store (idempotent)."""
+    from harness.store import Store
+    from leaderboard.reported import DEFAULT_FILE, load_reported
+
+    path = Path(args.file) if args.file else DEFAULT_FILE
+    summary = load_reported(Store(args.db), path)
+    print(f"{summary} (from {path})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run every offline task on its bundled methods, then print the table."""
     from harness.registry import TASKS
@@ -273,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--address", default="localhost")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("reported", help="load the paper-reported results into the store",
+                       description="Store the figures of leaderboard/reported_results.toml as 'reported' rows. "
+                                   "Loading twice adds nothing; corrected figures replace their old rows.")
+    p.add_argument("action", choices=["load"])
+    p.add_argument("--file", default=None, help="another reported-results TOML file")
+    p.set_defaults(func=cmd_reported)
 
     p = sub.add_parser("demo", help="run every offline task on the bundled models and fill results/arbench.db")
     runner_options(p)

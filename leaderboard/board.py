@@ -1,0 +1,262 @@
+"""Board logic, free of Streamlit: filtering, comparability groups, ranking with ties, paper gaps, CSV.
+
+A board is one task. Its rows are grouped by evaluation signature (protocol + scoring, without the
+method's settings): numbers are ranked only inside a group, never across groups. Inside a group the
+rank of a row is 1 + the number of rows that are better than it *beyond the confidence intervals*
+(the lower bound of the better row above the upper bound of this one, for higher-is-better); rows that
+cannot be told apart share a rank. A row without an interval is treated as the point [v, v].
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Sequence
+from urllib.parse import quote
+
+import numpy as np
+import pandas as pd
+
+from leaderboard.data import StoreSnapshot
+
+SOURCE_NAMES = {
+    "reproduced": "reproduced by ARBench",
+    "submitted": "submitted by the author",
+    "reported": "reported in a paper",
+}
+FAMILY_NAMES = {
+    "raster-ar": "raster AR",
+    "next-scale": "next-scale",
+    "masked": "masked / parallel",
+    "parallel": "masked / parallel",
+    "nat": "NAT",
+    "diffusion": "diffusion reference",
+}
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A metric column: its name, direction and unit (from the stored metric rows, never from the UI)."""
+
+    name: str
+    higher_is_better: bool
+    unit: str = ""
+
+    @property
+    def header(self) -> str:
+        arrow = "↑" if self.higher_is_better else "↓"
+        return f"{self.name} {arrow}" + (f" ({self.unit})" if self.unit else "")
+
+    @property
+    def ci_header(self) -> str:
+        return f"{self.name} 95% CI"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the visitor narrowed the board to; empty means everything."""
+
+    families: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    hardware: tuple[str, ...] = ()
+    params_range: tuple[float, float] | None = None
+    search: str = ""
+
+
+@dataclass
+class Group:
+    """Rows of one board that share an evaluation signature, ranked against each other."""
+
+    eval_signature_hash: str
+    table: pd.DataFrame
+    metrics: list[MetricInfo] = field(default_factory=list)
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted(set(self.table["source"]))
+
+
+def family_name(family: str) -> str:
+    return FAMILY_NAMES.get(family, family or "—")
+
+
+def run_link(run_id: str) -> str:
+    """The relative URL of a run page (the app reads `?run=`)."""
+    return f"?run={quote(str(run_id), safe='')}"
+
+
+def board_tasks(snapshot: StoreSnapshot) -> list[str]:
+    """Tasks that have at least one finished run, in name order."""
+    finished = snapshot.runs[snapshot.runs["status"] == "finished"]
+    return sorted(set(finished["task"]))
+
+
+def primary_metric(snapshot: StoreSnapshot, task: str, metrics: Sequence[MetricInfo]) -> str | None:
+    row = snapshot.tasks[snapshot.tasks["task"] == task]
+    declared = row["primary_metric"].iloc[0] if len(row) else None
+    names = [m.name for m in metrics]
+    if declared in names:
+        return declared
+    return names[0] if names else None
+
+
+def task_runs(snapshot: StoreSnapshot, task: str, status: str = "finished") -> pd.DataFrame:
+    runs = snapshot.runs
+    return runs[(runs["task"] == task) & (runs["status"] == status)]
+
+
+def apply_filters(runs: pd.DataFrame, filters: Filters) -> pd.DataFrame:
+    keep = pd.Series(True, index=runs.index)
+    if filters.families:
+        keep &= runs["family"].isin(filters.families)
+    if filters.sources:
+        keep &= runs["source"].isin(filters.sources)
+    if filters.hardware:
+        keep &= runs["hardware"].isin(filters.hardware)
+    if filters.params_range is not None:
+        low, high = filters.params_range
+        keep &= runs["params"].between(low, high)  # rows without a parameter count drop out of a range filter
+    if filters.search.strip():
+        needle = filters.search.strip().lower()
+        keep &= (runs["label"].str.lower().str.contains(needle, regex=False)
+                 | runs["method"].str.lower().str.contains(needle, regex=False))
+    return runs[keep]
+
+
+def metric_infos(metrics: pd.DataFrame, primary: str | None = None) -> list[MetricInfo]:
+    """One entry per metric name, primary first, the rest in the order they were first stored."""
+    if metrics.empty:
+        return []
+    first = metrics.drop_duplicates("name")
+    infos = [MetricInfo(r.name, bool(r.higher_is_better), r.unit or "") for r in first.itertuples(index=False)]
+    infos.sort(key=lambda m: m.name != primary)
+    return infos
+
+
+def rank_with_ties(values: Sequence[float], lows: Sequence[float], highs: Sequence[float],
+                   higher_is_better: bool) -> np.ndarray:
+    """Competition ranks where only rows separable by their intervals get different ranks.
+
+    rank(i) = 1 + #{j : j is better than i beyond both intervals}; NaN values get no rank (NaN).
+    """
+    v = np.asarray(values, dtype=float)
+    lo = np.where(np.isnan(np.asarray(lows, dtype=float)), v, np.asarray(lows, dtype=float))
+    hi = np.where(np.isnan(np.asarray(highs, dtype=float)), v, np.asarray(highs, dtype=float))
+    if higher_is_better:
+        better = lo[None, :] > hi[:, None]  # better[i, j]: j's lower bound above i's upper bound
+    else:
+        better = hi[None, :] < lo[:, None]
+    valid = ~np.isnan(v)
+    better &= valid[None, :]
+    ranks = 1.0 + better.sum(axis=1)
+    ranks[~valid] = np.nan
+    return ranks
+
+
+def wide_metrics(metrics: pd.DataFrame, run_ids: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(value, ci_low, ci_high) frames indexed by run id with one column per metric name."""
+    subset = metrics[metrics["run_id"].isin(run_ids)]
+    pivots = [subset.pivot_table(index="run_id", columns="name", values=col, aggfunc="first", dropna=False)
+              .reindex(run_ids) for col in ("value", "ci_low", "ci_high")]
+    return pivots[0], pivots[1], pivots[2]
+
+
+def paper_values(runs: pd.DataFrame, values: pd.DataFrame, metric: str | None) -> dict[str, float]:
+    """method -> the paper-reported value of `metric` on this board (the first reported row per method)."""
+    if metric is None or metric not in values.columns:
+        return {}
+    reported = runs[(runs["source"] == "reported") & (runs["method"] != "")]
+    found: dict[str, float] = {}
+    for run_id, method in zip(reported["run_id"], reported["method"]):
+        value = values.at[run_id, metric]
+        if method not in found and not pd.isna(value):
+            found[method] = float(value)
+    return found
+
+
+def build_groups(snapshot: StoreSnapshot, task: str, filters: Filters = Filters()) -> tuple[list[Group], str | None]:
+    """The board of `task`: comparability groups (largest with reproduced rows first) and the primary metric."""
+    all_runs = task_runs(snapshot, task).set_index("run_id", drop=False)
+    runs = apply_filters(all_runs, filters)
+    task_metrics = snapshot.metrics[snapshot.metrics["run_id"].isin(all_runs.index)]
+    infos = metric_infos(task_metrics, None)
+    primary = primary_metric(snapshot, task, infos)
+    infos = metric_infos(task_metrics, primary)
+    all_values, _, _ = wide_metrics(task_metrics, all_runs.index)
+    papers = paper_values(all_runs, all_values, primary)
+    if runs.empty:
+        return [], primary
+    values, lows, highs = wide_metrics(task_metrics, runs.index)
+    groups = []
+    for sig_hash, members in runs.groupby("eval_signature_hash", sort=False):
+        ids = members.index
+        present = [m for m in infos if values.loc[ids, m.name].notna().any()] if infos else []
+        table = _group_table(members, values.loc[ids], lows.loc[ids], highs.loc[ids], present, primary, papers)
+        groups.append(Group(sig_hash, table, present))
+    groups.sort(key=lambda g: ("reproduced" not in g.sources and "submitted" not in g.sources, -len(g.table)))
+    return groups, primary
+
+
+def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, highs: pd.DataFrame,
+                 metrics: list[MetricInfo], primary: str | None, papers: dict[str, float]) -> pd.DataFrame:
+    table = pd.DataFrame({
+        "rank": np.nan,
+        "label": runs["label"].where(runs["label"] != "", runs["method"]),
+        "method": runs["method"],
+        "family": runs["family"].map(family_name),
+        "source": runs["source"].map(lambda s: SOURCE_NAMES.get(s, s)),
+        "params": runs["params"],
+        "hardware": runs["hardware"],
+    }, index=runs.index)
+    by_name = {m.name: m for m in metrics}
+    if primary in by_name:
+        table["rank"] = rank_with_ties(values[primary], lows[primary], highs[primary],
+                                       by_name[primary].higher_is_better)
+    for m in metrics:
+        table[m.header] = values[m.name]
+    for m in metrics:
+        if lows[m.name].notna().any():
+            table[m.ci_header] = [_ci_text(lo, hi) for lo, hi in zip(lows[m.name], highs[m.name])]
+    if primary in by_name and papers:
+        reproduced = runs["source"] != "reported"
+        paper = runs["method"].map(papers).where(reproduced)
+        table[f"paper {primary}"] = paper
+        table[f"Δ vs paper ({primary})"] = values[primary] - paper
+    table["verification"] = runs["verification"]
+    table["signature"] = runs["signature_hash"]
+    table["run"] = runs["run_id"].map(run_link)
+    table["run_id"] = runs["run_id"]
+    sort_cols = ["rank"] + ([by_name[primary].header] if primary in by_name else [])
+    ascending = [True] + ([not by_name[primary].higher_is_better] if primary in by_name else [])
+    return table.sort_values(sort_cols, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _ci_text(low: float, high: float) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return ""
+    return f"[{low:.4g}, {high:.4g}]"
+
+
+def has_speed(metrics: Sequence[MetricInfo]) -> bool:
+    """A speed board (decoding, NAT latency, RTF): hardware matters, so the hardware filter is shown."""
+    return any(_is_speed(m) for m in metrics)
+
+
+def _is_speed(m: MetricInfo) -> bool:
+    name = m.name.lower()
+    return (any(k in name for k in ("speedup", "latency", "rtf", "throughput", "seconds", "time"))
+            or m.unit in ("x", "s", "ms", "tokens/s", "img/s"))
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def to_csv(table: pd.DataFrame) -> bytes:
+    """The shown table as CSV; text cells that a spreadsheet would run as a formula are prefixed with '."""
+    safe = table.copy()
+    for col in safe.columns:
+        if safe[col].dtype == object or pd.api.types.is_string_dtype(safe[col]):
+            safe[col] = safe[col].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v)
+    buf = io.StringIO()
+    safe.to_csv(buf, index=False)
+    return buf.getvalue().encode("utf-8")

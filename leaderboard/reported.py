@@ -1,0 +1,235 @@
+"""Paper-reported results: the curated data file and its idempotent loader (`arbench reported load`).
+
+The data file (`leaderboard/reported_results.toml`, versioned with `data_version`) lists each figure
+with its paper, the table or README it comes from, the sampler settings and the evaluation protocol
+it was measured under. Each entry becomes one run with kind="reported", source="reported":
+
+- its evaluation signature is the task plus the named protocol's settings (evaluator, reference set,
+  sample count...), so paper numbers measured under different protocols are never ranked together;
+- its full signature adds the method, its sampler settings and the source;
+- its id is derived from (task, label, protocol), so loading twice adds nothing, and a corrected
+  figure replaces the old row instead of adding a second one;
+- marks from the shared notes ([2nd], [unv], [abs]) stay on the row as a `verification` note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from harness.errors import InputError
+from harness.signature import Signature
+from harness.store import MethodRow, MetricRow, RunRow, Store, TaskRow, utcnow
+
+DEFAULT_FILE = Path(__file__).resolve().parent / "reported_results.toml"
+SCHEMA_VERSION = 1
+MARKS = {
+    "2nd": "taken from a third-party transcription of the paper's table",
+    "unv": "not verified against the paper",
+    "abs": "from the paper's abstract",
+}
+ENTRY_KEYS = {"task", "method", "label", "family", "params", "paper", "url", "where", "protocol", "settings",
+              "metrics", "marks", "note", "hardware"}
+REQUIRED_KEYS = ("task", "label", "paper", "where", "protocol", "metrics")
+
+
+@dataclass
+class LoadSummary:
+    data_version: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+
+    def __str__(self) -> str:
+        return (f"reported results {self.data_version}: {self.added} added, {self.updated} updated, "
+                f"{self.unchanged} unchanged, {self.removed} removed")
+
+
+@dataclass
+class ReportedEntry:
+    """One validated figure set of the data file, ready to store."""
+
+    run_id: str
+    task: str
+    method: str | None
+    family: str
+    label: str
+    eval_signature: Signature
+    signature: Signature
+    settings: dict[str, Any]
+    provenance: dict[str, Any]
+    metrics: dict[str, float]
+    marks: dict[str, str]
+    content_sha256: str
+
+
+def read_data_file(path: Path = DEFAULT_FILE) -> tuple[dict[str, Any], list[ReportedEntry]]:
+    """Parse and validate the data file; raises InputError naming the entry and the fix."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise InputError(f"no reported-results file at {path}; pass --file with the path of one.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path} is not valid TOML ({exc}); fix the line it names.") from exc
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(f"{path}: schema_version must be {SCHEMA_VERSION}, found {data.get('schema_version')!r}.")
+    if not isinstance(data.get("data_version"), str):
+        raise InputError(f"{path}: set data_version (e.g. \"2026-11-25\") so loaded rows say which file they came from.")
+    metric_meta = data.get("metrics", {})
+    protocols = data.get("protocols", {})
+    entries = [_entry(path, i, raw, metric_meta, protocols, data) for i, raw in enumerate(data.get("result", []))]
+    seen: dict[str, str] = {}
+    for e in entries:
+        if e.run_id in seen:
+            raise InputError(f"{path}: two results for task {e.task!r} are both labelled {e.label!r} under the same "
+                             "protocol; give them distinct labels.")
+        seen[e.run_id] = e.label
+    return data, entries
+
+
+def _entry(path: Path, index: int, raw: dict[str, Any], metric_meta: dict[str, Any], protocols: dict[str, Any],
+           data: dict[str, Any]) -> ReportedEntry:
+    where = f"{path}, result #{index + 1} ({raw.get('label', 'no label')!r})"
+    unknown = set(raw) - ENTRY_KEYS
+    if unknown:
+        raise InputError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(ENTRY_KEYS)}.")
+    missing = [k for k in REQUIRED_KEYS if not raw.get(k)]
+    if missing:
+        raise InputError(f"{where}: missing {', '.join(missing)}.")
+    protocol_name = raw["protocol"]
+    if protocol_name not in protocols:
+        raise InputError(f"{where}: protocol {protocol_name!r} is not defined; add a [protocols.{protocol_name}] table.")
+    protocol = protocols[protocol_name]
+    if protocol.get("task") != raw["task"]:
+        raise InputError(f"{where}: protocol {protocol_name!r} belongs to task {protocol.get('task')!r}, "
+                         f"not {raw['task']!r}.")
+    metrics: dict[str, float] = {}
+    for name, value in raw["metrics"].items():
+        if name not in metric_meta:
+            raise InputError(f"{where}: metric {name!r} has no [metrics.{name}] table (direction and unit).")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise InputError(f"{where}: metric {name!r} must be a finite number, got {value!r}.")
+        metrics[name] = float(value)
+    marks = raw.get("marks", {})
+    if isinstance(marks, list):  # marks on the whole row
+        marks = {"*": m for m in marks}
+    for target, mark in marks.items():
+        if mark not in MARKS:
+            raise InputError(f"{where}: mark {mark!r} is not one of {sorted(MARKS)}.")
+        if target != "*" and target not in metrics:
+            raise InputError(f"{where}: mark on {target!r}, which is not one of this row's metrics.")
+    settings = dict(raw.get("settings", {}))
+    eval_sig = Signature().add("task", raw["task"]).add("reported_protocol", protocol_name)
+    eval_sig.update("protocol", {k: v for k, v in protocol.items() if k != "task"})
+    sig = Signature(dict(eval_sig.entries)).add("kind", "reported").add("method", raw.get("method") or raw["label"])
+    sig.update("method", settings).add("source", f"{raw['paper']}; {raw['where']}")
+    provenance = {
+        "paper": raw["paper"], "url": raw.get("url", ""), "where": raw["where"], "note": raw.get("note", ""),
+        "params": raw.get("params"), "hardware": raw.get("hardware"),
+        "marks": marks, "verification": _verification(marks),
+        "data_file": Path(path).name, "data_version": data["data_version"],
+    }
+    provenance = {k: v for k, v in provenance.items() if v not in (None, "", {})}
+    content = json.dumps([raw, protocol, {n: metric_meta[n] for n in metrics}], sort_keys=True, default=str)
+    run_id = hashlib.sha256(f"reported|{raw['task']}|{protocol_name}|{raw['label']}".encode()).hexdigest()[:32]
+    return ReportedEntry(
+        run_id=run_id, task=raw["task"], method=raw.get("method"), family=raw.get("family", ""), label=raw["label"],
+        eval_signature=eval_sig, signature=sig, settings={"task": None, "method": settings}, provenance=provenance,
+        metrics=metrics, marks=marks, content_sha256=hashlib.sha256(content.encode()).hexdigest(),
+    )
+
+
+def _verification(marks: dict[str, str]) -> str:
+    if not marks:
+        return ""
+    parts = [f"{'row' if target == '*' else target}: {MARKS[mark]} [{mark}]" for target, mark in marks.items()]
+    return "unverified — " + "; ".join(parts)
+
+
+def load_reported(store: Store, path: Path = DEFAULT_FILE) -> LoadSummary:
+    """Store every entry of the data file as a reported run, in one transaction (all or nothing)."""
+    from harness.registry import METHODS, TASKS
+
+    data, entries = read_data_file(path)
+    summary = LoadSummary(data["data_version"])
+    tasks_meta = data.get("tasks", {})
+    metric_meta = data.get("metrics", {})
+    with store.session() as s:
+        existing = {r.id: r for r in s.scalars(select(RunRow).where(RunRow.kind == "reported"))}
+        for e in entries:
+            old = existing.pop(e.run_id, None)
+            if old is not None and (old.provenance or {}).get("entry_sha256") == e.content_sha256:
+                summary.unchanged += 1
+                continue
+            if old is not None:
+                s.delete(old)
+                s.flush()
+                summary.updated += 1
+            else:
+                summary.added += 1
+            task_row = _task_row(s, e.task, tasks_meta, TASKS)
+            method_row = _method_row(s, e, METHODS) if e.method else None
+            run = RunRow(
+                id=e.run_id, task_id=task_row.id, task_version="reported",
+                method_id=method_row.id if method_row else None, kind="reported", source="reported",
+                label=e.label, status="finished", signature=str(e.signature), signature_hash=e.signature.hash,
+                eval_signature=str(e.eval_signature), eval_signature_hash=e.eval_signature.hash,
+                settings=e.settings, provenance={**e.provenance, "entry_sha256": e.content_sha256},
+                started_at=utcnow(), finished_at=utcnow(),
+            )
+            for name, value in e.metrics.items():
+                meta = metric_meta[name]
+                mark = e.marks.get(name) or e.marks.get("*")
+                run.metrics.append(MetricRow(
+                    name=name, value=value, higher_is_better=bool(meta["higher_is_better"]),
+                    unit=meta.get("unit", ""), version="reported",
+                    description=meta.get("description", "") + (f" [{mark}: {MARKS[mark]}]" if mark else ""),
+                ))
+            s.add(run)
+        for stale in existing.values():  # rows of this data file that a newer version no longer lists
+            if (stale.provenance or {}).get("data_file") == Path(path).name:
+                s.delete(stale)
+                summary.removed += 1
+    return summary
+
+
+def _task_row(s, name: str, tasks_meta: dict[str, Any], registry) -> TaskRow:
+    """The task's row; created from the registry (or the data file) only when the store has none yet."""
+    row = s.scalar(select(TaskRow).where(TaskRow.name == name))
+    if row is not None:
+        return row
+    if name in registry.names():
+        cls = registry.get(name)
+        row = TaskRow(name=name, version=cls.version, modality=cls.modality, description=cls.description,
+                      primary_metric=cls.primary_metric or None)
+    else:
+        meta = tasks_meta.get(name)
+        if meta is None:
+            raise InputError(f"task {name!r} is neither registered nor described in the data file's [tasks.{name}].")
+        row = TaskRow(name=name, version=str(meta.get("version", "1")), modality=meta["modality"],
+                      description=meta.get("description", ""), primary_metric=meta.get("primary_metric"))
+    s.add(row)
+    s.flush()
+    return row
+
+
+def _method_row(s, e: ReportedEntry, registry) -> MethodRow:
+    row = s.scalar(select(MethodRow).where(MethodRow.name == e.method))
+    if row is not None:
+        return row
+    if e.method in registry.names():
+        cls = registry.get(e.method)
+        row = MethodRow(name=e.method, family=cls.family, description=cls.description)
+    else:
+        row = MethodRow(name=e.method, family=e.family, description=e.provenance["paper"])
+    s.add(row)
+    s.flush()
+    return row
