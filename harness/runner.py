@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -33,6 +35,8 @@ from harness.metrics.base import MetricValue
 from harness.registry import METHODS, TASKS
 from harness.signature import Signature
 from harness.store import Store
+
+GLOBAL_SEED = 0
 
 
 @dataclass
@@ -247,8 +251,15 @@ class Runner:
         task, method = plan.task, plan.method
         run_dir = artifacts_dir() / f"{task.name}-{plan.signature.hash}"
         run_id = None
+        torch.manual_seed(GLOBAL_SEED)  # for any code that draws from the global generators
+        np.random.seed(GLOBAL_SEED)
         if rank == 0:
             prov = provenance.collect(device, world_size, self.options.batch_size, "float32")
+            prov["global_seed"] = GLOBAL_SEED
+            if plan.kind == "run":
+                seeds = [r.seed for r in task.requests()]
+                prov["num_requests"] = len(seeds)
+                prov["request_seeds_sha256"] = hashlib.sha256(json.dumps(seeds).encode()).hexdigest()
             if method is not None and method.checkpoint_sha256():
                 prov["checkpoint_sha256"] = method.checkpoint_sha256()
             run_id = self.store.find_resumable(plan.signature.hash, plan.kind) if plan.kind == "run" else None

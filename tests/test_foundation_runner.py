@@ -40,7 +40,7 @@ def test_run_end_to_end_records_metrics_signature_provenance(results_dir):
     assert "task.num_samples:20" in record["signature"] and "method.shift:0.5" in record["signature"]
     assert "method" not in record["eval_signature"]
     for key in ("harness_version", "python", "packages", "world_size", "batch_size", "wall_seconds",
-                "peak_rss_mb", "device", "tf32_matmul", "dtype"):
+                "peak_rss_mb", "device", "tf32_matmul", "dtype", "global_seed", "request_seeds_sha256"):
         assert key in record["provenance"], key
     assert record["provenance"]["batch_size"] == 4
 
