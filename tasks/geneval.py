@@ -1,0 +1,282 @@
+"""GenEval (Ghosh et al., NeurIPS 2023): 553 compositional text-to-image prompts scored by object detection.
+
+Protocol and rules: ../shared/protocols/geneval.md and `harness.metrics.geneval`. Images live in GenEval's own
+folder layout, which `arbench score geneval <folder>` reads and `arbench run geneval <method>` writes:
+
+    <folder>/00000/metadata.jsonl      one JSON object: that prompt's line of evaluation_metadata.jsonl
+    <folder>/00000/samples/0000.png    `images_per_prompt` RGB images (names matching \\d+\\.png)
+
+Scoring needs the mmdet Mask2Former Swin-S COCO weights and OpenAI's CLIP ViT-L/14; neither can be had
+offline, so there is no offline variant of this task. Both are resolved before anything is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from harness.api import Method, Request, Task
+from harness.errors import ArbenchError, InputError, MissingAssetError
+from harness.features import clip_color, geneval_detector
+from harness.metrics.base import MetricValue
+from harness.metrics.geneval import TAGS, GenEvalRules, GenEvalScore, evaluate_image, keep_detections
+from harness.registry import register_task
+from harness.signature import Signature
+from harness.weights import WeightSpec, register_weights
+
+GENEVAL_COMMIT = "af4902f24d3ca90ebbb446dd9891a59e0f82725f"
+METADATA = register_weights(WeightSpec(
+    name="geneval-metadata",
+    filename="geneval_evaluation_metadata.jsonl",
+    url=f"https://raw.githubusercontent.com/djghosh13/geneval/{GENEVAL_COMMIT}/prompts/evaluation_metadata.jsonl",
+    sha256="5c48e0813e812e3c373fa5c8ed07a8f0a483be30272b4427b0559c8048e67c13",
+    license="MIT (Copyright (c) 2023 Dhruba Ghosh)",
+    description="GenEval's 553 prompts with their include/exclude clauses",
+))
+NUM_PROMPTS = 553
+SAMPLE_NAME = re.compile(r"\d+\.png")  # GenEval uses re.match: start-anchored
+
+
+def load_metadata(path: str | Path | None = None) -> list[dict]:
+    """The official prompt records, in file order (line i is prompt folder i)."""
+    resolved = METADATA.resolve(path)
+    records = [json.loads(line) for line in resolved.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(records) != NUM_PROMPTS:
+        raise ArbenchError(f"{resolved} has {len(records)} prompts, expected {NUM_PROMPTS}")
+    return records
+
+
+class TextToImage(Method):
+    """The text-to-image protocol: each request's condition carries {"prompt": str, ...}.
+
+    `generate` returns one uint8 RGB image per request, stacked as an array (N, H, W, 3). Seed each image from
+    its `Request.seed` so that outputs do not depend on batching.
+    """
+
+    modality = "text-to-image"
+
+    @abstractmethod
+    def generate(self, requests: Sequence[Request]) -> np.ndarray:
+        """uint8 (N, H, W, 3) images for the requests' prompts, in request order."""
+
+
+@dataclass(frozen=True)
+class GenEvalImage:
+    """One image to score and the prompt record it answers."""
+
+    prompt_index: int
+    path: Path
+    metadata: dict
+
+
+@dataclass
+class GenEvalConfig:
+    images_per_prompt: int = 4
+    seed: int = 42
+    threshold: float = GenEvalRules.threshold
+    counting_threshold: float = GenEvalRules.counting_threshold
+    max_objects: int = GenEvalRules.max_objects
+    position_threshold: float = GenEvalRules.position_threshold
+
+
+@register_task("geneval")
+class GenEval(Task):
+    version = "1"
+    modality = "text-to-image"
+    description = "GenEval: 553 compositional prompts, Mask2Former + CLIP colour rules (needs weights)"
+    primary_metric = "geneval"
+    Config = GenEvalConfig
+
+    @property
+    def rules(self) -> GenEvalRules:
+        c = self.config
+        return GenEvalRules(c.threshold, c.counting_threshold, c.max_objects, c.position_threshold)
+
+    def signature(self) -> Signature:
+        sig = super().signature()
+        sig.add("prompts_sha256", METADATA.sha256)
+        sig.add("rules", f"geneval@{GENEVAL_COMMIT[:7]}-v{GenEvalScore.version}")
+        sig.add("detector", geneval_detector.DETECTOR_ID)
+        sig.add("detector_preprocess", geneval_detector.PREPROCESS_ID)
+        sig.add("color_model", clip_color.COLOR_MODEL_ID)
+        return sig
+
+    def require_assets(self) -> None:
+        """Resolve (and hash-check) every file scoring needs; one MissingAssetError names all that are missing."""
+        missing = []
+        for spec in (METADATA, geneval_detector.MASK2FORMER_SWIN_S_COCO, clip_color.CLIP_VIT_L14_OPENAI):
+            try:
+                spec.resolve()
+            except MissingAssetError as exc:
+                missing.append(str(exc))
+        if missing:
+            raise MissingAssetError("GenEval cannot score without these files (it has no offline variant):\n- "
+                                    + "\n- ".join(missing))
+
+    def check_method(self, method: Method) -> None:
+        super().check_method(method)
+        self.require_assets()  # refuse before generating for hours, and before a run row is stored
+
+    # -- generation ----------------------------------------------------------------------------
+    def requests(self) -> list[Request]:
+        n = self.config.images_per_prompt
+        requests = []
+        for p, record in enumerate(load_metadata()):
+            for s in range(n):
+                index = p * n + s
+                requests.append(Request(index, f"{p:05d}/{s:04d}", self.config.seed * 1_000_003 + index,
+                                        {"prompt": record["prompt"], "tag": record["tag"],
+                                         "prompt_index": p, "sample_index": s}))
+        return requests
+
+    def write_shard(self, outputs: Any, requests: Sequence[Request], directory: Path) -> None:
+        images = np.asarray(outputs)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(requests):
+            raise ArbenchError(f"a text-to-image method must return uint8 (N, H, W, 3) images, one per request; "
+                               f"got {images.dtype} {images.shape} for {len(requests)} requests")
+        for image, request in zip(images, requests):
+            target = directory / f"{request.condition['prompt_index']:05d}" / "samples"
+            target.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image, "RGB").save(target / f"{request.condition['sample_index']:04d}.png")
+
+    def read_generated(self, shard_dirs: Sequence[Path], requests: Sequence[Request]) -> list[GenEvalImage]:
+        raise ArbenchError("geneval assembles its image folder in run(); read_generated is not used")
+
+    def assemble_folder(self, shard_dirs: Sequence[Path], target: Path) -> Path:
+        """Merge generated shards into GenEval's official layout (metadata.jsonl per prompt folder)."""
+        records = load_metadata()
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        for shard in shard_dirs:
+            for prompt_dir in sorted(shard.iterdir()):
+                out = tmp / prompt_dir.name / "samples"
+                out.mkdir(parents=True, exist_ok=True)
+                for png in sorted((prompt_dir / "samples").iterdir()):
+                    shutil.copyfile(png, out / png.name)
+        for p, record in enumerate(records):
+            (tmp / f"{p:05d}").mkdir(parents=True, exist_ok=True)
+            (tmp / f"{p:05d}" / "metadata.jsonl").write_text(json.dumps(record) + "\n", encoding="utf-8")
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+        return target
+
+    def run(self, method: Method, ctx) -> list[MetricValue]:
+        shard_dirs = ctx.generate_sharded(method, self.requests(), self.write_shard)
+        if not ctx.is_main:
+            return []
+        folder = self.assemble_folder(shard_dirs, ctx.artifact("images"))
+        ctx.log(f"images in GenEval's layout at {folder}")
+        return self.score(self.load_samples(folder), ctx)
+
+    # -- reading and validating a folder ---------------------------------------------------------
+    def load_samples(self, path: Path) -> list[GenEvalImage]:
+        """Validate a GenEval image folder completely, then check the weights; nothing is scored here."""
+        records = load_metadata()
+        images = read_folder(Path(path), records, self.config.images_per_prompt)
+        self.require_assets()
+        return images
+
+    # -- scoring -------------------------------------------------------------------------------
+    def score(self, samples: Sequence[GenEvalImage], ctx) -> list[MetricValue]:
+        detector = geneval_detector.GenEvalDetector.from_pretrained(device=ctx.device)
+        colors = clip_color.ColorClassifier.from_pretrained(device=ctx.device)
+        return score_images(samples, detector, colors, self.rules, ctx)
+
+
+def score_images(samples: Sequence[GenEvalImage], detector, colors, rules: GenEvalRules, ctx) -> list[MetricValue]:
+    """Detect, judge every image, write GenEval's results.jsonl as an artifact, and refuse silent failures."""
+    metric = GenEvalScore()
+    any_detection = False
+    with open(ctx.artifact("results.jsonl"), "w", encoding="utf-8") as rows:
+        for sample in ctx.progress(samples, total=len(samples), desc="geneval"):
+            image = Image.open(sample.path).convert("RGB")
+            detections = detector.detect(image)
+            tag = sample.metadata["tag"]
+            kept = keep_detections(detections, tag, rules)
+            any_detection |= bool(keep_detections(detections, "", rules))
+            result = evaluate_image(sample.metadata, kept, lambda dets, name: colors.classify(image, dets, name),
+                                    rules)
+            metric.update([tag], [result.correct])
+            rows.write(json.dumps({
+                "filename": str(sample.path), "tag": tag, "prompt": sample.metadata["prompt"],
+                "correct": result.correct, "reason": result.reason, "metadata": json.dumps(sample.metadata),
+                "details": json.dumps({name: [[*map(float, d.box), float(d.score)] for d in dets]
+                                       for name, dets in kept.items()}),
+            }) + "\n")
+    if not any_detection:
+        raise ArbenchError(
+            f"canary: the detector found no object above score {rules.threshold} in any of {len(samples)} images. "
+            "That is a broken detector (wrong or corrupt weights, a failed load, a numerics problem on this device), "
+            "not a result; nothing is stored as a score. Check `arbench weights verify "
+            f"{geneval_detector.MASK2FORMER_SWIN_S_COCO.name}` and the device.")
+    values = metric.values()
+    overall = values[-1].value
+    if overall == 0.0:
+        raise ArbenchError("canary: the GenEval score is exactly 0 (no image judged correct, not even a single "
+                           "object). Real generators score well above 0 on single_object; suspect the detector "
+                           "weights or the image folder, not the method.")
+    return values
+
+
+def read_folder(folder: Path, records: Sequence[dict], images_per_prompt: int) -> list[GenEvalImage]:
+    """Every image of a GenEval folder, checked against the official records; raises InputError with a fix."""
+    if not folder.is_dir():
+        raise InputError(f"{folder} is not a folder: give GenEval's image folder (00000/ ... 00552/ inside)")
+    prompt_dirs = {d.name: d for d in folder.iterdir() if d.is_dir() and d.name.isdigit()}
+    expected = [f"{p:05d}" for p in range(len(records))]
+    missing = [name for name in expected if name not in prompt_dirs]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InputError(f"{folder} lacks {len(missing)} of the {len(records)} prompt folders ({shown}). "
+                         "Generate every prompt of evaluation_metadata.jsonl, one zero-padded 5-digit folder each.")
+    extra = sorted(set(prompt_dirs) - set(expected))
+    if extra:
+        raise InputError(f"{folder} has prompt folders beyond the {len(records)} official prompts: "
+                         f"{', '.join(extra[:5])}. Remove them (folder i holds prompt line i).")
+    images: list[GenEvalImage] = []
+    for p, record in enumerate(records):
+        prompt_dir = prompt_dirs[expected[p]]
+        check_prompt_metadata(prompt_dir / "metadata.jsonl", record)
+        sample_dir = prompt_dir / "samples"
+        names = sorted(f.name for f in sample_dir.iterdir() if SAMPLE_NAME.match(f.name)) if sample_dir.is_dir() else []
+        if len(names) != images_per_prompt:
+            raise InputError(f"{sample_dir} has {len(names)} images named like 0000.png, expected "
+                             f"{images_per_prompt} (set images_per_prompt=N if you generated another number).")
+        for name in names:
+            check_image(sample_dir / name)
+            images.append(GenEvalImage(p, sample_dir / name, record))
+    return images
+
+
+def check_prompt_metadata(path: Path, record: dict) -> None:
+    if not path.is_file():
+        raise InputError(f"{path} is missing: each prompt folder needs its line of evaluation_metadata.jsonl "
+                         "(one JSON object) as metadata.jsonl")
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        theirs = json.loads(text.splitlines()[0]) if text else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not JSON ({exc}); write the prompt's metadata line there") from exc
+    if theirs != record:
+        raise InputError(f"{path} does not match the official prompt for this folder: expected {json.dumps(record)}, "
+                         f"found {text[:300]}. Folder i must hold prompt line i of evaluation_metadata.jsonl.")
+
+
+def check_image(path: Path) -> None:
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            image.verify()
+    except Exception as exc:  # PIL raises many types for broken files
+        raise InputError(f"{path} is not a readable PNG ({exc}); regenerate or re-save it") from exc
+    if mode != "RGB":
+        raise InputError(f"{path} is a {mode} image; GenEval scores 8-bit RGB images. Save it with "
+                         "Image.convert('RGB') (no alpha channel, no palette, no greyscale).")
