@@ -60,6 +60,9 @@ class Plan:
     signature: Signature
     eval_signature: Signature
     settings: dict[str, Any]
+    #: name/family/description of the method for the store (also set when the method runs elsewhere)
+    method_info: dict[str, str] | None = None
+    checkpoint_sha256: str | None = None
 
 
 @dataclass
@@ -213,16 +216,30 @@ class Runner:
             method = method_cls(build_config(method_cls.Config, method_values, f"method {method_name!r}"),
                                 device=device)
             task.check_method(method)
+        if method is None:
+            return self._plan(task, None, kind, None, None, None)
+        info = dict(name=method.name, family=method.family, description=method.description)
+        return self._plan(task, info, kind, method.settings(), method.checkpoint_sha256(), method)
+
+    def plan_external(self, task_name: str, task_overrides: dict[str, Any], method_info: dict[str, str],
+                      method_settings: dict[str, Any], checkpoint_sha256: str | None, kind: str = "run") -> Plan:
+        """A plan for a method that runs outside this process (a submission's sandboxed adapter)."""
+        task_cls = TASKS.get(task_name)
+        task = task_cls(build_config(task_cls.Config, task_overrides, f"task {task_name!r}"))
+        return self._plan(task, method_info, kind, method_settings, checkpoint_sha256, None)
+
+    @staticmethod
+    def _plan(task: Task, method_info: dict[str, str] | None, kind: str, method_settings: dict[str, Any] | None,
+              checkpoint_sha256: str | None, method: Method | None) -> Plan:
         eval_sig = task.signature()
         eval_sig.add("harness", harness.__version__).add("tf32", False)
         sig = Signature(dict(eval_sig.entries)).add("kind", kind)
-        if method is not None:
-            sig.add("method", method.name).update("method", method.settings())
-            sha = method.checkpoint_sha256()
-            if sha:
-                sig.add("checkpoint_sha256", sha)
-        settings = {"task": task.settings(), "method": method.settings() if method else None}
-        return Plan(task, method, kind, sig, eval_sig, settings)
+        if method_info is not None:
+            sig.add("method", method_info["name"]).update("method", method_settings or {})
+            if checkpoint_sha256:
+                sig.add("checkpoint_sha256", checkpoint_sha256)
+        settings = {"task": task.settings(), "method": method_settings}
+        return Plan(task, method, kind, sig, eval_sig, settings, method_info, checkpoint_sha256)
 
     # -- execution -----------------------------------------------------------------------------
     def run(self, task_name: str, method_name: str, overrides: dict[str, Any] | None = None) -> RunResult:
@@ -248,7 +265,7 @@ class Runner:
         rank, world_size = distributed.world()
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        task, method = plan.task, plan.method
+        task = plan.task
         run_dir = artifacts_dir() / f"{task.name}-{plan.signature.hash}"
         run_id = None
         torch.manual_seed(GLOBAL_SEED)  # for any code that draws from the global generators
@@ -260,8 +277,8 @@ class Runner:
                 seeds = [r.seed for r in task.requests()]
                 prov["num_requests"] = len(seeds)
                 prov["request_seeds_sha256"] = hashlib.sha256(json.dumps(seeds).encode()).hexdigest()
-            if method is not None and method.checkpoint_sha256():
-                prov["checkpoint_sha256"] = method.checkpoint_sha256()
+            if plan.checkpoint_sha256:
+                prov["checkpoint_sha256"] = plan.checkpoint_sha256
             run_id = self.store.find_resumable(plan.signature.hash, plan.kind) if plan.kind == "run" else None
             if run_id:
                 self.store.mark_running(run_id)
@@ -269,11 +286,10 @@ class Runner:
                 run_id = self.store.create_run(
                     task=dict(name=task.name, version=task.version, modality=task.modality,
                               description=task.description, primary_metric=task.primary_metric),
-                    method=(dict(name=method.name, family=method.family, description=method.description)
-                            if method else None),
+                    method=plan.method_info,
                     kind=plan.kind,
                     source=self.options.source or ("reproduced" if plan.kind == "run" else "submitted"),
-                    label=self.options.label or default_label or (method.name if method else task.name),
+                    label=self.options.label or default_label or (plan.method_info or {}).get("name", task.name),
                     signature=str(plan.signature), signature_hash=plan.signature.hash,
                     eval_signature=str(plan.eval_signature), eval_signature_hash=plan.eval_signature.hash,
                     settings=plan.settings, provenance=prov, artifacts_path=str(run_dir),
