@@ -7,6 +7,7 @@ Task-specific metric modules live beside this file and are re-exported here as t
 from harness.metrics.base import Accumulator, MetricValue
 from harness.metrics.frechet import FeatureStatistics, FrechetDistance, feature_statistics, frechet_distance
 from harness.metrics.image import InceptionScore, PrecisionRecall, inception_score, precision_recall
+from harness.metrics.geneval import GenEvalRules, GenEvalScore, evaluate_image, keep_detections, relative_position
 
 __all__ = ["Accumulator", "MetricValue", "FeatureStatistics", "FrechetDistance", "feature_statistics",
            "frechet_distance", "InceptionScore", "PrecisionRecall", "inception_score", "precision_recall"]
