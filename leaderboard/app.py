@@ -1,31 +1,60 @@
-"""ARBench leaderboard (Streamlit). Start it with `arbench leaderboard`."""
+"""ARBench leaderboard (Streamlit). Start it with `arbench leaderboard`; it reads `ARBENCH_DB_URL` (or
+results/arbench.db) through a read-only connection and never writes results.
+
+Pages: the boards (one per task, chosen in the sidebar) and a run page (`?run=<id>`).
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from harness.config import default_db_url
 from harness.errors import ArbenchError
-from harness.store import Store
+from harness.store import Store, mask_url
+from leaderboard.data import StoreSnapshot, load_metrics, load_overview, open_store
+from leaderboard.text import md_escape
+from leaderboard.views import EMPTY_HELP, render_boards, render_run
 
-st.set_page_config(page_title="ARBench leaderboard", layout="wide")
-st.title("ARBench leaderboard")
+SNAPSHOT_TTL_SECONDS = 30
 
-try:
-    records = Store(read_only=True).records(status="finished")
-except ArbenchError as exc:
-    st.info(f"{exc}")
-    records = []
 
-if not records:
-    st.info("No results yet. Fill the store with `arbench demo`, then reload this page.")
-else:
-    for task in sorted({r["task"] for r in records}):
-        rows = [r for r in records if r["task"] == task]
-        st.subheader(task)
-        table = pd.DataFrame([
-            {"label": r["label"], "method": r["method"], "source": r["source"],
-             **{name: m["value"] for name, m in r["metrics"].items()}, "signature": r["signature"]}
-            for r in rows
-        ])
-        st.dataframe(table, hide_index=True)
+@st.cache_resource(show_spinner=False)
+def cached_store(url: str) -> tuple[Store, str]:
+    return open_store(url)
+
+
+@st.cache_data(ttl=SNAPSHOT_TTL_SECONDS, show_spinner=False)
+def cached_overview(url: str) -> StoreSnapshot:
+    return load_overview(cached_store(url)[0])
+
+
+@st.cache_data(ttl=SNAPSHOT_TTL_SECONDS, show_spinner=False)
+def cached_metrics(url: str, task: str) -> pd.DataFrame:
+    return load_metrics(cached_store(url)[0], task)
+
+
+def main() -> None:
+    st.set_page_config(page_title="ARBench leaderboard", layout="wide")
+    st.title("ARBench leaderboard")
+    url = default_db_url()
+    run_id = st.query_params.get("run")
+    try:
+        store, schema_note = cached_store(url)
+        overview = None if run_id else cached_overview(url)
+    except ArbenchError as exc:
+        st.error(md_escape(exc))
+        st.info(EMPTY_HELP)
+        return
+    if schema_note:
+        st.toast(md_escape(schema_note))
+    st.caption(f"results from {md_escape(mask_url(url))} · refreshed every {SNAPSHOT_TTL_SECONDS} s")
+    if run_id:
+        render_run(store, run_id)
+    elif overview.empty:
+        st.info(EMPTY_HELP)
+    else:
+        render_boards(store, overview, lambda task: cached_metrics(url, task))
+
+
+main()

@@ -70,6 +70,7 @@ class Group:
     eval_signature_hash: str
     table: pd.DataFrame
     metrics: list[MetricInfo] = field(default_factory=list)
+    ranked_by: MetricInfo | None = None
 
     @property
     def sources(self) -> list[str]:
@@ -86,9 +87,11 @@ def run_link(run_id: str) -> str:
 
 
 def board_tasks(snapshot: StoreSnapshot) -> list[str]:
-    """Tasks that have at least one finished run, in name order."""
+    """Tasks that have at least one finished run: those with reproduced or submitted rows first, then
+    paper-only boards, each part in name order."""
     finished = snapshot.runs[snapshot.runs["status"] == "finished"]
-    return sorted(set(finished["task"]))
+    own = finished[finished["source"] != "reported"]["task"].value_counts()
+    return sorted(set(finished["task"]), key=lambda t: (own.get(t, 0) == 0, t))
 
 
 def primary_metric(snapshot: StoreSnapshot, task: str, metrics: Sequence[MetricInfo]) -> str | None:
@@ -155,10 +158,12 @@ def rank_with_ties(values: Sequence[float], lows: Sequence[float], highs: Sequen
 
 def wide_metrics(metrics: pd.DataFrame, run_ids: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(value, ci_low, ci_high) frames indexed by run id with one column per metric name."""
-    subset = metrics[metrics["run_id"].isin(run_ids)]
-    pivots = [subset.pivot_table(index="run_id", columns="name", values=col, aggfunc="first", dropna=False)
-              .reindex(run_ids) for col in ("value", "ci_low", "ci_high")]
-    return pivots[0], pivots[1], pivots[2]
+    subset = metrics[metrics["run_id"].isin(run_ids)].drop_duplicates(["run_id", "name"])
+    wide = subset.set_index(["run_id", "name"])[["value", "ci_low", "ci_high"]].unstack("name")
+    names = list(dict.fromkeys(subset["name"]))
+    parts = [wide[col].reindex(index=run_ids, columns=names) if not wide.empty
+             else pd.DataFrame(index=run_ids, columns=names, dtype=float) for col in ("value", "ci_low", "ci_high")]
+    return parts[0], parts[1], parts[2]
 
 
 def paper_values(runs: pd.DataFrame, values: pd.DataFrame, metric: str | None) -> dict[str, float]:
@@ -182,23 +187,24 @@ def build_groups(snapshot: StoreSnapshot, task: str, filters: Filters = Filters(
     infos = metric_infos(task_metrics, None)
     primary = primary_metric(snapshot, task, infos)
     infos = metric_infos(task_metrics, primary)
-    all_values, _, _ = wide_metrics(task_metrics, all_runs.index)
-    papers = paper_values(all_runs, all_values, primary)
+    values, lows, highs = wide_metrics(task_metrics, all_runs.index)
+    papers = paper_values(all_runs, values, primary)
     if runs.empty:
         return [], primary
-    values, lows, highs = wide_metrics(task_metrics, runs.index)
     groups = []
     for sig_hash, members in runs.groupby("eval_signature_hash", sort=False):
-        ids = members.index
-        present = [m for m in infos if values.loc[ids, m.name].notna().any()] if infos else []
-        table = _group_table(members, values.loc[ids], lows.loc[ids], highs.loc[ids], present, primary, papers)
-        groups.append(Group(sig_hash, table, present))
+        group_values = values.loc[members.index]
+        present = [m for m in infos if group_values[m.name].notna().any()]
+        table, ranked = _group_table(members, group_values, lows.loc[members.index], highs.loc[members.index],
+                                     present, primary, papers)
+        groups.append(Group(sig_hash, table, present, ranked))
     groups.sort(key=lambda g: ("reproduced" not in g.sources and "submitted" not in g.sources, -len(g.table)))
     return groups, primary
 
 
 def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, highs: pd.DataFrame,
-                 metrics: list[MetricInfo], primary: str | None, papers: dict[str, float]) -> pd.DataFrame:
+                 metrics: list[MetricInfo], primary: str | None,
+                 papers: dict[str, float]) -> tuple[pd.DataFrame, MetricInfo | None]:
     table = pd.DataFrame({
         "rank": np.nan,
         "label": runs["label"].where(runs["label"] != "", runs["method"]),
@@ -208,15 +214,17 @@ def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, h
         "params": runs["params"],
         "hardware": runs["hardware"],
     }, index=runs.index)
+    table["generate_seconds"] = runs["generate_seconds"]
     by_name = {m.name: m for m in metrics}
-    if primary in by_name:
-        table["rank"] = rank_with_ties(values[primary], lows[primary], highs[primary],
-                                       by_name[primary].higher_is_better)
+    ranked = by_name.get(primary) or (metrics[0] if metrics else None)  # a group may lack the task's primary
+    if ranked is not None:
+        table["rank"] = rank_with_ties(values[ranked.name], lows[ranked.name], highs[ranked.name],
+                                       ranked.higher_is_better)
     for m in metrics:
         table[m.header] = values[m.name]
     for m in metrics:
         if lows[m.name].notna().any():
-            table[m.ci_header] = [_ci_text(lo, hi) for lo, hi in zip(lows[m.name], highs[m.name])]
+            table[m.ci_header] = _ci_texts(lows[m.name].to_numpy(), highs[m.name].to_numpy())
     if primary in by_name and papers:
         reproduced = runs["source"] != "reported"
         paper = runs["method"].map(papers).where(reproduced)
@@ -226,23 +234,23 @@ def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, h
     table["signature"] = runs["signature_hash"]
     table["run"] = runs["run_id"].map(run_link)
     table["run_id"] = runs["run_id"]
-    sort_cols = ["rank"] + ([by_name[primary].header] if primary in by_name else [])
-    ascending = [True] + ([not by_name[primary].higher_is_better] if primary in by_name else [])
-    return table.sort_values(sort_cols, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+    sort_cols = ["rank"] + ([ranked.header] if ranked else [])
+    ascending = [True] + ([not ranked.higher_is_better] if ranked else [])
+    table = table.sort_values(sort_cols, ascending=ascending, na_position="last", kind="stable")
+    return table.reset_index(drop=True), ranked
 
 
-def _ci_text(low: float, high: float) -> str:
-    if pd.isna(low) or pd.isna(high):
-        return ""
-    return f"[{low:.4g}, {high:.4g}]"
+def _ci_texts(lows: np.ndarray, highs: np.ndarray) -> list[str]:
+    return [f"[{lo:.4g}, {hi:.4g}]" if lo == lo and hi == hi else "" for lo, hi in zip(lows.tolist(), highs.tolist())]
 
 
 def has_speed(metrics: Sequence[MetricInfo]) -> bool:
     """A speed board (decoding, NAT latency, RTF): hardware matters, so the hardware filter is shown."""
-    return any(_is_speed(m) for m in metrics)
+    return any(is_speed(m) for m in metrics)
 
 
-def _is_speed(m: MetricInfo) -> bool:
+def is_speed(m: MetricInfo) -> bool:
+    """A cost/speed metric (plotted on the x axis against quality)."""
     name = m.name.lower()
     return (any(k in name for k in ("speedup", "latency", "rtf", "throughput", "seconds", "time"))
             or m.unit in ("x", "s", "ms", "tokens/s", "img/s"))

@@ -6,6 +6,7 @@ revision) is upgraded in place by the migrations first, so it is never shown hal
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,8 @@ from harness.errors import ArbenchError
 from harness.store import MetricRow, MethodRow, RunRow, Store, TaskRow
 
 #: Provenance keys read for the filters and plots (the first present one wins). Reported rows carry
-#: `params`, `hardware` and `verification` (what is not checked against the paper) from the data file.
+#: `params`, `hardware`, `family` (when no method row names it) and `verification` (what is not checked
+#: against the paper) from the data file.
 PARAMS_KEYS = ("params", "num_parameters")
 HARDWARE_KEYS = ("hardware", "gpu_name", "cpu")
 
@@ -67,15 +69,19 @@ def _json_first(column, keys: tuple[str, ...], kind: str):
     return func.coalesce(*parts) if len(parts) > 1 else parts[0]
 
 
-def load_snapshot(store: Store) -> StoreSnapshot:
-    """Tasks, runs and metric values as frames (three queries, no ORM objects: 10k runs load in well under 1 s)."""
+TASK_COLUMNS = ["task", "version", "modality", "description", "primary_metric"]
+
+
+def load_overview(store: Store) -> StoreSnapshot:
+    """Tasks and runs (one row each), without metric values; two queries, no ORM objects."""
     if "runs" not in store.table_names():
-        return StoreSnapshot(pd.DataFrame(columns=["task", "version", "modality", "description", "primary_metric"]),
-                             pd.DataFrame(columns=RUN_COLUMNS), pd.DataFrame(columns=METRIC_COLUMNS))
+        return StoreSnapshot(pd.DataFrame(columns=TASK_COLUMNS), pd.DataFrame(columns=RUN_COLUMNS),
+                             pd.DataFrame(columns=METRIC_COLUMNS))
+    family = func.coalesce(MethodRow.family, RunRow.provenance["family"].as_string())
     runs_q = (
         select(
             RunRow.id.label("run_id"), TaskRow.name.label("task"), MethodRow.name.label("method"),
-            MethodRow.family.label("family"), RunRow.kind, RunRow.source, RunRow.label, RunRow.status,
+            family.label("family"), RunRow.kind, RunRow.source, RunRow.label, RunRow.status,
             RunRow.signature_hash, RunRow.eval_signature_hash,
             _json_first(RunRow.provenance, PARAMS_KEYS, "float").label("params"),
             _json_first(RunRow.provenance, HARDWARE_KEYS, "string").label("hardware"),
@@ -87,23 +93,53 @@ def load_snapshot(store: Store) -> StoreSnapshot:
         .outerjoin(MethodRow, RunRow.method_id == MethodRow.id)
         .order_by(RunRow.created_at)
     )
-    metrics_q = select(MetricRow.run_id, MetricRow.name, MetricRow.value, MetricRow.ci_low, MetricRow.ci_high,
-                       MetricRow.higher_is_better, MetricRow.unit, MetricRow.version)
     tasks_q = select(TaskRow.name.label("task"), TaskRow.version, TaskRow.modality, TaskRow.description,
                      TaskRow.primary_metric)
     with store.engine.connect() as conn:
-        runs = pd.DataFrame(conn.execute(runs_q).all(), columns=RUN_COLUMNS)
-        metrics = pd.DataFrame(conn.execute(metrics_q).all(), columns=METRIC_COLUMNS)
-        tasks = pd.DataFrame(conn.execute(tasks_q).all(),
-                             columns=["task", "version", "modality", "description", "primary_metric"])
+        runs = _frame(conn, runs_q, RUN_COLUMNS)
+        tasks = _frame(conn, tasks_q, TASK_COLUMNS)
     for col in ("method", "family", "label", "hardware", "verification"):
         runs[col] = runs[col].fillna("")
     for col in ("params", "generate_seconds"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
+    runs["has_error"] = runs["has_error"].astype(bool)
+    return StoreSnapshot(tasks, runs, pd.DataFrame(columns=METRIC_COLUMNS))
+
+
+def load_metrics(store: Store, task: str | None = None) -> pd.DataFrame:
+    """Metric values, of one task's runs or of all (a page shows one board: 1/5 of the rows at 5 tasks)."""
+    if "metrics" not in store.table_names():
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    query = select(MetricRow.run_id, MetricRow.name, MetricRow.value, MetricRow.ci_low, MetricRow.ci_high,
+                   MetricRow.higher_is_better, MetricRow.unit, MetricRow.version)
+    with store.engine.connect() as conn:
+        if task is not None:
+            task_id = conn.execute(select(TaskRow.id).where(TaskRow.name == task)).scalar()
+            query = (query.join(RunRow, MetricRow.run_id == RunRow.id)
+                     .where(RunRow.task_id == int(task_id if task_id is not None else -1)))
+        metrics = _frame(conn, query, METRIC_COLUMNS)
     for col in ("value", "ci_low", "ci_high"):
         metrics[col] = pd.to_numeric(metrics[col], errors="coerce")
     metrics["higher_is_better"] = metrics["higher_is_better"].astype(bool)
-    return StoreSnapshot(tasks, runs, metrics)
+    return metrics
+
+
+def load_snapshot(store: Store, task: str | None = None) -> StoreSnapshot:
+    """Tasks, runs and the metric values of `task` (of every task when None)."""
+    return dataclasses.replace(load_overview(store), metrics=load_metrics(store, task))
+
+
+def _frame(conn, query, columns: list[str]) -> pd.DataFrame:
+    """Rows of a query as a frame through the driver's own cursor: SQLAlchemy's per-row result processing
+    costs seconds at 100,000 metric values. The queries' only bound values are constants and an integer
+    task id, so rendering them as literals is safe."""
+    sql = str(query.compile(conn.engine, compile_kwargs={"literal_binds": True}))
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql)
+        return pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
+    finally:
+        cursor.close()
 
 
 def load_run(store: Store, run_id: str) -> dict[str, Any] | None:

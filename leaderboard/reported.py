@@ -133,7 +133,7 @@ def _entry(path: Path, index: int, raw: dict[str, Any], metric_meta: dict[str, A
     sig.update("method", settings).add("source", f"{raw['paper']}; {raw['where']}")
     provenance = {
         "paper": raw["paper"], "url": raw.get("url", ""), "where": raw["where"], "note": raw.get("note", ""),
-        "params": raw.get("params"), "hardware": raw.get("hardware"),
+        "params": raw.get("params"), "hardware": raw.get("hardware"), "family": raw.get("family"),
         "marks": marks, "verification": _verification(marks),
         "data_file": Path(path).name, "data_version": data["data_version"],
     }

@@ -1,0 +1,262 @@
+"""The two pages of the app: the boards (one per task) and a run page.
+
+Every string that comes from the store (task, method and label names, notes, signatures, errors,
+provenance) is shown through a text element (`st.text`, `st.code`, `st.json`, dataframe cells) or
+through `md_escape` inside Markdown, so none of it can run as HTML or Markdown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from functools import partial
+from typing import Callable
+
+import pandas as pd
+import streamlit as st
+
+from harness.store import Store
+from leaderboard import artifacts as artifacts_mod
+from leaderboard.board import (
+    FAMILY_NAMES, SOURCE_NAMES, Filters, Group, board_tasks, build_groups, family_name, has_speed, metric_infos,
+    run_link, task_runs, to_csv,
+)
+from leaderboard.data import StoreSnapshot, eval_signature_text, load_run
+from leaderboard.plots import default_charts, plot_frame, scatter
+from leaderboard.text import md_escape, safe_url
+
+EMPTY_HELP = (
+    "No results yet. Fill the store, then reload this page:\n\n"
+    "- `arbench demo` runs the bundled offline tasks on their bundled models;\n"
+    "- `arbench reported load` adds the paper-reported figures of the seed methods;\n"
+    "- `arbench run TASK METHOD` or `arbench score TASK PATH` adds your own."
+)
+HIDDEN_COLUMNS = ("run_id", "generate_seconds")
+
+
+def signature_lines(signature: str) -> str:
+    return signature.replace("|", "\n")
+
+
+# -- boards ------------------------------------------------------------------------------------------
+def render_boards(store: Store, overview: StoreSnapshot, metrics_of: Callable[[str], pd.DataFrame]) -> None:
+    """The board of the task chosen in the sidebar; `metrics_of(task)` loads (or recalls) its metric values."""
+    tasks = board_tasks(overview)
+    if not tasks:
+        st.info(EMPTY_HELP)
+        return
+    with st.sidebar:
+        st.header("Board")
+        task = st.selectbox("task", tasks, key="task")
+    snapshot = dataclasses.replace(overview, metrics=metrics_of(task))
+    runs = task_runs(snapshot, task)
+    filters = _sidebar_filters(runs, snapshot, task)
+    task_row = snapshot.tasks[snapshot.tasks["task"] == task]
+    st.subheader(md_escape(task))
+    if len(task_row) and task_row["description"].iloc[0]:
+        st.caption(md_escape(task_row["description"].iloc[0]))
+    groups, primary = build_groups(snapshot, task, filters)
+    if not groups:
+        st.warning("No row matches the filters; widen them in the sidebar.")
+    else:
+        st.caption(
+            "Rows are grouped by evaluation signature (protocol and scoring): numbers are ranked only inside a "
+            "group. Equal ranks mean the rows cannot be told apart within their 95% confidence intervals. "
+            "Open a row for its signature, provenance and artifacts.")
+        for index, group in enumerate(groups, start=1):
+            _render_group(store, task, index, group)
+        _render_plots(groups, primary)
+    _render_unfinished(snapshot, task)
+
+
+def _sidebar_filters(runs: pd.DataFrame, snapshot: StoreSnapshot, task: str) -> Filters:
+    with st.sidebar:
+        st.header("Filters")
+        search = st.text_input("search by name", key="search")
+        families = sorted(set(runs["family"]))
+        chosen_families = st.multiselect("method family", families, format_func=family_name, key="families")
+        sources = [s for s in SOURCE_NAMES if s in set(runs["source"])]
+        chosen_sources = st.multiselect("source", sources, format_func=SOURCE_NAMES.get, key="sources")
+        hardware = sorted(h for h in set(runs["hardware"]) if h)
+        metrics = snapshot.metrics[snapshot.metrics["run_id"].isin(runs["run_id"])]
+        chosen_hardware: list[str] = []
+        if hardware and (has_speed(metric_infos(metrics)) or len(hardware) > 1):
+            chosen_hardware = st.multiselect("hardware", hardware, key="hardware")
+        params_range = None
+        params = runs["params"].dropna()
+        if params.nunique() > 1:
+            low, high = float(params.min()) / 1e6, float(params.max()) / 1e6
+            chosen = st.slider("parameters (millions)", low, high, (low, high), key=f"params-{task}")
+            if chosen != (low, high):
+                params_range = (chosen[0] * 1e6, chosen[1] * 1e6)
+        st.caption("Families: " + ", ".join(sorted(set(FAMILY_NAMES.values()))))
+    return Filters(tuple(chosen_families), tuple(chosen_sources), tuple(chosen_hardware), params_range, search)
+
+
+def _render_group(store: Store, task: str, index: int, group: Group) -> None:
+    table = group.table
+    sources = ", ".join(SOURCE_NAMES.get(s, s) for s in sorted(set(table["source"])))
+    st.markdown(f"#### Protocol group P{index} · {len(table)} rows · {md_escape(sources)}")
+    ranked = f"ranked by {md_escape(group.ranked_by.header)}" if group.ranked_by else "not ranked (no metric)"
+    st.caption(f"{ranked} · evaluation signature {md_escape(group.eval_signature_hash)}")
+    with st.expander("evaluation signature of this group"):
+        st.code(signature_lines(eval_signature_text(store, group.eval_signature_hash)), language=None)
+    shown = [c for c in table.columns if c not in HIDDEN_COLUMNS and not _all_empty(table[c])]
+    st.dataframe(table, hide_index=True, column_order=shown, column_config=_column_config(group),
+                 key=f"table-{task}-{group.eval_signature_hash}")
+    export = table[[c for c in shown if c != "run"] + ["run_id"]]
+    st.download_button("export this table as CSV", partial(to_csv, export),  # built only when clicked
+                       file_name=f"{task}-P{index}.csv", mime="text/csv",
+                       key=f"csv-{task}-{group.eval_signature_hash}")
+
+
+def _all_empty(column: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(column):
+        return bool(column.isna().all())
+    return bool(column.fillna("").eq("").all())
+
+
+def _column_config(group: Group) -> dict:
+    config = {
+        "rank": st.column_config.NumberColumn(
+            "rank", format="%d", help="1 + the number of rows better beyond both 95% intervals; equal = a tie"),
+        "params": st.column_config.NumberColumn("params", format="compact"),
+        "run": st.column_config.LinkColumn("details", display_text="open ↗",
+                                           help="the run page: signature, provenance, artifacts"),
+        "signature": st.column_config.TextColumn("signature", help="hash of the full signature (open the row)"),
+    }
+    for m in group.metrics:
+        direction = "higher is better" if m.higher_is_better else "lower is better"
+        config[m.header] = st.column_config.NumberColumn(m.header, format="%.4g", help=direction)
+    return config
+
+
+def _render_plots(groups: list[Group], primary: str | None) -> None:
+    frame = plot_frame(groups)
+    metrics = list({m.name: m for g in groups for m in g.metrics}.values())
+    charts = default_charts(frame, metrics, primary)
+    if not charts:
+        return
+    st.markdown("#### Quality against cost")
+    st.caption("Each point opens its run page. Shapes are protocol groups: points of different shapes were "
+               "measured under different protocols.")
+    columns = st.columns(len(charts))
+    for column, (x, y) in zip(columns, charts):
+        with column:
+            st.altair_chart(scatter(frame, x, y), width="stretch")
+
+
+def _render_unfinished(snapshot: StoreSnapshot, task: str) -> None:
+    runs = pd.concat([task_runs(snapshot, task, "failed"), task_runs(snapshot, task, "running")])
+    if runs.empty:
+        return
+    with st.expander(f"failed and unfinished runs ({len(runs)})"):
+        table = pd.DataFrame({"status": runs["status"], "label": runs["label"], "method": runs["method"],
+                              "created": runs["created_at"], "run": runs["run_id"].map(run_link)})
+        st.dataframe(table, hide_index=True, column_config={
+            "run": st.column_config.LinkColumn("details", display_text="open ↗")}, key=f"unfinished-{task}")
+
+
+# -- run page ----------------------------------------------------------------------------------------
+def render_run(store: Store, run_id: str) -> None:
+    if st.button("← all boards", key="back"):
+        st.query_params.clear()
+        st.rerun()
+    record = load_run(store, run_id)
+    if record is None:
+        st.warning(f"There is no run {md_escape(run_id)} in this database; go back to the boards.")
+        return
+    st.subheader(md_escape(record["label"] or record["method"] or record["run_id"]))
+    facts = {
+        "task": record["task"], "method": record["method"] or "—",
+        "family": family_name(record["method_family"] or ""),
+        "source": SOURCE_NAMES.get(record["source"], record["source"]), "kind": record["kind"],
+        "status": record["status"], "created": record["created_at"], "run id": record["run_id"],
+    }
+    st.dataframe(pd.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}), hide_index=True,
+                 key="facts")
+    if record["error"]:
+        st.error("This run failed; its error:")
+        st.code(record["error"], language=None)
+    _render_reported_source(record)
+    if record["metrics"]:
+        st.markdown("#### Metrics")
+        rows = [{"metric": name, "value": m["value"], "95% CI low": m.get("ci_low"), "95% CI high": m.get("ci_high"),
+                 "direction": "↑ higher is better" if m["higher_is_better"] else "↓ lower is better",
+                 "unit": m["unit"], "version": m["version"], "description": m.get("description", "")}
+                for name, m in record["metrics"].items()]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key="metrics")
+    st.markdown("#### Signature")
+    st.caption("Numbers are comparable when their evaluation signatures agree; the full signature adds the "
+               "method and its settings.")
+    st.text(f"evaluation signature {record['eval_signature_hash']}")
+    st.code(signature_lines(record["eval_signature"]), language=None)
+    st.text(f"full signature {record['signature_hash']}")
+    st.code(signature_lines(record["signature"]), language=None)
+    left, right = st.columns(2)
+    with left:
+        st.markdown("#### Settings")
+        st.json(record["settings"], expanded=True)
+    with right:
+        st.markdown("#### Provenance")
+        st.json(record["provenance"], expanded=False)
+    _render_artifacts(record.get("artifacts_path"))
+
+
+def _render_reported_source(record: dict) -> None:
+    prov = record["provenance"]
+    if record["source"] != "reported":
+        return
+    st.markdown("#### Source")
+    st.text(f"{prov.get('paper', '')}\n{prov.get('where', '')}")
+    url = safe_url(prov.get("url"))
+    if url:
+        st.link_button("open the source", url)
+    elif prov.get("url"):
+        st.text(f"link (not a web address, shown as text): {prov['url']}")
+    if prov.get("verification"):
+        st.warning("Not verified against the paper; see below.")
+        st.text(prov["verification"])
+    if prov.get("note"):
+        st.text(prov["note"])
+
+
+def _render_artifacts(path: str | None) -> None:
+    found = artifacts_mod.discover(path)
+    st.markdown("#### Artifacts")
+    if found is None or found.empty:
+        st.caption("No displayable artifacts for this run" + (" (its folder is not on this machine)."
+                                                              if path and found is None else "."))
+        return
+    st.text(f"from {found.root}" + (" (first files only)" if found.truncated else ""))
+    rel = lambda p: str(p.relative_to(found.root))  # noqa: E731
+    if found.found["image"]:
+        st.image([str(p) for p in found.found["image"]], caption=[rel(p) for p in found.found["image"]], width=220)
+    for p in found.found["audio"]:
+        st.text(rel(p))
+        st.audio(str(p))
+    for p in found.found["video"]:
+        st.text(rel(p))
+        st.video(str(p))
+    for p in found.found["table"]:
+        st.text(rel(p))
+        st.dataframe(_read_table(p), hide_index=True, key=f"artifact-{rel(p)}")
+    for p in found.found["text"]:
+        st.text(rel(p))
+        st.code(_head(p), language=None)
+
+
+def _read_table(path: Path, rows: int = 500) -> pd.DataFrame:
+    try:
+        if path.suffix == ".jsonl":
+            with path.open(encoding="utf-8") as fh:
+                return pd.DataFrame([json.loads(line) for _, line in zip(range(rows), fh) if line.strip()])
+        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", nrows=rows)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        return pd.DataFrame({"could not read this table": [str(exc)]})
+
+
+def _head(path: Path, limit: int = 20_000) -> str:
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        return fh.read(limit)

@@ -1,0 +1,197 @@
+"""Board logic without Streamlit: ranking with interval ties, comparability groups, paper gaps, filters,
+CSV export, safe text, artifact discovery, and reading old or empty databases."""
+
+from __future__ import annotations
+
+import csv
+import html as html_lib
+import io
+import os
+
+import markdown_it
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from leaderboard_fixtures import EVIL_LABEL, add_run, artifact_folder, fid, score
+
+from harness.migrations import head_revision, upgrade_to
+from harness.store import Store
+from leaderboard.artifacts import discover
+from leaderboard.board import Filters, build_groups, rank_with_ties, to_csv
+from leaderboard.data import load_overview, load_snapshot, open_store
+from leaderboard.text import md_escape, safe_url
+
+
+@pytest.fixture
+def store(results_dir) -> Store:
+    return Store()
+
+
+# -- ranking -----------------------------------------------------------------------------------------
+def test_overlapping_intervals_tie_and_separable_rows_do_not():
+    # lower is better: A=[0.9,1.1] and B=[1.05,1.25] overlap -> tie; C=[1.9,2.1] is worse than both.
+    ranks = rank_with_ties([1.0, 1.15, 2.0], [0.9, 1.05, 1.9], [1.1, 1.25, 2.1], higher_is_better=False)
+    assert ranks.tolist() == [1, 1, 3]
+    ranks = rank_with_ties([1.0, 1.15, 2.0], [0.9, 1.05, 1.9], [1.1, 1.25, 2.1], higher_is_better=True)
+    assert ranks.tolist() == [2, 2, 1]
+
+
+def test_rows_without_intervals_tie_only_when_equal_and_missing_values_are_unranked():
+    nan = float("nan")
+    ranks = rank_with_ties([3.0, 1.0, 1.0, nan], [nan] * 4, [nan] * 4, higher_is_better=False)
+    assert ranks[:3].tolist() == [3, 1, 1] and np.isnan(ranks[3])
+
+
+def test_rank_matches_its_definition_on_random_boards():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 12))
+        v = rng.normal(size=n)
+        half = rng.uniform(0, 0.5, size=n)
+        hib = bool(rng.integers(2))
+        ranks = rank_with_ties(v, v - half, v + half, hib)
+        for i in range(n):
+            better = sum((v[j] - half[j] > v[i] + half[i]) if hib else (v[j] + half[j] < v[i] - half[i])
+                         for j in range(n))
+            assert ranks[i] == 1 + better
+
+
+# -- groups, order, gaps -------------------------------------------------------------------------------
+def test_groups_follow_the_eval_signature_and_rank_only_inside(store):
+    add_run(store, method="m-a", protocol="p1", metrics=[fid(3.0, 0.1), score(100)])
+    add_run(store, method="m-b", protocol="p1", metrics=[fid(2.0, 0.1), score(90)])
+    add_run(store, method="m-c", protocol="p2", metrics=[fid(1.0, 0.1)])  # better, but another protocol
+    groups, primary = build_groups(load_snapshot(store), "toy-board")
+    assert primary == "fid"
+    assert [len(g.table) for g in groups] == [2, 1]
+    p1 = groups[0].table
+    assert p1["method"].tolist() == ["m-b", "m-a"]  # lower FID first
+    assert p1["rank"].tolist() == [1, 2]
+    assert groups[1].table["rank"].tolist() == [1]
+    assert "fid ↓" in p1.columns and "inception_score ↑" in p1.columns
+    assert p1["fid 95% CI"].tolist() == ["[1.9, 2.1]", "[2.9, 3.1]"]
+
+
+def test_a_group_without_the_primary_metric_is_ranked_by_its_own(store):
+    add_run(store, method="m-a", protocol="p1", metrics=[score(10)])
+    add_run(store, method="m-b", protocol="p1", metrics=[score(20)])
+    add_run(store, method="m-c", protocol="p2", metrics=[fid(1.0)])
+    groups, _ = build_groups(load_snapshot(store), "toy-board")
+    by_size = sorted(groups, key=lambda g: -len(g.table))
+    assert by_size[0].ranked_by.name == "inception_score"
+    assert by_size[0].table["method"].tolist() == ["m-b", "m-a"]
+
+
+def test_gap_between_paper_and_reproduced_number_of_the_same_method(store):
+    add_run(store, method="m-a", source="reported", label="m-a (paper)", protocol="paper-protocol",
+            metrics=[fid(2.0)])
+    add_run(store, method="m-a", source="reproduced", metrics=[fid(2.5)])
+    add_run(store, method="m-b", source="reproduced", metrics=[fid(4.0)])
+    groups, _ = build_groups(load_snapshot(store), "toy-board")
+    reproduced = next(g.table for g in groups if "reproduced by ARBench" in set(g.table["source"]))
+    row = reproduced.set_index("method")
+    assert row.at["m-a", "paper fid"] == 2.0
+    assert row.at["m-a", "Δ vs paper (fid)"] == pytest.approx(0.5)
+    assert pd.isna(row.at["m-b", "Δ vs paper (fid)"])
+    paper = next(g.table for g in groups if set(g.table["source"]) == {"reported in a paper"})
+    assert paper["Δ vs paper (fid)"].isna().all() if "Δ vs paper (fid)" in paper else True
+
+
+def test_filters(store):
+    add_run(store, method="llamagen-b", family="raster-ar", provenance={"params": 111e6, "hardware": "A100"},
+            metrics=[fid(5.0)])
+    add_run(store, method="var-d16", family="next-scale", provenance={"params": 310e6, "hardware": "H100"},
+            metrics=[fid(3.0)])
+    add_run(store, method="mar-b", family="masked", source="submitted", label="MAR (b)",
+            provenance={"num_parameters": 208e6}, metrics=[fid(2.0)])
+    snap = load_snapshot(store)
+
+    def shown(**kw):
+        groups, _ = build_groups(snap, "toy-board", Filters(**kw))
+        return sorted(m for g in groups for m in g.table["method"])
+
+    assert shown() == ["llamagen-b", "mar-b", "var-d16"]
+    assert shown(families=("next-scale",)) == ["var-d16"]
+    assert shown(sources=("submitted",)) == ["mar-b"]
+    assert shown(hardware=("A100",)) == ["llamagen-b"]
+    assert shown(params_range=(150e6, 400e6)) == ["mar-b", "var-d16"]
+    assert shown(search="LLAMA") == ["llamagen-b"]
+    assert shown(search="(b") == ["mar-b"]  # plain text, not a regular expression
+    assert shown(search="nothing") == []
+
+
+# -- export and text safety ------------------------------------------------------------------------------
+def test_csv_export_neutralises_spreadsheet_formulas_but_keeps_numbers():
+    table = pd.DataFrame({"label": ["=HYPERLINK(\"http://x\")", "+cmd", "plain"], "fid": [-1.5, 2.0, 3.0]})
+    rows = list(csv.reader(io.StringIO(to_csv(table).decode())))
+    assert rows == [["label", "fid"], ["'=HYPERLINK(\"http://x\")", "-1.5"], ["'+cmd", "2.0"], ["plain", "3.0"]]
+
+
+@pytest.mark.parametrize("text", [EVIL_LABEL, "<script>alert(1)</script>", "![x](http://evil/x.png)",
+                                  "# not a heading", "a_b*c*", "$\\frac{1}{2}$", "line\nbreak"])
+def test_md_escape_renders_as_literal_text(text):
+    html = markdown_it.MarkdownIt("commonmark").render(md_escape(text))
+    for tag in ("<img", "<a ", "<script", "<h1", "<em", "<strong", "<code"):
+        assert tag not in html
+    literal = html.removeprefix("<p>").removesuffix("</p>\n")
+    assert html_lib.unescape(literal) == text.replace("\n", " ")
+
+
+def test_safe_url_allows_only_web_links():
+    assert safe_url("https://github.com/FoundationVision/VAR") == "https://github.com/FoundationVision/VAR"
+    for bad in ("javascript:alert(1)", "data:text/html,<b>x</b>", "file:///etc/passwd", "", None, "//evil"):
+        assert safe_url(bad) is None
+
+
+# -- artifacts -------------------------------------------------------------------------------------------
+def test_artifacts_are_found_by_type_and_links_are_not_followed(tmp_path):
+    run_dir = artifact_folder(tmp_path / "run")
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    os.symlink(outside, run_dir / "linked.txt")
+    found = discover(run_dir)
+    names = {k: [p.name for p in v] for k, v in found.found.items()}
+    assert names["image"] == ["samples_grid.png"]
+    assert names["audio"] == ["sample_000.wav"]
+    assert names["table"] == ["per_sentence.tsv"]
+    assert names["text"] == [] and names["video"] == []
+    assert discover(tmp_path / "missing") is None and discover(None) is None
+
+
+# -- reading the database ----------------------------------------------------------------------------------
+def test_empty_database_has_no_runs_and_creates_nothing(tmp_path):
+    path = tmp_path / "empty.db"
+    sa.create_engine(f"sqlite:///{path}").connect().close()
+    store, note = open_store(f"sqlite:///{path}")
+    assert load_overview(store).empty and note == ""
+    assert store.table_names() == []
+
+
+def test_older_schema_is_upgraded_not_shown_broken(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    upgrade_to(engine, "0001")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO tasks (id, name, version, modality, description, created_at) "
+                             "VALUES (1, 'old-task', '1', 'class-to-image', '', '2025-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO runs (id, task_id, task_version, kind, status, signature, signature_hash,"
+                             " settings, provenance, created_at) VALUES ('r1', 1, '1', 'score', 'finished', 'a:b',"
+                             " 'h', '{}', '{}', '2025-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO metrics (run_id, name, value, higher_is_better, unit, version, "
+                             "description) VALUES ('r1', 'fid', 4.2, 0, '', '1', '')")
+    engine.dispose()
+    store, note = open_store(url)
+    assert store.read_only and store.schema_revision() == head_revision()
+    assert "upgraded from revision 0001" in note
+    groups, _ = build_groups(load_snapshot(store), "old-task")
+    row = groups[0].table.iloc[0]
+    assert row["source"] == "submitted by the author" and row["fid ↓"] == 4.2
+
+
+def test_snapshot_loads_one_tasks_metrics(store):
+    add_run(store, task="board-a", metrics=[fid(1.0)])
+    add_run(store, task="board-b", metrics=[fid(2.0), score(3.0)])
+    assert len(load_snapshot(store).metrics) == 3
+    assert load_snapshot(store, "board-b").metrics["value"].tolist() == [2.0, 3.0]
+    assert load_snapshot(store, "no-such-board").metrics.empty
