@@ -168,3 +168,34 @@ class OpenAIWhisper:
                             condition_on_previous_text=d.condition_on_previous_text, fp16=False,
                             without_timestamps=True, verbose=None)
         return result["text"].strip()
+
+
+RECOGNIZERS = ("whisper-large-v3", "whisper-base-ct2")
+
+
+def _check_name(name: str) -> None:
+    if name not in RECOGNIZERS:
+        raise ArbenchError(f"unknown ASR {name!r}; choose one of {', '.join(RECOGNIZERS)}.")
+
+
+def recognizer_signature(name: str) -> dict[str, object]:
+    """What about the ASR can change a transcript: weights hash, decoding, library versions.
+
+    Resolving the weights here makes a missing checkpoint fail before any run is stored.
+    """
+    from importlib.metadata import version
+
+    _check_name(name)
+    decoding = DecodingConfig().__dict__
+    if name == "whisper-base-ct2":
+        return {"model": name, "sha256": WHISPER_BASE_CT2_SHA256, "compute": "float32", **decoding,
+                "faster_whisper": version("faster-whisper"), "ctranslate2": version("ctranslate2")}
+    sha = WHISPER_LARGE_V3.verify(WHISPER_LARGE_V3.resolve(verify=False))
+    return {"model": name, "sha256": sha, "compute": "float32", **decoding, "openai_whisper": version("openai-whisper")}
+
+
+def load_recognizer(name: str, device: str = "cpu") -> Recognizer:
+    _check_name(name)
+    if name == "whisper-base-ct2":
+        return FasterWhisperBase()
+    return OpenAIWhisper(device=device)

@@ -1,0 +1,1 @@
+"""Text-to-speech baselines: espeak-ng as a TTS method, and the offline speaker-embedding network."""

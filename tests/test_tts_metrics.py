@@ -1,0 +1,85 @@
+"""WER under both normalisers, corpus vs per-utterance aggregation, and cosine similarity."""
+
+from __future__ import annotations
+
+import jiwer
+import numpy as np
+import pytest
+import torch
+
+from harness.metrics.speech import (cosine_similarity, mean_utterance_wer, normalize, per_utterance_wer,
+                                    seed_normalize, wer)
+
+REFS = ["the cat sat on the mat", "hello world", "a b c d e"]
+HYPS = ["the cat sat on mat", "hello there world", "a x c d e f"]
+
+
+def test_corpus_wer_matches_jiwer_on_lists():
+    expected = jiwer.process_words(REFS, HYPS).wer
+    assert wer(REFS, HYPS, normalizer="none") == pytest.approx(expected, abs=1e-12)
+    # hand count: (1 deletion) + (1 insertion) + (1 substitution + 1 insertion) over 6 + 2 + 5 words
+    assert expected == pytest.approx(4 / 13, abs=1e-12)
+
+
+def test_per_utterance_rows_and_mean():
+    rows = per_utterance_wer(REFS, HYPS, normalizer="none")
+    assert [(r.substitutions, r.deletions, r.insertions) for r in rows] == [(0, 1, 0), (0, 0, 1), (1, 0, 1)]
+    assert [r.wer for r in rows] == pytest.approx([1 / 6, 1 / 2, 2 / 5])
+    assert mean_utterance_wer(REFS, HYPS, "none") == pytest.approx((1 / 6 + 1 / 2 + 2 / 5) / 3)
+    for ref, hyp, row in zip(REFS, HYPS, rows):
+        assert row.wer == pytest.approx(jiwer.wer(ref, hyp))
+
+
+def test_empty_hypothesis_is_all_deletions():
+    rows = per_utterance_wer(["one two three"], [""], "seed")
+    assert rows[0].wer == 1.0 and rows[0].deletions == 3
+
+
+def test_empty_reference_is_refused():
+    with pytest.raises(ValueError, match="no words"):
+        per_utterance_wer(["?!"], ["x"], "seed")
+
+
+def test_mismatched_lengths_and_bare_strings_are_refused():
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        wer(["a", "b"], ["a"])
+    with pytest.raises(TypeError):
+        wer("a b", "a b")
+
+
+def test_seed_normaliser_keeps_apostrophe_and_deletes_other_punctuation():
+    text = "“Hello,” she said — it’s Dr. O'Neil's 3:00 PM train; 50% off!"
+    # ASCII apostrophe kept; curly quotes, em dash and ’ deleted (not spaced), the double space left by the
+    # dash collapsed once; no number handling
+    assert seed_normalize(text) == "hello she said its dr o'neil's 300 pm train 50 off"
+    assert seed_normalize("A  B  C") == "a b  c"  # Seed replaces only the first double space
+
+
+def test_seed_normaliser_wer_is_whitespace_insensitive():
+    assert wer(["It's fifty-five, Mr. Smith."], ["its fiftyfive mr smith"], "seed") == pytest.approx(1 / 4)
+
+
+def test_whisper_normaliser_on_numbers_contractions_and_spelling():
+    out = normalize("Mr. Smith won't pay $2.70 for the colour TV: it's fifty-five percent off!", "whisper")
+    assert out == "mister smith will not pay $2.70 for the color tv it is 55% off"
+    # the two normalisers disagree on numbers: seed counts "fifty" vs "50" as an error, whisper does not
+    assert wer(["Type fifty"], ["type 50"], "seed") == pytest.approx(0.5)
+    assert wer(["Type fifty"], ["type 50"], "whisper") == 0.0
+
+
+def test_unknown_normaliser():
+    with pytest.raises(ValueError, match="seed, whisper, none"):
+        normalize("x", "kaldi")
+
+
+def test_cosine_similarity_on_synthetic_embeddings():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(8, 256, generator=gen)
+    b = torch.randn(8, 256, generator=gen)
+    sim = cosine_similarity(a, b)
+    expected = np.array([float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y))) for x, y in zip(a.numpy(), b.numpy())])
+    assert sim.numpy() == pytest.approx(expected, abs=1e-6)
+    assert cosine_similarity(a, 3 * a).numpy() == pytest.approx(np.ones(8))
+    assert cosine_similarity(a, -a).numpy() == pytest.approx(-np.ones(8))
+    with pytest.raises(ValueError, match="same shape"):
+        cosine_similarity(a, b[:, :10])

@@ -1,0 +1,181 @@
+"""Model loading for TTS scoring: WavLM-Large + ECAPA-TDNN, openai-whisper checkpoints, the offline speaker net.
+
+The WavLM implementation is checked against an independent one (transformers' `WavLMModel`, weights mapped
+with the key renaming of transformers' own s3prl-checkpoint conversion), at a small configuration for the
+numbers and at the released configuration for every parameter name and shape.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from harness.errors import ArbenchError
+from harness.features.wavlm_ecapa import ECAPAConfig, WavLM, WavLMConfig, WavLMECAPA, load_wavlm_ecapa
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SMALL = WavLMConfig(conv_layers=((32, 10, 5), (32, 3, 2), (32, 2, 2)), embed_dim=48, ffn_dim=96, layers=3,
+                    heads=4, conv_pos=16, conv_pos_groups=4, num_buckets=32, max_distance=64)
+SMALL_ECAPA = ECAPAConfig(channels=64, aggregation_channels=96, embedding_dim=16, res2_scale=8, se_bottleneck=8,
+                          attention_channels=8, wavlm=SMALL)
+
+# fairseq/s3prl WavLM name -> transformers name (the renaming of transformers'
+# convert_wavlm_original_s3prl_checkpoint_to_pytorch.py)
+RENAMES = [
+    (r"^mask_emb$", "masked_spec_embed"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.0\.weight$", r"feature_extractor.conv_layers.\1.conv.weight"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (r"^layer_norm\.", "feature_projection.layer_norm."),
+    (r"^post_extract_proj\.", "feature_projection.projection."),
+    (r"^encoder\.pos_conv\.0\.weight_g$", "encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
+    (r"^encoder\.pos_conv\.0\.weight_v$", "encoder.pos_conv_embed.conv.parametrizations.weight.original1"),
+    (r"^encoder\.pos_conv\.0\.bias$", "encoder.pos_conv_embed.conv.bias"),
+    (r"\.self_attn\.grep_a$", ".attention.gru_rel_pos_const"),
+    (r"\.self_attn\.grep_linear\.", ".attention.gru_rel_pos_linear."),
+    (r"\.self_attn\.relative_attention_bias\.", ".attention.rel_attn_embed."),
+    (r"\.self_attn\.", ".attention."),
+    (r"\.self_attn_layer_norm\.", ".layer_norm."),
+    (r"\.fc1\.", ".feed_forward.intermediate_dense."),
+    (r"\.fc2\.", ".feed_forward.output_dense."),
+]
+
+
+def to_hf_name(name: str) -> str:
+    for pattern, repl in RENAMES:  # in order: the specific self_attn names before the general one
+        name = re.sub(pattern, repl, name)
+    return name
+
+
+def hf_model(cfg: WavLMConfig):
+    transformers = pytest.importorskip("transformers")
+    hf_cfg = transformers.WavLMConfig(
+        feat_extract_norm="layer", conv_bias=False, do_stable_layer_norm=True,
+        conv_dim=[d for d, _, _ in cfg.conv_layers], conv_kernel=[k for _, k, _ in cfg.conv_layers],
+        conv_stride=[s for _, _, s in cfg.conv_layers], hidden_size=cfg.embed_dim, intermediate_size=cfg.ffn_dim,
+        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_conv_pos_embeddings=cfg.conv_pos,
+        num_conv_pos_embedding_groups=cfg.conv_pos_groups, num_buckets=cfg.num_buckets,
+        max_bucket_distance=cfg.max_distance, hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+        feat_proj_dropout=0.0, layerdrop=0.0)
+    return transformers.WavLMModel(hf_cfg)
+
+
+def test_wavlm_hidden_states_match_transformers():
+    torch.manual_seed(0)
+    reference = hf_model(SMALL).eval()
+    ours = WavLM(SMALL).eval()
+    hf_state = reference.state_dict()
+    mapped = {name: hf_state[to_hf_name(name)] for name in ours.state_dict()}
+    ours.load_state_dict(mapped, strict=True)
+    wave = torch.randn(1, 6000, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        mine = ours(wave)
+        out = reference(torch.nn.functional.layer_norm(wave, wave.shape[-1:]), output_hidden_states=True)
+    # transformers lists each layer's input and the last layer's raw output; s3prl (and we) end with the
+    # encoder's final layer norm, which is transformers' last_hidden_state
+    theirs = [*out.hidden_states[:SMALL.layers], out.last_hidden_state]
+    assert len(mine) == len(out.hidden_states) == SMALL.layers + 1
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_released_configuration_has_the_checkpoint_names_and_shapes():
+    with torch.device("meta"):
+        model = WavLMECAPA()
+        reference = hf_model(WavLMConfig())
+    state = model.state_dict()
+    hf_state = reference.state_dict()
+    prefix = "feature_extract.model."
+    wavlm = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    assert {to_hf_name(k) for k in wavlm} == set(hf_state)
+    for name, tensor in wavlm.items():
+        assert tuple(tensor.shape) == tuple(hf_state[to_hf_name(name)].shape), name
+    assert sum(v.numel() for v in wavlm.values()) == 315_453_120  # WavLM Large
+    # UniSpeech ECAPA_TDNN_SMALL(feat_dim=1024, emb_dim=256) head
+    head = {k: tuple(v.shape) for k, v in state.items() if not k.startswith(prefix)}
+    assert head["feature_weight"] == (25,)
+    assert head["layer1.conv.weight"] == (512, 1024, 5)
+    assert head["layer2.Res2Conv1dReluBn.convs.6.weight"] == (64, 64, 3)
+    assert "layer2.Res2Conv1dReluBn.convs.7.weight" not in head
+    assert head["layer4.SE_Connect.linear1.weight"] == (128, 512)
+    assert head["conv.weight"] == (1536, 1536, 1)
+    assert head["pooling.linear1.weight"] == (128, 1536, 1)
+    assert head["bn.running_var"] == (3072,)
+    assert head["linear.weight"] == (256, 3072)
+    assert not any("shortcut" in k for k in head)
+
+
+def test_speaker_checkpoint_loads_strictly(tmp_path):
+    torch.manual_seed(0)
+    model = WavLMECAPA(SMALL_ECAPA).eval()
+    path = tmp_path / "wavlm_large_finetune.pth"
+    torch.save({"model": model.state_dict(), "epoch": 3}, path)
+    loaded = load_wavlm_ecapa(path, SMALL_ECAPA)
+    wave = torch.randn(1, 8000, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(wave), model(wave))
+        assert loaded(wave).shape == (1, 16)
+
+    broken = dict(model.state_dict())
+    broken.pop("feature_weight")
+    broken["projection.weight"] = torch.zeros(3, 3)
+    broken["linear.weight"] = torch.zeros(2, 2)
+    torch.save({"model": broken}, path)
+    with pytest.raises(ArbenchError, match=r"missing keys 1 \(feature_weight\).*unexpected keys 1 "
+                                           r"\(projection.weight\).*wrong shapes 1 \(linear.weight\)"):
+        load_wavlm_ecapa(path, SMALL_ECAPA)
+
+
+def test_openai_whisper_checkpoint_loads_strictly(tmp_path):
+    from whisper.model import ModelDimensions, Whisper
+
+    from harness.features.asr import load_openai_whisper
+
+    dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
+                           n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=1)
+    model = Whisper(dims)
+    path = tmp_path / "tiny.pt"
+    torch.save({"dims": dims.__dict__, "model_state_dict": model.state_dict()}, path)
+    loaded = load_openai_whisper(path)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    state = model.state_dict()
+    state["decoder.extra.weight"] = state.pop("decoder.ln.weight")
+    torch.save({"dims": dims.__dict__, "model_state_dict": state}, path)
+    with pytest.raises(ArbenchError, match="missing keys.*decoder.ln.weight.*unexpected keys.*decoder.extra"):
+        load_openai_whisper(path)
+
+
+def test_whisper_large_v3_spec_fails_clearly_when_absent(tmp_path, monkeypatch):
+    from harness.errors import MissingAssetError
+    from harness.features.asr import WHISPER_LARGE_V3, recognizer_signature
+
+    monkeypatch.setenv("ARBENCH_HOME", str(tmp_path))
+    with pytest.raises(MissingAssetError, match=r"whisper-large-v3\.pt.*openaipublic.*large-v3\.pt"):
+        recognizer_signature("whisper-large-v3")
+    assert WHISPER_LARGE_V3.sha256 in WHISPER_LARGE_V3.url  # OpenAI's URLs carry the file's sha256
+
+
+def test_offline_speaker_net_separates_espeak_voices():
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from baselines.tts.espeak import EspeakConfig, synthesize
+    from harness.features.speaker import load_speaker_encoder
+    from tasks.tts import to_16k_mono
+
+    encoder = load_speaker_encoder("espeak-speaker-tdnn")
+
+    def clip(text: str, voice: str) -> np.ndarray:
+        return to_16k_mono(*synthesize(text, EspeakConfig(voice=voice)))
+
+    a1 = clip("The birch canoe slid on the smooth planks.", "en-us")
+    a2 = clip("Rice is often served in round bowls.", "en-us")
+    b = clip("Rice is often served in round bowls.", "en-gb-scotland+f3")
+    same, different = encoder.similarity(a1, a2), encoder.similarity(b, a1)
+    assert same > different + 0.2, (same, different)
+    assert encoder.similarity(a1, [a2, a1]) > different

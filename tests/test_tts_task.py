@@ -1,0 +1,195 @@
+"""TTS task: audio checks and resampling, list parsing, sample validation, failure accounting, and the offline
+smoke test end to end (espeak-ng audio, real Whisper-base transcripts)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from harness.errors import InputError
+from tasks.tts import (SAMPLE_RATE, SeedTTSEnglish, TTSConfig, parse_librispeech_pc_list, parse_seed_list,
+                       read_audio, to_16k_mono)
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def tone(rate: int, seconds: float = 0.5, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_resampling_to_16k_preserves_a_tone():
+    out = to_16k_mono(tone(44100), 44100)
+    assert out.shape == (8000,) and out.dtype == np.float32
+    expected = tone(SAMPLE_RATE)
+    np.testing.assert_allclose(out[200:-200], expected[200:-200], atol=2e-3)
+    assert to_16k_mono(tone(16000), 16000) == pytest.approx(tone(16000))
+
+
+def test_stereo_is_averaged(tmp_path):
+    left, right = tone(24000), tone(24000, freq=880.0)
+    sf.write(tmp_path / "a.wav", np.stack([left, right], axis=1), 24000)
+    audio = read_audio(tmp_path / "a.wav")
+    assert audio.problem is None and "2 channels averaged" in audio.flags and audio.source_rate == 24000
+    np.testing.assert_allclose(audio.samples, to_16k_mono((left + right) / 2, 24000), atol=1e-4)  # PCM16 file
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "missing"),
+    (np.zeros(0, dtype=np.float32), "empty"),
+    (np.zeros(1000, dtype=np.float32), "silent"),
+    (np.array([0.1, np.nan, 0.2] * 100, dtype=np.float32), "NaN"),
+    (b"not a wav file", "unreadable"),
+])
+def test_bad_audio_is_reported_not_raised(tmp_path, content, problem):
+    path = tmp_path / "x.wav"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        sf.write(path, content, 16000, subtype="FLOAT")
+    audio = read_audio(path)
+    assert audio.samples is None and problem in audio.problem
+
+
+def test_clipping_is_flagged_but_scored(tmp_path):
+    sf.write(tmp_path / "c.wav", np.clip(4 * tone(16000), -1, 1), 16000)
+    audio = read_audio(tmp_path / "c.wav")
+    assert audio.problem is None and "clipped" in audio.flags
+
+
+def write_seed_set(root: Path, n: int = 3) -> Path:
+    (root / "prompt-wavs").mkdir(parents=True)
+    lines = []
+    for i in range(n):
+        sf.write(root / "prompt-wavs" / f"p{i}.wav", tone(16000, freq=300 + 50 * i), 16000)
+        lines.append(f"utt{i}|prompt text {i}|prompt-wavs/p{i}.wav|Target sentence number {i}.")
+    (root / "meta.lst").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root / "meta.lst"
+
+
+def test_seed_list_parsing_and_errors(tmp_path):
+    items = parse_seed_list(write_seed_set(tmp_path / "set"))
+    assert [i.id for i in items] == ["utt0", "utt1", "utt2"]
+    assert items[1].prompt_wav == tmp_path / "set" / "prompt-wavs" / "p1.wav"
+    assert items[1].text == "Target sentence number 1." and items[1].prompt_text == "prompt text 1"
+    bad = tmp_path / "bad.lst"
+    bad.write_text("a|b|c\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad.lst:1: expected 4 or 5"):
+        parse_seed_list(bad)
+    bad.write_bytes("u1|p|x.wav|caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"not UTF-8 \(line 1.*iconv"):
+        parse_seed_list(bad)
+    bad.write_text("u1|p|x.wav|one\nu1|p|x.wav|two\n", encoding="utf-8")
+    with pytest.raises(InputError, match="appears twice"):
+        parse_seed_list(bad)
+
+
+def test_librispeech_pc_list_parsing(tmp_path):
+    path = tmp_path / "ls.lst"
+    path.write_text("1089-134686-0001\t3.1\tStuff it into you.\t1089-134686-0002\t6.2\tHello there, Mr. Brown.\n",
+                    encoding="utf-8")
+    (item,) = parse_librispeech_pc_list(path, tmp_path / "test-clean")
+    assert item.id == "1089-134686-0002" and item.text == "Hello there, Mr. Brown."
+    assert item.prompt_wav == tmp_path / "test-clean" / "1089" / "134686" / "1089-134686-0001.flac"
+
+
+class FakeASR:
+    """Returns the reference text of the utterance whose tone frequency it hears (a deterministic stand-in)."""
+
+    name, weights_sha256 = "fake", "0"
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        peak = np.argmax(np.abs(np.fft.rfft(audio))) * SAMPLE_RATE / len(audio)
+        return f"target sentence number {int(round((peak - 300) / 50))}"
+
+
+class FakeSpeaker:
+    def similarity(self, audio, reference) -> float:
+        return 0.5
+
+
+class FakeContext:
+    device, is_main = "cpu", True
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.notes, self.extra_provenance = run_dir, [], {}
+
+    def log(self, message: str) -> None:
+        self.notes.append(message)
+
+    def progress(self, iterable, total=None, desc=""):
+        return iterable
+
+    def artifact(self, name: str) -> Path:
+        return self.run_dir / name
+
+
+def test_missing_file_scores_100_percent_and_is_listed(tmp_path, monkeypatch):
+    task = SeedTTSEnglish(TTSConfig(list_path=str(write_seed_set(tmp_path / "set"))))
+    monkeypatch.setattr(task, "recognizer", lambda device="cpu": FakeASR())
+    monkeypatch.setattr(task, "speaker_encoder", lambda device="cpu": FakeSpeaker())
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    sf.write(gen / "utt0.wav", tone(22050, freq=300), 22050)
+    sf.write(gen / "utt2.wav", tone(24000, freq=400), 24000)
+    samples = task.load_samples(gen)
+    assert samples["utt1"] is None
+    ctx = FakeContext(tmp_path)
+    metrics = {m.name: m.value for m in task.score(samples, ctx)}
+    assert metrics["wer_seed_utt_mean"] == pytest.approx(100 / 3)  # 0%, 100% (missing), 0%
+    assert metrics["wer_seed_corpus"] == pytest.approx(100 * 4 / 12)
+    assert metrics["wer_seed_over50"] == pytest.approx(100 / 3)
+    assert metrics["wer_whisper_utt_mean"] == pytest.approx(100 / 3)
+    assert metrics["sim"] == pytest.approx(1.0 / 3)  # 0.5, 0 (missing), 0.5
+    assert metrics["failed_files"] == 1
+    assert ctx.extra_provenance["failed_files"] == ["utt1"]
+    rows = [json.loads(line) for line in (tmp_path / "per_utterance.jsonl").read_text().splitlines()]
+    assert rows[1]["problem"] == "missing" and rows[1]["wer_seed"]["wer"] == 1.0 and rows[1]["sim"] == 0.0
+    assert rows[0]["source_rate"] == 22050 and rows[0]["wer_seed"]["hypothesis"] == "target sentence number 0"
+
+
+def test_sample_folder_validation(tmp_path):
+    task = SeedTTSEnglish(TTSConfig(list_path=str(write_seed_set(tmp_path / "set"))))
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    with pytest.raises(InputError, match="no .wav files"):
+        task.load_samples(gen)
+    sf.write(gen / "utt9.wav", tone(16000), 16000)
+    with pytest.raises(InputError, match=r"1 wav files whose names are not utterance ids.*utt9"):
+        task.load_samples(gen)
+    with pytest.raises(InputError, match="not a folder"):
+        task.load_samples(gen / "utt9.wav")
+    (gen / "utt9.wav").unlink()
+    sf.write(gen / "utt0.wav", tone(16000), 16000)
+    (tmp_path / "set" / "prompt-wavs" / "p2.wav").unlink()
+    with pytest.raises(InputError, match=r"prompt .*p2.wav of utterance 'utt2' is missing"):
+        task.load_samples(gen)
+
+
+def test_missing_list_names_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARBENCH_HOME", str(tmp_path))
+    with pytest.raises(InputError, match=r"seed-tts-eval/en/meta.lst.*Google Drive.*--set list_path"):
+        SeedTTSEnglish().list_file()
+
+
+@needs_espeak
+def test_offline_smoke_test_end_to_end(results_dir):
+    from harness.runner import RunOptions, Runner
+    from harness.store import Store
+
+    runner = Runner(Store(), RunOptions(progress=False, batch_size=2, shard_size=4))
+    result = runner.run("espeak-tts-mini", "espeak-ng", {"rtf_items": 2, "rtf_warmup": 1})
+    metrics = {m.name: m.value for m in result.metrics}
+    assert metrics["failed_files"] == 0
+    assert metrics["wer_whisper_corpus"] < 30  # Whisper-base on espeak-ng speech: about 10-20%
+    assert metrics["sim"] > 0.5  # same espeak voice as the prompts
+    assert 0 < metrics["rtf_p50"] <= metrics["rtf_p95"] < 1  # espeak-ng is far faster than real time
+    rows = [json.loads(line) for line in (result.run_dir / "per_utterance.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and all(row["hypothesis"] for row in rows)
+    stored = Store().records(task="espeak-tts-mini")[0]
+    assert "asr.model:whisper-base-ct2" in stored["signature"] and "sim.model:espeak-speaker-tdnn" in stored["signature"]
