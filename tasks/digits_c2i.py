@@ -1,0 +1,115 @@
+"""digits-c2i: the offline, CPU-sized stand-in of imagenet256-c2i, on data and a network the project ships.
+
+Protocol: 1,000 class-conditional samples (100 per digit class, labels interleaved 0..9), uint8 RGB
+32x32 (8x8 digits upscaled by nearest neighbour, grey on three channels). Reference: all 1,797 images
+of scikit-learn's bundled digits in the same format. Features: the bundled DigitsNet
+(`baselines/digits/feature_net.py`). Metrics are the ImageNet task's metric code on these features and
+are named for what they are: `fd_digits` (Fréchet distance), `is_digits` (Inception-Score formula on
+DigitsNet logits), `precision_digits` / `recall_digits` (k=3), and `class_accuracy_digits` (fraction
+of samples DigitsNet classifies as the requested class). None of them is an ImageNet FID or IS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from baselines.digits.data import digits_to_images, load_digits_arrays
+from baselines.digits.feature_net import digits_features, load_digits_net
+from harness.api import Request, Task
+from harness.errors import InputError
+from harness.metrics.base import MetricValue
+from harness.metrics.frechet import feature_statistics, frechet_distance
+from harness.metrics.image import PR_NEIGHBOURHOOD, inception_score, precision_recall
+from harness.registry import register_task
+from harness.signature import Signature
+from tasks._image_samples import (ImageSamples, check_image_array_header, class_balanced_labels, load_image_samples,
+                                  read_image_shards, write_image_shard)
+
+METRIC_VERSIONS = {"fd_digits": "1", "is_digits": "1", "precision_recall_digits": "1", "class_accuracy_digits": "1"}
+
+
+@dataclass
+class DigitsC2IConfig:
+    num_samples: int = 1000
+    num_classes: int = 10
+    image_size: int = 32
+    seed: int = 0
+    is_splits: int = 10
+    pr_k: int = PR_NEIGHBOURHOOD
+
+
+def reference_images(size: int) -> np.ndarray:
+    """The 1,797 scikit-learn digits in the task's image format."""
+    return digits_to_images(load_digits_arrays()[0], size)
+
+
+@register_task("digits-c2i")
+class DigitsC2I(Task):
+    version = "1"
+    modality = "class-to-image"
+    description = "offline class-conditional digits (sklearn 8x8 -> 32x32): FD/IS/P/R on the bundled DigitsNet"
+    primary_metric = "fd_digits"
+    Config = DigitsC2IConfig
+    offline = True
+    demo_methods = ("digits-pca-gaussian",)
+
+    def requests(self) -> list[Request]:
+        cfg = self.config
+        if cfg.num_classes != 10:
+            raise InputError("digits-c2i has 10 classes; leave num_classes at 10.")
+        labels = class_balanced_labels(cfg.num_samples, cfg.num_classes)
+        return [Request(i, f"{i:05d}", cfg.seed * 1_000_003 + i, {"label": label, "image_size": cfg.image_size})
+                for i, label in enumerate(labels)]
+
+    def write_shard(self, outputs, requests: Sequence[Request], directory: Path) -> None:
+        images = np.asarray(outputs)
+        check_image_array_header("generated images", images.shape, images.dtype, self.config.image_size)
+        write_image_shard(images, [r.condition["label"] for r in requests], directory)
+
+    def read_generated(self, shard_dirs, requests) -> ImageSamples:
+        return read_image_shards(shard_dirs, self.config.image_size)
+
+    def load_samples(self, path: Path) -> ImageSamples:
+        return load_image_samples(path, self.config.num_samples, self.config.image_size, self.config.num_classes)
+
+    def signature(self) -> Signature:
+        sig = super().signature()
+        _, net_sha = load_digits_net()
+        reference = reference_images(self.config.image_size)
+        sig.add("reference", f"sklearn-digits-{len(reference)}")
+        sig.add("reference_sha256", hashlib.sha256(reference.tobytes()).hexdigest())
+        sig.add("feature_net", "DigitsNet").add("feature_net_sha256", net_sha)
+        sig.update("metric_version", METRIC_VERSIONS)
+        return sig
+
+    def score(self, samples: ImageSamples, ctx) -> list[MetricValue]:
+        cfg = self.config
+        model, _ = load_digits_net()
+        ref = digits_features(model, reference_images(cfg.image_size))
+        fake = digits_features(model, samples.array())
+        fd = frechet_distance(*feature_statistics(fake["pool"]), *feature_statistics(ref["pool"]), log=ctx.log)
+        is_mean, is_std = inception_score(fake["logits"], cfg.is_splits)
+        precision, recall = precision_recall(ref["pool"], fake["pool"], cfg.pr_k)
+        v = METRIC_VERSIONS
+        metrics = [
+            MetricValue("fd_digits", fd, False, "", v["fd_digits"],
+                        description="Fréchet distance on DigitsNet features (128-d) vs the 1,797 sklearn digits"),
+            MetricValue("is_digits", is_mean, True, "", v["is_digits"],
+                        description=f"Inception-Score formula on DigitsNet logits ({cfg.is_splits} contiguous "
+                                    f"splits); at most 10"),
+            MetricValue("precision_digits", precision, True, "fraction", v["precision_recall_digits"],
+                        description=f"Precision (k={cfg.pr_k}) on DigitsNet features"),
+            MetricValue("recall_digits", recall, True, "fraction", v["precision_recall_digits"],
+                        description=f"Recall (k={cfg.pr_k}) on DigitsNet features"),
+        ]
+        if samples.labels is not None:
+            accuracy = float((fake["logits"].argmax(1) == samples.labels).mean())
+            metrics.append(MetricValue("class_accuracy_digits", accuracy, True, "fraction",
+                                       v["class_accuracy_digits"],
+                                       description="fraction of samples DigitsNet assigns to the requested class"))
+        return metrics
