@@ -223,6 +223,65 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from harness.store import Store
+    from harness.submissions import submit
+
+    sub_id = submit(Store(args.db), args.manifest, max_attempts=args.max_attempts)
+    print(sub_id)
+    print(f"queued; follow it with `arbench submissions` (a worker runs it: `arbench worker --once`)",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_submissions(args: argparse.Namespace) -> int:
+    from harness.store import Store
+    from harness.submissions import get_submission, list_submissions
+
+    store = Store(args.db)
+    if args.id:
+        print(json.dumps(get_submission(store, args.id), indent=2, ensure_ascii=False))
+        return 0
+    rows = list_submissions(store, args.state)
+    if not rows:
+        print("no submissions" + (f" in state {args.state}" if args.state else ""))
+    for r in rows:
+        last = r["history"][-1]["message"].splitlines()[0][:70] if r["history"] else ""
+        print(f"{r['id']}  {r['state']:10s} {r['task']:20s} {r['label'][:28]:28s} {r['created_at']}  {last}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from harness.store import Store
+    from harness.submissions import cancel
+
+    cancel(Store(args.db), args.id)
+    print(f"cancelled {args.id}")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from harness.store import Store
+    from harness.submissions import retry
+
+    retry(Store(args.db), args.id)
+    print(f"{args.id} is pending again")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from harness.store import Store
+    from harness.worker import Limits, Worker
+
+    limits = Limits(memory_mb=args.memory_mb, wall_seconds=args.time_limit)
+    worker = Worker(Store(args.db), tasks=args.task, lease_seconds=args.lease_seconds, limits=limits,
+                    batch_size=args.batch_size, shard_size=args.shard_size)
+    print(f"worker {worker.worker_id} started", file=sys.stderr)
+    done = worker.run(once=args.once)
+    print(f"worker {worker.worker_id}: {done} job(s) processed", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arbench",
@@ -291,6 +350,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["load"])
     p.add_argument("--file", default=None, help="another reported-results TOML file")
     p.set_defaults(func=cmd_reported)
+
+    p = sub.add_parser("submit", help="queue a submission from a TOML manifest; prints its id")
+    p.add_argument("manifest")
+    p.add_argument("--max-attempts", type=int, default=3, help="how often a job whose worker died is retried")
+    p.set_defaults(func=cmd_submit)
+    p = sub.add_parser("submissions", help="the submission queue (or one submission's history)")
+    p.add_argument("id", nargs="?", help="show this submission with its full history")
+    p.add_argument("--state", choices=["pending", "validating", "running", "finished", "failed", "cancelled"])
+    p.set_defaults(func=cmd_submissions)
+    p = sub.add_parser("cancel", help="cancel a pending or running submission")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("retry", help="put a failed or cancelled submission back in the queue")
+    p.add_argument("id")
+    p.set_defaults(func=cmd_retry)
+    p = sub.add_parser("worker", help="run submissions from the queue, each in a limited child process")
+    p.add_argument("--once", action="store_true", help="process at most one job, then exit")
+    p.add_argument("--task", action="append", help="only jobs of this task (repeatable)")
+    p.add_argument("--lease-seconds", type=float, default=30.0)
+    p.add_argument("--memory-mb", type=int, default=8192, help="address-space limit of the child")
+    p.add_argument("--time-limit", type=float, default=3600.0, help="wall-clock limit of the child, seconds")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--shard-size", type=int, default=64)
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("demo", help="run every offline task on the bundled models and fill results/arbench.db")
     runner_options(p)

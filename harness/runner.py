@@ -260,6 +260,10 @@ class Runner:
         plan.signature.add("samples", path.name)
         return self._execute(plan, device, lambda ctx: plan.task.score(samples, ctx), default_label=path.stem)
 
+    def record(self, plan: Plan, body: Callable[[RunContext], list[MetricValue]]) -> RunResult:
+        """Run `body` (which scores samples produced elsewhere, e.g. in a submission's sandbox) as a run."""
+        return self._execute(plan, distributed.resolve_device(self.options.device), body)
+
     def _execute(self, plan: Plan, device: str, body: Callable[[RunContext], list[MetricValue]],
                  default_label: str | None = None) -> RunResult:
         rank, world_size = distributed.world()

@@ -110,6 +110,49 @@ class MetricRow(Base):
     run: Mapped[RunRow] = relationship(back_populates="metrics")
 
 
+SUBMISSION_STATES = ("pending", "validating", "running", "finished", "failed", "cancelled")
+
+
+class SubmissionRow(Base):
+    """A submitted checkpoint (or adapter) waiting for, or going through, a worker."""
+
+    __tablename__ = "submissions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    task: Mapped[str] = mapped_column(String(128))
+    method: Mapped[str] = mapped_column(String(256))
+    label: Mapped[str] = mapped_column(String(256), default="")
+    submitter: Mapped[str] = mapped_column(String(256))
+    contact: Mapped[str | None] = mapped_column(String(256), nullable=True)  # private: never exported or shown
+    license: Mapped[str] = mapped_column(String(128), default="")
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # public fields only
+    bundle_path: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    events: Mapped[list["SubmissionEventRow"]] = relationship(
+        back_populates="submission", cascade="all, delete-orphan", order_by="SubmissionEventRow.id"
+    )
+
+
+class SubmissionEventRow(Base):
+    """One state change of a submission, with its reason: the visible history of the job."""
+
+    __tablename__ = "submission_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    submission: Mapped[SubmissionRow] = relationship(back_populates="events")
+
+
 def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # pragma: no cover - exercised through every SQLite test
