@@ -1,0 +1,150 @@
+"""The Streamlit app's logic under Streamlit's AppTest: empty and missing databases, boards with groups,
+ties, sources and CSV export, filters, run pages with signature, error text and artifacts, an older
+schema, and user strings that try to inject HTML or Markdown."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import streamlit as st
+from leaderboard_fixtures import EVIL_LABEL, EVIL_TASK_DESCRIPTION, add_run, artifact_folder, fid, score
+from streamlit.testing.v1 import AppTest
+
+from harness.migrations import upgrade_to
+from harness.store import Store
+
+APP = str(Path(__file__).resolve().parent.parent / "leaderboard" / "app.py")
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def app(run_id: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    if run_id:
+        at.query_params["run"] = run_id
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "subheader", "title", "info", "warning", "error", "text",
+                                  "code")
+             for e in getattr(at, kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_empty_store_says_how_to_fill_it(results_dir):
+    Store().dispose()
+    body = texts(app())
+    assert "arbench demo" in body and "arbench reported load" in body
+
+
+def test_missing_database_is_explained(results_dir, monkeypatch):
+    monkeypatch.setenv("ARBENCH_DB_URL", f"sqlite:///{results_dir / 'nowhere.db'}")
+    at = app()
+    assert "no database at" in at.error[0].value and "arbench demo" in texts(at)
+
+
+def test_board_groups_ties_sources_and_csv(results_dir):
+    store = Store()
+    add_run(store, method="m-a", metrics=[fid(2.00, 0.2), score(200)])
+    add_run(store, method="m-b", metrics=[fid(2.10, 0.2), score(210)])  # overlaps m-a: a tie
+    add_run(store, method="m-c", metrics=[fid(5.00, 0.2), score(90)])
+    add_run(store, method="m-a", source="reported", label="m-a (paper)", protocol="paper", metrics=[fid(1.9)])
+    add_run(store, method="m-d", error="CUDA out of memory")
+    at = app()
+    assert at.sidebar.selectbox[0].value == "toy-board"
+    tables = [d.value for d in at.dataframe]
+    board = tables[0]
+    assert board["method"].tolist() == ["m-a", "m-b", "m-c"]
+    assert board["rank"].tolist() == [1, 1, 3]
+    assert set(board["source"]) == {"reproduced by ARBench"}
+    assert board.loc[board["method"] == "m-a", "Δ vs paper (fid)"].iloc[0] == pytest.approx(0.1)
+    assert tables[1]["source"].tolist() == ["reported in a paper"]
+    assert tables[-1]["status"].tolist() == ["failed"]  # failed runs stay reachable, unranked
+    assert all(link.startswith("?run=") for link in board["run"])
+    assert len(at.get("download_button")) == 2
+    body = texts(at)
+    assert "Protocol group P1" in body and "Protocol group P2" in body
+    assert "task:toy-board\nprotocol:p1" in body  # the group's evaluation signature
+
+
+def test_sidebar_filters_narrow_the_board(results_dir):
+    store = Store()
+    add_run(store, method="llamagen-b", family="raster-ar", metrics=[fid(5.0)])
+    add_run(store, method="var-d16", family="next-scale", source="submitted", metrics=[fid(3.0)])
+    at = app()
+    at.sidebar.text_input(key="search").input("llama").run()
+    assert [d.value["method"].tolist() for d in at.dataframe] == [["llamagen-b"]]
+    at.sidebar.text_input(key="search").input("").run()
+    at.sidebar.multiselect(key="sources").select("submitted").run()
+    assert [d.value["method"].tolist() for d in at.dataframe] == [["var-d16"]]
+    at.sidebar.multiselect(key="sources").unselect("submitted").run()
+    at.sidebar.multiselect(key="families").select("raster-ar").run()
+    assert [d.value["method"].tolist() for d in at.dataframe] == [["llamagen-b"]]
+    at.sidebar.text_input(key="search").input("nothing like it").run()
+    assert "No row matches the filters" in texts(at)
+
+
+def test_run_page_shows_signature_provenance_and_artifacts(results_dir, tmp_path):
+    store = Store()
+    run_id = add_run(store, method="m-a", settings={"cfg": 2.0}, metrics=[fid(2.0, 0.1)],
+                     provenance={"hardware": "A100"}, artifacts=artifact_folder(tmp_path / "run"))
+    at = app(run_id)
+    body = texts(at)
+    assert "task:toy-board\nprotocol:p1\nmethod:m-a\nmethod.cfg:2.0" in body
+    assert len(at.get("image")) == 1 and len(at.get("audio")) == 1
+    tables = [d.value for d in at.dataframe]
+    assert any(list(t.columns) == ["id", "hypothesis", "reference", "bleu"] for t in tables)
+    assert any("A100" in j.value for j in at.json)
+
+
+def test_failed_run_page_shows_its_error_as_text(results_dir):
+    store = Store()
+    run_id = add_run(store, method="m-a", error="Traceback:\n  <b>boom</b> **not bold**")
+    at = app(run_id)
+    assert "Traceback:\n  <b>boom</b> **not bold**" in [c.value for c in at.code]
+    assert at.error[0].value == "This run failed; its error:"
+
+
+def test_unknown_run_id_is_reported_not_crashing(results_dir):
+    Store().dispose()
+    at = app("does-not-exist<b>")
+    assert "no run does\\-not\\-exist\\<b\\>" in at.warning[0].value
+
+
+def test_user_strings_cannot_inject_html_or_markdown(results_dir):
+    store = Store()
+    run_id = add_run(store, task="evil-board", method="m-a", label=EVIL_LABEL, metrics=[fid(2.0)],
+                     task_description=EVIL_TASK_DESCRIPTION)
+    for at in (app(), app(run_id)):
+        markdown_bodies = [e.value for kind in ("markdown", "caption", "subheader", "title", "info", "warning",
+                                                 "error") for e in getattr(at, kind)]
+        carrying = [b for b in markdown_bodies if "xss" in b]
+        assert carrying
+        for body in carrying:  # every Markdown-active character of the payload arrives backslash-escaped
+            unescaped = re.sub(r"\\.", "", body)
+            assert not set(unescaped) & set("<>[]()*_`$#:=!"), body
+    board = app()
+    assert EVIL_LABEL in board.dataframe[0].value["label"].tolist()  # grid cells are text
+    page = app(run_id)
+    assert page.subheader[0].value.replace("\\", "") == EVIL_LABEL
+
+
+def test_older_schema_is_upgraded_on_open(results_dir):
+    path = results_dir / "arbench.db"
+    results_dir.mkdir(parents=True)
+    engine = sa.create_engine(f"sqlite:///{path}")
+    upgrade_to(engine, "0001")
+    engine.dispose()
+    at = app()
+    assert "upgraded from revision 0001" in at.toast[0].value
+    assert "arbench demo" in texts(at)
