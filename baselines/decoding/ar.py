@@ -1,0 +1,71 @@
+"""Autoregressive decoding with a KV cache: the baseline every strategy is timed against.
+
+One forward pass per token after the prefill; greedy (temperature 0) or sampled with temperature,
+top-k and top-p, each row from its own seeded generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from baselines.decoding.generation import GenerationResult, Lockstep, SamplingConfig, row_generators, sample, warp
+from baselines.decoding.interface import ARModel
+from baselines.decoding.strategy import DecodingStrategy, Models
+from harness.registry import register_method
+
+
+def choose(logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch.Generator] | None) -> torch.Tensor:
+    """Next token per row from (B, V) logits."""
+    if sampling.greedy:
+        return logits.argmax(-1)
+    return sample(warp(logits, sampling), generators)
+
+
+def ar_decode(model: ARModel, prompt: torch.Tensor, max_new_tokens: int, sampling: SamplingConfig = SamplingConfig(),
+              seeds: Sequence[int] = (), device: str = "cpu") -> GenerationResult:
+    """Plain autoregressive decoding (batch of equal-length prompts)."""
+    state = Lockstep(prompt, max_new_tokens, model.eos_id, device)
+    generators = None if sampling.greedy else row_generators(list(seeds))
+    cache = model.new_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens)
+    logits = model.forward(prompt.to(device), cache).logits[:, -1]
+    state.target_passes += 1
+    token = choose(logits, sampling, generators)
+    state.append(token[:, None])
+    while not state.done():
+        logits = model.forward(token[:, None], cache).logits[:, -1]
+        state.target_passes += 1
+        token = choose(logits, sampling, generators)
+        state.append(token[:, None])
+    return state.result()
+
+
+@dataclass
+class ARConfig:
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+@register_method("ar")
+class AutoregressiveDecoding(DecodingStrategy):
+    description = "autoregressive decoding with KV cache (greedy, or sampled with temperature/top-k/top-p): the baseline"
+    paper = "standard autoregressive decoding"
+    Config = ARConfig
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.config.temperature, self.config.top_k, self.config.top_p)
+
+    @property
+    def lossless(self) -> bool:
+        return True
+
+    @property
+    def greedy(self) -> bool:
+        return self.sampling.greedy
+
+    def decode(self, models: Models, prompt, max_new_tokens, seeds) -> GenerationResult:
+        return ar_decode(models.target, prompt, max_new_tokens, self.sampling, seeds, self.device)

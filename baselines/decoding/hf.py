@@ -1,0 +1,88 @@
+"""`ARModel` adapter for Hugging Face `transformers` causal LMs (what users bring).
+
+Uses the library's own `DynamicCache` (grow by feeding, `crop` to roll back rejected speculation).
+HF models have no blockwise proposal heads or trained intermediate exits, so strategies that need
+them refuse such a model up front. Prompts are token ids from the model's own tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from baselines.decoding.interface import ARModel, ModelOutput
+from harness.errors import ArbenchError
+from harness.provenance import sha256_file
+
+
+class HFCausalLM(ARModel):
+    """Wrap a loaded `transformers` causal LM (any `AutoModelForCausalLM`)."""
+
+    def __init__(self, model: Any, name: str, eos_id: int | None, device: str = "cpu", revision: str | None = None):
+        self.model = model.to(device).eval()
+        self.name, self.device, self.revision = name, torch.device(device), revision
+        config = model.config
+        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        self.eos_id = eos_id
+        self.num_layers = int(getattr(config, "num_hidden_layers", getattr(config, "n_layer", 0)))
+        # transformers 5.x renamed `past_key_values` to `cache`
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "HFCausalLM":
+        """Load from a local folder (offline: nothing is downloaded)."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModelForCausalLM
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise ArbenchError(f"{path} is not a Hugging Face model folder (no config.json). Save one with "
+                               f"model.save_pretrained(folder) and pass that folder.")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        eos = model.generation_config.eos_token_id if model.generation_config else model.config.eos_token_id
+        if isinstance(eos, list):
+            eos = eos[0]
+        return cls(model, path.name, eos, device, revision=_folder_digest(path))
+
+    def checkpoint_sha256(self) -> str | None:
+        return self.revision
+
+    def new_cache(self, batch: int, max_len: int) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache()
+
+    def cache_length(self, cache: Any) -> int:
+        return int(cache.get_seq_length())
+
+    def crop(self, cache: Any, length: int) -> None:
+        surplus = self.cache_length(cache) - length
+        if surplus > 0:  # a negative argument removes that many positions (transformers 4.x and 5.x)
+            cache.crop(-surplus)
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, cache: Any, *, exit_layer: int | None = None,
+                want_hidden: bool = False) -> ModelOutput:
+        if exit_layer is not None and exit_layer != self.num_layers:
+            self.require_exits([exit_layer], "early exit")
+        start = self.cache_length(cache)
+        positions = torch.arange(start, start + ids.shape[1], device=self.device)
+        out = self.model(input_ids=ids.to(self.device), **{self._cache_arg: cache}, use_cache=True,
+                         cache_position=positions, output_hidden_states=want_hidden)
+        hidden = out.hidden_states[-1] if want_hidden else None
+        return ModelOutput(out.logits, hidden)
+
+
+def _folder_digest(path: Path) -> str:
+    """SHA-256 over the weight files of a model folder (names and contents)."""
+    digest = hashlib.sha256()
+    for file in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        digest.update(file.name.encode())
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()

@@ -1,0 +1,101 @@
+"""The autoregressive model interface that every decoding strategy drives.
+
+A model is fed tokens in order and keeps a KV cache, so feeding `t` new tokens costs one forward
+pass over `t` positions, whatever came before. Strategies only ever:
+
+* `new_cache(batch, max_len)` -> an opaque cache;
+* `forward(ids, cache)` -> logits for the `t` new positions (and the cache grows by `t`);
+* `crop(cache, length)` -> forget positions >= length (rejected speculation);
+* optionally `draft_logits(hidden)` (blockwise proposal heads) and `forward(..., exit_layer=e)`
+  (intermediate-layer exits sharing the final norm and LM head).
+
+A strategy that needs an optional capability checks it with `require_*` before doing anything, so a
+model without it is refused up front with a message that says what is missing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.errors import ArbenchError
+
+
+@dataclass
+class ModelOutput:
+    """Logits (B, t, V) for the fed positions; `hidden` (B, t, D) is the last computed layer's output
+    when asked for (the input of proposal heads)."""
+
+    logits: torch.Tensor
+    hidden: torch.Tensor | None = None
+
+
+class ARModel(ABC):
+    """An autoregressive LM seen through a KV cache. Subclasses set the attributes below."""
+
+    name: str = ""
+    vocab_size: int = 0
+    eos_id: int | None = None
+    num_layers: int = 0
+    #: Number of blockwise proposal heads (head j predicts the token j+1 positions after the next one).
+    num_draft_heads: int = 0
+    #: Layer counts after which `forward(exit_layer=...)` may exit (the full depth is always allowed).
+    exit_layers: tuple[int, ...] = ()
+
+    @abstractmethod
+    def new_cache(self, batch: int, max_len: int) -> Any:
+        """An empty cache for `batch` sequences of at most `max_len` positions."""
+
+    @abstractmethod
+    def forward(self, ids: torch.Tensor, cache: Any, *, exit_layer: int | None = None,
+                want_hidden: bool = False) -> ModelOutput:
+        """Feed `ids` (B, t) after the cached positions; returns their logits and extends the cache."""
+
+    @abstractmethod
+    def crop(self, cache: Any, length: int) -> None:
+        """Drop every cached position >= `length`."""
+
+    @abstractmethod
+    def cache_length(self, cache: Any) -> int:
+        """How many positions the cache holds (as seen by the first layer)."""
+
+    def draft_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Proposal-head logits (B, t, num_draft_heads, V) from `hidden` (B, t, D)."""
+        raise ArbenchError(f"model {self.name!r} has no blockwise proposal heads.")
+
+    def checkpoint_sha256(self) -> str | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this model in a signature."""
+        return {"name": self.name, "sha256": self.checkpoint_sha256(), "vocab": self.vocab_size}
+
+    # -- capability checks (refuse up front) ----------------------------------------------------
+    def require_draft_heads(self, k: int, strategy: str) -> None:
+        if self.num_draft_heads < k:
+            raise ArbenchError(
+                f"{strategy} needs {k} blockwise proposal heads, but model {self.name!r} has "
+                f"{self.num_draft_heads}. Use a model with trained heads (the bundled `tiny-kjv` target has them) "
+                f"or lower the block size."
+            )
+
+    def require_exits(self, layers: list[int], strategy: str) -> None:
+        allowed = set(self.exit_layers) | {self.num_layers}
+        missing = sorted(set(layers) - allowed)
+        if missing:
+            raise ArbenchError(
+                f"{strategy} exits after layers {missing}, but model {self.name!r} supports exits only after "
+                f"{sorted(allowed) if self.exit_layers else 'its last layer (no intermediate exits)'}. "
+                f"Choose exit layers among those, or use a model trained with intermediate exits."
+            )
+
+    def require_compatible_draft(self, draft: "ARModel", strategy: str) -> None:
+        if draft.vocab_size != self.vocab_size or draft.eos_id != self.eos_id:
+            raise ArbenchError(
+                f"{strategy}: draft model {draft.name!r} (vocab {draft.vocab_size}, eos {draft.eos_id}) does not "
+                f"share the target's vocabulary (vocab {self.vocab_size}, eos {self.eos_id}); the draft must use "
+                f"the same tokenizer."
+            )
