@@ -106,7 +106,7 @@ def test_score_end_to_end_with_injected_reference(tmp_path, monkeypatch, results
     capsys.readouterr()
     assert main(["export", "--format", "json"]) == 0
     (record,) = json.loads(_last_json(capsys))
-    metrics = {m["name"]: m["value"] for m in record["metrics"]}
+    metrics = {name: m["value"] for name, m in record["metrics"].items()}
     assert set(metrics) == {"fid", "sfid", "inception_score", "inception_score_std", "precision", "recall",
                             "clean_fid_ref10k"}
     assert all(np.isfinite(v) for v in metrics.values())
