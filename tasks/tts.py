@@ -11,10 +11,12 @@ Tasks
 
 Scoring is the same for all: every audio file is read as mono (channels averaged) and resampled to 16 kHz
 with one resampler (`scipy.signal.resample_poly`, Kaiser window beta 5). A missing, unreadable, empty or
-non-finite file is never skipped: it scores WER 100% (every reference word deleted) and SIM 0, and is listed
-in the run's log and per-utterance artifact. WER is stored under both normalisers (Seed-compatible and
+non-finite file is never skipped: it scores WER 100% (every reference word deleted), SIM 0 (and UTMOS 1),
+and is listed in the run's log and per-utterance artifact. WER is stored under both normalisers (Seed-compatible and
 Whisper's English normaliser) as the per-utterance mean (the published convention), the corpus WER and the
-share of utterances above 50%.
+share of utterances above 50%. UTMOS22 strong (naturalness) is stored as its own metric where enabled.
+RTF (synthesis seconds / audio seconds, batch 1, after warm-up, p50 and p95) is measured with
+`harness.timing` when a method is run, not when audio is only scored.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ RESAMPLER = "scipy.signal.resample_poly(window=('kaiser',5.0))"
 CLIPPED_FRACTION = 0.001
 WER_NORMALIZERS = ("seed", "whisper")
 WER_OVER = 0.5
+#: UTMOS given to a missing or unreadable file: the bottom of the 1-5 MOS scale.
+UTMOS_FLOOR = 1.0
 
 
 # -- audio ----------------------------------------------------------------------------------------
@@ -175,13 +179,15 @@ class TTSConfig:
     """Scoring choices shared by the TTS tasks (every one is in the signature).
 
     `asr`: "whisper-large-v3" or "whisper-base-ct2"; `speaker_model`: a name in
-    `harness.features.speaker.SPEAKER_ENCODERS`; `rtf_items`: utterances timed at batch 1 after
-    `rtf_warmup` discarded calls when a method is run (0: no RTF).
+    `harness.features.speaker.SPEAKER_ENCODERS`; `utmos`: score naturalness with UTMOS22 strong;
+    `rtf_items`: utterances timed at batch 1 after `rtf_warmup` discarded calls when a method is run
+    (0: no RTF).
     """
 
     list_path: str = ""
     asr: str = "whisper-large-v3"
     speaker_model: str = "wavlm-large-ecapa"
+    utmos: bool = True
     rtf_items: int = 20
     rtf_warmup: int = 3
 
@@ -248,6 +254,11 @@ class TTSTask(Task):
         sig.update("asr", recognizer_signature(self.config.asr))
         sig.add("jiwer", version("jiwer")).add("wer_normalizers", NORMALIZER_VERSIONS)
         sig.update("sim", speaker_signature(self.config.speaker_model))
+        if self.config.utmos:
+            from harness.features.utmos import UTMOS22_STRONG
+
+            sig.add("utmos.model", UTMOS22_STRONG.name)
+            sig.add("utmos.sha256", UTMOS22_STRONG.verify(UTMOS22_STRONG.resolve(verify=False)))
         return sig
 
     # -- generation --
@@ -311,22 +322,29 @@ class TTSTask(Task):
         asr = self.recognizer(ctx.device)
         encoder = self.speaker_encoder(ctx.device)
         references = self.speaker_reference(items)
+        mos = None
+        if self.config.utmos:
+            from harness.features.utmos import UTMOSPredictor
+
+            mos = UTMOSPredictor(ctx.device)
         rows: list[dict[str, Any]] = []
-        hypotheses, similarities = [], []
+        hypotheses, similarities, naturalness = [], [], []
         for item in ctx.progress(items, total=len(items), desc="score"):
             audio = read_audio(samples.get(item.id))
             row: dict[str, Any] = {"id": item.id, "reference": item.text, "problem": audio.problem,
                                    "flags": audio.flags, "source_rate": audio.source_rate,
                                    "duration_s": round(audio.duration_s, 3)}
             if audio.problem:
-                hypothesis, sim = "", 0.0
-                ctx.log(f"{item.id}: {audio.problem}; scored as WER 100% and SIM 0")
+                hypothesis, sim, utmos = "", 0.0, UTMOS_FLOOR
+                ctx.log(f"{item.id}: {audio.problem}; scored as WER 100%, SIM 0" + (", UTMOS 1" if mos else ""))
             else:
                 hypothesis = asr.transcribe(audio.samples)
                 sim = encoder.similarity(audio.samples, references[item.id])
-            row.update(hypothesis=hypothesis, sim=sim)
+                utmos = mos.score(audio.samples) if mos else None
+            row.update(hypothesis=hypothesis, sim=sim, utmos=utmos)
             hypotheses.append(hypothesis)
             similarities.append(sim)
+            naturalness.append(utmos)
             rows.append(row)
         metrics: list[MetricValue] = []
         texts = [item.text for item in items]
@@ -339,6 +357,10 @@ class TTSTask(Task):
         metrics.append(MetricValue("sim", float(np.mean(similarities)), True, "cos", "1",
                                    description=f"mean cosine similarity ({self.config.speaker_model}) "
                                                f"to the reference voice; failed files count 0"))
+        if mos:
+            metrics.append(MetricValue("utmos", float(np.mean(naturalness)), True, "MOS", "1",
+                                       description="UTMOS22 strong, one utterance per call, mean over utterances; "
+                                                   "failed files count 1 (the scale minimum)"))
         metrics.append(MetricValue("failed_files", float(len(failed)), False, "files", "1",
                                    description="missing, unreadable, empty or non-finite files (scored as failures)"))
         with ctx.artifact("per_utterance.jsonl").open("w", encoding="utf-8") as out:
@@ -456,6 +478,7 @@ class EspeakMiniConfig(TTSConfig):
 
     asr: str = "whisper-base-ct2"
     speaker_model: str = "espeak-speaker-tdnn"
+    utmos: bool = False  # no UTMOS weights ship offline
     prompt_voice: str = "en-us"
     rtf_items: int = 5
     rtf_warmup: int = 2

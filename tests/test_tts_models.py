@@ -114,7 +114,8 @@ def test_speaker_checkpoint_loads_strictly(tmp_path):
     torch.manual_seed(0)
     model = WavLMECAPA(SMALL_ECAPA).eval()
     path = tmp_path / "wavlm_large_finetune.pth"
-    torch.save({"model": model.state_dict(), "epoch": 3}, path)
+    head = {"loss_calculator.projection.weight": torch.zeros(16, 5)}  # the AAM-softmax head of the release
+    torch.save({"model": {**model.state_dict(), **head}, "epoch": 3}, path)
     loaded = load_wavlm_ecapa(path, SMALL_ECAPA)
     wave = torch.randn(1, 8000, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -179,3 +180,82 @@ def test_offline_speaker_net_separates_espeak_voices():
     same, different = encoder.similarity(a1, a2), encoder.similarity(b, a1)
     assert same > different + 0.2, (same, different)
     assert encoder.similarity(a1, [a2, a1]) > different
+
+
+# -- UTMOS22 strong ------------------------------------------------------------------------------------
+SMALL_UTMOS = dict(conv_layers=((32, 10, 5), (32, 3, 2)), embed_dim=48, ffn_dim=96, layers=2, heads=4, conv_pos=16,
+                   conv_pos_groups=4, domain_dim=8, judge_dim=8, lstm_hidden=16, projection_hidden=32)
+W2V2_RENAMES = [(r"^feature_extractor\.conv_layers\.0\.2\.(weight|bias)$", r"feature_extractor.conv_layers.0.layer_norm.\1"),
+                *RENAMES]
+
+
+def hf_wav2vec2(cfg):
+    transformers = pytest.importorskip("transformers")
+    hf_cfg = transformers.Wav2Vec2Config(
+        feat_extract_norm="group", conv_bias=False, do_stable_layer_norm=False,
+        conv_dim=[d for d, _, _ in cfg.conv_layers], conv_kernel=[k for _, k, _ in cfg.conv_layers],
+        conv_stride=[s for _, _, s in cfg.conv_layers], hidden_size=cfg.embed_dim, intermediate_size=cfg.ffn_dim,
+        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_conv_pos_embeddings=cfg.conv_pos,
+        num_conv_pos_embedding_groups=cfg.conv_pos_groups, hidden_dropout=0.0, attention_dropout=0.0,
+        activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0)
+    return transformers.Wav2Vec2Model(hf_cfg)
+
+
+def to_hf_w2v2(name: str) -> str:
+    for pattern, repl in W2V2_RENAMES:
+        name = re.sub(pattern, repl, name)
+    return name
+
+
+def test_utmos_wav2vec2_matches_transformers():
+    from harness.features.utmos import UTMOSConfig, Wav2Vec2Base
+
+    cfg = UTMOSConfig(**SMALL_UTMOS)
+    torch.manual_seed(0)
+    reference = hf_wav2vec2(cfg).eval()
+    ours = Wav2Vec2Base(cfg).eval()
+    hf_state = reference.state_dict()
+    ours.load_state_dict({name: hf_state[to_hf_w2v2(name)] for name in ours.state_dict()}, strict=True)
+    wave = torch.randn(1, 4000, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(wave), reference(wave).last_hidden_state, atol=2e-5, rtol=1e-4)
+
+
+def test_utmos_released_configuration_names_and_shapes():
+    from harness.features.utmos import UTMOS22Strong, UTMOSConfig
+
+    with torch.device("meta"):
+        state = UTMOS22Strong().state_dict()
+        reference = hf_wav2vec2(UTMOSConfig()).state_dict()
+    w2v2 = {k[len("wav2vec2."):]: tuple(v.shape) for k, v in state.items() if k.startswith("wav2vec2.")}
+    assert {to_hf_w2v2(k) for k in w2v2} == set(reference)
+    assert all(shape == tuple(reference[to_hf_w2v2(k)].shape) for k, shape in w2v2.items())
+    head = {k: tuple(v.shape) for k, v in state.items() if not k.startswith("wav2vec2.")}
+    assert head == {"domain_emb": (1, 128), "judge_emb": (1, 128),
+                    "blstm.weight_ih_l0": (2048, 1024), "blstm.weight_hh_l0": (2048, 512),
+                    "blstm.bias_ih_l0": (2048,), "blstm.bias_hh_l0": (2048,),
+                    "blstm.weight_ih_l0_reverse": (2048, 1024), "blstm.weight_hh_l0_reverse": (2048, 512),
+                    "blstm.bias_ih_l0_reverse": (2048,), "blstm.bias_hh_l0_reverse": (2048,),
+                    "projection.0.weight": (2048, 1024), "projection.0.bias": (2048,),
+                    "projection.2.weight": (1, 2048), "projection.2.bias": (1,)}
+
+
+def test_utmos_checkpoint_loading_and_score_formula(tmp_path):
+    from harness.features.utmos import UTMOS22Strong, UTMOSConfig, load_utmos
+
+    cfg = UTMOSConfig(**SMALL_UTMOS)
+    torch.manual_seed(0)
+    model = UTMOS22Strong(cfg).eval()
+    with torch.no_grad():  # a constant frame score b gives 2 b + 3
+        model.projection[2].weight.zero_()
+        model.projection[2].bias.fill_(0.25)
+    path = tmp_path / "utmos.pt"
+    torch.save(model.state_dict(), path)
+    loaded = load_utmos(path, cfg)
+    with torch.no_grad():
+        assert loaded(torch.randn(1, 4000)).item() == pytest.approx(3.5)
+    broken = model.state_dict()
+    broken.pop("judge_emb")
+    torch.save(broken, path)
+    with pytest.raises(ArbenchError, match=r"missing keys \['judge_emb'\]"):
+        load_utmos(path, cfg)

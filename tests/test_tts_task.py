@@ -130,7 +130,7 @@ class FakeContext:
 
 
 def test_missing_file_scores_100_percent_and_is_listed(tmp_path, monkeypatch):
-    task = SeedTTSEnglish(TTSConfig(list_path=str(write_seed_set(tmp_path / "set"))))
+    task = SeedTTSEnglish(TTSConfig(list_path=str(write_seed_set(tmp_path / "set")), utmos=False))
     monkeypatch.setattr(task, "recognizer", lambda device="cpu": FakeASR())
     monkeypatch.setattr(task, "speaker_encoder", lambda device="cpu": FakeSpeaker())
     gen = tmp_path / "gen"
@@ -193,3 +193,22 @@ def test_offline_smoke_test_end_to_end(results_dir):
     assert len(rows) == 5 and all(row["hypothesis"] for row in rows)
     stored = Store().records(task="espeak-tts-mini")[0]
     assert "asr.model:whisper-base-ct2" in stored["signature"] and "sim.model:espeak-speaker-tdnn" in stored["signature"]
+
+
+def test_score_without_weights_names_them_and_stores_nothing(tmp_path, results_dir, monkeypatch):
+    from harness.errors import MissingAssetError
+    from harness.features.speaker import speaker_signature
+    from harness.runner import RunOptions, Runner
+    from harness.store import Store
+
+    monkeypatch.setenv("ARBENCH_HOME", str(tmp_path / "home"))
+    meta = write_seed_set(tmp_path / "set")
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    sf.write(gen / "utt0.wav", tone(16000), 16000)
+    runner = Runner(Store(), RunOptions(progress=False))
+    with pytest.raises(MissingAssetError, match=r"whisper-large-v3.pt is not at .*home/weights"):
+        runner.score("seed-tts-en", gen, {"list_path": str(meta)})
+    with pytest.raises(MissingAssetError, match=r"wavlm_large_finetune.pth is not at"):
+        speaker_signature("wavlm-large-ecapa")
+    assert Store().records() == []

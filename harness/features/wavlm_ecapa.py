@@ -324,12 +324,18 @@ class WavLMECAPA(nn.Module):
         return self.linear(self.bn(self.pooling(out)))
 
 
+#: Keys of the released checkpoint that belong to training only (the AAM-softmax head); they are dropped by
+#: name, every other key must match exactly.
+TRAINING_ONLY_KEYS = frozenset({"loss_calculator.projection.weight"})
+
+
 def load_wavlm_ecapa(path: str | Path, cfg: ECAPAConfig = ECAPAConfig()) -> WavLMECAPA:
     """The UniSpeech checkpoint (`{"model": state_dict, ...}`), loaded with strict key and shape checking."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise ArbenchError(f"{path} is not a UniSpeech speaker-verification checkpoint (a dict with 'model').")
+    state = {k: v for k, v in state.items() if k not in TRAINING_ONLY_KEYS}
     model = WavLMECAPA(cfg)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
