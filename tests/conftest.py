@@ -15,6 +15,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ["ARBENCH_PLUGINS"] = ",".join(filter(None, [os.environ.get("ARBENCH_PLUGINS"), "plugins.toy"]))
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
+# child processes (torchrun ranks, submission sandboxes) must find the test plugin too
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
 
 
 @pytest.fixture
