@@ -215,8 +215,9 @@ def score_images(samples: Sequence[GenEvalImage], detector, colors, rules: GenEv
         raise ArbenchError(
             f"canary: the detector found no object above score {rules.threshold} in any of {len(samples)} images. "
             "That is a broken detector (wrong or corrupt weights, a failed load, a numerics problem on this device), "
-            "not a result; nothing is stored as a score. Check `arbench weights verify "
-            f"{geneval_detector.MASK2FORMER_SWIN_S_COCO.name}` and the device.")
+            f"not a result; nothing is stored as a score. Check that the detector file's sha256 starts with "
+            f"{geneval_detector.CHECKPOINT_SHA256_PREFIX} (`sha256sum "
+            f"{geneval_detector.MASK2FORMER_SWIN_S_COCO.cache_path}`) and try another device.")
     values = metric.values()
     overall = values[-1].value
     if overall == 0.0:

@@ -506,11 +506,11 @@ def instance_postprocess(cls_logits: torch.Tensor, mask_logits: torch.Tensor, ma
     masks = mask_logits[top // num_classes]
     binary = masks > 0
     mask_scores = (masks.sigmoid() * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
-    boxes = torch.zeros(len(binary), 4)
-    for k, m in enumerate(binary):
-        xs, ys = torch.where(m.any(dim=0))[0], torch.where(m.any(dim=1))[0]
-        if len(xs) and len(ys):
-            boxes[k] = torch.tensor([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=torch.float32)
+    cols, rows = binary.any(dim=1), binary.any(dim=2)  # (k, W), (k, H)
+    x1, y1 = cols.float().argmax(dim=1), rows.float().argmax(dim=1)  # argmax returns the first maximum
+    x2 = cols.shape[1] - cols.flip(1).float().argmax(dim=1)
+    y2 = rows.shape[1] - rows.flip(1).float().argmax(dim=1)
+    boxes = torch.stack([x1, y1, x2, y2], dim=1).float() * cols.any(dim=1, keepdim=True)
     return labels, top_scores * mask_scores, boxes, binary
 
 
@@ -552,9 +552,10 @@ class GenEvalDetector:
         cls_logits, mask_logits = self.model(x.to(self.device))
         masks = F.interpolate(mask_logits, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, :, :h, :w]
         masks = F.interpolate(masks, size=(image.height, image.width), mode="bilinear", align_corners=False)
-        labels, scores, boxes, binary = instance_postprocess(cls_logits[0], masks[0], cfg.max_per_image)
+        labels, scores, boxes, binary = (t.cpu() for t in instance_postprocess(cls_logits[0], masks[0],
+                                                                               cfg.max_per_image))
         detections: dict[str, list[Detection]] = {}
-        binary = binary.cpu().numpy()
+        binary = binary.numpy()
         for label, score, box, mask in zip(labels.tolist(), scores.tolist(), boxes.tolist(), binary):
             detections.setdefault(COCO_CLASSES[label], []).append(Detection(tuple(box), score, mask))
         return detections
