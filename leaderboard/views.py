@@ -19,7 +19,7 @@ import streamlit as st
 from harness.store import Store
 from leaderboard import artifacts as artifacts_mod
 from leaderboard.board import (
-    FAMILY_NAMES, SOURCE_NAMES, Filters, Group, board_tasks, build_groups, family_name, has_speed, metric_infos,
+    SOURCE_NAMES, Filters, Group, board_tasks, build_groups, family_name, has_speed, metric_infos,
     run_link, task_runs, to_csv,
 )
 from leaderboard.data import StoreSnapshot, eval_signature_text, load_run
@@ -90,7 +90,6 @@ def _sidebar_filters(runs: pd.DataFrame, snapshot: StoreSnapshot, task: str) -> 
             chosen = st.slider("parameters (millions)", low, high, (low, high), key=f"params-{task}")
             if chosen != (low, high):
                 params_range = (chosen[0] * 1e6, chosen[1] * 1e6)
-        st.caption("Families: " + ", ".join(sorted(set(FAMILY_NAMES.values()))))
     return Filters(tuple(chosen_families), tuple(chosen_sources), tuple(chosen_hardware), params_range, search)
 
 
@@ -121,6 +120,7 @@ def _column_config(group: Group) -> dict:
     config = {
         "rank": st.column_config.NumberColumn(
             "rank", format="%d", help="1 + the number of rows better beyond both 95% intervals; equal = a tie"),
+        "label": st.column_config.TextColumn("label", width="medium"),
         "params": st.column_config.NumberColumn("params", format="compact"),
         "run": st.column_config.LinkColumn("details", display_text="open ↗",
                                            help="the run page: signature, provenance, artifacts"),
