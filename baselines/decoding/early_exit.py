@@ -4,7 +4,7 @@
 Every row of a batch exits at the same depth for a given position, and the depth never increases
 along the sequence: a later token only attends, in the layers it runs, to earlier positions that ran
 those layers too, so the KV cache stays valid with no recomputation. The depth falls linearly from
-`max_layers` (after `warmup` full-depth tokens) to `min_layers` at generated token `decay_tokens`,
+`max_layers` (after `full_depth_tokens` tokens) to `min_layers` at generated token `decay_tokens`,
 snapped down to the model's exit layers. SkipDecode skips lower layers; this reads out from
 intermediate exits instead (the bundled model is trained with exit losses), which keeps the same
 monotone-schedule property. Lossy: its quality is reported separately.
@@ -28,12 +28,13 @@ from harness.registry import register_method
 class EarlyExitConfig:
     max_layers: int = 8
     min_layers: int = 4
-    warmup: int = 4
+    full_depth_tokens: int = 4
     decay_tokens: int = 64
 
     def __post_init__(self):
-        if not 1 <= self.min_layers <= self.max_layers or self.warmup < 0 or self.decay_tokens < self.warmup:
-            raise ValueError(f"need 1 <= min_layers <= max_layers and 0 <= warmup <= decay_tokens: {self}")
+        if (not 1 <= self.min_layers <= self.max_layers or self.full_depth_tokens < 0
+                or self.decay_tokens < self.full_depth_tokens):
+            raise ValueError(f"need 1 <= min_layers <= max_layers and 0 <= full_depth_tokens <= decay_tokens: {self}")
 
 
 def exit_schedule(config: EarlyExitConfig, allowed: Sequence[int], length: int) -> list[int]:
@@ -41,10 +42,10 @@ def exit_schedule(config: EarlyExitConfig, allowed: Sequence[int], length: int) 
     allowed = sorted(allowed)
     depths = []
     for i in range(length):
-        if i < config.warmup:
+        if i < config.full_depth_tokens:
             target = config.max_layers
         else:
-            frac = min(1.0, (i - config.warmup) / max(1, config.decay_tokens - config.warmup))
+            frac = min(1.0, (i - config.full_depth_tokens) / max(1, config.decay_tokens - config.full_depth_tokens))
             target = config.max_layers - frac * (config.max_layers - config.min_layers)
         below = [a for a in allowed if a <= target + 1e-9]
         if not below:
@@ -86,6 +87,9 @@ class EarlyExitDecoding(DecodingStrategy):
     def check(self, models: Models) -> None:
         super().check(models)
         target = models.target
+        if not target.exit_layers:
+            raise ArbenchError(f"{self.name} needs a model with intermediate-layer exits; {target.name!r} has none "
+                               f"(the bundled tiny-kjv-target has exits after layers 2, 4 and 6).")
         if self.config.max_layers > target.num_layers:
             raise ArbenchError(f"max_layers={self.config.max_layers} exceeds the model's {target.num_layers} layers.")
         target.require_exits([self.config.min_layers], self.name)
