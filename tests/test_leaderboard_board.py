@@ -195,3 +195,19 @@ def test_snapshot_loads_one_tasks_metrics(store):
     assert len(load_snapshot(store).metrics) == 3
     assert load_snapshot(store, "board-b").metrics["value"].tolist() == [2.0, 3.0]
     assert load_snapshot(store, "no-such-board").metrics.empty
+
+
+@pytest.mark.postgres
+def test_snapshot_and_board_on_postgresql(pg_url, tmp_path):
+    store = Store(pg_url)
+    add_run(store, method="m-a", provenance={"params": 1e8, "hardware": "A100", "verification": "unverified — x"},
+            metrics=[fid(2.0, 0.1)])
+    add_run(store, method="m-b", metrics=[fid(3.0, 0.1), score(5.0)])
+    reader, _ = open_store(pg_url)
+    snap = load_snapshot(reader, "toy-board")
+    row = snap.runs.set_index("method").loc["m-a"]
+    assert row["params"] == 1e8 and row["hardware"] == "A100" and row["verification"] == "unverified — x"
+    groups, _ = build_groups(snap, "toy-board")
+    assert groups[0].table["method"].tolist() == ["m-a", "m-b"] and groups[0].table["rank"].tolist() == [1, 2]
+    reader.dispose()
+    store.dispose()
