@@ -34,6 +34,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from harness.api import Method, Request, Task
+from harness.features import asr, utmos, wavlm_ecapa  # noqa: F401  (registers the weight specs)
 from harness.config import arbench_home
 from harness.errors import ArbenchError, InputError
 from harness.metrics.base import MetricValue

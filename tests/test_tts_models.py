@@ -135,16 +135,20 @@ def test_speaker_checkpoint_loads_strictly(tmp_path):
 def test_openai_whisper_checkpoint_loads_strictly(tmp_path):
     from whisper.model import ModelDimensions, Whisper
 
-    from harness.features.asr import load_openai_whisper
+    from harness.features.asr import OpenAIWhisper, load_openai_whisper
+    from harness.weights import WeightSpec
 
     dims = ModelDimensions(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
-                           n_vocab=51865, n_text_ctx=448, n_text_state=64, n_text_head=2, n_text_layer=1)
+                           n_vocab=51865, n_text_ctx=16, n_text_state=64, n_text_head=2, n_text_layer=1)
     model = Whisper(dims)
     path = tmp_path / "tiny.pt"
     torch.save({"dims": dims.__dict__, "model_state_dict": model.state_dict()}, path)
     loaded = load_openai_whisper(path)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value)
+    spec = WeightSpec("tiny-whisper", "tiny.pt", "https://example.invalid/tiny.pt", None, "MIT")
+    asr = OpenAIWhisper(spec, path=path)  # the decoding call itself (greedy, English, fp32) on random weights
+    assert isinstance(asr.transcribe(np.zeros(8000, dtype=np.float32)), str)
     state = model.state_dict()
     state["decoder.extra.weight"] = state.pop("decoder.ln.weight")
     torch.save({"dims": dims.__dict__, "model_state_dict": state}, path)
@@ -258,4 +262,7 @@ def test_utmos_checkpoint_loading_and_score_formula(tmp_path):
     broken.pop("judge_emb")
     torch.save(broken, path)
     with pytest.raises(ArbenchError, match=r"missing keys \['judge_emb'\]"):
+        load_utmos(path, cfg)
+    path.write_text("<html>Google Drive can't scan this file for viruses</html>")
+    with pytest.raises(ArbenchError, match="not a loadable PyTorch checkpoint.*web page"):
         load_utmos(path, cfg)

@@ -13,11 +13,13 @@ Deterministic (fixed seeds, one thread); writes baselines/tts/espeak_speaker_tdn
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import random
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,6 +98,9 @@ def evaluate(model: TDNNSpeakerNet, waves, labels) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=ESPEAK_TDNN_PATH, help="where to write the safetensors file")
+    out = parser.parse_args().out
     torch.manual_seed(SEED)
     torch.set_num_threads(1)
     rng = random.Random(SEED)
@@ -133,9 +138,9 @@ def main() -> None:
                 "held_out_eer": f"{eer:.4f}", "train_voices": str(len(train_speakers)),
                 "held_out_voices": str(len(held_out)), "steps": str(STEPS), "seed": str(SEED)}
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(ESPEAK_TDNN_PATH), metadata=metadata)
-    print(f"held-out EER {100 * eer:.2f}%; wrote {ESPEAK_TDNN_PATH} "
-          f"({ESPEAK_TDNN_PATH.stat().st_size / 1e6:.2f} MB) in {time.perf_counter() - start:.0f} s")
+    save_file(state, str(out), metadata=metadata)
+    print(f"held-out EER {100 * eer:.2f}%; wrote {out} ({out.stat().st_size / 1e6:.2f} MB) "
+          f"in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import ArbenchError
-from harness.features.wavlm_ecapa import WeightNormConv1d, _SamePad
+from harness.features.wavlm_ecapa import WeightNormConv1d, _SamePad, read_checkpoint
 from harness.weights import WeightSpec, register_weights
 
 UTMOS22_STRONG = register_weights(WeightSpec(
@@ -137,7 +137,7 @@ class UTMOS22Strong(nn.Module):
 
 def load_utmos(path: str | Path, cfg: UTMOSConfig = UTMOSConfig()) -> UTMOS22Strong:
     """The SpeechMOS checkpoint (a plain state dict), loaded with strict key and shape checking."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)
     if not isinstance(state, dict):
         raise ArbenchError(f"{path} is not a state dict; it must be SpeechMOS's utmos22_strong_step7459_v1.pt.")
     model = UTMOS22Strong(cfg)

@@ -324,6 +324,16 @@ class WavLMECAPA(nn.Module):
         return self.linear(self.bn(self.pooling(out)))
 
 
+def read_checkpoint(path: str | Path) -> object:
+    """`torch.load(weights_only=True)`, with a clear message for a file that is not a checkpoint."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights-only errors all mean the same thing here
+        raise ArbenchError(f"{path} is not a loadable PyTorch checkpoint ({type(exc).__name__}). A download link "
+                           f"that returns a web page (Google Drive does for large files) leaves HTML behind: "
+                           f"delete the file and download it by hand in a browser.") from exc
+
+
 #: Keys of the released checkpoint that belong to training only (the AAM-softmax head); they are dropped by
 #: name, every other key must match exactly.
 TRAINING_ONLY_KEYS = frozenset({"loss_calculator.projection.weight"})
@@ -331,7 +341,7 @@ TRAINING_ONLY_KEYS = frozenset({"loss_calculator.projection.weight"})
 
 def load_wavlm_ecapa(path: str | Path, cfg: ECAPAConfig = ECAPAConfig()) -> WavLMECAPA:
     """The UniSpeech checkpoint (`{"model": state_dict, ...}`), loaded with strict key and shape checking."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
         raise ArbenchError(f"{path} is not a UniSpeech speaker-verification checkpoint (a dict with 'model').")
