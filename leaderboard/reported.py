@@ -155,9 +155,11 @@ def _verification(marks: dict[str, str]) -> str:
 
 
 def load_reported(store: Store, path: Path = DEFAULT_FILE) -> LoadSummary:
-    """Store every entry of the data file as a reported run, in one transaction (all or nothing)."""
-    from harness.registry import METHODS, TASKS
+    """Store every entry of the data file as a reported run, in one transaction (all or nothing).
 
+    Task and method rows that the store already has are used as they are; missing ones are created from
+    the data file (a later `arbench run` of the real task or method refreshes them from the registry).
+    """
     data, entries = read_data_file(path)
     summary = LoadSummary(data["data_version"])
     tasks_meta = data.get("tasks", {})
@@ -175,8 +177,8 @@ def load_reported(store: Store, path: Path = DEFAULT_FILE) -> LoadSummary:
                 summary.updated += 1
             else:
                 summary.added += 1
-            task_row = _task_row(s, e.task, tasks_meta, TASKS)
-            method_row = _method_row(s, e, METHODS) if e.method else None
+            task_row = _task_row(s, e.task, tasks_meta)
+            method_row = _method_row(s, e) if e.method else None
             run = RunRow(
                 id=e.run_id, task_id=task_row.id, task_version="reported",
                 method_id=method_row.id if method_row else None, kind="reported", source="reported",
@@ -201,35 +203,26 @@ def load_reported(store: Store, path: Path = DEFAULT_FILE) -> LoadSummary:
     return summary
 
 
-def _task_row(s, name: str, tasks_meta: dict[str, Any], registry) -> TaskRow:
-    """The task's row; created from the registry (or the data file) only when the store has none yet."""
+def _task_row(s, name: str, tasks_meta: dict[str, Any]) -> TaskRow:
+    """The task's row; created from the data file's [tasks.NAME] only when the store has none yet."""
     row = s.scalar(select(TaskRow).where(TaskRow.name == name))
     if row is not None:
         return row
-    if name in registry.names():
-        cls = registry.get(name)
-        row = TaskRow(name=name, version=cls.version, modality=cls.modality, description=cls.description,
-                      primary_metric=cls.primary_metric or None)
-    else:
-        meta = tasks_meta.get(name)
-        if meta is None:
-            raise InputError(f"task {name!r} is neither registered nor described in the data file's [tasks.{name}].")
-        row = TaskRow(name=name, version=str(meta.get("version", "1")), modality=meta["modality"],
-                      description=meta.get("description", ""), primary_metric=meta.get("primary_metric"))
+    meta = tasks_meta.get(name)
+    if meta is None:
+        raise InputError(f"task {name!r} is not in the store yet and has no [tasks.{name}] table in the data file "
+                         "(modality, primary_metric, description); add one.")
+    row = TaskRow(name=name, version=str(meta.get("version", "1")), modality=meta["modality"],
+                  description=meta.get("description", ""), primary_metric=meta.get("primary_metric"))
     s.add(row)
     s.flush()
     return row
 
 
-def _method_row(s, e: ReportedEntry, registry) -> MethodRow:
+def _method_row(s, e: ReportedEntry) -> MethodRow:
     row = s.scalar(select(MethodRow).where(MethodRow.name == e.method))
-    if row is not None:
-        return row
-    if e.method in registry.names():
-        cls = registry.get(e.method)
-        row = MethodRow(name=e.method, family=cls.family, description=cls.description)
-    else:
+    if row is None:
         row = MethodRow(name=e.method, family=e.family, description=e.provenance["paper"])
-    s.add(row)
-    s.flush()
+        s.add(row)
+        s.flush()
     return row

@@ -230,7 +230,10 @@ def _render_artifacts(path: str | None) -> None:
                                                               if path and found is None else "."))
         return
     st.text(f"from {found.root}" + (" (first files only)" if found.truncated else ""))
-    rel = lambda p: str(p.relative_to(found.root))  # noqa: E731
+
+    def rel(path: Path) -> str:
+        return str(path.relative_to(found.root))
+
     if found.found["image"]:
         st.image([str(p) for p in found.found["image"]], caption=[rel(p) for p in found.found["image"]], width=220)
     for p in found.found["audio"]:
