@@ -62,7 +62,7 @@ class DecodingSpeedupConfig:
 @dataclass
 class MiniConfig(DecodingSpeedupConfig):
     prompts: str = str(BUNDLED_PROMPTS)
-    max_new_tokens: int = 48
+    max_new_tokens: int = 32
     max_prompts: int = 8
     batch_sizes: tuple = (1, 4)
     warmup: int = 1
@@ -146,8 +146,17 @@ class DecodingSpeedup(Task):
         sig.add("model_sha256", self._file_sha(self.config.model)[:16])
         sig.add("draft_sha256", self._file_sha(self.config.draft_model)[:16])
         sig.add("timing", TIMING_VERSION)
-        sig.add("hardware", provenance.hardware_fingerprint("cuda" if torch.cuda.is_available() else "cpu"))
+        sig.add("hardware", self.hardware_fingerprint("cuda" if torch.cuda.is_available() else "cpu"))
         return sig
+
+    def hardware_fingerprint(self, device: str) -> str:
+        """The fingerprint under the thread count the timing runs with (it is part of the fingerprint)."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.config.threads)
+        try:
+            return provenance.hardware_fingerprint(device)
+        finally:
+            torch.set_num_threads(threads)
 
     def check_method(self, method: Method) -> None:
         super().check_method(method)
@@ -173,7 +182,14 @@ class DecodingSpeedup(Task):
         assert isinstance(method, DecodingStrategy)
         if ctx.world_size > 1:
             raise ArbenchError(f"{self.name} times one process; run it without torchrun.")
+        threads = torch.get_num_threads()
         torch.set_num_threads(self.config.threads)
+        try:
+            return self._timed(method, ctx)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _timed(self, method: DecodingStrategy, ctx) -> list[MetricValue]:
         device = ctx.device
         target = load_model(self.config.model, device)
         draft = load_model(self.config.draft_model, device) if method.needs_draft else None
@@ -183,7 +199,7 @@ class DecodingSpeedup(Task):
         requests = self.requests()
         timing = TimingConfig(self.config.warmup, self.config.rounds, seed=0)
         max_new = self.config.max_new_tokens
-        ctx.extra_provenance["hardware_fingerprint"] = provenance.hardware_fingerprint(device)
+        ctx.extra_provenance["hardware_fingerprint"] = self.hardware_fingerprint(device)
         ctx.extra_provenance["strategy"] = method.describe()
         ctx.log(f"timing {method.name} against AR on {len(requests)} prompts, batch sizes {self.config.batch_sizes}")
 
@@ -192,9 +208,9 @@ class DecodingSpeedup(Task):
             groups = _batches(requests, batch_size)
             if not groups:
                 continue
-            result = compare({"ar": self._runner(baseline, models, max_new), "strategy": self._runner(method, models,
-                                                                                                        max_new)},
-                             groups, timing, device)
+            callables = {"ar": self._runner(baseline, models, max_new),
+                         "strategy": self._runner(method, models, max_new)}
+            result = compare(callables, groups, timing, device)
             self._validate(result, groups, method, target, max_new)
             if batch_size == 1:
                 metrics += self._batch1_metrics(result, groups, method, target)

@@ -40,6 +40,7 @@ def test_mini_run_stores_metrics_with_full_signature(results_dir):
     (record,) = Store(f"sqlite:///{results_dir / 'arbench.db'}").records()
     assert record["status"] == "finished"
     sig = record["signature"]
+    torch.set_num_threads(1)  # the task times with one thread (its `threads` setting)
     assert f"hardware:{hardware_fingerprint('cpu')}" in sig
     for key in ("method.k:3", "method.temperature:0.0", "model_sha256:", "draft_sha256:", "prompts_sha256:",
                 "task.max_new_tokens:16"):

@@ -11,7 +11,6 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -183,8 +182,7 @@ class GPTModel(ARModel):
         c = net.config
         self.vocab_size, self.eos_id, self.num_layers = c.vocab_size, EOS_ID, c.n_layers
         self.num_draft_heads, self.exit_layers = c.num_draft_heads, tuple(c.exit_layers)
-        dtype = next(net.parameters()).dtype
-        self._dtype = dtype
+        self._dtype = next(net.parameters()).dtype
 
     @classmethod
     def load(cls, path: str | Path, name: str | None = None, device: str = "cpu") -> "GPTModel":
@@ -250,7 +248,3 @@ def init_gpt(config: GPTConfig, seed: int) -> GPT:
         if name.endswith(("attn.proj.weight", "mlp.2.weight")):
             nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layers))
     return net
-
-
-def describe_config(config: GPTConfig) -> dict[str, Any]:
-    return asdict(config)
