@@ -4,6 +4,7 @@ colour classifier's plumbing on a small random-init CLIP with OpenAI's parameter
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -317,3 +318,115 @@ def test_missing_clip_weights_are_named(tmp_path, monkeypatch):
     monkeypatch.setenv("ARBENCH_HOME", str(tmp_path))
     with pytest.raises(MissingAssetError, match="openaipublic.azureedge.net/clip/models/b8cca3fd"):
         clip_color.ColorClassifier.from_pretrained()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cross-check against an independent implementation of the same architecture
+
+
+def transformers_to_mmdet(sd: dict) -> dict:
+    """transformers' Mask2Former state dict (Detectron2-style names, original Swin) -> mmdet 2.x names."""
+    new = {}
+    for k, v in sd.items():
+        m = re.match(r"model\.pixel_level_module\.encoder\.swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.*)", k)
+        if m:
+            i, j, rest = m.groups()
+            p = f"backbone.stages.{i}.blocks.{j}."
+            base = k[: -len(rest)]
+            table = {"layernorm_before": "norm1", "layernorm_after": "norm2", "mlp.fc1": "ffn.layers.0.0",
+                     "mlp.fc2": "ffn.layers.1", "attention.o_proj": "attn.w_msa.proj",
+                     "attention.relative_position_bias.relative_position_bias_table": "attn.w_msa.relative_position_bias_table"}
+            for a, b in table.items():
+                if rest.startswith(a):
+                    new[p + b + rest[len(a):]] = v
+            if rest.startswith("attention.q_proj"):
+                suf = rest[len("attention.q_proj"):]
+                new[p + "attn.w_msa.qkv" + suf] = torch.cat([sd[base + f"attention.{x}_proj" + suf] for x in "qkv"])
+            continue
+        m = re.match(r"model\.pixel_level_module\.encoder\.swin\.encoder\.layers\.(\d+)\.downsample\.(norm|reduction)\.(weight|bias)", k)
+        if m:
+            i, part, kind = m.groups()
+            c = v.shape[-1] // 4
+            # HF concatenates positions (h0w0, h1w0, h0w1, h1w1) x C; mmdet unfolds C x (h0w0, h0w1, h1w0, h1w1)
+            perm = torch.tensor([[0, 2, 1, 3][q] * c + ch for ch in range(c) for q in range(4)])
+            new[f"backbone.stages.{i}.downsample.{part}.{kind}"] = v[..., perm]
+            continue
+        m = re.match(r"model\.pixel_level_module\.encoder\.hidden_states_norms\.stage(\d)\.(.*)", k)
+        if m:
+            new[f"backbone.norm{int(m.group(1)) - 1}.{m.group(2)}"] = v
+            continue
+        simple = [
+            (r"model\.pixel_level_module\.encoder\.swin\.embeddings\.patch_embeddings\.projection", "backbone.patch_embed.projection"),
+            (r"model\.pixel_level_module\.encoder\.swin\.embeddings\.norm", "backbone.patch_embed.norm"),
+            (r"model\.pixel_level_module\.decoder\.input_projections\.(\d)\.0", r"panoptic_head.pixel_decoder.input_convs.\1.conv"),
+            (r"model\.pixel_level_module\.decoder\.input_projections\.(\d)\.1", r"panoptic_head.pixel_decoder.input_convs.\1.gn"),
+            (r"model\.pixel_level_module\.decoder\.encoder\.layers\.(\d)\.self_attn\.", r"panoptic_head.pixel_decoder.encoder.layers.\1.attentions.0."),
+            (r"model\.pixel_level_module\.decoder\.encoder\.layers\.(\d)\.self_attn_layer_norm", r"panoptic_head.pixel_decoder.encoder.layers.\1.norms.0"),
+            (r"model\.pixel_level_module\.decoder\.encoder\.layers\.(\d)\.final_layer_norm", r"panoptic_head.pixel_decoder.encoder.layers.\1.norms.1"),
+            (r"model\.pixel_level_module\.decoder\.encoder\.layers\.(\d)\.fc1", r"panoptic_head.pixel_decoder.encoder.layers.\1.ffns.0.layers.0.0"),
+            (r"model\.pixel_level_module\.decoder\.encoder\.layers\.(\d)\.fc2", r"panoptic_head.pixel_decoder.encoder.layers.\1.ffns.0.layers.1"),
+            (r"model\.pixel_level_module\.decoder\.level_embed$", "panoptic_head.pixel_decoder.level_encoding.weight"),
+            (r"model\.pixel_level_module\.decoder\.adapter_1\.0", "panoptic_head.pixel_decoder.lateral_convs.0.conv"),
+            (r"model\.pixel_level_module\.decoder\.adapter_1\.1", "panoptic_head.pixel_decoder.lateral_convs.0.gn"),
+            (r"model\.pixel_level_module\.decoder\.layer_1\.0", "panoptic_head.pixel_decoder.output_convs.0.conv"),
+            (r"model\.pixel_level_module\.decoder\.layer_1\.1", "panoptic_head.pixel_decoder.output_convs.0.gn"),
+            (r"model\.pixel_level_module\.decoder\.mask_projection", "panoptic_head.pixel_decoder.mask_feature"),
+            (r"model\.transformer_module\.decoder\.layers\.(\d)\.cross_attn\.", r"panoptic_head.transformer_decoder.layers.\1.attentions.0.attn."),
+            (r"model\.transformer_module\.decoder\.layers\.(\d)\.self_attn\.out_proj", r"panoptic_head.transformer_decoder.layers.\1.attentions.1.attn.out_proj"),
+            (r"model\.transformer_module\.decoder\.layers\.(\d)\.cross_attn_layer_norm", r"panoptic_head.transformer_decoder.layers.\1.norms.0"),
+            (r"model\.transformer_module\.decoder\.layers\.(\d)\.self_attn_layer_norm", r"panoptic_head.transformer_decoder.layers.\1.norms.1"),
+            (r"model\.transformer_module\.decoder\.layers\.(\d)\.final_layer_norm", r"panoptic_head.transformer_decoder.layers.\1.norms.2"),
+            (r"model\.transformer_module\.decoder\.layers\.(\d)\.fc1", r"panoptic_head.transformer_decoder.layers.\1.ffns.0.layers.0.0"),
+            (r"model\.transformer_module\.decoder\.layers\.(\d)\.fc2", r"panoptic_head.transformer_decoder.layers.\1.ffns.0.layers.1"),
+            (r"model\.transformer_module\.decoder\.layernorm", "panoptic_head.transformer_decoder.post_norm"),
+            (r"model\.transformer_module\.decoder\.mask_predictor\.mask_embedder\.0\.0", "panoptic_head.mask_embed.0"),
+            (r"model\.transformer_module\.decoder\.mask_predictor\.mask_embedder\.1\.0", "panoptic_head.mask_embed.2"),
+            (r"model\.transformer_module\.decoder\.mask_predictor\.mask_embedder\.2\.0", "panoptic_head.mask_embed.4"),
+            (r"model\.transformer_module\.level_embed", "panoptic_head.level_embed"),
+            (r"model\.transformer_module\.queries_embedder", "panoptic_head.query_embed"),
+            (r"model\.transformer_module\.queries_features", "panoptic_head.query_feat"),
+            (r"class_predictor", "panoptic_head.cls_embed"),
+        ]
+        for pat, rep in simple:
+            if re.match(pat, k):
+                new[re.sub(pat, rep, k)] = v
+                break
+        m = re.match(r"model\.transformer_module\.decoder\.layers\.(\d)\.self_attn\.q_proj\.(weight|bias)", k)
+        if m:
+            i, kind = m.groups()
+            base = f"model.transformer_module.decoder.layers.{i}.self_attn."
+            name = "in_proj_weight" if kind == "weight" else "in_proj_bias"
+            new[f"panoptic_head.transformer_decoder.layers.{i}.attentions.1.attn.{name}"] = torch.cat(
+                [sd[base + f"{x}_proj.{kind}"] for x in "qkv"])
+    return new
+
+
+@pytest.mark.parametrize("height, width", [(128, 96), (136, 104)])  # the second has odd sizes to pad and merge
+def test_port_matches_transformers_mask2former(height, width):
+    """transformers' Mask2Former (ported from Detectron2's, which mmdet re-implements) with random weights, mapped
+    to mmdet's names, gives the same class and mask logits as our port: every block, including shifted and padded
+    windows and PatchMerging's channel order, computes the same function."""
+    transformers = pytest.importorskip("transformers")
+    swin = transformers.SwinConfig(embed_dim=32, depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 4], window_size=2,
+                                   drop_path_rate=0.0, out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = transformers.Mask2FormerConfig(backbone_config=swin, feature_size=64, mask_feature_size=64, hidden_dim=64,
+                                            encoder_feedforward_dim=64, dim_feedforward=96, decoder_layers=4,
+                                            encoder_layers=2, num_queries=10, num_labels=80, num_attention_heads=8)
+    torch.manual_seed(0)
+    reference = transformers.Mask2FormerForUniversalSegmentation(config).eval()
+    with torch.no_grad():
+        for p in reference.parameters():  # some start at zero; make every parameter matter
+            p.add_(torch.randn_like(p) * 0.05)
+    cfg = dataclasses.replace(gd.Mask2FormerConfig(), embed_dims=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4),
+                              window_size=2, feat_channels=64, pixel_decoder_layers=2, pixel_decoder_ffn=64,
+                              decoder_layers=3, decoder_ffn=96, num_queries=10)
+    ours = gd.Mask2Former(cfg).eval()
+    state = transformers_to_mmdet(reference.state_dict())
+    state.update({k: v for k, v in ours.state_dict().items() if k.endswith("relative_position_index")})
+    ours.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = reference(pixel_values=x)
+        cls, masks = ours(x)
+    assert torch.allclose(cls, expected.class_queries_logits, atol=2e-5)
+    assert torch.allclose(masks, expected.masks_queries_logits, atol=2e-5)
