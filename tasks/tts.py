@@ -48,6 +48,8 @@ RESAMPLER = "scipy.signal.resample_poly(window=('kaiser',5.0))"
 CLIPPED_FRACTION = 0.001
 WER_NORMALIZERS = ("seed", "whisper")
 WER_OVER = 0.5
+#: Settings that are local paths: left out of the signature, which hashes what they point to.
+PATH_SETTINGS = ("list_path", "test_clean", "speaker_reference_dir")
 #: UTMOS given to a missing or unreadable file: the bottom of the 1-5 MOS scale.
 UTMOS_FLOOR = 1.0
 
@@ -244,13 +246,18 @@ class TTSTask(Task):
         return load_speaker_encoder(self.config.speaker_model, device)
 
     def signature(self) -> Signature:
-        from harness.features.asr import recognizer_signature
-        from harness.features.speaker import speaker_signature
-        import jiwer
+        """Settings, minus local paths (their contents are hashed instead), plus every model and library choice."""
         from importlib.metadata import version
 
-        sig = super().signature()
+        from harness.features.asr import recognizer_signature
+        from harness.features.speaker import speaker_signature
+
+        sig = Signature().add("task", self.name).add("task_version", self.version)
+        sig.update("task", {k: v for k, v in self.settings().items() if k not in PATH_SETTINGS})
         sig.add("list_sha256", file_sha256(self.list_file())).add("items", len(self._items()))
+        prompts = sorted({item.prompt_wav for item in self._items() if item.prompt_wav and item.prompt_wav.is_file()})
+        if prompts:
+            sig.add("prompts_sha256", hashlib.sha256("".join(file_sha256(p) for p in prompts).encode()).hexdigest())
         sig.add("resampler", RESAMPLER).add("sample_rate", SAMPLE_RATE)
         sig.update("asr", recognizer_signature(self.config.asr))
         sig.add("jiwer", version("jiwer")).add("wer_normalizers", NORMALIZER_VERSIONS)

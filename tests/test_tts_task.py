@@ -212,3 +212,36 @@ def test_score_without_weights_names_them_and_stores_nothing(tmp_path, results_d
     with pytest.raises(MissingAssetError, match=r"wavlm_large_finetune.pth is not at"):
         speaker_signature("wavlm-large-ecapa")
     assert Store().records() == []
+
+
+def test_signature_hashes_contents_not_paths(tmp_path, monkeypatch):
+    import harness.features.asr as asr_module
+
+    monkeypatch.setattr(asr_module, "recognizer_signature", lambda name: {"model": name})
+    first, second = write_seed_set(tmp_path / "a"), write_seed_set(tmp_path / "b")
+
+    def signature(meta: Path) -> str:
+        return str(SeedTTSEnglish(TTSConfig(list_path=str(meta), speaker_model="espeak-speaker-tdnn",
+                                            utmos=False)).signature())
+
+    assert signature(first) == signature(second)
+    assert "list_path" not in signature(first) and "prompts_sha256" in signature(first)
+    sf.write(tmp_path / "b" / "prompt-wavs" / "p0.wav", tone(16000, freq=999), 16000)
+    assert signature(first) != signature(second)
+
+
+def test_closed_speaker_compares_with_all_held_out_recordings(tmp_path, monkeypatch):
+    from tasks.tts import ClosedSpeakerConfig, ClosedSpeakerTTS
+
+    (tmp_path / "list.txt").write_text("a|Hello there.\nb|Good morning.\n", encoding="utf-8")
+    with pytest.raises(InputError, match="speaker_reference_dir"):
+        ClosedSpeakerTTS(ClosedSpeakerConfig(list_path=str(tmp_path / "list.txt"))).reference_files()
+    held_out = tmp_path / "held"
+    held_out.mkdir()
+    for i in range(3):
+        sf.write(held_out / f"r{i}.wav", tone(16000, freq=200 + 100 * i), 16000)
+    task = ClosedSpeakerTTS(ClosedSpeakerConfig(list_path=str(tmp_path / "list.txt"),
+                                                speaker_reference_dir=str(held_out)))
+    refs = task.speaker_reference(task.items())
+    assert set(refs) == {"a", "b"} and len(refs["a"]) == 3 and refs["a"] is refs["b"]
+    assert task.items()[0].prompt_wav is None
