@@ -13,8 +13,8 @@ from PIL import Image
 
 from harness.errors import ArbenchError, InputError, MissingAssetError
 from harness.metrics.geneval import TAGS, Detection, GenEvalRules
-from harness.registry import TASKS
-from harness.runner import Runner
+from harness.registry import TASKS, register_method
+from harness.runner import Runner, RunOptions
 from harness.store import Store
 from tasks.geneval import (METADATA, GenEval, GenEvalConfig, TextToImage, load_metadata, read_folder,
                            score_images)
@@ -204,3 +204,28 @@ def test_score_images_pipeline_artifact_and_canary(home, tmp_path):
         no_person = [next(i for i in images if i.metadata["tag"] == tag
                           and all(c["class"] != "person" for c in i.metadata["include"])) for tag in TAGS]
         score_images(no_person, OnlyPeople(), None, GenEvalRules(), ctx)
+
+
+@register_method("geneval-test-t2i")
+class RegisteredTinyT2I(TinyT2I):
+    """TinyT2I under a registered name, for the runner."""
+
+
+def test_run_generates_the_official_layout_scores_and_stores(home, results_dir, monkeypatch):
+    def scripted_score(self, samples, ctx):
+        detector = PlannedDetector(samples)
+        return score_images(samples, detector, PromptColors(detector), self.rules, ctx)
+
+    monkeypatch.setattr(GenEval, "require_assets", lambda self: None)
+    monkeypatch.setattr(GenEval, "score", scripted_score)
+    runner = Runner(store=Store(f"sqlite:///{results_dir / 'db.sqlite'}"),
+                    options=RunOptions(batch_size=7, shard_size=200, device="cpu", progress=False))
+    result = runner.run("geneval", "geneval-test-t2i", {"images_per_prompt": 1})
+    values = {m.name: m.value for m in result.metrics}
+    assert set(values) == {"geneval", *(f"geneval_{t}" for t in TAGS)}
+    assert 0.4 < values["geneval"] < 0.6  # even prompts pass, odd ones fail
+    folder = result.run_dir / "images"
+    assert len(read_folder(folder, load_metadata(), 1)) == 553
+    assert len((result.run_dir / "results.jsonl").read_text().splitlines()) == 553
+    (record,) = runner.store.records(task="geneval")
+    assert record["status"] == "finished" and "prompts_sha256" in record["eval_signature"]
