@@ -116,3 +116,27 @@ def test_user_task_needs_prompts_and_validates_them(tmp_path):
     (request,) = DecodingSpeedup(DecodingSpeedup.Config(prompts=str(good))).requests()
     assert request.condition["prompt_ids"] == list(b"In the beginning") and request.condition["category"] == "qa"
     assert torch.tensor(request.condition["prompt_ids"]).max() < 256
+
+
+def test_user_brings_hugging_face_models_and_prompt_ids(results_dir, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folders = []
+    for layers, seed in ((2, 0), (1, 1)):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                                             eos_token_id=3, bos_token_id=1, pad_token_id=0))
+        folder = tmp_path / f"llama-{layers}"
+        model.save_pretrained(folder)
+        folders.append(str(folder))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "category": "qa" if i % 2 else "math",
+                                           "prompt_ids": [5 + i, 17, 40 + i, 9]}) + "\n" for i in range(4)))
+    settings = {"model": folders[0], "draft_model": folders[1], "prompts": str(prompts), "max_new_tokens": 12,
+                "batch_sizes": [1, 2], "rounds": 1, "warmup": 0}
+    result = _runner(results_dir).run("decoding-speedup", "speculative", settings)
+    values = {m.name: m.value for m in result.metrics}
+    assert values["exact_match_rate"] == 1.0 and {"speedup_qa", "speedup_math", "speedup_bs2"} <= set(values)
+    with pytest.raises(ArbenchError, match="proposal heads"):
+        _runner(results_dir).run("decoding-speedup", "blockwise", settings)
