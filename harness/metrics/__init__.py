@@ -9,6 +9,7 @@ from harness.metrics.frechet import FeatureStatistics, FrechetDistance, feature_
 from harness.metrics.image import InceptionScore, PrecisionRecall, inception_score, precision_recall
 from harness.metrics.geneval import GenEvalRules, GenEvalScore, evaluate_image, keep_detections, relative_position
 from harness.metrics.speech import cosine_similarity, mean_utterance_wer, per_utterance_wer, wer
+from harness.metrics.text import bleu, chrf_pp, legacy_tokenized_bleu
 
 __all__ = ["Accumulator", "MetricValue", "FeatureStatistics", "FrechetDistance", "feature_statistics",
            "frechet_distance", "InceptionScore", "PrecisionRecall", "inception_score", "precision_recall"]

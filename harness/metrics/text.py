@@ -70,6 +70,26 @@ def bleu_metric(tokenize: str = "13a", lowercase: bool = False) -> BLEU:
     return BLEU(tokenize=tokenize, lowercase=lowercase)
 
 
+def _signature(metric, n_bootstrap: int = 0) -> str:
+    # sacreBLEU knows its signature (reference count, bootstrap settings) only after scoring something.
+    metric.corpus_score(["x"], [["x"]], n_bootstrap=max(1, n_bootstrap))
+    return str(metric.get_signature())
+
+
+def bleu_signature(lowercase: bool = False, tokenize: str = "13a", n_bootstrap: int = 0) -> str:
+    """The sacreBLEU signature `bleu_score` reports for these settings (one reference)."""
+    return _signature(bleu_metric(tokenize, lowercase), n_bootstrap)
+
+
+def chrf_pp_signature(lowercase: bool = False, n_bootstrap: int = 0) -> str:
+    return _signature(chrf_pp_metric(lowercase), n_bootstrap)
+
+
+def chrf_pp_metric(lowercase: bool = False) -> CHRF:
+    """sacreBLEU's chrF++: character 6-grams plus word 2-grams, beta 2."""
+    return CHRF(word_order=2, lowercase=lowercase)
+
+
 def bleu_score(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a",
                lowercase: bool = False, n_bootstrap: int = 0) -> TextScore:
     """sacreBLEU corpus BLEU of detokenized hypotheses against one reference stream, with signature."""
@@ -84,7 +104,7 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "
 def chrf_pp_score(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool = False,
                   n_bootstrap: int = 0) -> TextScore:
     """sacreBLEU chrF++ (character 6-grams plus word 2-grams, beta 2), with signature."""
-    return _score(CHRF(word_order=2, lowercase=lowercase), hypotheses, references, n_bootstrap)
+    return _score(chrf_pp_metric(lowercase), hypotheses, references, n_bootstrap)
 
 
 def chrf_pp(hypotheses: Sequence[str], references: Sequence[str]) -> float:
@@ -131,11 +151,19 @@ def legacy_tokenized_bleu_score(hypotheses: Sequence[str], references: Sequence[
     check_parallel(hypotheses, references)
     hyp = legacy_tokenize(hypotheses, lang, compound_split, lowercase)
     ref = legacy_tokenize(references, lang, compound_split, lowercase)
-    metric = BLEU(tokenize="none", smooth_method="none", force=True)
-    result = metric.corpus_score(hyp, [ref])
-    pipeline = (f"legacy-tok-bleu|moses:{lang}|sacremoses:{_sacremoses_version()}|"
-                f"compound-split:{'yes' if compound_split else 'no'}|lc:{'yes' if lowercase else 'no'}")
-    return TextScore(result.score, f"{pipeline}|{metric.get_signature()}")
+    result = _legacy_metric().corpus_score(hyp, [ref])
+    return TextScore(result.score, legacy_signature(lang, compound_split, lowercase))
+
+
+def _legacy_metric() -> BLEU:
+    return BLEU(tokenize="none", smooth_method="none", force=True)
+
+
+def legacy_signature(lang: str, compound_split: bool, lowercase: bool = False) -> str:
+    """Which legacy pipeline produced a tokenized BLEU, followed by the sacreBLEU signature of its scoring."""
+    return (f"legacy-tok-bleu|moses:{lang}|sacremoses:{_sacremoses_version()}|"
+            f"compound-split:{'yes' if compound_split else 'no'}|lc:{'yes' if lowercase else 'no'}|"
+            f"{_signature(_legacy_metric())}")
 
 
 def legacy_tokenized_bleu(hypotheses: Sequence[str], references: Sequence[str], lang: str = "de",

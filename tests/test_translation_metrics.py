@@ -1,0 +1,91 @@
+"""Translation metrics: sacreBLEU's CLI as the reference, a hand-counted legacy tokenized BLEU, bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.errors import InputError
+from harness.metrics import bleu
+from harness.metrics.text import (bleu_score, bleu_signature, chrf_pp, chrf_pp_score, legacy_tokenize,
+                                  legacy_tokenized_bleu, legacy_tokenized_bleu_score, split_compounds)
+
+HYPOTHESES = [
+    "The cat sat on the mat.",
+    "Die Open-Source-Software läuft auf dem Server.",
+    "He said: \"it's a well-known fact\", didn't he?",
+    "Zwei Hunde spielen im Park.",
+    "Numbers like 3,5 Mio. € and 1.000 are tokenised too.",
+    "A completely wrong sentence.",
+]
+REFERENCES = [
+    "The cat sat on a mat.",
+    "Die Open-Source-Software läuft auf einem Server.",
+    "He said: \"it's a well-known fact\", did he not?",
+    "Zwei Hunde spielen im Garten.",
+    "Numbers like 3,5 Mio. € and 1.000 are tokenized too.",
+    "Nothing in common here at all!",
+]
+
+
+def _cli(tmp_path: Path, *args: str) -> float:
+    ref, hyp = tmp_path / "ref.txt", tmp_path / "hyp.txt"
+    ref.write_text("\n".join(REFERENCES) + "\n", encoding="utf-8")
+    hyp.write_text("\n".join(HYPOTHESES) + "\n", encoding="utf-8")
+    cli = Path(sys.executable).with_name("sacrebleu")
+    out = subprocess.run([str(cli), str(ref), "-i", str(hyp), "-b", *args], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip())
+
+
+def test_bleu_equals_sacrebleu_cli(tmp_path):
+    assert bleu(HYPOTHESES, REFERENCES) == pytest.approx(_cli(tmp_path, "-m", "bleu", "-w", "6"), abs=1e-6)
+    assert bleu(HYPOTHESES, REFERENCES, tokenize="intl") == pytest.approx(
+        _cli(tmp_path, "-m", "bleu", "--tokenize", "intl", "-w", "6"), abs=1e-6)
+
+
+def test_chrf_pp_equals_sacrebleu_cli(tmp_path):
+    assert chrf_pp(HYPOTHESES, REFERENCES) == pytest.approx(
+        _cli(tmp_path, "-m", "chrf", "--chrf-word-order", "2", "-w", "6"), abs=1e-6)
+
+
+def test_signature_and_bootstrap_interval():
+    score = bleu_score(HYPOTHESES, REFERENCES, n_bootstrap=200)
+    assert score.signature == bleu_signature(n_bootstrap=200)
+    assert "tok:13a" in score.signature and "bs:200" in score.signature and "nrefs:1" in score.signature
+    assert score.ci_low < score.score < score.ci_high
+    chrf = chrf_pp_score(HYPOTHESES, REFERENCES)
+    assert "nw:2" in chrf.signature and chrf.ci_low is None
+
+
+def test_compound_split_matches_the_perl_rule():
+    # perl -ple 's{(\S)-(\S)}{$1 ##AT##-##AT## $2}g': non-overlapping, left to right
+    assert split_compounds("Open-Source-Projekt") == "Open ##AT##-##AT## Source ##AT##-##AT## Projekt"
+    assert split_compounds("a-b-c") == "a ##AT##-##AT## b-c"
+    assert split_compounds("ein - zwei") == "ein - zwei"
+
+
+def test_legacy_tokenized_bleu_hand_counted():
+    hyp, ref = ["Das Open-Source-Projekt ist schlecht."], ["Das Open-Source-Projekt ist gut."]
+    assert legacy_tokenize(hyp, "de", compound_split=True) == [
+        "Das Open ##AT##-##AT## Source ##AT##-##AT## Projekt ist schlecht ."]
+    # 9 tokens each side; matching n-grams: 8/9, 6/8, 5/7, 4/6; brevity penalty 1
+    expected = 100 * (8 / 9 * 6 / 8 * 5 / 7 * 4 / 6) ** 0.25
+    assert legacy_tokenized_bleu(hyp, ref, "de") == pytest.approx(expected, abs=1e-9)
+    # without splitting: 5 tokens, 4-gram precision 0/2 and no smoothing -> 0, as multi-bleu.perl
+    assert legacy_tokenized_bleu(hyp, ref, "de", compound_split=False) == 0.0
+    assert "compound-split:yes" in legacy_tokenized_bleu_score(hyp, ref, "de", True).signature
+
+
+@pytest.mark.parametrize("hyps, refs, message", [
+    (["a"], ["a", "b"], "1 hypotheses but 2 references"),
+    ([], [], "empty"),
+    (["a\nb"], ["a"], "line break"),
+    ([None], ["a"], "not a string"),
+])
+def test_bad_input_is_refused_with_a_fix(hyps, refs, message):
+    with pytest.raises(InputError, match=message):
+        bleu(hyps, refs)
