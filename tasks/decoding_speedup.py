@@ -162,6 +162,12 @@ class DecodingSpeedup(Task):
         super().check_method(method)
         if not isinstance(method, DecodingStrategy):
             raise ArbenchError(f"{method.name!r} is not a decoding strategy; run `arbench methods` to list them.")
+        # Load and bind now, so a model lacking what the strategy needs is refused before a run is stored.
+        method.bind(self.load_models(method))
+
+    def load_models(self, method: DecodingStrategy) -> Models:
+        draft = load_model(self.config.draft_model, method.device) if method.needs_draft else None
+        return Models(load_model(self.config.model, method.device), draft)
 
     # -- the generate-then-score view (not used: this is a timing study) ------------------------
     def write_shard(self, outputs: Any, requests: Sequence[Request], directory: Path) -> None:
@@ -191,10 +197,8 @@ class DecodingSpeedup(Task):
 
     def _timed(self, method: DecodingStrategy, ctx) -> list[MetricValue]:
         device = ctx.device
-        target = load_model(self.config.model, device)
-        draft = load_model(self.config.draft_model, device) if method.needs_draft else None
-        models = Models(target, draft)
-        method.bind(models)  # refuses models without heads / exits / a compatible draft, up front
+        models = method.models if method.models is not None else method.bind(self.load_models(method)).models
+        target = models.target
         baseline = _baseline_for(method)
         requests = self.requests()
         timing = TimingConfig(self.config.warmup, self.config.rounds, seed=0)

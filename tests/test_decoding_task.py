@@ -100,6 +100,7 @@ def test_models_without_what_a_strategy_needs_are_refused_up_front(results_dir):
         _runner(results_dir).run("decoding-speedup-mini", "early-exit", {**SMALL, "model": "tiny-kjv-draft",
                                                                           "max_layers": 1, "min_layers": 1,
                                                                           "decay_tokens": 4, "full_depth_tokens": 0})
+    assert not Store(f"sqlite:///{results_dir / 'arbench.db'}").records()  # refused before anything is stored
 
 
 def test_user_task_needs_prompts_and_validates_them(tmp_path):
