@@ -50,7 +50,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
     for name, cls in TASKS.items():
         flag = " [offline]" if cls.offline else ""
-        print(f"{name:28s} v{cls.version:<4s} {cls.modality:16s} {cls.description}{flag}")
+        print(f"{name:32s} v{cls.version:<4s} {cls.modality:16s} {cls.description}{flag}")
     return 0
 
 
