@@ -27,7 +27,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from baselines.decoding.ar import ar_decode
 from baselines.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts
 from baselines.decoding.generation import GenerationResult, validate_result
 from baselines.decoding.interface import ARModel
