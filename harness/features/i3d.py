@@ -254,9 +254,13 @@ def load_state_dict_strict(model: InceptionI3d, state: Mapping[str, torch.Tensor
     model.load_state_dict(full, strict=True)
 
 
-def load_tats_i3d(path: str | Path | None = None, device: str | torch.device = "cpu") -> InceptionI3d:
-    """The project's I3D with the pinned `i3d_pretrained_400.pt` (plain tensors only: weights_only=True)."""
-    resolved = TATS_WEIGHTS.resolve(path)
+def load_tats_i3d(path: str | Path | None = None, device: str | torch.device = "cpu",
+                  verify: bool = True) -> InceptionI3d:
+    """The project's I3D with the pinned `i3d_pretrained_400.pt` (plain tensors only: weights_only=True).
+
+    `verify=False` skips the pinned-hash check (for converting or testing other state dicts of the same
+    architecture; such numbers are not FVD)."""
+    resolved = TATS_WEIGHTS.resolve(path, verify=verify)
     state = torch.load(resolved, map_location="cpu", weights_only=True)
     model = InceptionI3d()
     load_state_dict_strict(model, state, str(resolved))

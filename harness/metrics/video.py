@@ -68,7 +68,7 @@ def resize_short_side_center_crop(frames: np.ndarray | torch.Tensor, size: int) 
     new_h, new_w = max(size, int(h * scale + 0.5)), max(size, int(w * scale + 0.5))
     if (new_h, new_w) != (h, w):
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
+    top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))  # torchvision's centre_crop
     x = x[:, :, top:top + size, left:left + size]
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
@@ -114,23 +114,28 @@ def write_video(path: Path, frames: np.ndarray, fps: int = 8) -> None:
 
 @dataclass
 class VideoSamples:
-    """Validated generated videos: either one uint8 array or a list of files, plus optional labels.
-
-    Clips come out in batches (`batches`), so a folder of 40,000 videos is never all in memory.
-    """
+    """Validated generated videos: uint8 arrays `[n_i, T, H, W, 3]` (e.g. memory-mapped shards) or a list of
+    files, plus optional labels. Clips come out in batches, so 40,000 videos are never all in memory."""
 
     num_frames: int
     stride: int
-    array: np.ndarray | None = None
+    arrays: Sequence[np.ndarray] = ()
     files: Sequence[Path] = ()
     labels: np.ndarray | None = None
 
+    def __post_init__(self):
+        self._starts = np.cumsum([0] + [len(a) for a in self.arrays])
+
     def __len__(self) -> int:
-        return len(self.array) if self.array is not None else len(self.files)
+        return int(self._starts[-1]) if self.arrays else len(self.files)
 
     def clip(self, index: int) -> np.ndarray:
-        needed = clip_span(self.num_frames, self.stride)
-        video = self.array[index] if self.array is not None else read_video(self.files[index], max_frames=needed)
+        """Clip `index`: the first `num_frames` frames at `stride`."""
+        if self.arrays:
+            part = int(np.searchsorted(self._starts, index, side="right")) - 1
+            video = self.arrays[part][index - self._starts[part]]
+        else:
+            video = read_video(self.files[index], max_frames=clip_span(self.num_frames, self.stride))
         return np.asarray(video[clip_indices(len(video), self.num_frames, self.stride)])
 
     def batches(self, batch_size: int, indices: Sequence[int] | None = None) -> Iterator[np.ndarray]:
@@ -175,7 +180,7 @@ def load_video_samples(path: Path, *, count: int, num_frames: int, stride: int =
         if resolution is not None and array.shape[2:4] != (resolution, resolution):
             raise InputError(f"{path} has {array.shape[2]}x{array.shape[3]} frames; {what} is defined at "
                              f"{resolution}x{resolution}: generate at that size (ARBench never resizes samples)")
-        samples = VideoSamples(num_frames, stride, array=array)
+        samples = VideoSamples(num_frames, stride, arrays=[array])
         label_file = path.with_name("labels.txt")
     else:
         raise InputError(f"{path} is neither a folder of videos nor an .npy/.npz array")

@@ -1,0 +1,1 @@
+"""Offline video baselines: moving-digit data, the bundled feature network and a class-conditional generator."""
