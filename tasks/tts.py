@@ -34,9 +34,11 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from harness.api import Method, Request, Task
-from harness.features import asr, utmos, wavlm_ecapa  # noqa: F401  (registers the weight specs)
+import harness.features.asr  # noqa: F401  (importing a feature module registers its weight specs)
+import harness.features.utmos  # noqa: F401
+import harness.features.wavlm_ecapa  # noqa: F401
 from harness.config import arbench_home
-from harness.errors import ArbenchError, InputError
+from harness.errors import InputError
 from harness.metrics.base import MetricValue
 from harness.metrics.speech import NORMALIZER_VERSIONS, corpus_wer, per_utterance_wer
 from harness.registry import register_task
@@ -398,7 +400,8 @@ class SeedTTSEnglish(TTSTask):
 
     def list_hint(self) -> str:
         return ("Download seedtts_testset from the Google Drive link in the BytedanceSpeech/seed-tts-eval README "
-                f"and unpack it so that en/meta.lst and en/prompt-wavs/ are under {arbench_home() / 'data' / 'seed-tts-eval'},")
+                f"and unpack it so that en/meta.lst and en/prompt-wavs/ are under "
+                f"{arbench_home() / 'data' / 'seed-tts-eval'},")
 
     def items(self) -> list[TTSItem]:
         return parse_seed_list(self.list_file())

@@ -30,7 +30,8 @@ SMALL_ECAPA = ECAPAConfig(channels=64, aggregation_channels=96, embedding_dim=16
 RENAMES = [
     (r"^mask_emb$", "masked_spec_embed"),
     (r"^feature_extractor\.conv_layers\.(\d+)\.0\.weight$", r"feature_extractor.conv_layers.\1.conv.weight"),
-    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$", r"feature_extractor.conv_layers.\1.layer_norm.\2"),
+    (r"^feature_extractor\.conv_layers\.(\d+)\.2\.1\.(weight|bias)$",
+     r"feature_extractor.conv_layers.\1.layer_norm.\2"),
     (r"^layer_norm\.", "feature_projection.layer_norm."),
     (r"^post_extract_proj\.", "feature_projection.projection."),
     (r"^encoder\.pos_conv\.0\.weight_g$", "encoder.pos_conv_embed.conv.parametrizations.weight.original0"),
@@ -189,8 +190,8 @@ def test_offline_speaker_net_separates_espeak_voices():
 # -- UTMOS22 strong ------------------------------------------------------------------------------------
 SMALL_UTMOS = dict(conv_layers=((32, 10, 5), (32, 3, 2)), embed_dim=48, ffn_dim=96, layers=2, heads=4, conv_pos=16,
                    conv_pos_groups=4, domain_dim=8, judge_dim=8, lstm_hidden=16, projection_hidden=32)
-W2V2_RENAMES = [(r"^feature_extractor\.conv_layers\.0\.2\.(weight|bias)$", r"feature_extractor.conv_layers.0.layer_norm.\1"),
-                *RENAMES]
+W2V2_RENAMES = [(r"^feature_extractor\.conv_layers\.0\.2\.(weight|bias)$",
+                 r"feature_extractor.conv_layers.0.layer_norm.\1"), *RENAMES]
 
 
 def hf_wav2vec2(cfg):

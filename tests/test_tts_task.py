@@ -192,7 +192,8 @@ def test_offline_smoke_test_end_to_end(results_dir):
     rows = [json.loads(line) for line in (result.run_dir / "per_utterance.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and all(row["hypothesis"] for row in rows)
     stored = Store().records(task="espeak-tts-mini")[0]
-    assert "asr.model:whisper-base-ct2" in stored["signature"] and "sim.model:espeak-speaker-tdnn" in stored["signature"]
+    assert "asr.model:whisper-base-ct2" in stored["signature"]
+    assert "sim.model:espeak-speaker-tdnn" in stored["signature"]
 
 
 def test_score_without_weights_names_them_and_stores_nothing(tmp_path, results_dir, monkeypatch):

@@ -98,7 +98,8 @@ def _check_pairs(references: Sequence[str], hypotheses: Sequence[str]) -> None:
     if isinstance(references, str) or isinstance(hypotheses, str):
         raise TypeError("references and hypotheses must be sequences of strings, one per utterance")
     if len(references) != len(hypotheses):
-        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses: give one of each per utterance")
+        raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses: "
+                         f"give one of each per utterance")
 
 
 def per_utterance_wer(references: Sequence[str], hypotheses: Sequence[str],
@@ -139,5 +140,6 @@ def mean_utterance_wer(references: Sequence[str], hypotheses: Sequence[str], nor
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Row-wise cosine similarity of two (N, D) embedding batches, in [-1, 1]; shape (N,)."""
     if a.shape != b.shape or a.dim() != 2:
-        raise ValueError(f"need two (N, D) embedding batches of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(f"need two (N, D) embedding batches of the same shape, "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
     return F.cosine_similarity(a.double(), b.double(), dim=1, eps=1e-12)
