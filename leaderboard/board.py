@@ -249,11 +249,19 @@ def has_speed(metrics: Sequence[MetricInfo]) -> bool:
     return any(is_speed(m) for m in metrics)
 
 
+COST_UNITS = ("x", "s", "ms", "tokens/s", "img/s", "passes", "tokens", "MB", "files", "samples")
+
+
 def is_speed(m: MetricInfo) -> bool:
-    """A cost/speed metric (plotted on the x axis against quality)."""
+    """A speed metric (plotted on the x axis against quality; its board gets the hardware filter)."""
     name = m.name.lower()
     return (any(k in name for k in ("speedup", "latency", "rtf", "throughput", "seconds", "time"))
             or m.unit in ("x", "s", "ms", "tokens/s", "img/s"))
+
+
+def is_quality(m: MetricInfo) -> bool:
+    """A quality metric: neither a speed nor a count or cost (passes, tokens, memory, files)."""
+    return not is_speed(m) and m.unit not in COST_UNITS
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

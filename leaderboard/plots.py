@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import altair as alt
 import pandas as pd
 
-from leaderboard.board import Group, MetricInfo, is_speed
+from leaderboard.board import Group, MetricInfo, is_quality, is_speed
 
 
 @dataclass(frozen=True)
@@ -33,23 +33,27 @@ def plot_frame(groups: list[Group]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def numeric_axes(frame: pd.DataFrame, metrics: list[MetricInfo]) -> list[Axis]:
+    """Every plottable column with at least two values: the metrics, parameters, sampling time."""
+    axes = [Axis(m.header, m.header) for m in metrics] + [PARAMS_AXIS, TIME_AXIS]
+    return [a for a in axes if a.column in frame and frame[a.column].notna().sum() >= 2]
+
+
 def default_charts(frame: pd.DataFrame, metrics: list[MetricInfo], primary: str | None) -> list[tuple[Axis, Axis]]:
-    """The (x, y) pairs worth drawing for this board: quality against every cost axis that has data."""
+    """Quality (y) against the board's speed metric, parameter count and sampling time (x), where present."""
     by_name = {m.name: m for m in metrics}
-    quality = [m for m in metrics if not is_speed(m)]
+    quality = [m for m in metrics if is_quality(m)]
     speed = [m for m in metrics if is_speed(m)]
-    y_metric = by_name.get(primary) if primary in by_name and not is_speed(by_name[primary]) else (
+    y_metric = by_name[primary] if primary in by_name and is_quality(by_name[primary]) else (
         quality[0] if quality else None)
     if y_metric is None:
         return []
     y = Axis(y_metric.header, y_metric.header)
-    xs = [Axis(m.header, m.header) for m in speed]
-    if "params" in frame and frame["params"].notna().sum() >= 2:
-        xs.append(PARAMS_AXIS)
-    if "generate_seconds" in frame and frame["generate_seconds"].notna().sum() >= 2:
-        xs.append(TIME_AXIS)
-    paired = [x for x in xs if x.column in frame and (frame[x.column].notna() & frame[y.column].notna()).sum() >= 2]
-    return [(x, y) for x in paired][:3]
+    main_speed = by_name[primary] if primary in by_name and is_speed(by_name[primary]) else (
+        speed[0] if speed else None)
+    xs = ([Axis(main_speed.header, main_speed.header)] if main_speed else []) + [PARAMS_AXIS, TIME_AXIS]
+    return [(x, y) for x in xs
+            if x.column in frame and (frame[x.column].notna() & frame[y.column].notna()).sum() >= 2][:2]
 
 
 def scatter(frame: pd.DataFrame, x: Axis, y: Axis) -> alt.Chart:

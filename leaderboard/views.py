@@ -16,6 +16,7 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
+from harness.signature import Signature
 from harness.store import Store
 from leaderboard import artifacts as artifacts_mod
 from leaderboard.board import (
@@ -23,7 +24,7 @@ from leaderboard.board import (
     run_link, task_runs, to_csv,
 )
 from leaderboard.data import StoreSnapshot, eval_signature_text, load_run
-from leaderboard.plots import default_charts, plot_frame, scatter
+from leaderboard.plots import default_charts, numeric_axes, plot_frame, scatter
 from leaderboard.text import md_escape, safe_url
 
 EMPTY_HELP = (
@@ -66,7 +67,7 @@ def render_boards(store: Store, overview: StoreSnapshot, metrics_of: Callable[[s
             "Open a row for its signature, provenance and artifacts.")
         for index, group in enumerate(groups, start=1):
             _render_group(store, task, index, group)
-        _render_plots(groups, primary)
+        _render_plots(task, groups, primary)
     _render_unfinished(snapshot, task)
 
 
@@ -97,10 +98,13 @@ def _render_group(store: Store, task: str, index: int, group: Group) -> None:
     table = group.table
     sources = ", ".join(SOURCE_NAMES.get(s, s) for s in sorted(set(table["source"])))
     st.markdown(f"#### Protocol group P{index} · {len(table)} rows · {md_escape(sources)}")
+    signature = Signature.parse(eval_signature_text(store, group.eval_signature_hash))
     ranked = f"ranked by {md_escape(group.ranked_by.header)}" if group.ranked_by else "not ranked (no metric)"
-    st.caption(f"{ranked} · evaluation signature {md_escape(group.eval_signature_hash)}")
+    protocol = signature.entries.get("reported_protocol")
+    named = f" · paper protocol {md_escape(protocol)}" if protocol else ""
+    st.caption(f"{ranked}{named} · evaluation signature {md_escape(group.eval_signature_hash)}")
     with st.expander("evaluation signature of this group"):
-        st.code(signature_lines(eval_signature_text(store, group.eval_signature_hash)), language=None)
+        st.code(signature_lines(str(signature)), language=None)
     shown = [c for c in table.columns if c not in HIDDEN_COLUMNS and not _all_empty(table[c])]
     st.dataframe(table, hide_index=True, column_order=shown, column_config=_column_config(group),
                  key=f"table-{task}-{group.eval_signature_hash}")
@@ -132,19 +136,27 @@ def _column_config(group: Group) -> dict:
     return config
 
 
-def _render_plots(groups: list[Group], primary: str | None) -> None:
+def _render_plots(task: str, groups: list[Group], primary: str | None) -> None:
     frame = plot_frame(groups)
     metrics = list({m.name: m for g in groups for m in g.metrics}.values())
-    charts = default_charts(frame, metrics, primary)
-    if not charts:
+    axes = numeric_axes(frame, metrics)
+    if len(axes) < 2:
         return
     st.markdown("#### Quality against cost")
     st.caption("Each point opens its run page. Shapes are protocol groups: points of different shapes were "
                "measured under different protocols.")
-    columns = st.columns(len(charts))
-    for column, (x, y) in zip(columns, charts):
-        with column:
-            st.altair_chart(scatter(frame, x, y), width="stretch")
+    charts = default_charts(frame, metrics, primary)
+    if charts:
+        for column, (x, y) in zip(st.columns(len(charts)), charts):
+            with column:
+                st.altair_chart(scatter(frame, x, y), width="stretch")
+    with st.expander("plot other columns", expanded=not charts):
+        titles = [a.title for a in axes]
+        left, right = st.columns(2)
+        x_title = left.selectbox("x axis", titles, index=0, key=f"x-{task}")
+        y_title = right.selectbox("y axis", titles, index=1, key=f"y-{task}")
+        by_title = {a.title: a for a in axes}
+        st.altair_chart(scatter(frame, by_title[x_title], by_title[y_title]), width="stretch")
 
 
 def _render_unfinished(snapshot: StoreSnapshot, task: str) -> None:
@@ -234,6 +246,9 @@ def _render_artifacts(path: str | None) -> None:
     def rel(path: Path) -> str:
         return str(path.relative_to(found.root))
 
+    grids = [(p, g) for p in found.found["array"] if (g := artifacts_mod.sample_grid(p)) is not None]
+    for p, grid in grids[:2]:
+        st.image(grid, caption=f"samples from {rel(p)}", width=min(640, grid.shape[1] * 3), clamp=True)
     if found.found["image"]:
         st.image([str(p) for p in found.found["image"]], caption=[rel(p) for p in found.found["image"]], width=220)
     for p in found.found["audio"]:

@@ -17,7 +17,7 @@ from leaderboard_fixtures import EVIL_LABEL, add_run, artifact_folder, fid, scor
 
 from harness.migrations import head_revision, upgrade_to
 from harness.store import Store
-from leaderboard.artifacts import discover
+from leaderboard.artifacts import discover, sample_grid
 from leaderboard.board import Filters, build_groups, rank_with_ties, to_csv
 from leaderboard.data import load_overview, load_snapshot, open_store
 from leaderboard.text import md_escape, safe_url
@@ -157,6 +157,21 @@ def test_artifacts_are_found_by_type_and_links_are_not_followed(tmp_path):
     assert names["table"] == ["per_sentence.tsv"]
     assert names["text"] == [] and names["video"] == []
     assert discover(tmp_path / "missing") is None and discover(None) is None
+
+
+def test_image_and_video_shards_become_sample_grids_and_pickles_are_refused(tmp_path):
+    images = np.arange(5 * 4 * 6 * 3, dtype=np.uint8).reshape(5, 4, 6, 3)
+    np.save(tmp_path / "images.npy", images)
+    grid = sample_grid(tmp_path / "images.npy", side=2)
+    assert grid.shape == (8, 12, 3)  # 2x2 tiles of the first 4 images
+    assert (grid[4:8, 6:12] == images[3]).all()
+    np.save(tmp_path / "videos.npy", np.zeros((2, 3, 4, 4, 3), np.uint8) + np.arange(3, dtype=np.uint8)[:, None, None, None])
+    frames = sample_grid(tmp_path / "videos.npy", side=8)
+    assert frames.shape == (4, 12, 3) and frames[0, 4, 0] == 1  # the 3 frames of the first clip, in a row
+    np.save(tmp_path / "labels.npy", np.arange(5))
+    np.save(tmp_path / "floats.npy", images.astype(np.float32))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert all(sample_grid(tmp_path / f) is None for f in ("labels.npy", "floats.npy", "objects.npy"))
 
 
 # -- reading the database ----------------------------------------------------------------------------------
