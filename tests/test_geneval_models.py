@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -112,8 +113,10 @@ def test_checkpoint_loads_strictly_and_safely(detector_model, tmp_path):
         if k.endswith("relative_position_index"):
             state[k] = detector_model.state_dict()[k]
     path = tmp_path / "ckpt.pth"
-    torch.save({"meta": {"mmdet_version": "2.25.0", "CLASSES": gd.COCO_CLASSES, "epoch": 50},
-                "state_dict": state}, path)
+    meta = {"mmdet_version": "2.25.0", "CLASSES": gd.COCO_CLASSES, "epoch": 50, "seed": np.int64(7),
+            "hook_msgs": {"best_score": np.float64(0.46), "history": np.array([0.1, 0.2])}}
+    torch.save({"meta": meta, "state_dict": state}, path)
+    as_numpy1(path)
     loaded = gd.load_checkpoint(path, detector_model).state_dict()
     assert all(torch.equal(loaded[k], state[k]) for k in planted)
     # mmdet 3.x renamed the head (e.g. panoptic_head.transformer_decoder.layers.0.cross_attn...)
@@ -122,6 +125,31 @@ def test_checkpoint_loads_strictly_and_safely(detector_model, tmp_path):
     torch.save({"state_dict": renamed}, path)
     with pytest.raises(ArbenchError, match="not the mmdet 2.x Mask2Former"):
         gd.load_checkpoint(path, detector_model)
+    torch.save({"meta": {"hook": Payload()}, "state_dict": {}}, path)
+    with pytest.raises(ArbenchError, match="holds objects other than tensors"):
+        gd.load_checkpoint(path, detector_model)
+    assert not Payload.ran
+
+
+def as_numpy1(path):
+    """Rewrite a checkpoint's pickle to name numpy's module as numpy 1.x did (`numpy.core`)."""
+    with zipfile.ZipFile(path) as zin:
+        entries = [(info, zin.read(info)) for info in zin.infolist()]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zout:
+        for info, data in entries:
+            if info.filename.endswith("data.pkl"):
+                assert b"cnumpy._core.multiarray\nscalar" in data
+                data = data.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+            zout.writestr(info, data)
+
+
+class Payload:
+    """An object whose unpickling would run code."""
+
+    ran = False
+
+    def __reduce__(self):
+        return (setattr, (Payload, "ran", True))
 
 
 def test_missing_detector_weights_are_named(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ Preprocessing and post-processing are mmdet 2.x's test pipeline and `MaskFormerF
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -514,9 +515,25 @@ def instance_postprocess(cls_logits: torch.Tensor, mask_logits: torch.Tensor, ma
     return labels, top_scores * mask_scores, boxes, binary
 
 
+def numpy_safe_globals() -> list:
+    """numpy scalars and arrays, which mmcv may leave in a checkpoint's `meta`: data, not code. Files pickled
+    under numpy 1.x (mmdet 2.x's were) name them `numpy.core.multiarray.*`, numpy 2 `numpy._core.multiarray.*`."""
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    dtypes = [type(np.dtype(t)) for t in (np.bool_, np.int32, np.int64, np.float32, np.float64, np.str_)]
+    both_names = [(f, f"numpy{core}.multiarray.{f.__name__}") for f in (multiarray.scalar, multiarray._reconstruct)
+                  for core in (".core", "._core")]
+    return [*both_names, np.ndarray, np.dtype, *dtypes]
+
+
 def load_checkpoint(path, model: Mask2Former) -> Mask2Former:
-    """Load the official mmdet checkpoint strictly (safe loader: tensors and plain containers only)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    """Load the official mmdet checkpoint strictly (safe loader: tensors, plain containers and numpy data only)."""
+    try:
+        with torch.serialization.safe_globals(numpy_safe_globals()):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ArbenchError(f"{path} holds objects other than tensors and plain data, which are not unpickled "
+                           f"here ({str(exc).splitlines()[-1][:200]}); get the official file from "
+                           f"{MASK2FORMER_SWIN_S_COCO.url}") from exc
     state_dict = checkpoint.get("state_dict", checkpoint)
     result = model.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
