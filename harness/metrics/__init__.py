@@ -10,6 +10,7 @@ from harness.metrics.image import InceptionScore, PrecisionRecall, inception_sco
 from harness.metrics.geneval import GenEvalRules, GenEvalScore, evaluate_image, keep_detections, relative_position
 from harness.metrics.speech import cosine_similarity, mean_utterance_wer, per_utterance_wer, wer
 from harness.metrics.text import bleu, chrf_pp, legacy_tokenized_bleu
+from harness.metrics.video import clip_statistics, fvd, fvd_from_clips, load_video_samples
 
 __all__ = ["Accumulator", "MetricValue", "FeatureStatistics", "FrechetDistance", "feature_statistics",
            "frechet_distance", "InceptionScore", "PrecisionRecall", "inception_score", "precision_recall"]
