@@ -130,7 +130,8 @@ def main() -> None:
             assert len(at.dataframe) >= 1
         browser = None if args.no_browser else browser_first_render(db_url)
 
-        print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+        print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+              f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
         print(f"largest board: {rows} rows in {len(groups)} protocol groups")
         print(f"data path (queries + board), best of {args.repeats}: {min(data_times):.2f} s")
         print(f"first render, AppTest, cold data cache, best of {args.repeats}: {min(render_times):.2f} s "

@@ -82,7 +82,8 @@ def read_data_file(path: Path = DEFAULT_FILE) -> tuple[dict[str, Any], list[Repo
     if data.get("schema_version") != SCHEMA_VERSION:
         raise InputError(f"{path}: schema_version must be {SCHEMA_VERSION}, found {data.get('schema_version')!r}.")
     if not isinstance(data.get("data_version"), str):
-        raise InputError(f"{path}: set data_version (e.g. \"2026-11-25\") so loaded rows say which file they came from.")
+        raise InputError(f"{path}: set data_version (e.g. \"2026-11-25\") so loaded rows say which file they "
+                         "came from.")
     metric_meta = data.get("metrics", {})
     protocols = data.get("protocols", {})
     entries = [_entry(path, i, raw, metric_meta, protocols, data) for i, raw in enumerate(data.get("result", []))]
@@ -106,7 +107,8 @@ def _entry(path: Path, index: int, raw: dict[str, Any], metric_meta: dict[str, A
         raise InputError(f"{where}: missing {', '.join(missing)}.")
     protocol_name = raw["protocol"]
     if protocol_name not in protocols:
-        raise InputError(f"{where}: protocol {protocol_name!r} is not defined; add a [protocols.{protocol_name}] table.")
+        raise InputError(f"{where}: protocol {protocol_name!r} is not defined; add a [protocols.{protocol_name}] "
+                         "table.")
     protocol = protocols[protocol_name]
     if protocol.get("task") != raw["task"]:
         raise InputError(f"{where}: protocol {protocol_name!r} belongs to task {protocol.get('task')!r}, "

@@ -165,7 +165,8 @@ def test_image_and_video_shards_become_sample_grids_and_pickles_are_refused(tmp_
     grid = sample_grid(tmp_path / "images.npy", side=2)
     assert grid.shape == (8, 12, 3)  # 2x2 tiles of the first 4 images
     assert (grid[4:8, 6:12] == images[3]).all()
-    np.save(tmp_path / "videos.npy", np.zeros((2, 3, 4, 4, 3), np.uint8) + np.arange(3, dtype=np.uint8)[:, None, None, None])
+    clip_frames = np.arange(3, dtype=np.uint8)[:, None, None, None]  # frame t is filled with t
+    np.save(tmp_path / "videos.npy", np.zeros((2, 3, 4, 4, 3), np.uint8) + clip_frames)
     frames = sample_grid(tmp_path / "videos.npy", side=8)
     assert frames.shape == (4, 12, 3) and frames[0, 4, 0] == 1  # the 3 frames of the first clip, in a row
     np.save(tmp_path / "labels.npy", np.arange(5))
