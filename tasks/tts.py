@@ -40,7 +40,7 @@ import harness.features.wavlm_ecapa  # noqa: F401
 from harness.config import arbench_home
 from harness.errors import InputError
 from harness.metrics.base import MetricValue
-from harness.metrics.speech import NORMALIZER_VERSIONS, corpus_wer, per_utterance_wer
+from harness.metrics.speech import NORMALIZER_VERSIONS, corpus_wer, normalize, per_utterance_wer
 from harness.registry import register_task
 from harness.signature import Signature
 
@@ -131,6 +131,14 @@ def check_ids(items: Sequence[TTSItem], path: Path) -> None:
         if not item.text.strip():
             raise InputError(f"{path}: utterance {item.id!r} has an empty target text.")
         seen.add(item.id)
+
+
+def check_references(items: Sequence[TTSItem]) -> None:
+    """Every target text must keep at least one word under both normalisers (else its WER is undefined)."""
+    empty = [item.id for item in items for n in WER_NORMALIZERS if not normalize(item.text, n).split()]
+    if empty:
+        raise InputError(f"{len(empty)} target texts have no words left after normalisation (ids "
+                         f"{', '.join(dict.fromkeys(empty[:5]))}); remove them from the list.")
 
 
 def parse_seed_list(path: Path) -> list[TTSItem]:
@@ -233,7 +241,9 @@ class TTSTask(Task):
 
     def _items(self) -> list[TTSItem]:
         if not hasattr(self, "_cached_items"):
-            self._cached_items = self.items()
+            items = self.items()
+            check_references(items)
+            self._cached_items = items
         return self._cached_items
 
     # -- models --

@@ -246,3 +246,24 @@ def test_closed_speaker_compares_with_all_held_out_recordings(tmp_path, monkeypa
     refs = task.speaker_reference(task.items())
     assert set(refs) == {"a", "b"} and len(refs["a"]) == 3 and refs["a"] is refs["b"]
     assert task.items()[0].prompt_wav is None
+
+
+def test_reference_without_words_is_refused_up_front(tmp_path):
+    meta = write_seed_set(tmp_path / "set")
+    with meta.open("a", encoding="utf-8") as out:
+        out.write("utt9|p|prompt-wavs/p0.wav|Mm-hmm.\n")  # Whisper's normaliser deletes fillers
+    with pytest.raises(InputError, match=r"no words left after normalisation \(ids utt9\)"):
+        SeedTTSEnglish(TTSConfig(list_path=str(meta))).requests()
+
+
+@needs_espeak
+def test_espeak_outputs_do_not_depend_on_batching():
+    from baselines.tts.espeak import EspeakNG
+    from harness.api import Request
+
+    method = EspeakNG()
+    requests = [Request(i, f"u{i}", i, {"text": text}) for i, text in enumerate(["One two.", "Three four five."])]
+    together = method.generate(requests)
+    alone = [method.generate([r])[0] for r in requests]
+    for (a, rate_a), (b, rate_b) in zip(together, alone):
+        assert rate_a == rate_b and np.array_equal(a, b)
