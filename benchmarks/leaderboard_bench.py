@@ -91,8 +91,8 @@ def main() -> None:
     from streamlit.testing.v1 import AppTest
 
     from harness.store import Store
-    from leaderboard.board import board_tasks, build_groups
-    from leaderboard.data import load_overview, load_snapshot
+    from leaderboard.board import build_groups
+    from leaderboard.data import load_board_tasks, load_snapshot
     from leaderboard.synthetic import SyntheticSpec, fill_synthetic
 
     tmp = Path(tempfile.mkdtemp(prefix="arbench-lb-bench-"))
@@ -108,7 +108,7 @@ def main() -> None:
         for _ in range(args.repeats):
             start = time.perf_counter()
             store = Store(db_url, read_only=True)
-            task = board_tasks(load_overview(store))[0]
+            task = load_board_tasks(store)[0]
             groups, _ = build_groups(load_snapshot(store, task), task)
             data_times.append(time.perf_counter() - start)
         rows = sum(len(g.table) for g in groups)

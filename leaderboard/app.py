@@ -6,13 +6,12 @@ Pages: the boards (one per task, chosen in the sidebar) and a run page (`?run=<i
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
 from harness.config import default_db_url
 from harness.errors import ArbenchError
 from harness.store import Store, mask_url
-from leaderboard.data import StoreSnapshot, load_metrics, load_overview, open_store
+from leaderboard.data import StoreSnapshot, load_board_tasks, load_snapshot, open_store
 from leaderboard.text import md_escape
 from leaderboard.views import EMPTY_HELP, render_boards, render_run
 
@@ -25,13 +24,13 @@ def cached_store(url: str) -> tuple[Store, str]:
 
 
 @st.cache_data(ttl=SNAPSHOT_TTL_SECONDS, show_spinner=False)
-def cached_overview(url: str) -> StoreSnapshot:
-    return load_overview(cached_store(url)[0])
+def cached_board_tasks(url: str) -> list[str]:
+    return load_board_tasks(cached_store(url)[0])
 
 
 @st.cache_data(ttl=SNAPSHOT_TTL_SECONDS, show_spinner=False)
-def cached_metrics(url: str, task: str) -> pd.DataFrame:
-    return load_metrics(cached_store(url)[0], task)
+def cached_snapshot(url: str, task: str) -> StoreSnapshot:
+    return load_snapshot(cached_store(url)[0], task)
 
 
 def main() -> None:
@@ -41,7 +40,7 @@ def main() -> None:
     run_id = st.query_params.get("run")
     try:
         store, schema_note = cached_store(url)
-        overview = None if run_id else cached_overview(url)
+        tasks = [] if run_id else cached_board_tasks(url)
     except ArbenchError as exc:
         st.error(md_escape(exc))
         st.info(EMPTY_HELP)
@@ -51,10 +50,10 @@ def main() -> None:
     st.caption(f"results from {md_escape(mask_url(url))} · refreshed every {SNAPSHOT_TTL_SECONDS} s")
     if run_id:
         render_run(store, run_id)
-    elif overview.empty:
+    elif not tasks:
         st.info(EMPTY_HELP)
     else:
-        render_boards(store, overview, lambda task: cached_metrics(url, task))
+        render_boards(store, tasks, lambda task: cached_snapshot(url, task))
 
 
 main()

@@ -86,14 +86,6 @@ def run_link(run_id: str) -> str:
     return f"?run={quote(str(run_id), safe='')}"
 
 
-def board_tasks(snapshot: StoreSnapshot) -> list[str]:
-    """Tasks that have at least one finished run: those with reproduced or submitted rows first, then
-    paper-only boards, each part in name order."""
-    finished = snapshot.runs[snapshot.runs["status"] == "finished"]
-    own = finished[finished["source"] != "reported"]["task"].value_counts()
-    return sorted(set(finished["task"]), key=lambda t: (own.get(t, 0) == 0, t))
-
-
 def primary_metric(snapshot: StoreSnapshot, task: str, metrics: Sequence[MetricInfo]) -> str | None:
     row = snapshot.tasks[snapshot.tasks["task"] == task]
     declared = row["primary_metric"].iloc[0] if len(row) else None

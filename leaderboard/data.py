@@ -6,12 +6,11 @@ revision) is upgraded in place by the migrations first, so it is never shown hal
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from harness.errors import ArbenchError
 from harness.store import MetricRow, MethodRow, RunRow, Store, TaskRow
@@ -72,8 +71,24 @@ def _json_first(column, keys: tuple[str, ...], kind: str):
 TASK_COLUMNS = ["task", "version", "modality", "description", "primary_metric"]
 
 
-def load_overview(store: Store) -> StoreSnapshot:
-    """Tasks and runs (one row each), without metric values; two queries, no ORM objects."""
+def load_board_tasks(store: Store) -> list[str]:
+    """Tasks with at least one finished run: those with reproduced or submitted rows first, then paper-only
+    boards, each part in name order (one GROUP BY query)."""
+    if "runs" not in store.table_names():
+        return []
+    own = func.sum(case((RunRow.source != "reported", 1), else_=0))
+    query = (select(TaskRow.name, own).join(RunRow, RunRow.task_id == TaskRow.id)
+             .where(RunRow.status == "finished").group_by(TaskRow.name))
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [name for name, _ in sorted(rows, key=lambda r: (not r[1], r[0]))]
+
+
+def load_snapshot(store: Store, task: str | None = None) -> StoreSnapshot:
+    """Tasks, and the runs and metric values of `task` (of every task when None), as frames.
+
+    Three plain queries read through the driver's cursor; a page loads only the board it shows.
+    """
     if "runs" not in store.table_names():
         return StoreSnapshot(pd.DataFrame(columns=TASK_COLUMNS), pd.DataFrame(columns=RUN_COLUMNS),
                              pd.DataFrame(columns=METRIC_COLUMNS))
@@ -93,40 +108,27 @@ def load_overview(store: Store) -> StoreSnapshot:
         .outerjoin(MethodRow, RunRow.method_id == MethodRow.id)
         .order_by(RunRow.created_at)
     )
+    metrics_q = select(MetricRow.run_id, MetricRow.name, MetricRow.value, MetricRow.ci_low, MetricRow.ci_high,
+                       MetricRow.higher_is_better, MetricRow.unit, MetricRow.version)
     tasks_q = select(TaskRow.name.label("task"), TaskRow.version, TaskRow.modality, TaskRow.description,
                      TaskRow.primary_metric)
     with store.engine.connect() as conn:
+        if task is not None:
+            task_id = int(conn.execute(select(TaskRow.id).where(TaskRow.name == task)).scalar() or -1)
+            runs_q = runs_q.where(RunRow.task_id == task_id)
+            metrics_q = metrics_q.join(RunRow, MetricRow.run_id == RunRow.id).where(RunRow.task_id == task_id)
         runs = _frame(conn, runs_q, RUN_COLUMNS)
+        metrics = _frame(conn, metrics_q, METRIC_COLUMNS)
         tasks = _frame(conn, tasks_q, TASK_COLUMNS)
     for col in ("method", "family", "label", "hardware", "verification"):
         runs[col] = runs[col].fillna("")
     for col in ("params", "generate_seconds"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
     runs["has_error"] = runs["has_error"].astype(bool)
-    return StoreSnapshot(tasks, runs, pd.DataFrame(columns=METRIC_COLUMNS))
-
-
-def load_metrics(store: Store, task: str | None = None) -> pd.DataFrame:
-    """Metric values, of one task's runs or of all (a page shows one board: 1/5 of the rows at 5 tasks)."""
-    if "metrics" not in store.table_names():
-        return pd.DataFrame(columns=METRIC_COLUMNS)
-    query = select(MetricRow.run_id, MetricRow.name, MetricRow.value, MetricRow.ci_low, MetricRow.ci_high,
-                   MetricRow.higher_is_better, MetricRow.unit, MetricRow.version)
-    with store.engine.connect() as conn:
-        if task is not None:
-            task_id = conn.execute(select(TaskRow.id).where(TaskRow.name == task)).scalar()
-            query = (query.join(RunRow, MetricRow.run_id == RunRow.id)
-                     .where(RunRow.task_id == int(task_id if task_id is not None else -1)))
-        metrics = _frame(conn, query, METRIC_COLUMNS)
     for col in ("value", "ci_low", "ci_high"):
         metrics[col] = pd.to_numeric(metrics[col], errors="coerce")
     metrics["higher_is_better"] = metrics["higher_is_better"].astype(bool)
-    return metrics
-
-
-def load_snapshot(store: Store, task: str | None = None) -> StoreSnapshot:
-    """Tasks, runs and the metric values of `task` (of every task when None)."""
-    return dataclasses.replace(load_overview(store), metrics=load_metrics(store, task))
+    return StoreSnapshot(tasks, runs, metrics)
 
 
 def _frame(conn, query, columns: list[str]) -> pd.DataFrame:

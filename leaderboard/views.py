@@ -7,7 +7,6 @@ through `md_escape` inside Markdown, so none of it can run as HTML or Markdown.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from functools import partial
@@ -20,7 +19,7 @@ from harness.signature import Signature
 from harness.store import Store
 from leaderboard import artifacts as artifacts_mod
 from leaderboard.board import (
-    SOURCE_NAMES, Filters, Group, board_tasks, build_groups, family_name, has_speed, metric_infos,
+    SOURCE_NAMES, Filters, Group, build_groups, family_name, has_speed, metric_infos,
     run_link, task_runs, to_csv,
 )
 from leaderboard.data import StoreSnapshot, eval_signature_text, load_run
@@ -41,16 +40,12 @@ def signature_lines(signature: str) -> str:
 
 
 # -- boards ------------------------------------------------------------------------------------------
-def render_boards(store: Store, overview: StoreSnapshot, metrics_of: Callable[[str], pd.DataFrame]) -> None:
-    """The board of the task chosen in the sidebar; `metrics_of(task)` loads (or recalls) its metric values."""
-    tasks = board_tasks(overview)
-    if not tasks:
-        st.info(EMPTY_HELP)
-        return
+def render_boards(store: Store, tasks: list[str], snapshot_of: Callable[[str], StoreSnapshot]) -> None:
+    """The board of the task chosen in the sidebar; `snapshot_of(task)` loads (or recalls) its runs and metrics."""
     with st.sidebar:
         st.header("Board")
         task = st.selectbox("task", tasks, key="task")
-    snapshot = dataclasses.replace(overview, metrics=metrics_of(task))
+    snapshot = snapshot_of(task)
     runs = task_runs(snapshot, task)
     filters = _sidebar_filters(runs, snapshot, task)
     task_row = snapshot.tasks[snapshot.tasks["task"] == task]

@@ -19,7 +19,7 @@ from harness.migrations import head_revision, upgrade_to
 from harness.store import Store
 from leaderboard.artifacts import discover, sample_grid
 from leaderboard.board import Filters, build_groups, rank_with_ties, to_csv
-from leaderboard.data import load_overview, load_snapshot, open_store
+from leaderboard.data import load_board_tasks, load_snapshot, open_store
 from leaderboard.text import md_escape, safe_url
 
 
@@ -180,7 +180,7 @@ def test_empty_database_has_no_runs_and_creates_nothing(tmp_path):
     path = tmp_path / "empty.db"
     sa.create_engine(f"sqlite:///{path}").connect().close()
     store, note = open_store(f"sqlite:///{path}")
-    assert load_overview(store).empty and note == ""
+    assert load_snapshot(store).empty and load_board_tasks(store) == [] and note == ""
     assert store.table_names() == []
 
 
@@ -211,6 +211,10 @@ def test_snapshot_loads_one_tasks_metrics(store):
     assert len(load_snapshot(store).metrics) == 3
     assert load_snapshot(store, "board-b").metrics["value"].tolist() == [2.0, 3.0]
     assert load_snapshot(store, "no-such-board").metrics.empty
+    assert load_snapshot(store, "board-b").runs["task"].tolist() == ["board-b"]
+    add_run(store, task="a-paper-board", source="reported", metrics=[fid(1.0)])
+    add_run(store, task="board-c", error="failed")
+    assert load_board_tasks(store) == ["board-a", "board-b", "a-paper-board"]  # own rows first, no failed-only
 
 
 @pytest.mark.postgres
