@@ -32,12 +32,14 @@ def test_matches_scipy_sqrtm_formula(d, n):
     assert ours == pytest.approx(ref, rel=1e-10)
 
 
-def test_singular_covariance_fewer_samples_than_dims():
-    # Rank-deficient statistics (N < d) have no Cholesky factor; the eigh path is exact for PSD matrices.
-    # The square roots of near-zero eigenvalues amplify float64 noise, hence the looser tolerance.
+@pytest.mark.parametrize("n1,n2", [(30, 1000), (1000, 30), (30, 40)])
+def test_singular_covariance_fewer_samples_than_dims(n1, n2):
+    # Rank-deficient statistics (N < d) have no Cholesky factor: the other matrix is factored, or, when
+    # both are singular, the eigh square root is used. The square roots of near-zero eigenvalues amplify
+    # float64 noise (in scipy's sqrtm too), hence the looser tolerance.
     rng = np.random.default_rng(1)
-    m1, s1 = feature_statistics(rng.normal(size=(30, 64)))
-    m2, s2 = feature_statistics(correlated_features(rng, 30, 64))
+    m1, s1 = feature_statistics(rng.normal(size=(n1, 64)))
+    m2, s2 = feature_statistics(correlated_features(rng, n2, 64))
     assert frechet_distance(m1, s1, m2, s2) == pytest.approx(adm_frechet(m1, s1, m2, s2), rel=1e-7)
 
 

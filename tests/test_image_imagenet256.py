@@ -71,9 +71,9 @@ def test_network_matches_torch_fidelity_and_loads_the_real_parameter_names(incep
 
 def test_feature_extraction_does_not_depend_on_chunking(inception_file):
     model, _ = load_fid_inception(inception_file)
-    images = np.random.default_rng(0).integers(0, 256, (5, 24, 24, 3), dtype=np.uint8)
-    whole = extract_inception_features(model, images, batch_size=5)
-    chunked = extract_inception_features(model, iter([images[:2], images[2:3], images[3:]]), batch_size=5)
+    images = np.random.default_rng(0).integers(0, 256, (3, 24, 24, 3), dtype=np.uint8)
+    whole = extract_inception_features(model, images, batch_size=3)
+    chunked = extract_inception_features(model, iter([images[:1], images[1:]]), batch_size=3)
     for key in whole:
         np.testing.assert_array_equal(whole[key], chunked[key])
 
@@ -96,7 +96,7 @@ def test_score_end_to_end_with_injected_reference(tmp_path, monkeypatch, results
     monkeypatch.setenv("ARBENCH_HOME", str(tmp_path / "home"))
     rng = np.random.default_rng(0)
     reference = tmp_path / "ref.npz"
-    np.savez(reference, arr_0=_samples(rng, 6)[0])  # no mu/sigma: computed from the images, as ADM does
+    np.savez(reference, arr_0=_samples(rng, 6)[0], **full_rank_statistics(rng))
     images, labels = _samples(rng)
     samples = tmp_path / "samples.npz"
     np.savez(samples, arr_0=images, **labels)
@@ -118,6 +118,16 @@ def test_score_end_to_end_with_injected_reference(tmp_path, monkeypatch, results
     assert str(tmp_path) not in sig  # paths are not part of the protocol; their sha256 is
     caches = sorted(p.name for p in (tmp_path / "home" / "cache" / "imagenet256").iterdir())
     assert len(caches) == 2  # reference Inception and clean-fid features, reused by the next run
+
+
+def full_rank_statistics(rng):
+    """ADM-shaped reference statistics (the official file's come from the whole training set)."""
+    stats = {}
+    for suffix, dims in (("", 2048), ("_s", 2023)):
+        basis = rng.normal(size=(dims, 64)) * 0.05
+        stats[f"mu{suffix}"] = rng.normal(size=dims) * 0.1
+        stats[f"sigma{suffix}"] = basis @ basis.T + np.eye(dims) * 0.01
+    return stats
 
 
 def _last_json(capsys):
@@ -179,3 +189,13 @@ def test_png_folder_is_read_in_order(tmp_path):
     np.savez(tmp_path / "s.npz", arr_0=images)
     streamed = load_image_samples(tmp_path / "s.npz", N_SAMPLES, SIZE, N_CLASSES)
     np.testing.assert_array_equal(np.concatenate(list(streamed.chunks(7))), images)
+
+
+def test_missing_official_files_are_named_before_anything_is_stored(tmp_path, monkeypatch, results_dir, capsys):
+    monkeypatch.setenv("ARBENCH_HOME", str(tmp_path / "empty-home"))
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, arr_0=_samples(np.random.default_rng(5), labels=False)[0])
+    assert main(["score", "imagenet256-c2i", str(samples), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "VIRTUAL_imagenet256_labeled.npz" in err and "openaipublic.blob.core.windows.net" in err
+    assert not (results_dir / "arbench.db").exists() or _no_runs(results_dir)

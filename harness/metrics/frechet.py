@@ -8,8 +8,8 @@ imaginary parts. Only the trace is needed, and tr sqrt(S1 S2) is the sum of the 
 eigenvalues of S1 S2. With S1 = L L^T (Cholesky), S1 S2 is similar to the symmetric PSD matrix
 L^T S2 L, so one Cholesky, two matrix products and one symmetric eigenvalue solve (`eigvalsh`) give the
 exact trace, in float64, on the GPU when there is one. A singular S1 (fewer samples than dimensions)
-has no Cholesky factor; then the symmetric square root of S1 from `eigh` plays the role of L, which is
-still exact for PSD matrices.
+has no Cholesky factor; then S2 is factored instead (the trace is symmetric in S1, S2), and if both are
+singular the symmetric square root of S1 from `eigh` plays the role of L, still exact for PSD matrices.
 
 The statistics follow ADM/torch-fidelity: float64 mean and *unbiased* covariance (`np.cov`, ddof=1).
 `FeatureStatistics` accumulates the sufficient statistics (count, sum, sum of outer products) as float64
@@ -46,11 +46,15 @@ def _default_device() -> torch.device:
 
 def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
     """tr sqrt(sigma1 @ sigma2) for symmetric PSD float64 matrices, via a symmetric eigenvalue problem."""
-    factor, info = torch.linalg.cholesky_ex(sigma1)
-    if int(info) != 0:  # singular: use the symmetric PSD square root instead of a Cholesky factor
+    # tr sqrt(S1 S2) = tr sqrt(S2 S1): factor whichever matrix is positive definite.
+    for first, second in ((sigma1, sigma2), (sigma2, sigma1)):
+        factor, info = torch.linalg.cholesky_ex(first)
+        if int(info) == 0:
+            break
+    else:  # both singular: the symmetric PSD square root plays the Cholesky factor's role
         evals, evecs = torch.linalg.eigh(sigma1)
-        factor = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
-    inner = factor.T @ sigma2 @ factor
+        factor, second = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T, sigma2
+    inner = factor.T @ second @ factor
     inner = (inner + inner.T) / 2  # remove rounding asymmetry before the symmetric solver
     eigenvalues = torch.linalg.eigvalsh(inner)
     # PSD in exact arithmetic; rounding can leave tiny negative eigenvalues, which contribute 0.
