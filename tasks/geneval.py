@@ -27,7 +27,7 @@ from harness.api import Method, Request, Task
 from harness.errors import ArbenchError, InputError, MissingAssetError
 from harness.features import clip_color, geneval_detector
 from harness.metrics.base import MetricValue
-from harness.metrics.geneval import TAGS, GenEvalRules, GenEvalScore, evaluate_image, keep_detections
+from harness.metrics.geneval import GenEvalRules, GenEvalScore, evaluate_image, keep_detections
 from harness.registry import register_task
 from harness.signature import Signature
 from harness.weights import WeightSpec, register_weights

@@ -57,8 +57,7 @@ class ColorClassifier:
 
     @classmethod
     def from_pretrained(cls, path: str | None = None, device: str = "cpu") -> "ColorClassifier":
-        import open_clip
-
+        """OpenAI's ViT-L/14 from the weights cache (or `path`), hash-checked."""
         state_dict = torch.jit.load(str(CLIP_VIT_L14_OPENAI.resolve(path)), map_location="cpu").state_dict()
         return cls.from_openai_state_dict(state_dict, device)
 
