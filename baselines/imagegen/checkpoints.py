@@ -1,0 +1,69 @@
+"""Reading released checkpoints safely and matching them to the project's modules by name and shape.
+
+`.pt`/`.pth` files are read with `torch.load(weights_only=True)` (tensors only, never arbitrary
+pickles); `.safetensors` with safetensors. A checkpoint whose names or shapes do not match the chosen
+architecture is refused with one message listing the first mismatches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file
+
+from harness.errors import ArbenchError
+
+#: Where upstream training scripts nest the weights inside the saved dict (LlamaGen: "model").
+WRAPPER_KEYS = ("model", "module", "state_dict")
+MAX_LISTED = 8
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a checkpoint file, unwrapped from a training wrapper where there is one."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any reader failure means the same thing to the user
+        raise ArbenchError(f"{path} could not be read as a checkpoint ({type(exc).__name__}: {exc}). "
+                           "Give a .pt/.pth saved with torch.save of tensors, or a .safetensors file.") from exc
+    for key in WRAPPER_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ArbenchError(f"{path} holds no flat name -> tensor state dict (looked inside {', '.join(WRAPPER_KEYS)}).")
+    return state
+
+
+def mismatches(expected: Mapping[str, Sequence[int]], state: Mapping[str, torch.Tensor],
+               ignore_prefixes: Sequence[str] = ()) -> list[str]:
+    """Human-readable differences between expected name -> shape and a state dict."""
+    problems = []
+    for name, shape in expected.items():
+        if name not in state:
+            problems.append(f"missing {name} {tuple(shape)}")
+        elif tuple(state[name].shape) != tuple(shape):
+            problems.append(f"{name} has shape {tuple(state[name].shape)}, expected {tuple(shape)}")
+    for name in state:
+        if name not in expected and not name.startswith(tuple(ignore_prefixes)):
+            problems.append(f"unexpected {name} {tuple(state[name].shape)}")
+    return problems
+
+
+def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], what: str,
+              ignore_prefixes: Sequence[str] = ()) -> None:
+    """Load `state` into `module` after checking every name and shape; refuse with the first mismatches."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    problems = mismatches(expected, state, ignore_prefixes)
+    if problems:
+        listed = "; ".join(problems[:MAX_LISTED])
+        more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
+        raise ArbenchError(f"{what}: the checkpoint does not match this architecture: {listed}{more}. "
+                           "Check that the file is the one this method names (`arbench weights list`).")
+    module.load_state_dict({k: state[k] for k in expected}, strict=True)

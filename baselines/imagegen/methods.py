@@ -1,0 +1,340 @@
+"""The registered `class-to-image` generators: LlamaGen (raster), VAR (next-scale) and the offline mini
+models over 8x8 digits (raster and PAR region-parallel).
+
+Every sampler setting (CFG scale and schedule, top-k, top-p, temperature, resolution and resize) is a
+method setting, so it enters the run signature; the checkpoint files are identified by their sha256.
+Each request's image is drawn from its own generator seeded with `Request.seed`, so an image does not
+depend on the batch or rank it was generated in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from baselines.imagegen import digits_mini
+from baselines.imagegen.checkpoints import load_into, read_state_dict
+from baselines.imagegen.llamagen_gpt import GPT_CONFIGS, LlamaGenGPT, generate_raster
+from baselines.imagegen.par import generate_par
+from baselines.imagegen.sampling import SamplerConfig, request_generators
+from baselines.imagegen.var import VAE_ENCODER_PREFIXES, VAR, VARConfig, VARSampler, VQVAEDecoder, generate_var
+from baselines.imagegen.vq_decoder import ENCODER_PREFIXES, VQDecoder, to_uint8
+from harness.api import Method, Request
+from harness.errors import ArbenchError
+from harness.provenance import sha256_file
+from harness.registry import register_method
+from harness.weights import WeightSpec, register_weights
+
+HF_LLAMAGEN = "https://huggingface.co/FoundationVision/LlamaGen/resolve/main/"
+LLAMAGEN_LICENSE = "MIT (FoundationVision/LlamaGen); trained on ImageNet (research use)"
+# The publishers list no checksums; sha256=None makes `resolve` record the digest of the file used,
+# and every run signature carries it (checkpoint_sha256).
+LLAMAGEN_VQ = register_weights(WeightSpec(
+    "llamagen-vq-ds16-c2i", "vq_ds16_c2i.pt", HF_LLAMAGEN + "vq_ds16_c2i.pt", None, LLAMAGEN_LICENSE,
+    "LlamaGen VQ tokenizer, downsample 16, codebook 16384 x 8 (class-conditional models)"))
+
+
+def _llamagen_spec(filename: str, what: str) -> WeightSpec:
+    return register_weights(WeightSpec(f"llamagen-{filename.removesuffix('.pt').replace('_', '-').lower()}",
+                                       filename, HF_LLAMAGEN + filename, None, LLAMAGEN_LICENSE, what))
+
+
+def labels_and_generators(requests: Sequence[Request], device: str) -> tuple[torch.Tensor, list[torch.Generator]]:
+    labels = torch.tensor([int(r.condition["label"]) for r in requests], dtype=torch.long, device=device)
+    return labels, request_generators([r.seed for r in requests])
+
+
+class ClassToImage(Method):
+    """Common ground of the class-conditional generators; settings named `*_weights` are local paths
+    (identified in the signature by the files' sha256, not by the path)."""
+
+    modality = "class-to-image"
+    num_classes: ClassVar[int] = 1000
+
+    def settings(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self.config).items() if not k.endswith("_weights")}
+
+    def check_labels(self, requests: Sequence[Request]) -> None:
+        bad = [r.condition.get("label") for r in requests
+               if not isinstance(r.condition.get("label"), (int, np.integer)) or
+               not 0 <= int(r.condition["label"]) < self.num_classes]
+        if bad:
+            raise ArbenchError(f"{self.name} draws classes 0..{self.num_classes - 1}; got labels {bad[:5]}. "
+                               "Use a task with the same class set.")
+
+
+# -- LlamaGen ---------------------------------------------------------------------------------------
+@dataclass
+class LlamaGenSettings:
+    """LlamaGen's sampler (`sample_c2i_ddp.py` defaults) plus the evaluation resize."""
+
+    cfg_scale: float = 2.0
+    cfg_schedule: str = "constant"  # upstream: uncond + s (cond - uncond) on every token
+    cfg_interval: int = -1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    image_size_eval: int = 256
+    resize: str = "bicubic"  # upstream resizes 384 px samples to 256 with F.interpolate(mode="bicubic")
+    gpt_weights: str = ""
+    vq_weights: str = ""
+
+    def __post_init__(self):
+        if self.cfg_schedule != "constant":
+            raise ValueError("LlamaGen's guidance is constant over tokens: cfg_schedule must be 'constant'")
+        if self.resize not in ("bicubic", "bilinear", "area"):
+            raise ValueError(f"resize must be bicubic, bilinear or area, not {self.resize!r}")
+        if self.temperature <= 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("need temperature > 0, top_k >= 0 and 0 < top_p <= 1")
+
+
+class LlamaGen(ClassToImage):
+    """A released LlamaGen class-conditional checkpoint, decoded in raster order."""
+
+    family = "raster-ar"
+    Config = LlamaGenSettings
+    gpt_model: ClassVar[str] = "GPT-B"
+    image_size: ClassVar[int] = 256
+    gpt_spec: ClassVar[WeightSpec]
+
+    def __init__(self, config=None, device: str = "cpu"):
+        super().__init__(config, device)
+        self._model: LlamaGenGPT | None = None
+        self._vq: VQDecoder | None = None
+        self._sha: str | None = None
+
+    def gpt_config(self):
+        tokens = (self.image_size // 16) ** 2
+        return dataclasses.replace(GPT_CONFIGS[self.gpt_model], block_size=tokens)
+
+    def _paths(self):
+        gpt = dataclasses.replace(self.gpt_spec, sha256=None) if self.config.gpt_weights else self.gpt_spec
+        vq = dataclasses.replace(LLAMAGEN_VQ, sha256=None) if self.config.vq_weights else LLAMAGEN_VQ
+        return gpt.resolve(self.config.gpt_weights or None), vq.resolve(self.config.vq_weights or None)
+
+    def checkpoint_sha256(self) -> str | None:
+        if self._sha is None:
+            digests = [sha256_file(p) for p in self._paths()]
+            self._sha = hashlib.sha256(":".join(digests).encode()).hexdigest()
+        return self._sha
+
+    def load(self) -> None:
+        gpt_path, vq_path = self._paths()
+        model = LlamaGenGPT(self.gpt_config())
+        load_into(model, read_state_dict(gpt_path), f"{self.name} ({gpt_path.name})")
+        vq = VQDecoder()
+        load_into(vq, read_state_dict(vq_path), f"{self.name} tokenizer ({vq_path.name})", ENCODER_PREFIXES)
+        self._model, self._vq = model.to(self.device).eval(), vq.to(self.device).eval()
+
+    def sampler(self) -> SamplerConfig:
+        c = self.config
+        return SamplerConfig(c.cfg_scale, c.cfg_interval, c.temperature, c.top_k, c.top_p)
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[Request]) -> np.ndarray:
+        self.check_labels(requests)
+        if self._model is None:
+            self.load()
+        labels, generators = labels_and_generators(requests, self.device)
+        tokens = generate_raster(self._model, labels, generators, self.sampler())
+        side = self._model.config.grid_size
+        images = self._vq(tokens.view(-1, side, side))
+        if images.shape[-1] != self.config.image_size_eval:
+            size = (self.config.image_size_eval,) * 2
+            images = F.interpolate(images, size=size, mode=self.config.resize,
+                                   **({} if self.config.resize == "area" else {"align_corners": False}))
+        return to_uint8(images)
+
+
+def _llamagen(name: str, gpt_model: str, filename: str, image_size: int, cfg: float, params: str) -> type:
+    spec = _llamagen_spec(filename, f"LlamaGen {gpt_model} class-conditional, {image_size} px ({params})")
+    settings = dataclasses.make_dataclass(f"{name.title().replace('-', '')}Settings", [
+        ("cfg_scale", float, dataclasses.field(default=cfg))], bases=(LlamaGenSettings,))
+    cls = type(name.title().replace("-", ""), (LlamaGen,), {
+        "description": f"LlamaGen {gpt_model} ({params}), {image_size} px, raster AR + CFG {cfg} "
+                       f"(upstream evaluation setting); weights {filename}",
+        "gpt_model": gpt_model, "image_size": image_size, "gpt_spec": spec, "Config": settings,
+        "__module__": __name__})
+    return register_method(name)(cls)
+
+
+# CFG scales: the upstream evaluation commands (seed-methods.md: 2.0 for B/L, 1.75 for XL/XXL, 1.65 for 3B).
+LLAMAGEN_METHODS = [
+    _llamagen("llamagen-b", "GPT-B", "c2i_B_256.pt", 256, 2.0, "111M"),
+    _llamagen("llamagen-l", "GPT-L", "c2i_L_256.pt", 256, 2.0, "343M"),
+    _llamagen("llamagen-l-384", "GPT-L", "c2i_L_384.pt", 384, 2.0, "343M"),
+    _llamagen("llamagen-xl-384", "GPT-XL", "c2i_XL_384.pt", 384, 1.75, "775M"),
+    _llamagen("llamagen-xxl-384", "GPT-XXL", "c2i_XXL_384.pt", 384, 1.75, "1.4B"),
+    _llamagen("llamagen-3b-384", "GPT-3B", "c2i_3B_384.pt", 384, 1.65, "3.1B"),
+]
+
+
+# -- VAR --------------------------------------------------------------------------------------------
+HF_VAR = "https://huggingface.co/FoundationVision/var/resolve/main/"
+VAR_LICENSE = "MIT (FoundationVision/VAR); trained on ImageNet (research use)"
+VAR_VAE = register_weights(WeightSpec(
+    "var-vae-ch160v4096z32", "vae_ch160v4096z32.pth", HF_VAR + "vae_ch160v4096z32.pth", None, VAR_LICENSE,
+    "VAR multi-scale VQVAE (ch 160, vocabulary 4096, 32 channels, scales 1..16)"))
+
+
+@dataclass
+class VARSettings:
+    """VAR's README/FID sampler; the paper's FID used cfg 2.0 (VAR#86), so it is a setting, not a constant."""
+
+    cfg: float = 1.5
+    cfg_schedule: str = "linear"  # t = cfg * si / (K - 1); logits = (1 + t) cond - t uncond
+    top_k: int = 900
+    top_p: float = 0.96
+    more_smooth: bool = False
+    to_uint8: str = "truncate"  # upstream demo: img.mul(255) then astype(uint8)
+    var_weights: str = ""
+    vae_weights: str = ""
+
+    def __post_init__(self):
+        if self.cfg_schedule != "linear":
+            raise ValueError("VAR's guidance ramps linearly over scales: cfg_schedule must be 'linear'")
+        if self.more_smooth:
+            raise ValueError("more_smooth (Gumbel smoothing) is a visualisation option upstream does not use for FID; "
+                             "it is not implemented")
+        if self.to_uint8 not in ("truncate", "round"):
+            raise ValueError("to_uint8 must be 'truncate' or 'round'")
+        if self.top_k < 0 or not 0 <= self.top_p <= 1:
+            raise ValueError("need top_k >= 0 and 0 <= top_p <= 1 (0 or 1 = off)")
+
+
+class VARMethod(ClassToImage):
+    """A released VAR checkpoint: 10 scales, 680 tokens, one forward pass per scale."""
+
+    family = "next-scale"
+    Config = VARSettings
+    depth: ClassVar[int] = 16
+    var_spec: ClassVar[WeightSpec]
+
+    def __init__(self, config=None, device: str = "cpu"):
+        super().__init__(config, device)
+        self._model: VAR | None = None
+        self._vae: VQVAEDecoder | None = None
+        self._sha: str | None = None
+
+    def _paths(self):
+        var = dataclasses.replace(self.var_spec, sha256=None) if self.config.var_weights else self.var_spec
+        vae = dataclasses.replace(VAR_VAE, sha256=None) if self.config.vae_weights else VAR_VAE
+        return var.resolve(self.config.var_weights or None), vae.resolve(self.config.vae_weights or None)
+
+    def checkpoint_sha256(self) -> str | None:
+        if self._sha is None:
+            digests = [sha256_file(p) for p in self._paths()]
+            self._sha = hashlib.sha256(":".join(digests).encode()).hexdigest()
+        return self._sha
+
+    def load(self) -> None:
+        var_path, vae_path = self._paths()
+        model = VAR(VARConfig(depth=self.depth))
+        load_into(model, read_state_dict(var_path), f"{self.name} ({var_path.name})")
+        vae = VQVAEDecoder()
+        load_into(vae, read_state_dict(vae_path), f"{self.name} VQVAE ({vae_path.name})", VAE_ENCODER_PREFIXES)
+        self._model, self._vae = model.to(self.device).eval(), vae.to(self.device).eval()
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[Request]) -> np.ndarray:
+        self.check_labels(requests)
+        if self._model is None:
+            self.load()
+        labels, generators = labels_and_generators(requests, self.device)
+        sampler = VARSampler(self.config.cfg, self.config.top_k, self.config.top_p)
+        images, _ = generate_var(self._model, self._vae, labels, generators, sampler)
+        unit = (images + 1) * 0.5 * 255
+        unit = unit.clamp(0, 255) if self.config.to_uint8 == "truncate" else unit.round().clamp(0, 255)
+        return unit.permute(0, 2, 3, 1).to("cpu", torch.uint8).numpy()
+
+
+def _var(depth: int, params: str) -> type:
+    filename = f"var_d{depth}.pth"
+    spec = register_weights(WeightSpec(f"var-d{depth}", filename, HF_VAR + filename, None, VAR_LICENSE,
+                                       f"VAR-d{depth} ({params}) class-conditional ImageNet 256"))
+    cls = type(f"VARd{depth}", (VARMethod,), {
+        "description": f"VAR-d{depth} ({params}), next-scale prediction, 10 scales, cfg 1.5 ramp, top-k 900, "
+                       f"top-p 0.96 (README setting); weights {filename}",
+        "depth": depth, "var_spec": spec, "__module__": __name__})
+    return register_method(f"var-d{depth}")(cls)
+
+
+VAR_METHODS = [_var(16, "310M"), _var(20, "600M"), _var(24, "1.0B"), _var(30, "2.0B")]
+
+
+# -- offline mini models ----------------------------------------------------------------------------
+@dataclass
+class DigitsMiniSettings:
+    cfg_scale: float = 1.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    image_size: int = 32  # used only when a request does not carry the task's image_size
+
+    def __post_init__(self):
+        if self.temperature <= 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
+            raise ValueError("need temperature > 0, top_k >= 0 and 0 < top_p <= 1")
+
+
+class DigitsMini(ClassToImage):
+    """The bundled LlamaGen-architecture GPT over 4-level 8x8 digits (trained by train_digits.py)."""
+
+    Config = DigitsMiniSettings
+    num_classes = 10
+    order: ClassVar[str] = "raster"
+
+    def __init__(self, config=None, device: str = "cpu"):
+        super().__init__(config, device)
+        self._model: LlamaGenGPT | None = None
+
+    def checkpoint_sha256(self) -> str | None:
+        return sha256_file(digits_mini.FILES[self.order])
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "order": self.order, "tokens": "8x8, 4 grey levels"}
+
+    def load(self) -> None:
+        path = digits_mini.FILES[self.order]
+        if not path.is_file():
+            raise ArbenchError(f"{path} is missing; it ships with the project. Retrain it with "
+                               "`python -m baselines.imagegen.train_digits`.")
+        model = digits_mini.build(self.order)
+        load_into(model, read_state_dict(path), f"{self.name} ({path.name})")
+        self._model = model.to(self.device).eval()
+
+    def sampler(self) -> SamplerConfig:
+        c = self.config
+        return SamplerConfig(c.cfg_scale, -1, c.temperature, c.top_k, c.top_p)
+
+    def generate_tokens(self, labels: torch.Tensor, generators) -> torch.Tensor:
+        if self._model is None:
+            self.load()
+        decode = generate_par if self.order == "par" else generate_raster
+        return decode(self._model, labels, generators, self.sampler())
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[Request]) -> np.ndarray:
+        self.check_labels(requests)
+        labels, generators = labels_and_generators(requests, self.device)
+        size = int(requests[0].condition.get("image_size", self.config.image_size)) if requests else 0
+        return digits_mini.tokens_to_images(self.generate_tokens(labels, generators).cpu(), size)
+
+
+@register_method("digits-ar-raster")
+class DigitsRaster(DigitsMini):
+    description = "offline mini LlamaGen-architecture GPT on 8x8 digits, raster order (64 steps)"
+    family = "raster-ar"
+    order = "raster"
+
+
+@register_method("digits-ar-par")
+class DigitsPAR(DigitsMini):
+    description = "offline mini GPT on 8x8 digits trained in PAR order, 2x2 regions decoded in parallel (19 steps)"
+    family = "region-parallel-ar"
+    order = "par"
