@@ -7,7 +7,9 @@ Measures, on one machine in one run:
   3. where Debian's chromium and the playwright package are present: the time from opening the page in
      headless chromium to the board's table being drawn, served by a real `streamlit run` that has served
      one run page before (so its imports are done, but no board data is cached).
-Target (issue #6): the first render of a board takes at most 2 s.
+Target (issue #6): the first render of a board takes at most 2 s. The CPU time of the AppTest render is
+printed beside its wall time: on a shared machine (load average above the core count) the wall time
+mostly measures the other processes.
 
     .venv/bin/python benchmarks/leaderboard_bench.py [--runs 10000] [--metrics-per-run 10]
 """
@@ -80,6 +82,10 @@ def browser_first_render(db_url: str, timeout: float = 120.0) -> tuple[float, fl
         server.wait(timeout=30)
 
 
+def _verdict(seconds: float) -> str:
+    return "met" if seconds <= 2.0 else "NOT met"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10_000)
@@ -117,15 +123,16 @@ def main() -> None:
         Store().dispose()
         AppTest.from_file(str(APP), default_timeout=120).run()  # warm the imports on an empty store
         os.environ["ARBENCH_DB_URL"] = db_url
-        render_times = []
+        render_times, render_cpu = [], []
         for _ in range(args.repeats):
             import streamlit as st
 
             st.cache_data.clear()
             st.cache_resource.clear()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             at = AppTest.from_file(str(APP), default_timeout=120).run()
             render_times.append(time.perf_counter() - start)
+            render_cpu.append(time.process_time() - cpu)
             assert not at.exception, at.exception
             assert len(at.dataframe) >= 1
         browser = None if args.no_browser else browser_first_render(db_url)
@@ -134,14 +141,15 @@ def main() -> None:
               f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
         print(f"largest board: {rows} rows in {len(groups)} protocol groups")
         print(f"data path (queries + board), best of {args.repeats}: {min(data_times):.2f} s")
-        print(f"first render, AppTest, cold data cache, best of {args.repeats}: {min(render_times):.2f} s "
-              f"(all: {', '.join(f'{t:.2f}' for t in render_times)})")
+        print(f"first render, AppTest, cold data cache, best of {args.repeats}: {min(render_times):.2f} s wall, "
+              f"{min(render_cpu):.2f} s CPU (all wall: {', '.join(f'{t:.2f}' for t in render_times)})")
         if browser is not None:
             print(f"headless chromium: page open -> app shell and title drawn {browser[0]:.2f} s, "
                   f"-> board table drawn {browser[1]:.2f} s")
         else:
             print("browser measurement skipped (no chromium or playwright, or --no-browser)")
-        print(f"target: <= 2 s -> {'met' if min(render_times) <= 2.0 else 'NOT met'} (AppTest)")
+        print(f"target <= 2 s: {_verdict(min(render_times))} on wall time, {_verdict(min(render_cpu))} on CPU time "
+              "(AppTest render)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

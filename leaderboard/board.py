@@ -86,6 +86,19 @@ def run_link(run_id: str) -> str:
     return f"?run={quote(str(run_id), safe='')}"
 
 
+def run_links(run_ids: pd.Series) -> pd.Series:
+    """`run_link` for a column; store ids are hex, so only odd ids take the slow quoting path."""
+    links = "?run=" + run_ids
+    odd = ~run_ids.str.fullmatch(r"[A-Za-z0-9_-]+").fillna(False).astype(bool)
+    if odd.any():
+        links[odd] = run_ids[odd].map(run_link)
+    return links
+
+
+def _display(codes: pd.Series, names: dict[str, str]) -> pd.Series:
+    return codes.map(names).fillna(codes)
+
+
 def primary_metric(snapshot: StoreSnapshot, task: str, metrics: Sequence[MetricInfo]) -> str | None:
     row = snapshot.tasks[snapshot.tasks["task"] == task]
     declared = row["primary_metric"].iloc[0] if len(row) else None
@@ -201,8 +214,8 @@ def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, h
         "rank": np.nan,
         "label": runs["label"].where(runs["label"] != "", runs["method"]),
         "method": runs["method"],
-        "family": runs["family"].map(family_name),
-        "source": runs["source"].map(lambda s: SOURCE_NAMES.get(s, s)),
+        "family": _display(runs["family"], FAMILY_NAMES).replace("", "—"),
+        "source": _display(runs["source"], SOURCE_NAMES),
         "params": runs["params"],
         "hardware": runs["hardware"],
     }, index=runs.index)
@@ -224,7 +237,7 @@ def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, h
         table[f"Δ vs paper ({primary})"] = values[primary] - paper
     table["verification"] = runs["verification"]
     table["signature"] = runs["signature_hash"]
-    table["run"] = runs["run_id"].map(run_link)
+    table["run"] = run_links(runs["run_id"])
     table["run_id"] = runs["run_id"]
     sort_cols = ["rank"] + ([ranked.header] if ranked else [])
     ascending = [True] + ([not ranked.higher_is_better] if ranked else [])
