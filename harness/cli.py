@@ -82,7 +82,8 @@ def _print_result(result) -> None:
     for m in result.metrics:
         arrow = "↑" if m.higher_is_better else "↓"
         ci = f"  [{m.ci_low:.4g}, {m.ci_high:.4g}]" if m.ci_low is not None else ""
-        print(f"  {m.name:28s} {arrow} {m.value:.6g} {m.unit}{ci}")
+        value = "—" if m.value is None else f"{m.value:.6g}"  # a metric may have no value (e.g. nothing to time)
+        print(f"  {m.name:28s} {arrow} {value} {m.unit}{ci}")
 
 
 def format_table(records: list[dict[str, Any]]) -> str:
