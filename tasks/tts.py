@@ -27,7 +27,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -38,7 +38,7 @@ import harness.features.asr  # noqa: F401  (importing a feature module registers
 import harness.features.utmos  # noqa: F401
 import harness.features.wavlm_ecapa  # noqa: F401
 from harness.config import arbench_home
-from harness.errors import InputError
+from harness.errors import InputError, MissingAssetError
 from harness.metrics.base import MetricValue
 from harness.metrics.speech import NORMALIZER_VERSIONS, corpus_wer, normalize, per_utterance_wer
 from harness.registry import register_task
@@ -271,14 +271,22 @@ class TTSTask(Task):
         if prompts:
             sig.add("prompts_sha256", hashlib.sha256("".join(file_sha256(p) for p in prompts).encode()).hexdigest())
         sig.add("resampler", RESAMPLER).add("sample_rate", SAMPLE_RATE)
-        sig.update("asr", recognizer_signature(self.config.asr))
-        sig.add("jiwer", version("jiwer")).add("wer_normalizers", NORMALIZER_VERSIONS)
-        sig.update("sim", speaker_signature(self.config.speaker_model))
-        if self.config.utmos:
-            from harness.features.utmos import UTMOS22_STRONG
+        missing: list[str] = []  # every missing weights file is named at once, not one per attempt
 
-            sig.add("utmos.model", UTMOS22_STRONG.name)
-            sig.add("utmos.sha256", UTMOS22_STRONG.verify(UTMOS22_STRONG.resolve(verify=False)))
+        def resolved(describe: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+            try:
+                return describe()
+            except MissingAssetError as exc:
+                missing.append(str(exc))
+                return {}
+
+        sig.update("asr", resolved(lambda: recognizer_signature(self.config.asr)))
+        sig.add("jiwer", version("jiwer")).add("wer_normalizers", NORMALIZER_VERSIONS)
+        sig.update("sim", resolved(lambda: speaker_signature(self.config.speaker_model)))
+        if self.config.utmos:
+            sig.update("utmos", resolved(utmos_signature))
+        if missing:
+            raise MissingAssetError("\n".join(missing))
         return sig
 
     # -- generation --
@@ -388,6 +396,12 @@ class TTSTask(Task):
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
         ctx.extra_provenance["failed_files"] = failed
         return metrics
+
+
+def utmos_signature() -> dict[str, Any]:
+    from harness.features.utmos import UTMOS22_STRONG
+
+    return {"model": UTMOS22_STRONG.name, "sha256": UTMOS22_STRONG.verify(UTMOS22_STRONG.resolve(verify=False))}
 
 
 def wer_metrics(rows, normalizer: str) -> list[MetricValue]:

@@ -208,7 +208,8 @@ def test_score_without_weights_names_them_and_stores_nothing(tmp_path, results_d
     gen.mkdir()
     sf.write(gen / "utt0.wav", tone(16000), 16000)
     runner = Runner(Store(), RunOptions(progress=False))
-    with pytest.raises(MissingAssetError, match=r"whisper-large-v3.pt is not at .*home/weights"):
+    with pytest.raises(MissingAssetError, match=r"(?s)whisper-large-v3.pt is not at .*home/weights.*"
+                                                r"wavlm_large_finetune.pth is not at.*utmos22_strong_step7459_v1.pt"):
         runner.score("seed-tts-en", gen, {"list_path": str(meta)})
     with pytest.raises(MissingAssetError, match=r"wavlm_large_finetune.pth is not at"):
         speaker_signature("wavlm-large-ecapa")
