@@ -6,7 +6,7 @@ utterances are sentences built from fixed word lists, spoken at a few speeds. Sp
 training and held-out sets; the script reports the equal error rate (EER) of cosine scoring on held-out
 speakers and sentences, i.e. on voices the network never saw.
 
-    .venv/bin/python -m baselines.tts.train_speaker_net    # ~3 minutes on 2 CPU cores
+    .venv/bin/python -m baselines.tts.train_speaker_net    # about 3.3 minutes of CPU time
 
 Deterministic (fixed seeds, one thread); writes baselines/tts/espeak_speaker_tdnn.safetensors.
 """
