@@ -213,6 +213,8 @@ class TTSTask(Task):
     version = "1"
     Config = TTSConfig
     default_list: ClassVar[str] = ""
+    #: Length of the published list (0: no published list).
+    official_items: ClassVar[int] = 0
 
     # subclasses: the list of items
     def items(self) -> list[TTSItem]:
@@ -347,6 +349,9 @@ class TTSTask(Task):
 
     def score(self, samples: dict[str, Path | None], ctx) -> list[MetricValue]:
         items = self._items()
+        if self.official_items and len(items) != self.official_items:
+            ctx.log(f"the list has {len(items)} items; the published {self.name} list has {self.official_items}: "
+                    f"numbers are not comparable with published ones")
         asr = self.recognizer(ctx.device)
         encoder = self.speaker_encoder(ctx.device)
         references = self.speaker_reference(items)
@@ -421,6 +426,7 @@ def wer_metrics(rows, normalizer: str) -> list[MetricValue]:
 class SeedTTSEnglish(TTSTask):
     description = "Seed-TTS-eval English (1,088 Common Voice items): WER (Whisper large-v3), SIM (WavLM-L ECAPA)"
     default_list = "seed-tts-eval/en/meta.lst"
+    official_items = 1088
 
     def list_hint(self) -> str:
         return ("Download seedtts_testset from the Google Drive link in the BytedanceSpeech/seed-tts-eval README "
@@ -442,6 +448,7 @@ class LibriSpeechPCConfig(TTSConfig):
 class LibriSpeechPC(TTSTask):
     description = "LibriSpeech-PC test-clean cross-sentence (F5-TTS list, 1,127 pairs): WER, SIM"
     default_list = "librispeech-pc/librispeech_pc_test_clean_cross_sentence.lst"
+    official_items = 1127
     Config = LibriSpeechPCConfig
 
     def list_hint(self) -> str:

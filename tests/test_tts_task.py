@@ -148,6 +148,7 @@ def test_missing_file_scores_100_percent_and_is_listed(tmp_path, monkeypatch):
     assert metrics["sim"] == pytest.approx(1.0 / 3)  # 0.5, 0 (missing), 0.5
     assert metrics["failed_files"] == 1
     assert ctx.extra_provenance["failed_files"] == ["utt1"]
+    assert any("published seed-tts-en list has 1088" in note for note in ctx.notes)
     rows = [json.loads(line) for line in (tmp_path / "per_utterance.jsonl").read_text().splitlines()]
     assert rows[1]["problem"] == "missing" and rows[1]["wer_seed"]["wer"] == 1.0 and rows[1]["sim"] == 0.0
     assert rows[0]["source_rate"] == 22050 and rows[0]["wer_seed"]["hypothesis"] == "target sentence number 0"

@@ -34,7 +34,7 @@ class SpeakerEncoder:
         self.network = network.eval().to(device)
         self.weights_sha256 = weights_sha256
         self.device = device
-        self._reference_cache: dict[int, torch.Tensor] = {}
+        self._reference_cache: dict[int, tuple[object, torch.Tensor]] = {}
 
     @torch.no_grad()
     def embed(self, audio: np.ndarray) -> torch.Tensor:
@@ -42,14 +42,13 @@ class SpeakerEncoder:
         return self.network(wave).double().cpu()
 
     def _reference(self, reference: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
-        key = id(reference)
+        if isinstance(reference, np.ndarray):
+            return self.embed(reference)
+        key = id(reference)  # the cache holds the object too, so its id cannot be reused while cached
         if key not in self._reference_cache:
-            if isinstance(reference, np.ndarray):
-                self._reference_cache[key] = self.embed(reference)
-            else:
-                unit = [torch.nn.functional.normalize(self.embed(clip), dim=1) for clip in reference]
-                self._reference_cache[key] = torch.cat(unit).mean(0, keepdim=True)
-        return self._reference_cache[key]
+            unit = [torch.nn.functional.normalize(self.embed(clip), dim=1) for clip in reference]
+            self._reference_cache[key] = (reference, torch.cat(unit).mean(0, keepdim=True))
+        return self._reference_cache[key][1]
 
     def similarity(self, audio: np.ndarray, reference: np.ndarray | Sequence[np.ndarray]) -> float:
         return float(cosine_similarity(self.embed(audio), self._reference(reference))[0])
