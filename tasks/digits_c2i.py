@@ -56,7 +56,7 @@ class DigitsC2I(Task):
     primary_metric = "fd_digits"
     Config = DigitsC2IConfig
     offline = True
-    demo_methods = ("digits-pca-gaussian",)
+    demo_methods = ("digits-pca-gaussian", "digits-ar-raster", "digits-ar-par")
 
     def requests(self) -> list[Request]:
         cfg = self.config

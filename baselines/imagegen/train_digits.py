@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
+from baselines.digits.data import held_out_mask
 from baselines.imagegen.digits_mini import FILES, LEVELS, MINI_CONFIG, MINI_PAR, build, quantise
 from baselines.imagegen.par import PARGPT
 
@@ -33,7 +34,7 @@ def split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     digits = load_digits()
     tokens = torch.from_numpy(quantise(digits.images))
     labels = torch.from_numpy(digits.target.astype(np.int64))
-    held = torch.arange(len(labels)) % 10 == 0
+    held = torch.from_numpy(held_out_mask(len(labels)))
     return tokens[~held], labels[~held], tokens[held], labels[held]
 
 
