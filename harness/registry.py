@@ -96,13 +96,15 @@ PLUGIN_ERRORS: dict[str, str] = {}
 def import_package_tree(package_name: str) -> None:
     """Import a package and every module below it (how `tasks` and `baselines` register all their files).
 
-    A module that fails to import is reported on stderr and skipped, so that one broken plugin does
-    not take every other task and method down with it.
+    Modules whose name starts with `_` or `train_` (training scripts) are not imported. A module that
+    fails to import is reported on stderr and skipped, so that one broken plugin does not take every
+    other task and method down with it.
     """
     package = importlib.import_module(package_name)
     for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=package_name + ".",
                                       onerror=lambda name: _plugin_failed(name, sys.exc_info()[1])):
-        if info.name.rsplit(".", 1)[-1].startswith("_"):
+        leaf = info.name.rsplit(".", 1)[-1]
+        if leaf.startswith("_") or leaf.startswith("train_"):  # private modules and training scripts
             continue
         try:
             importlib.import_module(info.name)
