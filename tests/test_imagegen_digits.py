@@ -89,3 +89,28 @@ def test_speed_study_times_par_against_raster(runner):
     assert 1.3 < values["speedup_b1"].value < 64 / 19 + 0.5
     assert values["images_per_s_b4"].value > 0 and values["latency_ms_per_image_b4_baseline"].value > 0
     assert torch.get_num_threads() == threads  # the study's thread setting is restored
+
+
+def test_two_gloo_ranks_generate_the_same_images_as_one(results_dir, runner):
+    """Shards go to ranks round-robin; per-request seeds make the images independent of the split."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, ARBENCH_RESULTS=str(results_dir), OMP_NUM_THREADS="1",
+               PYTHONPATH=f"{Path(__file__).resolve().parent}{os.pathsep}{root}")
+    env.pop("ARBENCH_DB_URL", None)
+    common = ["digits-c2i", "digits-ar-par", "--set", "num_samples=40", "--shard-size", "10", "--no-progress"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29533", "-m", "harness", "run", *common, "--batch-size", "3", "--device", "cpu"],
+                         env=env, cwd=results_dir.parent, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    (record,) = Store(f"sqlite:///{results_dir / 'arbench.db'}").records()
+    assert record["provenance"]["world_size"] == 2
+    two_images = np.concatenate([np.load(d / "images.npy") for d in
+                                 sorted(Path(record["artifacts_path"]).glob("shards-10/shard-*"))])
+    method = METHODS.get("digits-ar-par")()
+    task_requests = runner.plan("digits-c2i", "digits-ar-par", {"num_samples": 40}).task.requests()
+    np.testing.assert_array_equal(two_images, method.generate(task_requests))
