@@ -51,8 +51,11 @@ class ARTransformer(nn.Module):
         prev = prev.masked_fill(prev.eq(vocab.eos), vocab.pad)
         return label_smoothed_nll(self(src, prev), tgt, vocab.pad, epsilon)
 
-    def max_length(self, src: torch.Tensor) -> int:
-        return min(self.cfg.max_positions - 1, int(src.shape[1] * 1.5) + 10)
+    def max_lengths(self, src: torch.Tensor) -> torch.Tensor:
+        """Per-sentence output limits (1.5 * source length + 10 tokens, </s> included), so that an output
+        never depends on which other sentences share its batch."""
+        source_lengths = src.ne(self.cfg.padding_idx).sum(1)
+        return (source_lengths * 3 // 2 + 10).clamp(max=self.cfg.max_positions - 1)
 
     @torch.inference_mode()
     def greedy(self, src: torch.Tensor) -> list[list[int]]:
@@ -62,8 +65,9 @@ class ARTransformer(nn.Module):
         batch = src.shape[0]
         tokens = torch.full((batch, 1), Vocabulary.bos, dtype=torch.long, device=src.device)
         finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-        for step in range(self.max_length(src)):
-            log_probs = self.next_log_probs(tokens, step, memory, memory_padding, cache)
+        limits = self.max_lengths(src)
+        for step in range(int(limits.max())):
+            log_probs = self.next_log_probs(tokens, step, memory, memory_padding, cache, limits)
             next_token = log_probs.argmax(-1).masked_fill(finished, Vocabulary.pad)
             tokens = torch.cat([tokens, next_token[:, None]], dim=1)
             finished |= next_token.eq(Vocabulary.eos)
@@ -72,14 +76,21 @@ class ARTransformer(nn.Module):
         return [_strip(row[1:].tolist()) for row in tokens]
 
     def next_log_probs(self, tokens: torch.Tensor, step: int, memory: torch.Tensor, memory_padding: torch.Tensor,
-                       cache: list) -> torch.Tensor:
-        """Log-probabilities of the next token given the last one (earlier ones are in `cache`)."""
+                       cache: list, limits: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the next token given the last one (earlier ones are in `cache`);
+        </s> is forced where a sentence reaches its limit."""
         x = self.decoder.embed(tokens[:, -1:], offset=step)
         logits = self.decoder(x, None, memory, memory_padding, cache)[:, -1].float()
         eos = logits[:, Vocabulary.eos].clone()
         logits[:, :len(SPECIALS)] = float("-inf")  # only words or </s> can be generated
         logits[:, Vocabulary.eos] = eos
-        return F.log_softmax(logits, dim=-1)
+        log_probs = F.log_softmax(logits, dim=-1)
+        at_limit = limits.le(step + 1)
+        if bool(at_limit.any()):
+            eos_only = torch.full_like(log_probs, float("-inf"))
+            eos_only[:, Vocabulary.eos] = log_probs[:, Vocabulary.eos]
+            log_probs = torch.where(at_limit[:, None], eos_only, log_probs)
+        return log_probs
 
     @torch.inference_mode()
     def beam_search(self, src: torch.Tensor, beam: int = 4, length_penalty: float = 1.0) -> list[list[int]]:
@@ -96,13 +107,9 @@ class ARTransformer(nn.Module):
         scores = torch.full((batch, beam), float("-inf"), device=src.device)
         scores[:, 0] = 0.0  # every beam starts identical: expand only the first
         finalized: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
-        max_len = self.max_length(src)
-        for step in range(max_len):
-            log_probs = self.next_log_probs(tokens, step, memory, memory_padding, cache)
-            if step == max_len - 1:
-                forced = torch.full_like(log_probs, float("-inf"))
-                forced[:, Vocabulary.eos] = log_probs[:, Vocabulary.eos]
-                log_probs = forced
+        limits = self.max_lengths(src).repeat_interleave(beam)
+        for step in range(int(limits.max())):
+            log_probs = self.next_log_probs(tokens, step, memory, memory_padding, cache, limits)
             vocab_size = log_probs.shape[-1]
             candidates = (scores.view(-1, 1) + log_probs).view(batch, beam * vocab_size)
             top_scores, top_index = candidates.topk(2 * beam, dim=1)
