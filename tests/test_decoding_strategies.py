@@ -69,7 +69,7 @@ def test_lossless_strategies_equal_greedy_on_random_models(target, prompts, batc
     assert blockwise_decode(target, prompt, 40, block=4).tokens == ref
     jacobi = jacobi_decode(target, prompt, 40, window=5)
     assert jacobi.tokens == ref and jacobi.target_passes <= 41
-    full_depth = EarlyExitConfig(max_layers=4, min_layers=4, warmup=0, decay_tokens=8)
+    full_depth = EarlyExitConfig(max_layers=4, min_layers=4, full_depth_tokens=0, decay_tokens=8)
     assert early_exit_decode(target, prompt, 40, full_depth).tokens == ref
 
 
@@ -80,7 +80,8 @@ def test_blockwise_top_k_mode_accepts_at_least_as_much(target, prompts):
 
 
 def test_early_exit_schedule_is_monotone_and_cache_guard(target, prompts):
-    depths = exit_schedule(EarlyExitConfig(max_layers=4, min_layers=2, warmup=2, decay_tokens=10), [2, 4], 30)
+    schedule = EarlyExitConfig(max_layers=4, min_layers=2, full_depth_tokens=2, decay_tokens=10)
+    depths = exit_schedule(schedule, [2, 4], 30)
     assert depths[:2] == [4, 4] and depths[-1] == 2
     assert all(a >= b for a, b in zip(depths, depths[1:]))
     out = early_exit_decode(target, prompts[:1], 30, EarlyExitConfig(4, 2, 2, 10))
