@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import lru_cache
 from abc import abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -380,18 +381,26 @@ class MovingDigitsFVD(VideoFVDTask):
     def feature_extractor(self, device: str):
         from baselines.video.digit_features import load_digit_motion_net
 
-        model = load_digit_motion_net()
-
-        @torch.no_grad()
-        def features(clips: np.ndarray) -> torch.Tensor:
-            return model.features(clips)
-        return features
+        return _digits_features(load_digit_motion_net())
 
     def real_statistics(self, repeat: int, features, ctx) -> tuple[np.ndarray, np.ndarray]:
-        from baselines.video.moving_digits import balanced_labels, sample_clips
+        return _digits_real_statistics(self.config.seed + repeat, self.protocol.num_real, features)
 
-        clips, _ = sample_clips("reference", balanced_labels(self.protocol.num_real), seed=self.config.seed + repeat)
-        bs = self.config.feature_batch_size
-        mean, cov, _ = clip_statistics((clips[i:i + bs] for i in range(0, len(clips), bs)), features,
-                                       self.feature_dim)
-        return mean, cov
+
+@lru_cache(maxsize=2)
+def _digits_features(model) -> Callable[[np.ndarray], torch.Tensor]:
+    @torch.no_grad()
+    def features(clips: np.ndarray) -> torch.Tensor:
+        return model.features(clips)
+    return features
+
+
+@lru_cache(maxsize=4)
+def _digits_real_statistics(seed: int, count: int, features) -> tuple[np.ndarray, np.ndarray]:
+    """Real statistics of the offline task, kept for the process (the demo scores two methods against them)."""
+    from baselines.video.moving_digits import balanced_labels, sample_clips
+
+    clips, _ = sample_clips("reference", balanced_labels(count), seed=seed)
+    mean, cov, _ = clip_statistics((clips[i:i + 256] for i in range(0, len(clips), 256)), features,
+                                   MovingDigitsFVD.feature_dim)
+    return mean, cov
