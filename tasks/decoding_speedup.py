@@ -179,8 +179,8 @@ class DecodingSpeedup(Task):
         return [merged[r.id] for r in requests]
 
     def score(self, samples: Any, ctx) -> list[MetricValue]:
-        raise ArbenchError(f"{self.name} is a timing study: its numbers come from `arbench run {self.name} <strategy>`, "
-                           f"not from stored samples.")
+        raise ArbenchError(f"{self.name} is a timing study: its numbers come from "
+                           f"`arbench run {self.name} <strategy>`, not from stored samples.")
 
     # -- the timing protocol ---------------------------------------------------------------------
     def run(self, method: Method, ctx) -> list[MetricValue]:
@@ -219,9 +219,9 @@ class DecodingSpeedup(Task):
                 metrics += self._batch1_metrics(result, groups, method, target)
             else:
                 s = result.speedup("strategy", "ar")
+                what = f"speedup at batch size {batch_size} (prompts cut to equal length; lockstep acceptance)"
                 metrics.append(MetricValue(f"speedup_bs{batch_size}", s.value, True, "x", TIMING_VERSION, s.ci_low,
-                                           s.ci_high, f"speedup at batch size {batch_size} (prompts cut to equal length "
-                                                      f"within a batch; lockstep acceptance)"))
+                                           s.ci_high, what))
                 metrics.append(_rate(result, "strategy", f"tokens_per_s_bs{batch_size}", f"batch size {batch_size}"))
         metrics += [MetricValue("peak_memory_mb", _peak_memory_mb(), False, "MB", "1",
                                 description="peak GPU memory allocated (CUDA), else peak process RSS")]

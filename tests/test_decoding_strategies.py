@@ -150,7 +150,8 @@ class BigramModel(ARModel):
     """A fake LM whose next-token logits depend only on the last token: exact distributions are known."""
 
     def __init__(self, table: torch.Tensor, eos_id: int | None = None):
-        self.table, self.vocab_size, self.eos_id, self.num_layers, self.name = table, table.shape[0], eos_id, 1, "bigram"
+        self.table, self.vocab_size, self.eos_id = table, table.shape[0], eos_id
+        self.num_layers, self.name = 1, "bigram"
 
     def new_cache(self, batch, max_len):
         return [0]

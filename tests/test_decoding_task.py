@@ -50,7 +50,8 @@ def test_mini_run_stores_metrics_with_full_signature(results_dir):
 
 def test_lossy_strategy_gets_a_quality_track(results_dir):
     result = _runner(results_dir).run("decoding-speedup-mini", "early-exit",
-                                      {**SMALL, "batch_sizes": [1], "min_layers": 2, "decay_tokens": 8, "full_depth_tokens": 0})
+                                      {**SMALL, "batch_sizes": [1], "min_layers": 2, "decay_tokens": 8,
+                                       "full_depth_tokens": 0})
     names = {m.name for m in result.metrics}
     assert {"quality_target_nll", "quality_target_nll_baseline", "exact_match_rate"} <= names
 

@@ -51,7 +51,7 @@ class ARConfig:
 
 @register_method("ar")
 class AutoregressiveDecoding(DecodingStrategy):
-    description = "autoregressive decoding with KV cache (greedy, or sampled with temperature/top-k/top-p): the baseline"
+    description = "autoregressive decoding with KV cache, greedy or sampled (temperature/top-k/top-p): the baseline"
     paper = "standard autoregressive decoding"
     Config = ARConfig
 
