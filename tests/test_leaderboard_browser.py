@@ -84,7 +84,9 @@ def test_board_and_run_page_render_in_chromium(served):
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
 
         page.goto(base + "/", timeout=90_000)
-        page.wait_for_selector("[data-testid=stDataFrame]", timeout=90_000)
+        # the grid draws on a canvas; its accessible table holds the cell texts (attached, never visible)
+        page.wait_for_selector("[data-testid=stDataFrame] td:has-text('var-d16')", state="attached",
+                               timeout=90_000)
         page.wait_for_selector(".vega-embed", state="attached", timeout=30_000)
         body = page.inner_text("body")
         assert "ARBench leaderboard" in body and "toy-board" in body
