@@ -355,7 +355,7 @@ class MovingDigitsFVD(VideoFVDTask):
     """Fréchet distance on the bundled moving-digit network between 512 generated and 512 real
     moving-digit clips (32 px, 16 frames) of held-out scikit-learn digits. Offline; not I3D FVD."""
 
-    description = "offline FVD twin: 512 vs 512 moving-digit clips, bundled 3D feature network (not I3D)"
+    description = "offline FVD twin: 512 vs 512 moving-digit clips, bundled video feature network (not I3D)"
     primary_metric = "fvd_digits"
     metric_name = "fvd_digits"
     metric_description = ("Fréchet distance of DigitMotionNet features of moving-digit clips; same protocol "

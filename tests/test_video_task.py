@@ -73,6 +73,9 @@ def test_bad_samples_store_nothing(results_dir, tmp_path):
     with pytest.raises(InputError, match="class-balanced"):
         runner.score("moving-digits-fvd", tmp_path / "unbalanced.npz")
     assert runner.store.records() == []
+    task = TASKS.get("moving-digits-fvd")()
+    with pytest.raises(InputError, match="needs uint8"):  # a method returning the wrong frames is refused too
+        task.write_shard(np.zeros((2, 16, 64, 64, 3), np.uint8), task.requests()[:2], tmp_path)
 
 
 # -- UCF-101 protocol logic on a fake copy ----------------------------------------------------------
