@@ -203,7 +203,7 @@ class LlamaGenGPT(nn.Module):
         return self.config.num_classes
 
     def embed_class(self, labels: torch.Tensor) -> torch.Tensor:
-        """(B, cls_token_num, D); upstream repeats nothing: one embedding, cut to the prefix length."""
+        """(B, cls_token_num, D): the class embedding as the prefix (upstream keeps one token for c2i)."""
         return self.cls_embedding.embedding_table(labels).unsqueeze(1)[:, : self.config.cls_token_num]
 
     def forward(self, h: torch.Tensor, rope_index: torch.Tensor, cache: KVCache | None = None,
