@@ -87,9 +87,8 @@ class VideoFVDTask(Task):
     def write_shard(self, outputs, requests: Sequence[Request], directory: Path) -> None:
         videos = np.asarray(outputs)
         p = self.protocol
-        expected = (len(requests), p.span, p.resolution, p.resolution, 3)
-        if videos.dtype != np.uint8 or videos.shape[0] != len(requests) or videos.shape[2:] != expected[2:] \
-                or videos.shape[1] < p.span:
+        if videos.dtype != np.uint8 or videos.ndim != 5 or videos.shape[0] != len(requests) \
+                or videos.shape[2:] != (p.resolution, p.resolution, 3) or videos.shape[1] < p.span:
             raise InputError(f"the method returned {videos.dtype} {videos.shape}; task {self.name} needs uint8 "
                              f"[{len(requests)}, >={p.span}, {p.resolution}, {p.resolution}, 3]")
         np.save(directory / "videos.npy", videos)
@@ -106,13 +105,13 @@ class VideoFVDTask(Task):
         samples = load_video_samples(path, count=p.num_generated * p.repeats, num_frames=p.num_frames,
                                      stride=p.stride, resolution=p.resolution, num_classes=p.num_classes,
                                      what=f"task {self.name}")
-        expected = np.bincount([r.condition["label"] for r in self.requests()], minlength=p.num_classes)
-        found = np.bincount(samples.labels, minlength=p.num_classes)
-        if not np.array_equal(found, expected):
-            raise InputError(f"task {self.name} is class-balanced: {p.num_generated * p.repeats} samples with "
-                             f"label i % {p.num_classes} for sample i (each class {expected.min()}-{expected.max()} "
-                             f"times); your labels have classes {found.min()}-{found.max()} times. "
-                             f"Generate sample i for class i % {p.num_classes}.")
+        expected = np.array([r.condition["label"] for r in self.requests()])
+        if not np.array_equal(samples.labels, expected):
+            first = int(np.flatnonzero(samples.labels != expected)[0])
+            raise InputError(f"task {self.name} is class-balanced: sample i (in file-name order) must be of class "
+                             f"i % {p.num_classes}, as the task's requests ask; sample {first} has label "
+                             f"{samples.labels[first]}, expected {expected[first]}. Generate and name them in "
+                             f"request order.")
         return samples
 
     # -- scoring ---------------------------------------------------------------------------------
@@ -149,7 +148,7 @@ class VideoFVDTask(Task):
         return result
 
     def protocol_signature(self, sig: Signature) -> Signature:
-        sig.update("protocol", {k: v for k, v in asdict(self.protocol).items()})
+        sig.update("protocol", asdict(self.protocol))
         sig.add("metric", f"{self.metric_name}:{FVD_VERSION}").add("stats", "float64-mean+unbiased-cov")
         sig.add("generated_clip", "offset0").add("generated_preprocess", GENERATED_PREPROCESS)
         return sig

@@ -7,7 +7,6 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from harness.errors import ArbenchError, MissingAssetError
 from harness.features import i3d
@@ -124,6 +123,8 @@ def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):
     with pytest.raises(MissingAssetError, match="i3d_pretrained_400.pt") as err:
         i3d.load_i3d_features("tats")
     assert i3d.TATS_WEIGHTS.url in str(err.value) and str(tmp_path) in str(err.value)
+    with pytest.raises(ArbenchError, match="unknown I3D backend 'tf'"):
+        i3d.load_i3d_features("tf")
 
 
 def _present(spec) -> bool:

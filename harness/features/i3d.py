@@ -334,7 +334,11 @@ def load_i3d_features(backend: str = "tats", device: str | torch.device = "cpu",
 
 
 def weights_spec(backend: str) -> GitBlobPinnedSpec:
-    return {"tats": TATS_WEIGHTS, "torchscript": TORCHSCRIPT_WEIGHTS}[backend]
+    """The pinned weights file of an I3D backend ("tats" or "torchscript")."""
+    specs = {"tats": TATS_WEIGHTS, "torchscript": TORCHSCRIPT_WEIGHTS}
+    if backend not in specs:
+        raise ArbenchError(f"unknown I3D backend {backend!r}: use 'tats' or 'torchscript'")
+    return specs[backend]
 
 
 def check_backends_agree(clips: np.ndarray, tolerance: float = 1e-2, device: str = "cpu") -> dict[str, float]:
