@@ -116,6 +116,12 @@ def test_git_blob_pin_matches_git(tmp_path):
     path.write_bytes(b"\x00\x01 not the weights\n" * 100)
     expected = subprocess.run(["git", "hash-object", str(path)], capture_output=True, text=True, check=True).stdout
     assert i3d.git_blob_sha1(path) == expected.strip()
+    spec = i3d.GitBlobPinnedSpec("test-blob", "blob.bin", "https://example.org/blob.bin", None, "test",
+                                 git_blob_sha1=expected.strip())
+    assert spec.resolve(path) == path
+    path.write_bytes(b"<html>moved</html>")
+    with pytest.raises(ArbenchError, match="git blob id .* expected"):
+        spec.verify(path)
 
 
 def test_missing_weights_say_where_to_put_them(tmp_path, monkeypatch):

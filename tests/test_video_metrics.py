@@ -113,3 +113,10 @@ def test_array_validation_messages(tmp_path):
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(InputError, match="plain NumPy array"):
         load_video_samples(tmp_path / "objects.npy", count=1, num_frames=16)
+
+
+def test_long_video_clip_takes_every_stride_th_frame_from_the_start():
+    frame_ids = np.arange(130, dtype=np.uint8)
+    video = np.broadcast_to(frame_ids[:, None, None, None], (130, 4, 4, 3))
+    samples = VideoSamples(num_frames=16, stride=8, arrays=[video[None]])
+    np.testing.assert_array_equal(samples.clip(0)[:, 0, 0, 0], np.arange(0, 121, 8))
