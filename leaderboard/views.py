@@ -145,7 +145,7 @@ def _render_plots(task: str, groups: list[Group], primary: str | None) -> None:
         for column, (x, y) in zip(st.columns(len(charts)), charts):
             with column:
                 st.altair_chart(scatter(frame, x, y), width="stretch")
-    with st.expander("plot other columns", expanded=not charts):
+    if st.toggle("plot other columns", value=not charts, key=f"free-axes-{task}"):
         titles = [a.title for a in axes]
         left, right = st.columns(2)
         x_title = left.selectbox("x axis", titles, index=0, key=f"x-{task}")

@@ -15,11 +15,13 @@ import pytest
 import sqlalchemy as sa
 from leaderboard_fixtures import EVIL_LABEL, add_run, artifact_folder, fid, score
 
+from harness.metrics.base import MetricValue
 from harness.migrations import head_revision, upgrade_to
 from harness.store import Store
 from leaderboard.artifacts import discover, sample_grid
 from leaderboard.board import Filters, build_groups, rank_with_ties, to_csv
 from leaderboard.data import load_board_tasks, load_snapshot, open_store
+from leaderboard.plots import default_charts, plot_frame, scatter
 from leaderboard.text import md_escape, safe_url
 
 
@@ -231,3 +233,22 @@ def test_snapshot_and_board_on_postgresql(pg_url, tmp_path):
     assert groups[0].table["method"].tolist() == ["m-a", "m-b"] and groups[0].table["rank"].tolist() == [1, 2]
     reader.dispose()
     store.dispose()
+
+
+def test_plots_put_quality_against_speed_parameters_and_link_points(store):
+    for method, speedup, exact, passes, params in (("ar", 1.0, 1.0, 1.0, 1e8), ("spec", 2.1, 1.0, 0.4, 2e8),
+                                                   ("jacobi", 0.9, 0.5, 0.9, 3e8)):
+        add_run(store, task="decode", method=method, primary="speedup", provenance={"params": params}, metrics=[
+            MetricValue("speedup", speedup, True, "x"),
+            MetricValue("forward_passes_per_token", passes, False, "passes"),
+            MetricValue("exact_match_rate", exact, True)])
+    groups, primary = build_groups(load_snapshot(store), "decode")
+    frame = plot_frame(groups)
+    charts = default_charts(frame, groups[0].metrics, primary)
+    assert [(x.title, y.title) for x, y in charts] == [("speedup ↑ (x)", "exact_match_rate ↑"),
+                                                       ("parameters", "exact_match_rate ↑")]
+    spec = scatter(frame, *charts[0]).to_dict()
+    assert spec["encoding"]["href"]["field"] == "run"
+    points = next(iter(spec["datasets"].values()))
+    assert sorted(p["run"] for p in points) == sorted(groups[0].table["run"])
+    assert all(p["run"].startswith("?run=") for p in points)
