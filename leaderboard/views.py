@@ -8,8 +8,8 @@ through `md_escape` inside Markdown, so none of it can run as HTML or Markdown.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import pandas as pd
@@ -71,14 +71,16 @@ def _sidebar_filters(runs: pd.DataFrame, snapshot: StoreSnapshot, task: str) -> 
         st.header("Filters")
         search = st.text_input("search by name", key="search")
         families = sorted(set(runs["family"]))
-        chosen_families = st.multiselect("method family", families, format_func=family_name, key="families")
+        chosen_families = st.multiselect("method family", families, format_func=family_name,
+                                         key=f"families-{task}")
         sources = [s for s in SOURCE_NAMES if s in set(runs["source"])]
-        chosen_sources = st.multiselect("source", sources, format_func=SOURCE_NAMES.get, key="sources")
+        chosen_sources = st.multiselect("source", sources, format_func=SOURCE_NAMES.get,
+                                        key=f"sources-{task}")
         hardware = sorted(h for h in set(runs["hardware"]) if h)
         metrics = snapshot.metrics[snapshot.metrics["run_id"].isin(runs["run_id"])]
         chosen_hardware: list[str] = []
         if hardware and (has_speed(metric_infos(metrics)) or len(hardware) > 1):
-            chosen_hardware = st.multiselect("hardware", hardware, key="hardware")
+            chosen_hardware = st.multiselect("hardware", hardware, key=f"hardware-{task}")
         params_range = None
         params = runs["params"].dropna()
         if params.nunique() > 1:

@@ -85,10 +85,10 @@ def test_sidebar_filters_narrow_the_board(results_dir):
     at.sidebar.text_input(key="search").input("llama").run()
     assert [d.value["method"].tolist() for d in at.dataframe] == [["llamagen-b"]]
     at.sidebar.text_input(key="search").input("").run()
-    at.sidebar.multiselect(key="sources").select("submitted").run()
+    at.sidebar.multiselect(key="sources-toy-board").select("submitted").run()
     assert [d.value["method"].tolist() for d in at.dataframe] == [["var-d16"]]
-    at.sidebar.multiselect(key="sources").unselect("submitted").run()
-    at.sidebar.multiselect(key="families").select("raster-ar").run()
+    at.sidebar.multiselect(key="sources-toy-board").unselect("submitted").run()
+    at.sidebar.multiselect(key="families-toy-board").select("raster-ar").run()
     assert [d.value["method"].tolist() for d in at.dataframe] == [["llamagen-b"]]
     at.sidebar.text_input(key="search").input("nothing like it").run()
     assert "No row matches the filters" in texts(at)
