@@ -1,8 +1,9 @@
 """The two pages of the app: the boards (one per task) and a run page.
 
-Every string that comes from the store (task, method and label names, notes, signatures, errors,
-provenance) is shown through a text element (`st.text`, `st.code`, `st.json`, dataframe cells) or
-through `md_escape` inside Markdown, so none of it can run as HTML or Markdown.
+Every string that comes from the store or the artifact folder (task, method and label names, notes,
+signatures, errors, provenance, file names) is shown through a text element (`st.text`, `st.code`,
+`st.json`, dataframe cells) or through `md_escape` inside Markdown (headers, captions, image captions),
+so none of it can run as HTML or Markdown.
 """
 
 from __future__ import annotations
@@ -245,9 +246,10 @@ def _render_artifacts(path: str | None) -> None:
 
     grids = [(p, g) for p in found.found["array"] if (g := artifacts_mod.sample_grid(p)) is not None]
     for p, grid in grids[:2]:
-        st.image(grid, caption=f"samples from {rel(p)}", width=min(640, grid.shape[1] * 3), clamp=True)
+        st.image(grid, caption=f"samples from {md_escape(rel(p))}", width=min(640, grid.shape[1] * 3), clamp=True)
     if found.found["image"]:
-        st.image([str(p) for p in found.found["image"]], caption=[rel(p) for p in found.found["image"]], width=220)
+        st.image([str(p) for p in found.found["image"]], caption=[md_escape(rel(p)) for p in found.found["image"]],
+                 width=220)  # image captions are Markdown
     for p in found.found["audio"]:
         st.text(rel(p))
         st.audio(str(p))
