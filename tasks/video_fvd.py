@@ -164,6 +164,7 @@ class UCF101Config:
     ucf101_root: str = ""  # holds UCF-101/<Class>/*.avi and ucfTrainTestlist/; default $ARBENCH_UCF101
     i3d_backend: str = "tats"  # "tats" (project I3D + i3d_pretrained_400.pt) or "torchscript" (StyleGAN-V)
     i3d_weights: str = ""  # explicit weights path; default: the weights cache
+    i3d_resize: str = "torch-halfpixel"  # or "tf1-legacy", the original TF FVD code's resize_bilinear
     seed: int = 0
     feature_batch_size: int = 8
 
@@ -241,6 +242,8 @@ class UCF101FVD(VideoFVDTask):
 
     def signature(self) -> Signature:
         c = self.config
+        if c.i3d_resize not in i3d.RESIZE_MODES:
+            raise InputError(f"unknown i3d_resize {c.i3d_resize!r}: use one of {', '.join(i3d.RESIZE_MODES)}")
         sig = Signature().add("task", self.name).add("task_version", self.version)
         self.protocol_signature(sig)
         sig.add("real_set", "ucf101-split1").add("real_list_sha256", self.real_list()[2]).add("seed", c.seed)
@@ -248,12 +251,12 @@ class UCF101FVD(VideoFVDTask):
         spec = i3d.weights_spec(c.i3d_backend)
         sig.add("features", f"i3d-k400-logits:{c.i3d_backend}").add("features_git_blob", spec.git_blob_sha1)
         sig.add("features_bn_eps", i3d.I3DConfig().bn_eps if c.i3d_backend == "tats" else "torchscript")
-        sig.add("features_resize", f"bilinear-{i3d.INPUT_SIZE}-halfpixel-noantialias")
+        sig.add("features_resize", f"bilinear-{i3d.INPUT_SIZE}-{c.i3d_resize}-noantialias")
         return sig
 
     def settings(self) -> dict:
         c = self.config
-        return {"seed": c.seed, "i3d_backend": c.i3d_backend}  # paths and batch size change no number
+        return {"seed": c.seed, "i3d_backend": c.i3d_backend, "i3d_resize": c.i3d_resize}  # paths change no number
 
     def real_list(self) -> tuple[list[str], np.ndarray, str]:
         return ucf101_split(ucf101_root(self.config.ucf101_root), self.protocol.real_splits)
@@ -263,8 +266,8 @@ class UCF101FVD(VideoFVDTask):
         i3d.weights_spec(self.config.i3d_backend).resolve(self.config.i3d_weights or None)
 
     def feature_extractor(self, device: str):
-        return i3d.load_i3d_features(self.config.i3d_backend, device, self.config.i3d_weights or None,
-                                     self.config.feature_batch_size)
+        c = self.config
+        return i3d.load_i3d_features(c.i3d_backend, device, c.i3d_weights or None, c.feature_batch_size, c.i3d_resize)
 
     def real_clips(self, repeat: int) -> tuple[list[Path], list[int], np.ndarray]:
         """The real clips of one repeat: video paths, window offsets and labels."""

@@ -88,6 +88,16 @@ def test_preprocess_is_half_pixel_bilinear_then_minus_one_to_one():
     src = np.clip((np.arange(224) + 0.5) / 2 - 0.5, 0, 111)
     expected = np.interp(src, np.arange(112), ramp[0]) / 127.5 - 1
     np.testing.assert_allclose(out[0, 0, 0, 5].numpy(), expected, atol=1e-5)
+    # TF1 legacy resize_bilinear (the original FVD code): output pixel j samples input position j * 112 / 224.
+    tf1 = i3d.preprocess_for_i3d(clips, resize="tf1-legacy")
+    expected_tf1 = np.interp(np.arange(224) * 0.5, np.arange(112), ramp[0]) / 127.5 - 1
+    np.testing.assert_allclose(tf1[0, 0, 0, 5].numpy(), expected_tf1, atol=1e-5)
+    odd = np.random.default_rng(0).integers(0, 256, (1, 10, 30, 50, 3), dtype=np.uint8)
+    tf1_odd = i3d.preprocess_for_i3d(odd, resize="tf1-legacy")[0, 1, 3].double().numpy()  # channel 1, frame 3
+    src_y, src_x = np.arange(224) * 30 / 224, np.arange(224) * 50 / 224
+    rows = np.array([np.interp(src_x, np.arange(50), r) for r in odd[0, 3, :, :, 1].astype(np.float64)])
+    manual = np.array([np.interp(src_y, np.arange(30), c) for c in rows.T]).T / 127.5 - 1
+    np.testing.assert_allclose(tf1_odd, manual, atol=1e-5)
     flat = i3d.preprocess_for_i3d(np.full((1, 10, 64, 48, 3), 255, np.uint8))
     assert torch.all(flat == 1.0)
     with pytest.raises(ArbenchError, match="uint8"):

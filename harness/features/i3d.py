@@ -16,8 +16,8 @@ them shares (sha1 of `"blob <size>\\0" + bytes`, what `git hash-object FILE` pri
 `check_backends_agree` runs both on the same clips.
 
 Feature protocol (the TF reference `preprocess` + `create_id3_embedding`): uint8 frames
-`[N, T, H, W, 3]` -> every frame resized to 224x224 (bilinear, no crop, no antialias) -> `x/127.5 - 1`
--> I3D -> `[N, 400]` float32.
+`[N, T, H, W, 3]` -> every frame resized to 224x224 (bilinear, no crop, no antialias; PyTorch half-pixel
+sampling by default, TF1's legacy sampling on request) -> `x/127.5 - 1` -> I3D -> `[N, 400]` float32.
 """
 
 from __future__ import annotations
@@ -285,20 +285,39 @@ class TorchScriptI3D(nn.Module):
 # -- the feature protocol -----------------------------------------------------------------------
 
 
-def preprocess_for_i3d(clips: torch.Tensor | np.ndarray, size: int = INPUT_SIZE) -> torch.Tensor:
-    """uint8 `[N, T, H, W, 3]` -> float `[N, 3, T, size, size]` in [-1, 1]: every frame resized with
-    bilinear interpolation (half-pixel centres, no antialias, no crop), then `x/127.5 - 1`.
+#: "torch-halfpixel": PyTorch bilinear with half-pixel centres (TATS/VideoGPT `preprocess`, the default);
+#: "tf1-legacy": TF1 `tf.image.resize_bilinear` as in the original FVD code (source = output * in / out).
+RESIZE_MODES = ("torch-halfpixel", "tf1-legacy")
 
-    This is TATS/VideoGPT's `preprocess`; TF1's `resize_bilinear` in the original FVD code samples at
-    corner-aligned positions instead, a difference that changes FVD by a small amount (see docs/video.md).
-    """
+
+def tf1_resize_bilinear(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """TF1 `resize_bilinear(align_corners=False)` of float `[N, C, H, W]`: output pixel j samples source
+    position j * in / out (no half-pixel shift), clamped at the last pixel. PyTorch has no such mode."""
+    def taps(n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        src = torch.arange(size, dtype=torch.float64) * (n_in / size)
+        lo = src.floor().long().clamp(max=n_in - 1)
+        return lo, (lo + 1).clamp(max=n_in - 1), (src - lo).to(frames.dtype)
+
+    y0, y1, wy = taps(frames.shape[-2])
+    x0, x1, wx = taps(frames.shape[-1])
+    rows = frames[:, :, y0, :] * (1 - wy)[:, None] + frames[:, :, y1, :] * wy[:, None]
+    return rows[..., x0] * (1 - wx) + rows[..., x1] * wx
+
+
+def preprocess_for_i3d(clips: torch.Tensor | np.ndarray, size: int = INPUT_SIZE,
+                       resize: str = "torch-halfpixel") -> torch.Tensor:
+    """uint8 `[N, T, H, W, 3]` -> float `[N, 3, T, size, size]` in [-1, 1]: every frame resized bilinearly
+    (no antialias, no crop; `resize` picks the sampling convention, see `RESIZE_MODES`), then `x/127.5 - 1`."""
     clips = torch.as_tensor(clips)
     if clips.dtype != torch.uint8 or clips.ndim != 5 or clips.shape[-1] != 3:
         raise ArbenchError(f"I3D input must be uint8 [N, T, H, W, 3], got {clips.dtype} {tuple(clips.shape)}")
+    if resize not in RESIZE_MODES:
+        raise ArbenchError(f"unknown resize {resize!r}: use one of {', '.join(RESIZE_MODES)}")
     n, t, h, w, _ = clips.shape
     frames = clips.reshape(n * t, h, w, 3).permute(0, 3, 1, 2).float()
     if (h, w) != (size, size):
-        frames = F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+        frames = (tf1_resize_bilinear(frames, size) if resize == "tf1-legacy" else
+                  F.interpolate(frames, size=(size, size), mode="bilinear", align_corners=False, antialias=False))
     frames = frames / 127.5 - 1.0
     return frames.reshape(n, t, 3, size, size).transpose(1, 2).contiguous()
 
@@ -308,28 +327,29 @@ class I3DFeatures(nn.Module):
 
     feature_dim = FEATURE_DIM
 
-    def __init__(self, network: nn.Module, batch_size: int = 8):
+    def __init__(self, network: nn.Module, batch_size: int = 8, resize: str = "torch-halfpixel"):
         super().__init__()
         self.network = network.eval()
         self.batch_size = batch_size
+        self.resize = resize
 
     @torch.no_grad()
     def forward(self, clips: torch.Tensor | np.ndarray) -> torch.Tensor:
         device = next(self.network.parameters(), torch.empty(0)).device
         out = []
         for start in range(0, len(clips), self.batch_size):
-            batch = preprocess_for_i3d(clips[start:start + self.batch_size]).to(device)
+            batch = preprocess_for_i3d(clips[start:start + self.batch_size], resize=self.resize).to(device)
             out.append(self.network(batch).float().cpu())
         return torch.cat(out) if out else torch.empty(0, FEATURE_DIM)
 
 
 def load_i3d_features(backend: str = "tats", device: str | torch.device = "cpu", path: str | Path | None = None,
-                      batch_size: int = 8) -> I3DFeatures:
+                      batch_size: int = 8, resize: str = "torch-halfpixel") -> I3DFeatures:
     """The FVD feature extractor for `backend` "tats" (project I3D + i3d_pretrained_400.pt) or "torchscript"."""
     if backend == "tats":
-        return I3DFeatures(load_tats_i3d(path, device), batch_size)
+        return I3DFeatures(load_tats_i3d(path, device), batch_size, resize)
     if backend == "torchscript":
-        return I3DFeatures(TorchScriptI3D(path, device), batch_size)
+        return I3DFeatures(TorchScriptI3D(path, device), batch_size, resize)
     raise ArbenchError(f"unknown I3D backend {backend!r}: use 'tats' or 'torchscript'")
 
 
