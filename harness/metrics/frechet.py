@@ -44,6 +44,14 @@ def _default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def _eigvalsh(matrix: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of a symmetric matrix. On the CPU NumPy's LAPACK `syevd` is several times faster
+    than torch's (measured 1.5 s vs 5.4 s CPU time at 2048 dimensions here); on a GPU, torch."""
+    if matrix.device.type == "cpu":
+        return torch.from_numpy(np.linalg.eigvalsh(matrix.numpy()))
+    return torch.linalg.eigvalsh(matrix)
+
+
 def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
     """tr sqrt(sigma1 @ sigma2) for symmetric PSD float64 matrices, via a symmetric eigenvalue problem."""
     # tr sqrt(S1 S2) = tr sqrt(S2 S1): factor whichever matrix is positive definite.
@@ -56,7 +64,7 @@ def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tens
         factor, second = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T, sigma2
     inner = factor.T @ second @ factor
     inner = (inner + inner.T) / 2  # remove rounding asymmetry before the symmetric solver
-    eigenvalues = torch.linalg.eigvalsh(inner)
+    eigenvalues = _eigvalsh(inner)
     # PSD in exact arithmetic; rounding can leave tiny negative eigenvalues, which contribute 0.
     return eigenvalues.clamp_min(0).sqrt().sum()
 
@@ -87,7 +95,7 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     base = diff.dot(diff) + torch.trace(s1) + torch.trace(s2)
     try:
         tr_covmean = trace_sqrt_product(s1, s2)
-    except torch.linalg.LinAlgError:
+    except (torch.linalg.LinAlgError, np.linalg.LinAlgError):
         tr_covmean = torch.tensor(float("nan"), dtype=torch.float64)
     if not bool(torch.isfinite(tr_covmean)):
         message = (f"Fréchet distance: the matrix square root was not finite; retried with {eps:g} added "
