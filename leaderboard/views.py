@@ -197,6 +197,7 @@ def render_run(store: Store, run_id: str) -> None:
                  "unit": m["unit"], "version": m["version"], "description": m.get("description", "")}
                 for name, m in record["metrics"].items()]
         st.dataframe(pd.DataFrame(rows), hide_index=True, key="metrics")
+    _render_artifacts(record.get("artifacts_path"))
     st.markdown("#### Signature")
     st.caption("Numbers are comparable when their evaluation signatures agree; the full signature adds the "
                "method and its settings.")
@@ -211,7 +212,6 @@ def render_run(store: Store, run_id: str) -> None:
     with right:
         st.markdown("#### Provenance")
         st.json(record["provenance"], expanded=False)
-    _render_artifacts(record.get("artifacts_path"))
 
 
 def _render_reported_source(record: dict) -> None:
