@@ -13,7 +13,7 @@ from harness.errors import ArbenchError
 from harness.store import Store, mask_url
 from leaderboard.data import StoreSnapshot, load_board_tasks, load_snapshot, open_store
 from leaderboard.text import md_escape
-from leaderboard.views import EMPTY_HELP, render_boards, render_run
+from leaderboard.views import EMPTY_HELP, render_boards, render_queue, render_run
 
 SNAPSHOT_TTL_SECONDS = 30
 
@@ -48,8 +48,12 @@ def main() -> None:
     if schema_note:
         st.toast(md_escape(schema_note))
     st.caption(f"results from {md_escape(mask_url(url))} · refreshed every {SNAPSHOT_TTL_SECONDS} s")
+    with st.sidebar:
+        show_queue = not run_id and st.toggle("submission queue", key="queue-toggle")
     if run_id:
         render_run(store, run_id)
+    elif show_queue:
+        render_queue(store)
     elif not tasks:
         st.info(EMPTY_HELP)
     else:

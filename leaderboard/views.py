@@ -190,6 +190,7 @@ def render_run(store: Store, run_id: str) -> None:
         st.error("This run failed; its error:")
         st.code(record["error"], language=None)
     _render_reported_source(record)
+    _render_submission(store, record)
     if record["metrics"]:
         st.markdown("#### Metrics")
         rows = [{"metric": name, "value": m["value"], "95% CI low": m.get("ci_low"), "95% CI high": m.get("ci_high"),
@@ -212,6 +213,44 @@ def render_run(store: Store, run_id: str) -> None:
     with right:
         st.markdown("#### Provenance")
         st.json(record["provenance"], expanded=False)
+
+
+def _render_submission(store: Store, record: dict) -> None:
+    """For a run that came through the submission queue: who submitted it and the manifest's public fields."""
+    sub_id = (record["settings"] or {}).get("submission_id")
+    if record["source"] != "submitted" or not sub_id:
+        return
+    from harness.submissions import get_submission
+
+    try:
+        job = get_submission(store, sub_id)
+    except Exception:  # noqa: BLE001 - a missing submission row only hides this section
+        return
+    st.markdown("#### Submitted by the author")
+    st.text(f"{job['submitter']} · submission {job['id']} · licence {job['license']}")
+    st.json(job["manifest"], expanded=False)  # public fields only: the contact is never loaded here
+
+
+def render_queue(store: Store) -> None:
+    """The public submission queue: state, task, method and times; never contact data."""
+    from harness.submissions import list_submissions
+
+    st.subheader("Submission queue")
+    try:
+        jobs = list_submissions(store)
+    except Exception:  # noqa: BLE001 - a database from before the queue existed
+        jobs = []
+    if not jobs:
+        st.info("No submissions yet. Authors queue one with `arbench submit manifest.toml`; see the README.")
+        return
+    table = pd.DataFrame([{
+        "state": j["state"], "task": j["task"], "label": j["label"], "method": j["method"],
+        "submitted at": j["created_at"], "updated at": j["updated_at"], "attempts": j["attempts"],
+        "last event": j["history"][-1]["message"].splitlines()[0] if j["history"] else "",
+        "run": run_link(j["run_id"]) if j["run_id"] else None,
+    } for j in reversed(jobs)])
+    st.dataframe(table, hide_index=True, key="queue",
+                 column_config={"run": st.column_config.LinkColumn("run", display_text="open ↗")})
 
 
 def _render_reported_source(record: dict) -> None:

@@ -148,3 +148,36 @@ def test_older_schema_is_upgraded_on_open(results_dir):
     at = app()
     assert "upgraded from revision 0001" in at.toast[0].value
     assert "arbench demo" in texts(at)
+
+
+def test_public_queue_and_submitted_run_show_no_contact_data(results_dir, tmp_path):
+    from harness.metrics.base import MetricValue
+    from harness.submissions import advance, claim, submit
+
+    store = Store()
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text('task = "toy-gauss"\nmethod = "toy-sampler"\nlicense = "MIT"\nlabel = "Toy (author)"\n'
+                        '[submitter]\nname = "Jane Doe"\ncontact = "jane-secret@example.org"\n')
+    sub_id = submit(store, manifest)
+    run_id = add_run(store, method="toy-sampler", source="submitted", label="Toy (author)",
+                     metrics=[MetricValue("mean_value", 0.5, True)])
+    with store.session() as session:
+        from harness.store import RunRow
+
+        row = session.get(RunRow, run_id)
+        row.settings = {**row.settings, "submission_id": sub_id}
+    assert claim(store, "w1") == sub_id
+    advance(store, sub_id, "w1", "finished", "scored", run_id=run_id)
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.sidebar.toggle[0].set_value(True).run()
+    assert not at.exception, at.exception
+    queue = at.dataframe[0].value
+    assert list(queue["state"]) == ["finished"] and list(queue["label"]) == ["Toy (author)"]
+    assert "jane-secret" not in queue.to_csv()
+
+    run_page = app(run_id)
+    body = texts(run_page) + "\n".join(str(j.value) for j in run_page.json)
+    assert "Submitted by the author" in body and "Jane Doe" in body
+    assert "jane-secret" not in body
