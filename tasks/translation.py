@@ -115,6 +115,9 @@ class TranslationConfig:
     timing_rounds: int = 3
     timing_warmup: int = 3
     baseline: str = "ar-transformer"
+    #: torch CPU threads during `arbench run` (0: leave as is). On a shared CPU, more threads than free
+    #: cores make small models many times slower and timings meaningless.
+    threads: int = 0
 
 
 class TranslationTask(Task):
@@ -128,8 +131,10 @@ class TranslationTask(Task):
 
     def __init__(self, config: Any = None):
         super().__init__(config)
-        if self.config.bootstrap < 0 or self.config.latency_sentences < 1 or self.config.max_batch < 1:
-            raise InputError("bootstrap must be >= 0, latency_sentences and max_batch >= 1.")
+        if self.config.bootstrap < 0 or self.config.threads < 0 or min(
+                self.config.latency_sentences, self.config.max_batch, self.config.timing_rounds) < 1:
+            raise InputError("bootstrap and threads must be >= 0; latency_sentences, max_batch and "
+                             "timing_rounds >= 1.")
         self._data: tuple[list[str] | None, list[str]] | None = None
 
     @property
@@ -194,7 +199,7 @@ class TranslationTask(Task):
         sig.add("legacy", legacy_signature(self.test_set.tgt_lang, self.compound_split, self.lowercase))
         if self.config.latency:
             sig.update("timing", {k: getattr(self.config, k) for k in (
-                "latency_sentences", "max_batch", "timing_rounds", "timing_warmup", "baseline")})
+                "latency_sentences", "max_batch", "timing_rounds", "timing_warmup", "baseline", "threads")})
         return sig
 
     # -- generation ------------------------------------------------------------------------------
@@ -255,9 +260,18 @@ class TranslationTask(Task):
         ]
 
     def run(self, method: Method, ctx) -> list[MetricValue]:
-        metrics = super().run(method, ctx)
-        if self.config.latency and ctx.is_main:
-            metrics += self.measure_speed(method, ctx)
+        import torch
+
+        previous = torch.get_num_threads()
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+            ctx.extra_provenance["torch_threads"] = self.config.threads
+        try:
+            metrics = super().run(method, ctx)
+            if self.config.latency and ctx.is_main:
+                metrics += self.measure_speed(method, ctx)
+        finally:
+            torch.set_num_threads(previous)
         return metrics
 
     # -- latency ---------------------------------------------------------------------------------
@@ -335,6 +349,8 @@ class IWSLT14DeEn(TranslationTask):
 @dataclass
 class NatMiniConfig(TranslationConfig):
     latency: bool = True
+    latency_sentences: int = 50
+    threads: int = 1
 
 
 @register_task("nat-mini")

@@ -41,13 +41,18 @@ class CTCNAT(nn.Module):
         self.decoder = Decoder(embedding, cfg, causal=False)
         self.decoder.upsample_proj = nn.Linear(cfg.embed_dim, upsample * cfg.embed_dim)
 
-    def frame_log_probs(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log-probabilities (B, S*k, V) over words + blank, frame padding mask (B, S*k))."""
+    def frame_log_probs(self, src: torch.Tensor, words_only: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probabilities (B, S*k, V), frame padding mask (B, S*k)).
+
+        With `words_only` the other special symbols get probability 0 (decoding). Training keeps them
+        finite: -inf entries in the CTC lattice turn its gradients into NaN."""
         memory, memory_padding = self.encoder(src)
         batch, length, dim = memory.shape
         states = self.decoder.upsample_proj(memory).view(batch, length * self.upsample, dim)
         padding = memory_padding.repeat_interleave(self.upsample, dim=1)
         logits = self.decoder(self.decoder.embed(vectors=states), padding, memory, memory_padding).float()
+        if not words_only:
+            return F.log_softmax(logits, dim=-1), padding
         blank = logits[..., Vocabulary.blank].clone()
         logits[..., :len(SPECIALS)] = float("-inf")
         logits[..., Vocabulary.blank] = blank
@@ -55,7 +60,7 @@ class CTCNAT(nn.Module):
 
     def loss(self, src: torch.Tensor, tgt: torch.Tensor, vocab: Vocabulary) -> torch.Tensor:
         """CTC loss (mean over sentences of the per-target-token loss); `tgt` is right-padded, no </s>."""
-        log_probs, padding = self.frame_log_probs(src)
+        log_probs, padding = self.frame_log_probs(src, words_only=False)
         input_lengths = (~padding).sum(1)
         target_lengths = tgt.ne(vocab.pad).sum(1)
         return F.ctc_loss(log_probs.transpose(0, 1), tgt, input_lengths, target_lengths, blank=vocab.blank,

@@ -35,6 +35,9 @@ class CheckpointTranslator(Method):
 
     def __init__(self, config: Any = None, device: str = "cpu"):
         super().__init__(config, device)
+        for key in ("beam", "length_beam", "iterations"):
+            if getattr(self.config, key, 1) < 1:
+                raise InputError(f"{self.name}: {key} must be at least 1, got {getattr(self.config, key)}.")
         self.path = Path(self.config.checkpoint) if self.config.checkpoint else CHECKPOINT_DIR / f"{self.kind}.safetensors"
         meta = read_metadata(self.path)
         if meta["kind"] != self.kind:
