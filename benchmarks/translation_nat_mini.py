@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import tempfile
 from pathlib import Path
@@ -55,8 +56,9 @@ def main() -> None:
             values = {m.name: m for m in result.metrics}
             label = ", ".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
             rows.append(f"| {method} | {label} | " + " | ".join(_cell(values.get(c)) for c in COLUMNS) + " |")
-    header = (f"nat-mini, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
-              f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    header = (f"nat-mini, {datetime.date.today()}, {platform.machine()} CPU ({os.cpu_count()} cores), "
+              f"torch {torch.__version__}, 1 torch thread (the task's `threads` setting), latency over "
+              f"{args.latency_sentences} sentences, throughput over the 500-sentence test set")
     text = header + "\n\n" + "\n".join(rows) + "\n"
     print(text)
     if args.out:

@@ -350,6 +350,9 @@ class IWSLT14DeEn(TranslationTask):
 class NatMiniConfig(TranslationConfig):
     latency: bool = True
     latency_sentences: int = 50
+    max_batch: int = 100
+    timing_rounds: int = 2
+    timing_warmup: int = 1
     threads: int = 1
 
 
@@ -360,7 +363,8 @@ class NatMini(TranslationTask):
     description = "bundled rule-based En->De corpus (500 test sentences): BLEU, latency, speedup vs AR"
     Config = NatMiniConfig
     offline = True
-    demo_methods = ("ar-transformer", "vanilla-nat", "ctc-nat", "cmlm")
+    # CMLM (10 iterations x 3 lengths) is left out of the demo only for its 60 s budget.
+    demo_methods = ("ar-transformer", "vanilla-nat", "ctc-nat")
 
     @property
     def test_set(self) -> TestSet:

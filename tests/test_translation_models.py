@@ -23,6 +23,15 @@ CFG = TransformerConfig(vocab_size=len(VOCAB), embed_dim=16, ffn_dim=32, heads=2
 SRC = VOCAB.batch([[6, 7, 8, 9, 10], [11, 12], [13, 14, 15]])
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread avoids oversubscription on a shared CPU (and is restored afterwards)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _model(cls, **kwargs):
     torch.manual_seed(0)
     return cls(CFG, **kwargs).eval()
@@ -154,3 +163,16 @@ def test_bundled_checkpoints_are_small_and_complete(kind):
     report = json.loads((CHECKPOINT_DIR / f"{kind}.report.json").read_text())
     assert report["parameters"] == sum(p.numel() for p in (ARTransformer if kind == "ar" else {
         "nat": VanillaNAT, "ctc": CTCNAT, "cmlm": CMLM}[kind])(meta["config"], **meta["model"]).parameters())
+
+
+@pytest.mark.parametrize("method", ["ar-transformer", "vanilla-nat", "ctc-nat", "cmlm"])
+def test_bundled_translators_translate_and_do_not_depend_on_the_batch(method):
+    from baselines.translation.corpus import SPLITS, build
+    from harness.metrics.text import bleu
+    from harness.registry import METHODS
+
+    pairs = build(*SPLITS["test"])[:40]
+    translator = METHODS.get(method)()
+    together = translator.translate([en for en, _ in pairs])
+    assert together[:8] == [translator.translate([en])[0] for en, _ in pairs[:8]]
+    assert bleu(together, [de for _, de in pairs]) > 60

@@ -119,11 +119,13 @@ class ARTransformer(nn.Module):
             new_scores = torch.full((batch, beam), float("-inf"), device=src.device)
             for b in range(batch):
                 kept = 0
-                for score, o, w in zip(top_scores[b].tolist(), origin[b].tolist(), word[b].tolist()):
+                for rank, (score, o, w) in enumerate(zip(top_scores[b].tolist(), origin[b].tolist(),
+                                                         word[b].tolist())):
                     if score == float("-inf"):
                         break
                     if w == Vocabulary.eos:
-                        if len(finalized[b]) < beam:
+                        # as fairseq: an ending counts only if it ranks among the best `beam` candidates
+                        if rank < beam and len(finalized[b]) < beam:
                             hypothesis = tokens[b * beam + o, 1:].tolist()
                             finalized[b].append((score / (len(hypothesis) + 1) ** length_penalty, hypothesis))
                     elif kept < beam and len(finalized[b]) < beam:
