@@ -115,8 +115,9 @@ def test_bootstrap_is_seeded_and_ci_covers_noise():
 
 
 def test_real_clock_sleep_workload():
-    """On the real clock (no fakes): 6 ms vs 2 ms of sleep gives about 3x, with the machine's fingerprint."""
-    result = compare({"slow": lambda _: time.sleep(0.006), "fast": lambda _: time.sleep(0.002)}, [0, 1, 2],
+    """On the real clock (no fakes): 30 ms vs 10 ms of sleep gives about 3x, with the machine's fingerprint
+    (sleeps long enough that a late wake-up on a busy machine does not move the ratio much)."""
+    result = compare({"slow": lambda _: time.sleep(0.03), "fast": lambda _: time.sleep(0.01)}, [0, 1, 2],
                      TimingConfig(warmup=1, rounds=3, bootstrap=200))
     assert result.speedup("fast", "slow").value == pytest.approx(3.0, rel=0.25)
     assert result.hardware == hardware_fingerprint("cpu")
