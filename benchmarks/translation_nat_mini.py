@@ -30,7 +30,7 @@ SYSTEMS = [
     ("cmlm", {"iterations": 4, "length_beam": 3}),
     ("cmlm", {"iterations": 10, "length_beam": 3}),
 ]
-COLUMNS = ["bleu", "chrf_pp", "legacy_tok_bleu", "latency_b1_ms", "speedup_b1", "throughput_sent_s",
+COLUMNS = ["bleu", "bleu_delta_vs_baseline", "chrf_pp", "legacy_tok_bleu", "latency_b1_ms", "speedup_b1", "throughput_sent_s",
            "speedup_max_batch"]
 
 
@@ -38,7 +38,7 @@ def _cell(metric) -> str:
     if metric is None:
         return ""
     text = f"{metric.value:.2f}"
-    if metric.ci_low is not None and metric.name.startswith("speedup"):
+    if metric.ci_low is not None and metric.name != "bleu" and metric.name != "chrf_pp":
         text += f" [{metric.ci_low:.2f}, {metric.ci_high:.2f}]"
     return text
 

@@ -11,7 +11,8 @@ import pytest
 from harness.errors import InputError
 from harness.metrics import bleu
 from harness.metrics.text import (bleu_score, bleu_signature, chrf_pp, chrf_pp_score, legacy_tokenize,
-                                  legacy_tokenized_bleu, legacy_tokenized_bleu_score, split_compounds)
+                                  legacy_tokenized_bleu, legacy_tokenized_bleu_score, paired_bleu_difference,
+                                  split_compounds)
 
 HYPOTHESES = [
     "The cat sat on the mat.",
@@ -59,6 +60,15 @@ def test_signature_and_bootstrap_interval():
     assert score.ci_low < score.score < score.ci_high
     chrf = chrf_pp_score(HYPOTHESES, REFERENCES)
     assert "nw:2" in chrf.signature and chrf.ci_low is None
+
+
+def test_paired_bleu_difference():
+    worse = HYPOTHESES[:3] + ["Something else entirely."] * 3
+    gap = paired_bleu_difference(HYPOTHESES, worse, REFERENCES, n_bootstrap=300)
+    assert gap.delta == pytest.approx(bleu(HYPOTHESES, REFERENCES) - bleu(worse, REFERENCES), abs=1e-9)
+    assert gap.ci_low <= gap.delta <= gap.ci_high and gap.ci_low < gap.ci_high
+    same = paired_bleu_difference(HYPOTHESES, HYPOTHESES, REFERENCES, n_bootstrap=50)
+    assert (same.delta, same.ci_low, same.ci_high) == (0.0, 0.0, 0.0)
 
 
 def test_compound_split_matches_the_perl_rule():

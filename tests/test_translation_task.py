@@ -132,7 +132,7 @@ def test_nat_mini_run_stores_bleu_latency_and_speedup(results_dir):
     result = _runner(results_dir).run("nat-mini", "cmlm", {**settings, "iterations": 2})
     values = {m.name: m for m in result.metrics}
     assert {"bleu", "chrf_pp", "legacy_tok_bleu", "latency_b1_ms", "latency_b1_ms_baseline", "throughput_sent_s",
-            "speedup_b1", "speedup_max_batch"} <= set(values)
+            "speedup_b1", "speedup_max_batch", "bleu_delta_vs_baseline"} <= set(values)
     assert values["bleu"].value > 30
     assert values["speedup_b1"].ci_low <= values["speedup_b1"].value <= values["speedup_b1"].ci_high
     (record,) = _runner(results_dir).store.records()
@@ -189,6 +189,7 @@ def test_speed_measurement_against_the_baseline_on_fake_models(monkeypatch):
     assert values["latency_b1_ms"].value == pytest.approx(4.0, rel=1e-9)
     assert values["latency_b1_ms_baseline"].value == pytest.approx(12.0, rel=1e-9)
     assert values["throughput_sent_s"].value == pytest.approx(500 / (2 * 0.004), rel=1e-9)
+    assert values["bleu_delta_vs_baseline"].value == 0.0  # both fakes copy the source
     assert "timing_hardware" in ctx.extra_provenance
     itself = {m.name: m.value for m in task.measure_speed(FakeAR(), ctx)}
     assert itself["speedup_b1"] == 1.0 and "latency_b1_ms_baseline" not in itself

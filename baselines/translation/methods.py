@@ -25,6 +25,8 @@ from harness.provenance import sha256_file
 from harness.registry import register_method
 
 MODALITY = "translation"
+#: Bumped whenever decoding code changes outputs (it is in the signature, so stale shards are not resumed).
+DECODER_VERSION = "2"
 
 
 class CheckpointTranslator(Method):
@@ -57,7 +59,7 @@ class CheckpointTranslator(Method):
     def settings(self) -> dict[str, Any]:
         training = self.meta["training"]
         decoding = {k: v for k, v in super().settings().items() if k != "checkpoint"}
-        return {**decoding, "langpair": self.meta["langpair"], "distilled": training.get("distilled", False),
+        return {**decoding, "decoder_version": DECODER_VERSION, "langpair": self.meta["langpair"], "distilled": training.get("distilled", False),
                 "teacher": training.get("teacher", "none"),
                 "checkpoint_averaging": training.get("checkpoint_averaging", "none"), **self.meta["model"]}
 
