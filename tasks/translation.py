@@ -202,6 +202,14 @@ class TranslationTask(Task):
                 "latency_sentences", "max_batch", "timing_rounds", "timing_warmup", "baseline", "threads")})
         return sig
 
+    def check_method(self, method: Method) -> None:
+        """Also let a translator refuse a language pair or test set it was not trained for (before any run
+        is stored)."""
+        super().check_method(method)
+        check_task = getattr(method, "check_task", None)
+        if check_task is not None:
+            check_task(self.name, self.test_set.langpair)
+
     # -- generation ------------------------------------------------------------------------------
     def requests(self) -> list[Request]:
         sources, _ = self.data()
@@ -209,8 +217,8 @@ class TranslationTask(Task):
             raise InputError(f"to run a method on {self.name}, give the source side too: --set source=SRC.txt "
                              f"(one sentence per line, aligned with the reference).")
         spec = self.test_set
-        return [Request(i, f"{i:05d}", i, {"source": s, "src_lang": spec.src_lang, "tgt_lang": spec.tgt_lang})
-                for i, s in enumerate(sources)]
+        return [Request(i, f"{i:05d}", i, {"source": s, "src_lang": spec.src_lang, "tgt_lang": spec.tgt_lang,
+                                           "task": self.name}) for i, s in enumerate(sources)]
 
     def write_shard(self, outputs: Sequence[str], requests: Sequence[Request], directory: Path) -> None:
         if len(outputs) != len(requests):

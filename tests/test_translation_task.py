@@ -127,6 +127,16 @@ def test_running_a_method_needs_the_source_side(results_dir, wmt14):
                                  {"reference": str(wmt14.ref), "function": "test_translation_task:copy_sentences"})
 
 
+def test_bundled_checkpoints_refuse_other_test_sets(results_dir, short_test_sets, tmp_path):
+    settings = {"reference": str(_write(tmp_path / "ref.de", ["Ein Satz."] * 40)),
+                "source": str(_write(tmp_path / "src.en", ["A sentence."] * 40))}
+    with pytest.raises(InputError, match="nat-mini controlled language only"):
+        _runner(results_dir).run("wmt14-en-de", "vanilla-nat", settings)
+    with pytest.raises(InputError, match="translates en-de, but the task asks for ro-en"):
+        _runner(results_dir).run("wmt16-ro-en", "ar-transformer", settings)
+    assert _runner(results_dir).store.records() == []
+
+
 def test_nat_mini_run_stores_bleu_latency_and_speedup(results_dir):
     settings = {"latency_sentences": 3, "timing_rounds": 1, "timing_warmup": 1, "max_batch": 500, "bootstrap": 0}
     result = _runner(results_dir).run("nat-mini", "cmlm", {**settings, "iterations": 2})

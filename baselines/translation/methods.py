@@ -73,12 +73,21 @@ class CheckpointTranslator(Method):
             out = self.decode(self.vocab.batch(ids).to(self.device))
         return [detokenize(self.vocab.decode(o), tgt_lang) for o in out]
 
-    def generate(self, requests: Sequence[Request]) -> list[str]:
-        pair = f"{requests[0].condition.get('src_lang')}-{requests[0].condition.get('tgt_lang')}" if requests else ""
-        if requests and pair != self.meta["langpair"]:
-            raise InputError(f"{self.path.name} translates {self.meta['langpair']}, but the task asks for {pair}. "
-                             f"Give a checkpoint for {pair} with --set checkpoint=PATH, or score your own "
+    def check_task(self, task: str, langpair: str) -> None:
+        """Refuse, before anything runs, a test set this checkpoint was not trained for."""
+        if langpair != self.meta["langpair"]:
+            raise InputError(f"{self.path.name} translates {self.meta['langpair']}, but the task asks for {langpair}. "
+                             f"Give a checkpoint for {langpair} with --set checkpoint=PATH, or score your own "
                              f"translator through the `sentences-translator` adapter.")
+        if str(self.meta["training"].get("corpus", "")).startswith("nat-mini") and task != "nat-mini":
+            raise InputError(f"{self.path.name} was trained on the nat-mini controlled language only; it cannot "
+                             f"translate {task}. Give a checkpoint trained for it with --set checkpoint=PATH, "
+                             f"or use the `sentences-translator` adapter.")
+
+    def generate(self, requests: Sequence[Request]) -> list[str]:
+        if requests:
+            condition = requests[0].condition
+            self.check_task(condition.get("task", ""), f"{condition.get('src_lang')}-{condition.get('tgt_lang')}")
         return self.translate([r.condition["source"] for r in requests])
 
 
