@@ -93,6 +93,9 @@ class Method(ABC):
     description: ClassVar[str] = ""
     modality: ClassVar[str] = ""
     family: ClassVar[str] = ""
+    #: Bump whenever the method's outputs for the same settings could change (it is in the signature,
+    #: so a rerun after such a change never resumes from shards the old code generated).
+    version: ClassVar[str] = "1"
     Config: ClassVar[type] = NoSettings
 
     def __init__(self, config: Any = None, device: str = "cpu"):

@@ -218,7 +218,7 @@ class Runner:
             task.check_method(method)
         if method is None:
             return self._plan(task, None, kind, None, None, None)
-        info = dict(name=method.name, family=method.family, description=method.description)
+        info = dict(name=method.name, family=method.family, description=method.description, version=method.version)
         return self._plan(task, info, kind, method.settings(), method.checkpoint_sha256(), method)
 
     def plan_external(self, task_name: str, task_overrides: dict[str, Any], method_info: dict[str, str],
@@ -235,7 +235,8 @@ class Runner:
         eval_sig.add("harness", harness.__version__).add("tf32", False)
         sig = Signature(dict(eval_sig.entries)).add("kind", kind)
         if method_info is not None:
-            sig.add("method", method_info["name"]).update("method", method_settings or {})
+            sig.add("method", method_info["name"]).add("method_version", method_info.get("version", "1"))
+            sig.update("method", method_settings or {})
             if checkpoint_sha256:
                 sig.add("checkpoint_sha256", checkpoint_sha256)
         settings = {"task": task.settings(), "method": method_settings}

@@ -43,7 +43,7 @@ def main(spec_path: str) -> int:
     task_cls = TASKS.get(spec["task"])
     task = task_cls(build_config(task_cls.Config, spec.get("task_settings") or {}, f"task {spec['task']!r}"))
     task.check_method(method)
-    info = dict(name=spec["method"], family=method.family, description=method.description)
+    info = dict(name=spec["method"], family=method.family, description=method.description, version=method.version)
     plan = Runner._plan(task, info, "run", method.settings(), None, method)
     options = RunOptions(batch_size=spec["batch_size"], shard_size=spec["shard_size"], progress=False)
     out = Path(spec["out_dir"])

@@ -313,7 +313,8 @@ class Store:
         run_id = run_id or uuid.uuid4().hex
         with self.session() as s:
             task_row = self._task_row(s, **task)
-            method_row = self._method_row(s, **method) if method else None
+            method_row = self._method_row(s, method["name"], method.get("family", ""),
+                                          method.get("description", "")) if method else None
             s.add(RunRow(
                 id=run_id, task_id=task_row.id, task_version=task["version"],
                 method_id=method_row.id if method_row else None, kind=kind, source=source, label=label,

@@ -270,7 +270,7 @@ class Worker:
                 "description": str(result.get("description") or "")[:500]}
         if method in METHODS.names():
             cls = METHODS.get(method)
-            info = {"name": method, "family": cls.family, "description": cls.description}
+            info = {"name": method, "family": cls.family, "description": cls.description, "version": cls.version}
         runner = Runner(self.store, RunOptions(label=job["label"], source="submitted", progress=False))
         plan = runner.plan_external(job["task"], manifest.get("task_settings", {}), info,
                                     result["method_settings"], sha256_file(checkpoint) if checkpoint else None)
