@@ -230,7 +230,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     sub_id = submit(Store(args.db), args.manifest, max_attempts=args.max_attempts)
     print(sub_id)
-    print(f"queued; follow it with `arbench submissions` (a worker runs it: `arbench worker --once`)",
+    print("queued; follow it with `arbench submissions` (a worker runs it: `arbench worker --once`)",
           file=sys.stderr)
     return 0
 

@@ -68,10 +68,14 @@ def device_info(device: str) -> dict[str, Any]:
     return info
 
 
-def hardware_fingerprint(device: str) -> str:
-    """A short id of the hardware a timing ran on; speedups compare only within one fingerprint."""
+def hardware_fingerprint(device: str, threads: int | None = None) -> str:
+    """A short id of the hardware a timing ran on; speedups compare only within one fingerprint.
+
+    `threads` is the torch thread count the timing runs with, where that differs from the current one.
+    """
     info = device_info(device)
-    key = f"{info.get('gpu_name') or info['cpu']}|{info['cpu_count']}|{info['torch_threads']}|{device}"
+    threads = threads if threads is not None else info["torch_threads"]
+    key = f"{info.get('gpu_name') or info['cpu']}|{info['cpu_count']}|{threads}|{device}"
     return f"{(info.get('gpu_name') or info['cpu'] or 'cpu').replace(' ', '-')}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 

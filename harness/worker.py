@@ -32,7 +32,7 @@ from typing import Any
 from harness.config import results_dir
 from harness.errors import ArbenchError
 from harness.provenance import sha256_file
-from harness.registry import METHODS, TASKS
+from harness.registry import METHODS
 from harness.runner import RunOptions, Runner
 from harness.store import Store
 from harness.submissions import advance, claim, get_submission, renew, tomllib, validate_manifest

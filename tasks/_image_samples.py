@@ -11,10 +11,11 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 
+from harness.api import Request, Task
 from harness.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -227,3 +228,32 @@ def class_balanced_labels(num_samples: int, num_classes: int) -> list[int]:
     if num_samples % num_classes:
         raise InputError(f"num_samples ({num_samples}) must be a multiple of num_classes ({num_classes}).")
     return [i % num_classes for i in range(num_samples)]
+
+
+class ClassToImageTask(Task):
+    """The protocol plumbing class-conditional image tasks share: class-balanced requests with their own
+    seeds, generated uint8 NHWC images stored as shards, and user samples read from an npz or a folder.
+    Subclass configs have `num_samples`, `num_classes`, `image_size` and `seed`."""
+
+    modality = "class-to-image"
+    id_digits: ClassVar[int] = 6
+
+    def condition(self, label: int) -> dict[str, Any]:
+        return {"label": label}
+
+    def requests(self) -> list[Request]:
+        cfg = self.config
+        labels = class_balanced_labels(cfg.num_samples, cfg.num_classes)
+        return [Request(i, f"{i:0{self.id_digits}d}", cfg.seed * 1_000_003 + i, self.condition(label))
+                for i, label in enumerate(labels)]
+
+    def write_shard(self, outputs, requests: Sequence[Request], directory: Path) -> None:
+        images = np.asarray(outputs)
+        check_image_array_header("generated images", images.shape, images.dtype, self.config.image_size)
+        write_image_shard(images, [r.condition["label"] for r in requests], directory)
+
+    def read_generated(self, shard_dirs, requests) -> ImageSamples:
+        return read_image_shards(shard_dirs, self.config.image_size)
+
+    def load_samples(self, path: Path) -> ImageSamples:
+        return load_image_samples(path, self.config.num_samples, self.config.image_size, self.config.num_classes)

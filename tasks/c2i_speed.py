@@ -70,16 +70,9 @@ class C2ISpeedupDigits(Task):
         sig.add("baseline_settings", baseline.settings())
         sig.add("baseline_checkpoint_sha256", (baseline.checkpoint_sha256() or "none")[:16])
         sig.add("timing", TIMING_VERSION)
-        sig.add("hardware", self._fingerprint("cuda" if torch.cuda.is_available() else "cpu"))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        sig.add("hardware", provenance.hardware_fingerprint(device, self.config.threads))
         return sig
-
-    def _fingerprint(self, device: str) -> str:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.config.threads)
-        try:
-            return provenance.hardware_fingerprint(device)
-        finally:
-            torch.set_num_threads(threads)
 
     # -- a timing study: nothing is stored as samples ------------------------------------------
     def write_shard(self, outputs: Any, requests: Sequence[Request], directory: Path) -> None:

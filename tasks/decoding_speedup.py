@@ -150,12 +150,7 @@ class DecodingSpeedup(Task):
 
     def hardware_fingerprint(self, device: str) -> str:
         """The fingerprint under the thread count the timing runs with (it is part of the fingerprint)."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.config.threads)
-        try:
-            return provenance.hardware_fingerprint(device)
-        finally:
-            torch.set_num_threads(threads)
+        return provenance.hardware_fingerprint(device, self.config.threads)
 
     def check_method(self, method: Method) -> None:
         super().check_method(method)

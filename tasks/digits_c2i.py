@@ -13,22 +13,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from baselines.digits.data import digits_to_images, load_digits_arrays
 from baselines.digits.feature_net import digits_features, load_digits_net
-from harness.api import Request, Task
+from harness.api import Request
 from harness.errors import InputError
 from harness.metrics.base import MetricValue
 from harness.metrics.frechet import feature_statistics, frechet_distance
 from harness.metrics.image import PR_NEIGHBOURHOOD, inception_score, precision_recall
 from harness.registry import register_task
 from harness.signature import Signature
-from tasks._image_samples import (ImageSamples, check_image_array_header, class_balanced_labels, load_image_samples,
-                                  read_image_shards, write_image_shard)
+from tasks._image_samples import ClassToImageTask, ImageSamples
 
 METRIC_VERSIONS = {"fd_digits": "1", "is_digits": "1", "precision_recall_digits": "1", "class_accuracy_digits": "1"}
 
@@ -49,33 +46,22 @@ def reference_images(size: int) -> np.ndarray:
 
 
 @register_task("digits-c2i")
-class DigitsC2I(Task):
+class DigitsC2I(ClassToImageTask):
     version = "1"
-    modality = "class-to-image"
+    id_digits = 5
     description = "offline class-conditional digits (sklearn 8x8 -> 32x32): FD/IS/P/R on the bundled DigitsNet"
     primary_metric = "fd_digits"
     Config = DigitsC2IConfig
     offline = True
     demo_methods = ("digits-pca-gaussian", "digits-ar-raster", "digits-ar-par")
 
+    def condition(self, label: int) -> dict:
+        return {"label": label, "image_size": self.config.image_size}
+
     def requests(self) -> list[Request]:
-        cfg = self.config
-        if cfg.num_classes != 10:
+        if self.config.num_classes != 10:
             raise InputError("digits-c2i has 10 classes; leave num_classes at 10.")
-        labels = class_balanced_labels(cfg.num_samples, cfg.num_classes)
-        return [Request(i, f"{i:05d}", cfg.seed * 1_000_003 + i, {"label": label, "image_size": cfg.image_size})
-                for i, label in enumerate(labels)]
-
-    def write_shard(self, outputs, requests: Sequence[Request], directory: Path) -> None:
-        images = np.asarray(outputs)
-        check_image_array_header("generated images", images.shape, images.dtype, self.config.image_size)
-        write_image_shard(images, [r.condition["label"] for r in requests], directory)
-
-    def read_generated(self, shard_dirs, requests) -> ImageSamples:
-        return read_image_shards(shard_dirs, self.config.image_size)
-
-    def load_samples(self, path: Path) -> ImageSamples:
-        return load_image_samples(path, self.config.num_samples, self.config.image_size, self.config.num_classes)
+        return super().requests()
 
     def signature(self) -> Signature:
         sig = super().signature()

@@ -16,11 +16,9 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from harness.api import Request, Task
 from harness.config import arbench_home
 from harness.errors import InputError
 from harness.features.inception import (CLEANFID_INCEPTION, FID_INCEPTION, InceptionConfig, extract_cleanfid_features,
@@ -31,8 +29,7 @@ from harness.metrics.image import PR_NEIGHBOURHOOD, inception_score, precision_r
 from harness.registry import register_task
 from harness.signature import Signature
 from harness.weights import WeightSpec, register_weights
-from tasks._image_samples import (ImageSamples, check_image_array_header, class_balanced_labels, load_image_samples,
-                                  open_npz, read_image_shards, write_image_shard)
+from tasks._image_samples import ClassToImageTask, ImageSamples, check_image_array_header, open_npz
 
 ADM_REFERENCE_256 = register_weights(WeightSpec(
     name="adm-imagenet256-reference",
@@ -80,31 +77,14 @@ PATH_SETTINGS = ("reference", "inception_weights", "cleanfid_weights")
 
 
 @register_task("imagenet256-c2i")
-class ImageNet256(Task):
+class ImageNet256(ClassToImageTask):
     version = "1"
-    modality = "class-to-image"
     description = "ImageNet 256x256 class-conditional: ADM-equivalent FID, sFID, IS, Precision/Recall, clean-FID"
     primary_metric = "fid"
     Config = ImageNet256Config
     features = InceptionConfig()
 
     # -- protocol ------------------------------------------------------------------------------
-    def requests(self) -> list[Request]:
-        labels = class_balanced_labels(self.config.num_samples, self.config.num_classes)
-        return [Request(i, f"{i:06d}", self.config.seed * 1_000_003 + i, {"label": label})
-                for i, label in enumerate(labels)]
-
-    def write_shard(self, outputs, requests: Sequence[Request], directory: Path) -> None:
-        images = np.asarray(outputs)
-        check_image_array_header("generated images", images.shape, images.dtype, self.config.image_size)
-        write_image_shard(images, [r.condition["label"] for r in requests], directory)
-
-    def read_generated(self, shard_dirs, requests) -> ImageSamples:
-        return read_image_shards(shard_dirs, self.config.image_size)
-
-    def load_samples(self, path: Path) -> ImageSamples:
-        return load_image_samples(path, self.config.num_samples, self.config.image_size, self.config.num_classes)
-
     # -- files and signature -------------------------------------------------------------------
     def _file(self, spec: WeightSpec, explicit: str) -> tuple[Path, str]:
         """Resolve a file; an explicit path is taken as given and identified by its own sha256."""

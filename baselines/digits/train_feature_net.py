@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file

@@ -1,7 +1,7 @@
 """Metrics: pure-function cores plus accumulators that do not depend on batch size or world size.
 
 Every metric declares `higher_is_better`, its unit and its version (see `harness.metrics.base`).
-Task-specific metric modules live beside this file and are re-exported here as they land.
+Task-specific metric modules live beside this file; their public functions are re-exported here.
 """
 
 from harness.metrics.base import Accumulator, MetricValue
@@ -12,5 +12,12 @@ from harness.metrics.speech import cosine_similarity, mean_utterance_wer, per_ut
 from harness.metrics.text import bleu, chrf_pp, legacy_tokenized_bleu
 from harness.metrics.video import clip_statistics, fvd, fvd_from_clips, load_video_samples
 
-__all__ = ["Accumulator", "MetricValue", "FeatureStatistics", "FrechetDistance", "feature_statistics",
-           "frechet_distance", "InceptionScore", "PrecisionRecall", "inception_score", "precision_recall"]
+__all__ = [
+    "Accumulator", "MetricValue",
+    "FeatureStatistics", "FrechetDistance", "feature_statistics", "frechet_distance",
+    "InceptionScore", "PrecisionRecall", "inception_score", "precision_recall",
+    "GenEvalRules", "GenEvalScore", "evaluate_image", "keep_detections", "relative_position",
+    "cosine_similarity", "mean_utterance_wer", "per_utterance_wer", "wer",
+    "bleu", "chrf_pp", "legacy_tokenized_bleu",
+    "clip_statistics", "fvd", "fvd_from_clips", "load_video_samples",
+]
