@@ -261,17 +261,18 @@ class Runner:
         plan.signature.add("samples", path.name)
         return self._execute(plan, device, lambda ctx: plan.task.score(samples, ctx), default_label=path.stem)
 
-    def record(self, plan: Plan, body: Callable[[RunContext], list[MetricValue]]) -> RunResult:
-        """Run `body` (which scores samples produced elsewhere, e.g. in a submission's sandbox) as a run."""
-        return self._execute(plan, distributed.resolve_device(self.options.device), body)
+    def record(self, plan: Plan, body: Callable[[RunContext], list[MetricValue]], artifact_key: str) -> RunResult:
+        """Run `body` (which scores samples produced elsewhere, e.g. in a submission's sandbox) as a new run
+        whose artifacts go to their own folder (`artifact_key` tells it apart from a direct run's)."""
+        return self._execute(plan, distributed.resolve_device(self.options.device), body, artifact_key=artifact_key)
 
     def _execute(self, plan: Plan, device: str, body: Callable[[RunContext], list[MetricValue]],
-                 default_label: str | None = None) -> RunResult:
+                 default_label: str | None = None, artifact_key: str | None = None) -> RunResult:
         rank, world_size = distributed.world()
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         task = plan.task
-        run_dir = artifacts_dir() / f"{task.name}-{plan.signature.hash}"
+        run_dir = artifacts_dir() / "-".join(filter(None, [task.name, plan.signature.hash, artifact_key]))
         run_id = None
         torch.manual_seed(GLOBAL_SEED)  # for any code that draws from the global generators
         np.random.seed(GLOBAL_SEED)
@@ -284,7 +285,8 @@ class Runner:
                 prov["request_seeds_sha256"] = hashlib.sha256(json.dumps(seeds).encode()).hexdigest()
             if plan.checkpoint_sha256:
                 prov["checkpoint_sha256"] = plan.checkpoint_sha256
-            run_id = self.store.find_resumable(plan.signature.hash, plan.kind) if plan.kind == "run" else None
+            resumable = plan.kind == "run" and artifact_key is None  # only `arbench run` resumes its own attempts
+            run_id = self.store.find_resumable(plan.signature.hash, plan.kind) if resumable else None
             if run_id:
                 self.store.mark_running(run_id)
             else:

@@ -292,7 +292,7 @@ class Worker:
                 raise JobFailed(f"the sandbox handed back {len(shard_dirs)} shards, expected {expected}")
             return plan.task.score(plan.task.read_generated(shard_dirs, requests), ctx)
 
-        return runner.record(plan, score).run_id
+        return runner.record(plan, score, artifact_key=f"submission-{job['id']}").run_id
 
 
 def check_checkpoint_is_safe(path: Path) -> None:

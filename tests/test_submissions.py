@@ -141,6 +141,7 @@ def test_submission_equals_direct_run_and_keeps_contact_private(tmp_path, store,
     assert "contact" not in job and "jane@example.org" not in json.dumps(store.records())
     (record,) = store.records()
     assert record["source"] == "submitted" and record["label"] == "Toy (author)"
+    assert record["artifacts_path"].endswith(f"submission-{sub_id}")  # never mixed with a direct run's shards
 
     direct = Runner(Store(f"sqlite:///{tmp_path / 'direct.db'}"), RunOptions(progress=False)).run(
         "toy-gauss", "toy-sampler", {"num_samples": 9, "shift": 0.25})
