@@ -35,7 +35,7 @@ import torch
 from harness.api import Request, Task
 from harness.config import arbench_home
 from harness.errors import InputError, MissingAssetError
-from harness.features import i3d
+from harness.features import i3d, videomae
 from harness.metrics.base import MetricValue
 from harness.metrics.video import (FVD_VERSION, VideoSamples, clip_indices, clip_span, clip_statistics, fvd,
                                    load_video_samples, random_clip_offset, read_video, resize_short_side_center_crop)
@@ -46,6 +46,13 @@ UCF101_ENV = "ARBENCH_UCF101"
 UCF101_CLASSES = 101
 REAL_PREPROCESS = "short-side-bilinear-antialias+center-crop"
 GENERATED_PREPROCESS = "none (must match the protocol resolution)"
+
+
+CD_FVD_METRIC = "cd_fvd"
+CD_FVD_VERSION = "1"
+CD_FVD_FEATURES = "videomae-v2-g-ssv2-ft:fc_norm(mean-tokens)"
+CD_FVD_DESCRIPTION = ("content-debiased FVD (Ge et al. 2024): Fréchet distance of VideoMAE-v2 ViT-g features; "
+                      "a different metric from FVD, never comparable with it")
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,8 @@ class UCF101Config:
     i3d_resize: str = "torch-halfpixel"  # or "tf1-legacy", the original TF FVD code's resize_bilinear
     seed: int = 0
     feature_batch_size: int = 8
+    cd_fvd: bool = False  # also content-debiased FVD (VideoMAE-v2 features), a separate, non-comparable metric
+    videomae_weights: str = ""  # explicit weights path for cd-FVD; default: the weights cache
 
 
 def ucf101_root(configured: str) -> Path:
@@ -234,9 +243,11 @@ def video_length(path: Path) -> int:
 
 
 class UCF101FVD(VideoFVDTask):
-    """FVD of class-conditional UCF-101 generation under one named protocol."""
+    """FVD of class-conditional UCF-101 generation under one named protocol (and, with `cd_fvd=True`,
+    content-debiased FVD beside it as its own metric)."""
 
     primary_metric = "fvd"
+    cd_feature_dim = videomae.FEATURE_DIM
     Config = UCF101Config
     metric_description = "Fréchet Video Distance, Kinetics-400 I3D logits (TF-Hub weights)"
 
@@ -252,11 +263,15 @@ class UCF101FVD(VideoFVDTask):
         sig.add("features", f"i3d-k400-logits:{c.i3d_backend}").add("features_git_blob", spec.git_blob_sha1)
         sig.add("features_bn_eps", i3d.I3DConfig().bn_eps if c.i3d_backend == "tats" else "torchscript")
         sig.add("features_resize", f"bilinear-{i3d.INPUT_SIZE}-{c.i3d_resize}-noantialias")
+        if c.cd_fvd:
+            sig.add("cd_fvd", f"{CD_FVD_METRIC}:{CD_FVD_VERSION}").add("cd_fvd_features", CD_FVD_FEATURES)
+            sig.add("cd_fvd_preprocess", videomae.PREPROCESS)
         return sig
 
     def settings(self) -> dict:
         c = self.config
-        return {"seed": c.seed, "i3d_backend": c.i3d_backend, "i3d_resize": c.i3d_resize}  # paths change no number
+        return {"seed": c.seed, "i3d_backend": c.i3d_backend, "i3d_resize": c.i3d_resize,  # paths change no number
+                "cd_fvd": c.cd_fvd}
 
     def real_list(self) -> tuple[list[str], np.ndarray, str]:
         return ucf101_split(ucf101_root(self.config.ucf101_root), self.protocol.real_splits)
@@ -264,6 +279,37 @@ class UCF101FVD(VideoFVDTask):
     def check_assets(self) -> None:
         self.real_list()
         i3d.weights_spec(self.config.i3d_backend).resolve(self.config.i3d_weights or None)
+        if self.config.cd_fvd:
+            videomae.VIDEOMAE_V2_G.resolve(self.config.videomae_weights or None)
+
+    def cd_feature_extractor(self, device: str) -> Callable[[np.ndarray], torch.Tensor]:
+        """The cd-FVD feature function (VideoMAE-v2 ViT-g)."""
+        path = videomae.VIDEOMAE_V2_G.resolve(self.config.videomae_weights or None)
+        return videomae.videomae_features(videomae.load_videomae_v2(path), device)
+
+    def score(self, samples: VideoSamples, ctx) -> list[MetricValue]:
+        result = super().score(samples, ctx)
+        if not self.config.cd_fvd:
+            return result
+        p = self.protocol
+        features = self.cd_feature_extractor(ctx.device)
+        values = []
+        for repeat in range(p.repeats):
+            real = self.real_statistics(repeat, features, ctx, kind="cdfvd", feature_dim=self.cd_feature_dim)
+            indices = range(repeat * p.num_generated, (repeat + 1) * p.num_generated)
+            mean, cov, _ = clip_statistics(samples.batches(self.config.feature_batch_size, indices), features,
+                                           self.cd_feature_dim,
+                                           lambda it: ctx.progress(it, desc=f"cd-FVD features (repeat {repeat})"))
+            values.append(fvd(real, (mean, cov)))
+            ctx.log(f"repeat {repeat}: {CD_FVD_METRIC} = {values[-1]:.4f}")
+        ctx.extra_provenance["cd_fvd_per_repeat"] = values
+        result.append(MetricValue(CD_FVD_METRIC, float(np.mean(values)), False, "", CD_FVD_VERSION,
+                                  description=CD_FVD_DESCRIPTION))
+        if p.repeats > 1:
+            result.append(MetricValue(f"{CD_FVD_METRIC}_std", float(np.std(values, ddof=1)), False, "",
+                                      CD_FVD_VERSION, description=f"sample std of {CD_FVD_METRIC} over "
+                                                                  f"{p.repeats} repeats"))
+        return result
 
     def feature_extractor(self, device: str):
         c = self.config
@@ -295,20 +341,23 @@ class UCF101FVD(VideoFVDTask):
                                                                                offset)], p.resolution))
             yield np.stack(batch)
 
-    def stats_cache_path(self, repeat: int) -> Path:
+    def stats_cache_path(self, repeat: int, kind: str = "") -> Path:
         key = self.signature().subset(("task_version", "protocol.num_generated"))
         key.add("repeat", repeat)
-        return arbench_home() / "fvd-stats" / f"{self.name}-r{repeat}-{key.hash}.npz"
+        return arbench_home() / "fvd-stats" / f"{'-'.join(filter(None, [self.name, kind]))}-r{repeat}-{key.hash}.npz"
 
-    def real_statistics(self, repeat: int, features, ctx) -> tuple[np.ndarray, np.ndarray]:
-        path = self.stats_cache_path(repeat)
+    def real_statistics(self, repeat: int, features, ctx, kind: str = "",
+                        feature_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Cached (mean, covariance) of the real clips of one repeat; `kind` names another feature network."""
+        path = self.stats_cache_path(repeat, kind)
         if path.is_file():
             with np.load(path, allow_pickle=False) as cached:
                 ctx.log(f"real statistics from cache {path}")
                 return cached["mu"], cached["sigma"]
-        ctx.log(f"computing real statistics for repeat {repeat} ({self.protocol.num_real} clips)")
+        ctx.log(f"computing real {kind or 'FVD'} statistics for repeat {repeat} ({self.protocol.num_real} clips)")
         mean, cov, count = clip_statistics(self.real_batches(repeat, self.config.feature_batch_size), features,
-                                           self.feature_dim, lambda it: ctx.progress(it, desc="real features"))
+                                           feature_dim or self.feature_dim,
+                                           lambda it: ctx.progress(it, desc="real features"))
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp-{os.getpid()}.npz")
         np.savez(tmp, mu=mean, sigma=cov, count=count, signature=str(self.signature()))
