@@ -7,14 +7,16 @@ architecture is refused with one message listing the first mismatches.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
 from harness.errors import ArbenchError
+from harness.provenance import sha256_file
 
 #: Where upstream training scripts nest the weights inside the saved dict (LlamaGen: "model").
 WRAPPER_KEYS = ("model", "module", "state_dict")
@@ -67,3 +69,8 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], what: str,
         raise ArbenchError(f"{what}: the checkpoint does not match this architecture: {listed}{more}. "
                            "Check that the file is the one this method names (`arbench weights list`).")
     module.load_state_dict({k: state[k] for k in expected}, strict=True)
+
+
+def combined_sha256(paths: Iterable[Path]) -> str:
+    """One digest for a method that loads several files (a generator and its tokenizer)."""
+    return hashlib.sha256(":".join(sha256_file(p) for p in paths).encode()).hexdigest()

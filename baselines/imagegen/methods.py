@@ -10,7 +10,6 @@ depend on the batch or rank it was generated in.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.imagegen import digits_mini
-from baselines.imagegen.checkpoints import load_into, read_state_dict
+from baselines.imagegen.checkpoints import combined_sha256, load_into, read_state_dict
 from baselines.imagegen.llamagen_gpt import GPT_CONFIGS, LlamaGenGPT, generate_raster
 from baselines.imagegen.par import decode_schedule, generate_par
 from baselines.imagegen.sampling import SamplerConfig, request_generators
@@ -120,8 +119,7 @@ class LlamaGen(ClassToImage):
 
     def checkpoint_sha256(self) -> str | None:
         if self._sha is None:
-            digests = [sha256_file(p) for p in self._paths()]
-            self._sha = hashlib.sha256(":".join(digests).encode()).hexdigest()
+            self._sha = combined_sha256(self._paths())
         return self._sha
 
     def load(self) -> None:
@@ -229,8 +227,7 @@ class VARMethod(ClassToImage):
 
     def checkpoint_sha256(self) -> str | None:
         if self._sha is None:
-            digests = [sha256_file(p) for p in self._paths()]
-            self._sha = hashlib.sha256(":".join(digests).encode()).hexdigest()
+            self._sha = combined_sha256(self._paths())
         return self._sha
 
     def load(self) -> None:
