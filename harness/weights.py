@@ -8,6 +8,7 @@ checked once per file version (a sidecar records size and mtime of the verified 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -48,6 +49,13 @@ class WeightSpec:
         if verify:
             self.verify(path)
         return path
+
+    def locate(self, explicit: str | Path | None = None) -> tuple[Path, str]:
+        """The file and its sha256. Like `resolve`, except that a file the user names explicitly is taken
+        as given (a retrained or converted checkpoint) and identified by its own sha256."""
+        spec = dataclasses.replace(self, sha256=None) if explicit else self
+        path = spec.resolve(explicit or None, verify=False)
+        return path, spec.verify(path)
 
     def verify(self, path: Path) -> str:
         """Check the file's sha256 (cached per size and mtime); returns the digest."""

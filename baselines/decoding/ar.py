@@ -13,7 +13,7 @@ import torch
 
 from baselines.decoding.generation import GenerationResult, Lockstep, SamplingConfig, row_generators, sample, warp
 from baselines.decoding.interface import ARModel
-from baselines.decoding.strategy import DecodingStrategy, Models
+from baselines.decoding.strategy import Models, SampledStrategy
 from harness.registry import register_method
 
 
@@ -50,22 +50,10 @@ class ARConfig:
 
 
 @register_method("ar")
-class AutoregressiveDecoding(DecodingStrategy):
+class AutoregressiveDecoding(SampledStrategy):
     description = "autoregressive decoding with KV cache, greedy or sampled (temperature/top-k/top-p): the baseline"
     paper = "standard autoregressive decoding"
     Config = ARConfig
-
-    @property
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.config.temperature, self.config.top_k, self.config.top_p)
-
-    @property
-    def lossless(self) -> bool:
-        return True
-
-    @property
-    def greedy(self) -> bool:
-        return self.sampling.greedy
 
     def decode(self, models: Models, prompt, max_new_tokens, seeds) -> GenerationResult:
         return ar_decode(models.target, prompt, max_new_tokens, self.sampling, seeds, self.device)

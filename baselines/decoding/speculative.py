@@ -20,7 +20,7 @@ import torch
 from baselines.decoding.ar import choose
 from baselines.decoding.generation import GenerationResult, Lockstep, SamplingConfig, row_generators, sample, warp
 from baselines.decoding.interface import ARModel
-from baselines.decoding.strategy import DecodingStrategy, Models
+from baselines.decoding.strategy import Models, SampledStrategy
 from harness.registry import register_method
 
 
@@ -112,23 +112,11 @@ class SpeculativeConfig:
 
 
 @register_method("speculative")
-class SpeculativeDecoding(DecodingStrategy):
+class SpeculativeDecoding(SampledStrategy):
     description = "speculative decoding with a draft model: k draft tokens, one target pass to verify (lossless)"
     paper = "Leviathan et al. 2023 (arXiv 2211.17192); Chen et al. 2023 (arXiv 2302.01318)"
     needs_draft = True
     Config = SpeculativeConfig
-
-    @property
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.config.temperature, self.config.top_k, self.config.top_p)
-
-    @property
-    def lossless(self) -> bool:
-        return True
-
-    @property
-    def greedy(self) -> bool:
-        return self.sampling.greedy
 
     def decode(self, models: Models, prompt, max_new_tokens, seeds) -> GenerationResult:
         return speculative_decode(models.target, models.draft, prompt, max_new_tokens, self.config.k,

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from baselines.decoding.generation import GenerationResult
+from baselines.decoding.generation import GenerationResult, SamplingConfig
 from baselines.decoding.interface import ARModel
 from harness.api import Method, Request
 from harness.errors import ArbenchError
@@ -83,3 +83,20 @@ class DecodingStrategy(Method):
             prompt = torch.tensor([r.condition["prompt_ids"]], dtype=torch.long)
             out.extend(self.decode(self.models, prompt, int(r.condition["max_new_tokens"]), [r.seed]).tokens)
         return out
+
+
+class SampledStrategy(DecodingStrategy):
+    """A lossless strategy that decodes greedily or samples (config fields temperature, top_k, top_p):
+    greedy output equals greedy AR decoding, sampled output follows the target distribution."""
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.config.temperature, self.config.top_k, self.config.top_p)
+
+    @property
+    def lossless(self) -> bool:
+        return True
+
+    @property
+    def greedy(self) -> bool:
+        return self.sampling.greedy

@@ -16,7 +16,6 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 from harness.errors import ArbenchError
-from harness.provenance import sha256_file
 
 #: Where upstream training scripts nest the weights inside the saved dict (LlamaGen: "model").
 WRAPPER_KEYS = ("model", "module", "state_dict")
@@ -71,6 +70,6 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], what: str,
     module.load_state_dict({k: state[k] for k in expected}, strict=True)
 
 
-def combined_sha256(paths: Iterable[Path]) -> str:
+def combined_sha256(digests: Iterable[str]) -> str:
     """One digest for a method that loads several files (a generator and its tokenizer)."""
-    return hashlib.sha256(":".join(sha256_file(p) for p in paths).encode()).hexdigest()
+    return hashlib.sha256(":".join(digests).encode()).hexdigest()

@@ -112,18 +112,16 @@ class LlamaGen(ClassToImage):
         tokens = (self.image_size // 16) ** 2
         return dataclasses.replace(GPT_CONFIGS[self.gpt_model], block_size=tokens)
 
-    def _paths(self):
-        gpt = dataclasses.replace(self.gpt_spec, sha256=None) if self.config.gpt_weights else self.gpt_spec
-        vq = dataclasses.replace(LLAMAGEN_VQ, sha256=None) if self.config.vq_weights else LLAMAGEN_VQ
-        return gpt.resolve(self.config.gpt_weights or None), vq.resolve(self.config.vq_weights or None)
+    def _files(self):
+        return self.gpt_spec.locate(self.config.gpt_weights), LLAMAGEN_VQ.locate(self.config.vq_weights)
 
     def checkpoint_sha256(self) -> str | None:
         if self._sha is None:
-            self._sha = combined_sha256(self._paths())
+            self._sha = combined_sha256(digest for _, digest in self._files())
         return self._sha
 
     def load(self) -> None:
-        gpt_path, vq_path = self._paths()
+        (gpt_path, _), (vq_path, _) = self._files()
         model = LlamaGenGPT(self.gpt_config())
         load_into(model, read_state_dict(gpt_path), f"{self.name} ({gpt_path.name})")
         vq = VQDecoder()
@@ -220,18 +218,16 @@ class VARMethod(ClassToImage):
         self._vae: VQVAEDecoder | None = None
         self._sha: str | None = None
 
-    def _paths(self):
-        var = dataclasses.replace(self.var_spec, sha256=None) if self.config.var_weights else self.var_spec
-        vae = dataclasses.replace(VAR_VAE, sha256=None) if self.config.vae_weights else VAR_VAE
-        return var.resolve(self.config.var_weights or None), vae.resolve(self.config.vae_weights or None)
+    def _files(self):
+        return self.var_spec.locate(self.config.var_weights), VAR_VAE.locate(self.config.vae_weights)
 
     def checkpoint_sha256(self) -> str | None:
         if self._sha is None:
-            self._sha = combined_sha256(self._paths())
+            self._sha = combined_sha256(digest for _, digest in self._files())
         return self._sha
 
     def load(self) -> None:
-        var_path, vae_path = self._paths()
+        (var_path, _), (vae_path, _) = self._files()
         model = VAR(VARConfig(depth=self.depth))
         load_into(model, read_state_dict(var_path), f"{self.name} ({var_path.name})")
         vae = VQVAEDecoder()
