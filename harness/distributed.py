@@ -22,6 +22,16 @@ def init_if_needed(device: str) -> None:
         dist.init_process_group(backend=backend, timeout=dt.timedelta(minutes=60))
 
 
+def shutdown() -> None:
+    """Tear the process group down before the interpreter exits.
+
+    A rank that leaves with a live gloo group aborts in the group's C++ destructor ("terminate called without an
+    active exception"), which turns a finished run into a failed torchrun exit code.
+    """
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -247,8 +247,11 @@ class Runner:
         """Generate with a method, score, and record (the `arbench run` command)."""
         device = distributed.resolve_device(self.options.device)
         distributed.init_if_needed(device)
-        plan = self.plan(task_name, method_name, overrides, kind="run", device=device)
-        return self._execute(plan, device, lambda ctx: plan.task.run(plan.method, ctx))
+        try:
+            plan = self.plan(task_name, method_name, overrides, kind="run", device=device)
+            return self._execute(plan, device, lambda ctx: plan.task.run(plan.method, ctx))
+        finally:
+            distributed.shutdown()
 
     def score(self, task_name: str, path: str | Path, overrides: dict[str, Any] | None = None) -> RunResult:
         """Score samples a user already has (the `arbench score` command)."""
