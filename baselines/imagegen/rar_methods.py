@@ -1,0 +1,118 @@
+"""The registered RAR generators `rar-b`, `rar-l`, `rar-xl`, `rar-xxl` (class-to-image, 256 px).
+
+Defaults are the README_RAR.md evaluation commands (guidance 16.0 / 15.5 / 6.9 / 8.0, power 2.75 / 2.5 /
+1.5 / 1.2, temperature 1.0 / 1.02 / 1.02 / 1.02); every sampler setting goes into the signature, the
+checkpoint pair (generator + MaskGIT-VQ tokenizer) is identified by its sha256. Each request's image
+is drawn from its own generator seeded with `Request.seed`, so it does not depend on its batch or rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from baselines.imagegen.checkpoints import combined_sha256, load_into, read_state_dict
+from baselines.imagegen.maskgit_vq import ENCODER_PREFIXES, MaskGITVQDecoder, to_uint8
+from baselines.imagegen.methods import ClassToImage, labels_and_generators
+from baselines.imagegen.rar import RAR, RAR_CONFIGS, RARSampler, generate_rar
+from harness.api import Request
+from harness.registry import register_method
+from harness.weights import WeightSpec, register_weights
+
+RAR_LICENSE = "Apache-2.0 code (bytedance/1d-tokenizer); weights for research purposes only (README_RAR.md)"
+# The publishers list no checksums; sha256=None makes the digest of the file used go into the signature.
+MASKGIT_VQ = register_weights(WeightSpec(
+    "maskgit-vqgan-imagenet-f16-256", "maskgit-vqgan-imagenet-f16-256.bin",
+    "https://huggingface.co/fun-research/TiTok/resolve/main/maskgit-vqgan-imagenet-f16-256.bin", None,
+    "Apache-2.0 code; weights for research purposes only (fun-research/TiTok, MaskGIT VQGAN)",
+    "MaskGIT VQGAN tokenizer, downsample 16, codebook 1024 x 256 (RAR's tokenizer)"))
+
+
+@dataclass
+class RARSettings:
+    """RAR's sampler (`rar.yaml` / README_RAR.md); upstream has no top-k or top-p for RAR."""
+
+    guidance_scale: float = 16.0
+    guidance_scale_pow: float = 2.75
+    randomize_temperature: float = 1.0  # RAR divides the guided logits by it (a plain softmax temperature)
+    rar_weights: str = ""
+    tokenizer_weights: str = ""
+
+    def __post_init__(self):
+        if self.guidance_scale < 0 or self.guidance_scale_pow < 0:
+            raise ValueError("need guidance_scale >= 0 (0 = no guidance) and guidance_scale_pow >= 0 (0 = constant)")
+        if self.randomize_temperature <= 0:
+            raise ValueError("randomize_temperature must be > 0")
+
+
+class RARMethod(ClassToImage):
+    """A released RAR checkpoint decoded in raster order (256 steps) with the MaskGIT-VQ tokenizer."""
+
+    family = "raster-ar"
+    Config = RARSettings
+    size: ClassVar[str] = "RAR-B"
+    rar_spec: ClassVar[WeightSpec]
+
+    def __init__(self, config=None, device: str = "cpu"):
+        super().__init__(config, device)
+        self._model: RAR | None = None
+        self._vq: MaskGITVQDecoder | None = None
+        self._sha: str | None = None
+
+    def _files(self):
+        return self.rar_spec.locate(self.config.rar_weights), MASKGIT_VQ.locate(self.config.tokenizer_weights)
+
+    def checkpoint_sha256(self) -> str | None:
+        if self._sha is None:
+            self._sha = combined_sha256(digest for _, digest in self._files())
+        return self._sha
+
+    def load(self) -> None:
+        (rar_path, _), (vq_path, _) = self._files()
+        model = RAR(RAR_CONFIGS[self.size])
+        load_into(model, read_state_dict(rar_path), f"{self.name} ({rar_path.name})")
+        vq = MaskGITVQDecoder()
+        load_into(vq, read_state_dict(vq_path), f"{self.name} tokenizer ({vq_path.name})", ENCODER_PREFIXES)
+        self._model, self._vq = model.to(self.device).eval(), vq.to(self.device).eval()
+
+    def sampler(self) -> RARSampler:
+        c = self.config
+        return RARSampler(c.guidance_scale, c.guidance_scale_pow, c.randomize_temperature)
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[Request]) -> np.ndarray:
+        self.check_labels(requests)
+        if self._model is None:
+            self.load()
+        labels, generators = labels_and_generators(requests, self.device)
+        tokens = generate_rar(self._model, labels, generators, self.sampler())
+        return to_uint8(self._vq(tokens))
+
+
+def _rar(size: str, filename: str, guidance: float, power: float, temperature: float, params: str) -> type:
+    name = size.lower()
+    spec = register_weights(WeightSpec(name, filename, f"https://huggingface.co/yucornetto/RAR/resolve/main/{filename}",
+                                       None, RAR_LICENSE, f"{size} ({params}) class-conditional ImageNet 256"))
+    settings = dataclasses.make_dataclass(f"{size.replace('-', '')}Settings", [
+        ("guidance_scale", float, dataclasses.field(default=guidance)),
+        ("guidance_scale_pow", float, dataclasses.field(default=power)),
+        ("randomize_temperature", float, dataclasses.field(default=temperature))],
+        bases=(RARSettings,), namespace={"__module__": __name__})
+    cls = type(size.replace("-", ""), (RARMethod,), {
+        "description": f"{size} ({params}), raster AR with KV cache, 256 steps, power-cosine guidance "
+                       f"{guidance} (pow {power}), temperature {temperature} (README setting); weights {filename} "
+                       "+ maskgit-vqgan-imagenet-f16-256.bin",
+        "size": size, "rar_spec": spec, "Config": settings, "__module__": __name__})
+    return register_method(name)(cls)
+
+
+RAR_METHODS = [
+    _rar("RAR-B", "rar_b.bin", 16.0, 2.75, 1.0, "261M"),
+    _rar("RAR-L", "rar_l.bin", 15.5, 2.5, 1.02, "461M"),
+    _rar("RAR-XL", "rar_xl.bin", 6.9, 1.5, 1.02, "955M"),
+    _rar("RAR-XXL", "rar_xxl.bin", 8.0, 1.2, 1.02, "1.5B"),
+]
