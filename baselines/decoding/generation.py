@@ -46,8 +46,13 @@ def warp(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor:
 
 
 def sample(probs: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-    """One token per row of (B, V) probabilities, each row from its own generator."""
-    return torch.cat([torch.multinomial(p[None], 1, generator=g)[0] for p, g in zip(probs, generators)])
+    """One token per row of (B, V) probabilities, each row from its own generator.
+
+    The generators live on the CPU and the draw is made there, so that a seed gives the same random stream on
+    any device (a CUDA tensor cannot be sampled with a CPU generator).
+    """
+    rows = probs.detach().float().cpu()
+    return torch.cat([torch.multinomial(p[None], 1, generator=g)[0] for p, g in zip(rows, generators)]).to(probs.device)
 
 
 def row_generators(seeds: list[int]) -> list[torch.Generator]:

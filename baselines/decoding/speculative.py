@@ -84,7 +84,7 @@ def _accept_sampled(target_logits: torch.Tensor, drafted: torch.Tensor, draft_pr
         for i in range(n_draft):
             token = drafted[b, i]
             ratio = p[b, i, token] / draft_probs[i][b, token]
-            if torch.rand((), generator=generators[b]) < ratio:
+            if torch.rand((), generator=generators[b]).item() < float(ratio):
                 count += 1
                 continue
             break
