@@ -38,10 +38,6 @@ class MaskGITVQConfig:
     num_res_blocks: int = 2
     out_channels: int = 3
 
-    @property
-    def downsample(self) -> int:
-        return 2 ** (len(self.channel_mult) - 1)
-
 
 def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(32, channels, eps=1e-6, affine=True)

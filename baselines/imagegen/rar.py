@@ -27,7 +27,6 @@ Parameter names match the released `rar_{b,l,xl,xxl}.bin` state dicts (`cls_toke
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -68,13 +67,6 @@ class RARConfig:
     def null_class(self) -> int:
         """The class id that maps to the null-condition row (upstream's `none_condition_id` minus the offset)."""
         return self.num_classes
-
-    @property
-    def grid_size(self) -> int:
-        side = math.isqrt(self.image_seq_len)
-        if side * side != self.image_seq_len:
-            raise ValueError(f"image_seq_len {self.image_seq_len} is not a square number of tokens")
-        return side
 
 
 #: Released sizes (README_RAR.md: hidden 768/1024/1280/1408, layers 24/24/32/40, 16 heads,
