@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -199,6 +200,47 @@ def test_samples_do_not_depend_on_the_batch_and_follow_the_seed():
     assert not torch.allclose(whole[1], whole[3])  # same class, other seed
     again = generate_mar(model, labels, request_generators(seeds), SAMPLER)
     assert torch.equal(whole, again)
+
+
+def test_encoder_decoder_match_upstreams_forward_with_timm_blocks():
+    """Upstream's forward_mae_encoder / forward_mae_decoder transcribed over timm's ViT `Block` (the class
+    upstream uses), loaded strictly with our blocks' weights: same names, same numbers."""
+    timm_vit = pytest.importorskip("timm.models.vision_transformer")
+    model = tiny_mar(1)
+    d, buf = TINY.embed_dim, TINY.buffer_size
+
+    def timm_blocks(ours):
+        blocks = []
+        for block in ours:
+            ref = timm_vit.Block(d, TINY.num_heads, TINY.mlp_ratio, qkv_bias=True,
+                                 norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6)).eval()
+            ref.load_state_dict(block.state_dict(), strict=True)
+            blocks.append(ref)
+        return blocks
+
+    gen = torch.Generator().manual_seed(3)
+    tokens = torch.randn(2, TINY.seq_len, TINY.token_dim, generator=gen)
+    orders = torch.stack([torch.randperm(TINY.seq_len, generator=gen) for _ in range(2)])
+    mask = torch.zeros(2, TINY.seq_len).scatter(-1, orders[:, :9], 1.0)  # 9 of 16 masked
+    emb = model.class_emb(torch.tensor([4, 9]))
+    with torch.no_grad():
+        x = model.z_proj(tokens)
+        x = torch.cat([torch.zeros(2, buf, d), x], dim=1)
+        with_buffer = torch.cat([torch.zeros(2, buf), mask], dim=1)
+        x[:, :buf] = emb.unsqueeze(1)
+        x = model.z_proj_ln(x + model.encoder_pos_embed_learned)
+        x = x[(1 - with_buffer).nonzero(as_tuple=True)].reshape(2, -1, d)
+        for block in timm_blocks(model.encoder_blocks):
+            x = block(x)
+        x = model.decoder_embed(model.encoder_norm(x))
+        padded = model.mask_token.repeat(2, buf + TINY.seq_len, 1).clone()
+        padded[(1 - with_buffer).nonzero(as_tuple=True)] = x.reshape(-1, d)
+        x = padded + model.decoder_pos_embed_learned
+        for block in timm_blocks(model.decoder_blocks):
+            x = block(x)
+        ref = model.decoder_norm(x)[:, buf:] + model.diffusion_pos_embed_learned
+        ours = model.decode(model.encode(tokens, mask.bool(), emb), mask.bool())
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 
 # -- released layouts -------------------------------------------------------------------------------------
