@@ -243,6 +243,17 @@ def test_encoder_decoder_match_upstreams_forward_with_timm_blocks():
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_diffusion_timestep_features_are_dits_cos_then_sin():
+    net = tiny_mar().diffloss.net
+    seen = []
+    net.time_embed.mlp[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    t = torch.tensor([0, 37, 999])
+    net(torch.zeros(3, TINY.token_dim), t, torch.zeros(3, TINY.embed_dim))
+    freqs = torch.exp(-math.log(10000) * torch.arange(128, dtype=torch.float64) / 128)
+    expected = torch.cat([torch.cos(t[:, None] * freqs), torch.sin(t[:, None] * freqs)], dim=1)
+    torch.testing.assert_close(seen[0].double(), expected, atol=2e-4, rtol=0)
+
+
 # -- released layouts -------------------------------------------------------------------------------------
 # Names and shapes read from upstream's models/mar.py + models/diffloss.py (timm Block) at mar_base with
 # --diffloss_d 6 --diffloss_w 1024, written out by hand.
