@@ -170,6 +170,7 @@ def test_llamagen_and_var_methods_generate_uint8_at_the_eval_size():
     llamagen.num_classes = 10
     llamagen._model = small_gpt().eval()
     llamagen._vq = VQDecoder(VQConfig(codebook_size=16, ch=32, z_channels=32, ch_mult=(1, 1))).eval()
+    llamagen._loaded = True  # networks injected: no weight files to read
     images = llamagen.generate(requests)  # 4x4 codes -> 8x8 pixels -> bicubic to 256
     assert images.shape == (3, 256, 256, 3) and images.dtype == np.uint8
     # same tokens; the float convolutions may round differently with the batch, so allow one grey level
@@ -180,6 +181,7 @@ def test_llamagen_and_var_methods_generate_uint8_at_the_eval_size():
     patch = (1, 2, 4)
     var._model = VAR(VARConfig(depth=2, num_classes=10, vocab_size=16, patch_nums=patch, width_per_depth=16)).eval()
     var._vae = VQVAEDecoder(VQVAEConfig(vocab_size=16, ch=32, ch_mult=(1, 2), patch_nums=patch)).eval()
+    var._loaded = True  # networks injected: no weight files to read
     images = var.generate(requests)
     assert images.shape == (3, 8, 8, 3) and images.dtype == np.uint8
     with pytest.raises(ArbenchError, match="labels"):

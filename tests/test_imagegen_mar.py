@@ -386,6 +386,7 @@ def test_method_generates_uint8_images_independent_of_the_batch():
     method.num_classes = 10
     method._model = tiny_mar()
     method._vae = KLVAEDecoder(KLVAEConfig(ch=32, ch_mult=(1, 2))).eval()
+    method._loaded = True  # networks injected: no weight files to read
     requests = [Request(i, str(i), 70 + i, {"label": i % 10}) for i in range(3)]
     images = method.generate(requests)
     assert images.shape == (3, 8, 8, 3) and images.dtype == np.uint8

@@ -303,6 +303,7 @@ def test_method_generates_uint8_images_per_request(rar):
     method._model = rar
     method._vq = randomised(MaskGITVQDecoder(MaskGITVQConfig(codebook_size=SMALL.codebook_size, z_channels=32,
                                                              hidden_channels=32, channel_mult=(1, 2))), seed=5)
+    method._loaded = True  # networks injected: no weight files to read
     requests = [Request(i, str(i), 90 + i, {"label": i % 10}) for i in range(3)]
     images = method.generate(requests)  # 4x4 tokens -> 8x8 pixels
     assert images.shape == (3, 8, 8, 3) and images.dtype == np.uint8

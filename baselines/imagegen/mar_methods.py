@@ -14,16 +14,14 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
-import numpy as np
 import torch
 
-from baselines.imagegen.checkpoints import combined_sha256, load_into, read_state_dict
+from baselines.imagegen.checkpoints import load_into, read_state_dict
 from baselines.imagegen.kl_vae import ENCODER_PREFIXES, KLVAEDecoder, to_uint8
 from baselines.imagegen.mar import CFG_SCHEDULES, MAR, MAR_CONFIGS, MARSampler, generate_mar
-from baselines.imagegen.methods import ClassToImage, labels_and_generators
-from harness.api import Request
+from baselines.imagegen.methods import ReleasedClassToImage
 from harness.errors import ArbenchError
 from harness.registry import register_method
 from harness.weights import WeightSpec, register_weights
@@ -92,7 +90,7 @@ def read_mar_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return saved
 
 
-class MARMethod(ClassToImage):
+class MARMethod(ReleasedClassToImage):
     """A released MAR checkpoint: random-order masked generation with a per-token diffusion head."""
 
     family = "masked"  # as the reported MAR rows (leaderboard/reported_results.toml)
@@ -100,22 +98,12 @@ class MARMethod(ClassToImage):
     arch: ClassVar[str] = "mar_base"
     mar_spec: ClassVar[WeightSpec]
 
-    def __init__(self, config=None, device: str = "cpu"):
-        super().__init__(config, device)
-        self._model: MAR | None = None
-        self._vae: KLVAEDecoder | None = None
-        self._sha: str | None = None
-
-    def _files(self):
+    def weight_files(self):
         return self.mar_spec.locate(self.config.mar_weights), MAR_VAE.locate(self.config.vae_weights)
 
-    def checkpoint_sha256(self) -> str | None:
-        if self._sha is None:
-            self._sha = combined_sha256(digest for _, digest in self._files())
-        return self._sha
-
     def load(self) -> None:
-        (mar_path, _), (vae_path, _) = self._files()
+        self._precision()  # refuse fp16 on a CPU before reading a gigabyte of weights
+        (mar_path, _), (vae_path, _) = self.weight_files()
         model = MAR(MAR_CONFIGS[self.arch])
         load_into(model, read_mar_checkpoint(mar_path), f"{self.name} ({mar_path.name}, EMA weights)")
         vae = KLVAEDecoder()
@@ -134,14 +122,8 @@ class MARMethod(ClassToImage):
                                f"on {self.device} pass --set precision=fp32 (its own signature).")
         return torch.autocast("cuda", dtype=torch.float16)
 
-    @torch.no_grad()
-    def generate(self, requests: Sequence[Request]) -> np.ndarray:
-        self.check_labels(requests)
-        precision = self._precision()
-        if self._model is None:
-            self.load()
-        labels, generators = labels_and_generators(requests, self.device)
-        with precision:
+    def images(self, labels, generators):
+        with self._precision():
             latents = generate_mar(self._model, labels, generators, self.sampler())
             images = self._vae(latents)
         return to_uint8(images)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
@@ -68,6 +69,44 @@ class ClassToImage(Method):
                                "Use a task with the same class set.")
 
 
+class ReleasedClassToImage(ClassToImage):
+    """A released generator checkpoint and its image decoder (VQ tokenizer or VAE).
+
+    Subclasses say which files they need (`weight_files`: located by weight spec or by an explicit path setting),
+    how to build the networks from them (`load`, called on first use) and how to turn labels into uint8 images
+    (`images`). The files are identified together by one combined sha256, computed once.
+    """
+
+    def __init__(self, config=None, device: str = "cpu"):
+        super().__init__(config, device)
+        self._sha: str | None = None
+        self._loaded = False
+
+    def weight_files(self) -> Sequence[tuple[Path, str]]:
+        """(path, sha256) of every file the method reads, generator first."""
+        raise NotImplementedError
+
+    def load(self) -> None:
+        raise NotImplementedError
+
+    def images(self, labels: torch.Tensor, generators: list[torch.Generator]) -> np.ndarray:
+        """uint8 NHWC images for `labels`, sample b drawing only from `generators[b]`."""
+        raise NotImplementedError
+
+    def checkpoint_sha256(self) -> str | None:
+        if self._sha is None:
+            self._sha = combined_sha256(digest for _, digest in self.weight_files())
+        return self._sha
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[Request]) -> np.ndarray:
+        self.check_labels(requests)
+        if not self._loaded:
+            self.load()
+            self._loaded = True
+        return self.images(*labels_and_generators(requests, self.device))
+
+
 # -- LlamaGen ---------------------------------------------------------------------------------------
 @dataclass
 class LlamaGenSettings:
@@ -93,7 +132,7 @@ class LlamaGenSettings:
             raise ValueError("need temperature > 0, top_k >= 0 and 0 < top_p <= 1")
 
 
-class LlamaGen(ClassToImage):
+class LlamaGen(ReleasedClassToImage):
     """A released LlamaGen class-conditional checkpoint, decoded in raster order."""
 
     family = "raster-ar"
@@ -102,26 +141,15 @@ class LlamaGen(ClassToImage):
     image_size: ClassVar[int] = 256
     gpt_spec: ClassVar[WeightSpec]
 
-    def __init__(self, config=None, device: str = "cpu"):
-        super().__init__(config, device)
-        self._model: LlamaGenGPT | None = None
-        self._vq: VQDecoder | None = None
-        self._sha: str | None = None
-
     def gpt_config(self):
         tokens = (self.image_size // 16) ** 2
         return dataclasses.replace(GPT_CONFIGS[self.gpt_model], block_size=tokens)
 
-    def _files(self):
+    def weight_files(self):
         return self.gpt_spec.locate(self.config.gpt_weights), LLAMAGEN_VQ.locate(self.config.vq_weights)
 
-    def checkpoint_sha256(self) -> str | None:
-        if self._sha is None:
-            self._sha = combined_sha256(digest for _, digest in self._files())
-        return self._sha
-
     def load(self) -> None:
-        (gpt_path, _), (vq_path, _) = self._files()
+        (gpt_path, _), (vq_path, _) = self.weight_files()
         model = LlamaGenGPT(self.gpt_config())
         load_into(model, read_state_dict(gpt_path), f"{self.name} ({gpt_path.name})")
         vq = VQDecoder()
@@ -132,12 +160,7 @@ class LlamaGen(ClassToImage):
         c = self.config
         return SamplerConfig(c.cfg_scale, c.cfg_interval, c.temperature, c.top_k, c.top_p)
 
-    @torch.no_grad()
-    def generate(self, requests: Sequence[Request]) -> np.ndarray:
-        self.check_labels(requests)
-        if self._model is None:
-            self.load()
-        labels, generators = labels_and_generators(requests, self.device)
+    def images(self, labels, generators):
         tokens = generate_raster(self._model, labels, generators, self.sampler())
         side = self._model.config.grid_size
         images = self._vq(tokens.view(-1, side, side))
@@ -204,7 +227,7 @@ class VARSettings:
             raise ValueError("need top_k >= 0 and 0 <= top_p <= 1 (0 or 1 = off)")
 
 
-class VARMethod(ClassToImage):
+class VARMethod(ReleasedClassToImage):
     """A released VAR checkpoint: 10 scales, 680 tokens, one forward pass per scale."""
 
     family = "next-scale"
@@ -212,34 +235,18 @@ class VARMethod(ClassToImage):
     depth: ClassVar[int] = 16
     var_spec: ClassVar[WeightSpec]
 
-    def __init__(self, config=None, device: str = "cpu"):
-        super().__init__(config, device)
-        self._model: VAR | None = None
-        self._vae: VQVAEDecoder | None = None
-        self._sha: str | None = None
-
-    def _files(self):
+    def weight_files(self):
         return self.var_spec.locate(self.config.var_weights), VAR_VAE.locate(self.config.vae_weights)
 
-    def checkpoint_sha256(self) -> str | None:
-        if self._sha is None:
-            self._sha = combined_sha256(digest for _, digest in self._files())
-        return self._sha
-
     def load(self) -> None:
-        (var_path, _), (vae_path, _) = self._files()
+        (var_path, _), (vae_path, _) = self.weight_files()
         model = VAR(VARConfig(depth=self.depth))
         load_into(model, read_state_dict(var_path), f"{self.name} ({var_path.name})")
         vae = VQVAEDecoder()
         load_into(vae, read_state_dict(vae_path), f"{self.name} VQVAE ({vae_path.name})", VAE_ENCODER_PREFIXES)
         self._model, self._vae = model.to(self.device).eval(), vae.to(self.device).eval()
 
-    @torch.no_grad()
-    def generate(self, requests: Sequence[Request]) -> np.ndarray:
-        self.check_labels(requests)
-        if self._model is None:
-            self.load()
-        labels, generators = labels_and_generators(requests, self.device)
+    def images(self, labels, generators):
         sampler = VARSampler(self.config.cfg, self.config.top_k, self.config.top_p)
         images, _ = generate_var(self._model, self._vae, labels, generators, sampler)
         unit = (images + 1) * 0.5 * 255

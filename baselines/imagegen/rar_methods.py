@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
-import numpy as np
-import torch
 
-from baselines.imagegen.checkpoints import combined_sha256, load_into, read_state_dict
+from baselines.imagegen.checkpoints import load_into, read_state_dict
 from baselines.imagegen.maskgit_vq import ENCODER_PREFIXES, MaskGITVQDecoder, to_uint8
-from baselines.imagegen.methods import ClassToImage, labels_and_generators
+from baselines.imagegen.methods import ReleasedClassToImage
 from baselines.imagegen.rar import RAR, RAR_CONFIGS, RARSampler, generate_rar
-from harness.api import Request
 from harness.registry import register_method
 from harness.weights import WeightSpec, register_weights
 
@@ -49,7 +46,7 @@ class RARSettings:
             raise ValueError("randomize_temperature must be > 0")
 
 
-class RARMethod(ClassToImage):
+class RARMethod(ReleasedClassToImage):
     """A released RAR checkpoint decoded in raster order (256 steps) with the MaskGIT-VQ tokenizer."""
 
     family = "raster-ar"
@@ -57,22 +54,11 @@ class RARMethod(ClassToImage):
     size: ClassVar[str] = "RAR-B"
     rar_spec: ClassVar[WeightSpec]
 
-    def __init__(self, config=None, device: str = "cpu"):
-        super().__init__(config, device)
-        self._model: RAR | None = None
-        self._vq: MaskGITVQDecoder | None = None
-        self._sha: str | None = None
-
-    def _files(self):
+    def weight_files(self):
         return self.rar_spec.locate(self.config.rar_weights), MASKGIT_VQ.locate(self.config.tokenizer_weights)
 
-    def checkpoint_sha256(self) -> str | None:
-        if self._sha is None:
-            self._sha = combined_sha256(digest for _, digest in self._files())
-        return self._sha
-
     def load(self) -> None:
-        (rar_path, _), (vq_path, _) = self._files()
+        (rar_path, _), (vq_path, _) = self.weight_files()
         model = RAR(RAR_CONFIGS[self.size])
         load_into(model, read_state_dict(rar_path), f"{self.name} ({rar_path.name})")
         vq = MaskGITVQDecoder()
@@ -83,14 +69,8 @@ class RARMethod(ClassToImage):
         c = self.config
         return RARSampler(c.guidance_scale, c.guidance_scale_pow, c.randomize_temperature)
 
-    @torch.no_grad()
-    def generate(self, requests: Sequence[Request]) -> np.ndarray:
-        self.check_labels(requests)
-        if self._model is None:
-            self.load()
-        labels, generators = labels_and_generators(requests, self.device)
-        tokens = generate_rar(self._model, labels, generators, self.sampler())
-        return to_uint8(self._vq(tokens))
+    def images(self, labels, generators):
+        return to_uint8(self._vq(generate_rar(self._model, labels, generators, self.sampler())))
 
 
 def _rar(size: str, filename: str, guidance: float, power: float, temperature: float, params: str) -> type:
