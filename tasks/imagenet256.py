@@ -3,7 +3,8 @@
 Protocol: 50,000 uint8 256x256 RGB samples, 50 per class. Reference: ADM's
 `VIRTUAL_imagenet256_labeled.npz` (pool3 `mu`/`sigma`, spatial `mu_s`/`sigma_s`, and 10,000 images for
 Precision/Recall). Metrics: FID and sFID (Fréchet distance on pool3 / mixed_6 features), Inception
-Score (10 contiguous splits), Precision/Recall (k=3 against the 10k reference images), plus a clean-fid
+Score (contiguous 5,000-sample splits), Precision/Recall (k=3 against the 10k reference images, ADM's
+float16 distances), plus a clean-fid
 "clean"-mode FID against the same 10k reference images (a different metric: PIL bicubic resize and
 NVIDIA's TorchScript Inception; it is *not* comparable with FID). Reference features are computed
 once per (reference file, network) and cached under `$ARBENCH_HOME/cache/`.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from harness.config import arbench_home
 from harness.errors import InputError
@@ -25,7 +27,7 @@ from harness.features.inception import (CLEANFID_INCEPTION, FID_INCEPTION, Incep
                                         extract_inception_features, load_cleanfid_inception, load_fid_inception)
 from harness.metrics.base import MetricValue
 from harness.metrics.frechet import feature_statistics, frechet_distance
-from harness.metrics.image import PR_NEIGHBOURHOOD, inception_score, precision_recall
+from harness.metrics.image import ADM_IS_SPLIT_SIZE, PR_NEIGHBOURHOOD, inception_score, precision_recall
 from harness.registry import register_task
 from harness.signature import Signature
 from harness.weights import WeightSpec, register_weights
@@ -42,7 +44,10 @@ ADM_REFERENCE_256 = register_weights(WeightSpec(
 ))
 
 #: Metric versions; bump one whenever its number for the same inputs could change.
-METRIC_VERSIONS = {"fid": "1", "sfid": "1", "inception_score": "1", "precision_recall": "1", "clean_fid": "1"}
+#: inception_score 2: ADM's fixed 5,000-sample splits (was 10 splits; same number at 50,000 samples).
+#: precision_recall 2: ADM's float16 distances (was float32).
+METRIC_VERSIONS = {"fid": "1", "sfid": "1", "inception_score": "2", "precision_recall": "2", "clean_fid": "1"}
+PR_DISTANCE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
 @dataclass
@@ -51,14 +56,23 @@ class ImageNet256Config:
     num_classes: int = 1000
     image_size: int = 256
     seed: int = 0
-    is_splits: int = 10
+    is_split_size: int = ADM_IS_SPLIT_SIZE  # ADM fixes the split size, not the number of splits
     pr_k: int = PR_NEIGHBOURHOOD
+    #: ADM computes the k-NN distances in float16; "float32" is exact but not what ADM reports.
+    pr_distance_dtype: str = "float16"
     feature_batch_size: int = 64  # fp32 Inception outputs move by ~1e-6 with the batch size (torch-fidelity #43)
     clean_fid: bool = True
     #: Local files (default: the `arbench weights` cache). Their sha256, not their paths, enter the signature.
     reference: str = ""
     inception_weights: str = ""
     cleanfid_weights: str = ""
+
+    def __post_init__(self):
+        if self.pr_distance_dtype not in PR_DISTANCE_DTYPES:
+            raise ValueError(f"pr_distance_dtype must be one of {', '.join(PR_DISTANCE_DTYPES)}; "
+                             f"got {self.pr_distance_dtype!r}")
+        if self.is_split_size < 1:
+            raise ValueError(f"is_split_size must be >= 1; got {self.is_split_size}")
 
 
 @dataclass
@@ -157,21 +171,25 @@ class ImageNet256(ClassToImageTask):
                                            ctx.device)
         fid = frechet_distance(*feature_statistics(feats["pool"]), ref.mu, ref.sigma, log=ctx.log)
         sfid = frechet_distance(*feature_statistics(feats["spatial"]), ref.mu_s, ref.sigma_s, log=ctx.log)
-        is_mean, is_std = inception_score(feats["logits"], cfg.is_splits)
-        precision, recall = precision_recall(ref.pool, feats["pool"], cfg.pr_k)
+        is_mean, is_std = inception_score(feats["logits"], split_size=cfg.is_split_size)
+        precision, recall = precision_recall(ref.pool, feats["pool"], cfg.pr_k,
+                                             distance_dtype=PR_DISTANCE_DTYPES[cfg.pr_distance_dtype])
         v = METRIC_VERSIONS
         metrics = [
             MetricValue("fid", fid, False, "", v["fid"], description="FID, ADM evaluator equivalent (pool3, 2048-d)"),
             MetricValue("sfid", sfid, False, "", v["sfid"],
                         description="sFID, ADM evaluator equivalent (mixed_6/conv, 7 channels, HWC, 2023-d)"),
             MetricValue("inception_score", is_mean, True, "", v["inception_score"],
-                        description=f"Inception Score, ADM convention ({cfg.is_splits} contiguous splits)"),
+                        description=f"Inception Score, ADM convention (contiguous {cfg.is_split_size}-sample "
+                                    f"splits)"),
             MetricValue("inception_score_std", is_std, False, "", v["inception_score"],
                         description="standard deviation of the Inception Score over the splits"),
             MetricValue("precision", precision, True, "fraction", v["precision_recall"],
-                        description=f"Precision, Kynkäänniemi et al. k={cfg.pr_k} vs the reference images"),
+                        description=f"Precision, Kynkäänniemi et al. k={cfg.pr_k} vs the reference images "
+                                    f"({cfg.pr_distance_dtype} distances)"),
             MetricValue("recall", recall, True, "fraction", v["precision_recall"],
-                        description=f"Recall, Kynkäänniemi et al. k={cfg.pr_k} vs the reference images"),
+                        description=f"Recall, Kynkäänniemi et al. k={cfg.pr_k} vs the reference images "
+                                    f"({cfg.pr_distance_dtype} distances)"),
         ]
         if clean_model is not None:
             ctx.log("computing clean-fid ('clean' mode) features of the samples")

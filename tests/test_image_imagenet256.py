@@ -85,7 +85,7 @@ def _samples(rng, n=N_SAMPLES, labels=True):
 
 
 def _settings(tmp_path, inception_file, cleanfid_file, reference):
-    pairs = {"num_samples": N_SAMPLES, "num_classes": N_CLASSES, "image_size": SIZE, "is_splits": 2,
+    pairs = {"num_samples": N_SAMPLES, "num_classes": N_CLASSES, "image_size": SIZE, "is_split_size": 5,
              "feature_batch_size": 8, "reference": reference, "inception_weights": inception_file,
              "cleanfid_weights": cleanfid_file}
     return [arg for k, v in pairs.items() for arg in ("--set", f"{k}={v}")]
@@ -113,7 +113,8 @@ def test_score_end_to_end_with_injected_reference(tmp_path, monkeypatch, results
     assert metrics["clean_fid_ref10k"] > 0  # the stand-in network gives distinct features
     sig = record["signature"]
     for key in ("reference_sha256:", "inception_sha256:", "cleanfid_sha256:", "task.num_samples:10",
-                "features.resize:tf1-bilinear", "features.spatial_layer:Mixed_6d.branch1x1", "metric_version.fid:1"):
+                "features.resize:tf1-bilinear", "features.spatial_layer:Mixed_6d.branch1x1", "metric_version.fid:1",
+                "task.is_split_size:5", "task.pr_distance_dtype:float16", "metric_version.precision_recall:2"):
         assert key in sig, key
     assert str(tmp_path) not in sig  # paths are not part of the protocol; their sha256 is
     caches = sorted(p.name for p in (tmp_path / "home" / "cache" / "imagenet256").iterdir())

@@ -40,6 +40,17 @@ def test_inception_score_matches_adm_formula():
     assert std > 0
 
 
+def test_inception_score_split_size_is_adms():
+    # ADM fixes the split size (5,000), not the number of splits: at N != 10 * split_size the two differ.
+    logits = np.random.default_rng(4).normal(size=(2500, 200)) * 3
+    adm = adm_inception_score(logits, 1000)  # splits of 1000, 1000, 500
+    assert inception_score(logits, split_size=1000)[0] == pytest.approx(adm, rel=1e-12)
+    assert inception_score(logits, splits=10)[0] != pytest.approx(adm, rel=1e-3)  # the old task's rule
+    assert inception_score(logits[:2000], split_size=200) == inception_score(logits[:2000], splits=10)
+    assert inception_score(logits[:300], split_size=5000)[0] == pytest.approx(adm_inception_score(logits[:300], 5000),
+                                                                             rel=1e-12)  # one split
+
+
 def test_inception_score_hand_cases():
     # Each sample certain of a distinct class, uniform marginal over C classes: IS = C.
     confident = np.full((8, 8), -1e4)
@@ -67,6 +78,55 @@ def test_precision_recall_matches_adm_formula():
     ours = precision_recall(real, fake, k=3, block_size=128)
     assert ours == pytest.approx(adm_precision_recall(real, fake), abs=1e-12)
     assert 0 < ours[0] < 1 and 0 < ours[1] < 1
+
+
+def adm_fp16_distances(u, v):
+    """evaluator.py DistanceBlock: squares, norms, U V^T and the sums in float16 (reductions accumulated in
+    float32 and rounded, as TF does on a GPU), clamped at 0; the whole block in float32 if any is not finite."""
+    u16, v16 = u.astype(np.float16), v.astype(np.float16)
+    norm_u = np.square(u16).astype(np.float32).sum(1).astype(np.float16)
+    norm_v = np.square(v16).astype(np.float32).sum(1).astype(np.float16)
+    uv = (u16.astype(np.float32) @ v16.astype(np.float32).T).astype(np.float16)
+    d = np.maximum(norm_u[:, None] - np.float16(2) * uv + norm_v[None, :], np.float16(0))
+    if not np.isfinite(d).all():
+        u, v = u.astype(np.float32), v.astype(np.float32)
+        d = np.maximum((u * u).sum(1)[:, None] - 2 * u @ v.T + (v * v).sum(1)[None, :], 0)
+    return d.astype(np.float32)
+
+
+def adm_fp16_precision_recall(real, fake, k=3):
+    """ManifoldEstimator.manifold_radii + evaluate_pr on ADM's float16 distance blocks (one block)."""
+    r_real = np.partition(adm_fp16_distances(real, real), k, axis=1)[:, k]
+    r_fake = np.partition(adm_fp16_distances(fake, fake), k, axis=1)[:, k]
+    d = adm_fp16_distances(real, fake)
+    return float((d <= r_real[:, None]).any(0).mean()), float((d <= r_fake[None, :]).any(1).mean())
+
+
+def inception_like_features(rng, n, shift, scale, d=2048, rank=32):
+    """Non-negative, correlated 2048-d features with pool_3's squared norms (about 400)."""
+    basis = np.random.default_rng(99).normal(size=(rank, d)) / np.sqrt(rank)
+    z = rng.normal(size=(n, rank)) * scale + shift
+    return np.logaddexp(0, 1.2 * (z @ basis) - 1.5).astype(np.float32)
+
+
+def test_precision_recall_float16_is_adms_arithmetic():
+    # At pool_3's magnitudes float16 steps by 0.25 near the radii, so ADM's numbers and exact float32
+    # distances differ by a point or two in 400; the float16 mode reproduces ADM's.
+    differs = 0
+    for seed in (0, 2):
+        rng = np.random.default_rng(seed)
+        real, fake = inception_like_features(rng, 400, 0.0, 1.0), inception_like_features(rng, 400, 0.15, 0.9)
+        adm = adm_fp16_precision_recall(real, fake)
+        assert precision_recall(real, fake, distance_dtype=torch.float16, device="cpu") == pytest.approx(adm, abs=1e-12)
+        differs += precision_recall(real, fake, device="cpu") != pytest.approx(adm, abs=1e-12)
+    assert differs  # float32 distances, the old task's, are not ADM's numbers
+
+
+def test_precision_recall_float16_overflow_falls_back_to_float32():
+    rng = np.random.default_rng(5)
+    real, fake = rng.normal(size=(40, 8)) * 200, rng.normal(size=(30, 8)) * 200  # squared norms > 65504
+    assert precision_recall(real, fake, distance_dtype=torch.float16, block_size=16) == pytest.approx(
+        adm_precision_recall(real, fake), abs=1e-12)
 
 
 def test_precision_recall_hand_case():

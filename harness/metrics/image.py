@@ -2,13 +2,17 @@
 `evaluations/evaluator.py`), in float64/float32 PyTorch.
 
 - `inception_score`: softmax over the (bias-free) logits, contiguous *unshuffled* splits, mean of
-  exp(mean KL(p(y|x) || p(y))) over the splits. For 50,000 samples and 10 splits this is ADM's
-  5,000-sample split. (torch-fidelity shuffles with a seed; torchmetrics shuffles unseeded.)
+  exp(mean KL(p(y|x) || p(y))) over the splits. ADM fixes the split *size* (5,000 rows,
+  `ADM_IS_SPLIT_SIZE`), not the number of splits: pass `split_size=5000` for ADM's number at any
+  sample count (at 50,000 samples it equals 10 splits). (torch-fidelity shuffles with a seed;
+  torchmetrics shuffles unseeded.)
 - `precision_recall`: Kynkäänniemi et al. (2019) k-NN manifolds, k=3: the radius of a point is its
   squared Euclidean distance to its k-th nearest neighbour in its own set (itself excluded); precision
   is the fraction of samples inside some reference ball, recall the fraction of references inside some
-  sample ball. Computed in row blocks as ADM does (10,000 rows), with float32 distances where ADM uses
-  float16 (an fp16 mode is available to reproduce ADM bit-for-bit in spirit, but it is less exact).
+  sample ball. Computed in 10,000 x 10,000 blocks as ADM does. ADM's distances are float16
+  (`distance_dtype=torch.float16`, each block redone in float32 if it overflows): pool_3 squared norms
+  are in the hundreds, where float16 steps by 0.25-0.5, so ties at the radius become common and the
+  fractions move by a few tenths of a percent against exact float32 distances (the function's default).
 
 The accumulators keep every row with its sample index (`cat` states), so results depend neither on
 batch size nor on the number of ranks: splits and neighbourhoods are formed in sample order.
@@ -27,6 +31,8 @@ from harness.metrics.base import Accumulator, MetricValue
 #: ADM's ManifoldEstimator settings.
 PR_NEIGHBOURHOOD = 3
 PR_BLOCK_SIZE = 10_000
+#: ADM's `compute_inception_score(split_size=5000)`.
+ADM_IS_SPLIT_SIZE = 5000
 
 
 def _tensor(x, dtype: torch.dtype, device: torch.device | str | None = None) -> torch.Tensor:
@@ -34,20 +40,25 @@ def _tensor(x, dtype: torch.dtype, device: torch.device | str | None = None) -> 
     return t.to(device=device if device is not None else t.device, dtype=dtype)
 
 
-def inception_score(logits, splits: int = 10) -> tuple[float, float]:
-    """(mean, std) over `splits` contiguous splits of exp(E_x KL(p(y|x) || p(y))), computed in float64.
+def inception_score(logits, splits: int = 10, *, split_size: int | None = None) -> tuple[float, float]:
+    """(mean, std) over contiguous splits of exp(E_x KL(p(y|x) || p(y))), computed in float64.
 
     `logits` (N, C) are unnormalised class scores; ADM uses pool3 @ W^T without the bias (1008 classes).
-    Split i holds rows [i*s, (i+1)*s) with s = ceil(N / splits), as ADM's `range(0, N, split_size)`.
+    Split i holds rows [i*s, (i+1)*s), the last one possibly shorter, as ADM's `range(0, N, split_size)`:
+    s = `split_size` when given (ADM: 5,000), otherwise s = ceil(N / splits).
     """
     logits = _tensor(logits, torch.float64)
+    if split_size is not None:
+        if split_size < 1:
+            raise InputError(f"Inception Score split_size must be >= 1; got {split_size}.")
+        splits = max(1, math.ceil(logits.shape[0] / split_size))
     if logits.ndim != 2 or logits.shape[0] < splits or splits < 1:
         raise InputError(f"Inception Score needs (N, classes) logits with N >= splits ({splits}); "
                          f"got shape {tuple(logits.shape)}.")
     if not bool(torch.isfinite(logits).all()):
         raise InputError("Inception Score: the logits contain NaN or infinity.")
     log_probs = torch.log_softmax(logits, dim=1)
-    size = math.ceil(logits.shape[0] / splits)
+    size = split_size if split_size is not None else math.ceil(logits.shape[0] / splits)
     scores = []
     for part in log_probs.split(size):
         log_marginal = torch.logsumexp(part, dim=0) - math.log(part.shape[0])
@@ -77,7 +88,10 @@ def manifold_radii(features: torch.Tensor, k: int = PR_NEIGHBOURHOOD, block_size
     if features.shape[0] <= k:
         raise InputError(f"Precision/Recall with k={k} needs more than {k} feature rows per set; "
                          f"got {features.shape[0]}.")
-    radii = [torch.kthvalue(_distances(rows, features, dtype), k + 1, dim=1).values
+    # Each row block x column block is one distance call, as ADM's, so the float16 overflow fallback
+    # applies to the same blocks.
+    radii = [torch.kthvalue(torch.cat([_distances(rows, cols, dtype) for cols in features.split(block_size)], dim=1),
+                            k + 1, dim=1).values
              for rows in features.split(block_size)]
     return torch.cat(radii)
 
@@ -89,6 +103,7 @@ def precision_recall(real_features, fake_features, k: int = PR_NEIGHBOURHOOD, *,
 
     Precision: fraction of fake rows within the k-NN ball of some real row. Recall: fraction of real rows
     within the k-NN ball of some fake row. Balls are closed (<=), radii are squared distances.
+    `distance_dtype=torch.float16` is ADM's arithmetic (its published numbers); float32 is exact.
     """
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     real, fake = _tensor(real_features, torch.float32, device), _tensor(fake_features, torch.float32, device)
