@@ -50,9 +50,38 @@ def test_mismatched_lengths_and_bare_strings_are_refused():
 def test_seed_normaliser_keeps_apostrophe_and_deletes_other_punctuation():
     text = "“Hello,” she said — it’s Dr. O'Neil's 3:00 PM train; 50% off!"
     # ASCII apostrophe kept; curly quotes, em dash and ’ deleted (not spaced), the double space left by the
-    # dash collapsed once; no number handling
+    # dash collapsed; no number handling
     assert seed_normalize(text) == "hello she said its dr o'neil's 300 pm train 50 off"
-    assert seed_normalize("A  B  C") == "a b  c"  # Seed replaces only the first double space
+    assert seed_normalize("A  B  C") == "a b c"  # str.replace replaces every double space
+    assert seed_normalize("A   B    C") == "a  b  c"  # ... pairwise, left to right: runs are halved
+
+
+def seed_process_one(hypo, truth):
+    """Seed-TTS-eval run_wer.py `process_one` for lang "en" (jiwer 4's process_words for compute_measures)."""
+    import string
+
+    from zhon.hanzi import punctuation
+
+    for x in punctuation + string.punctuation:
+        if x == "'":
+            continue
+        truth = truth.replace(x, "")
+        hypo = hypo.replace(x, "")
+    truth = truth.replace("  ", " ")
+    hypo = hypo.replace("  ", " ")
+    truth, hypo = truth.lower(), hypo.lower()
+    return truth, hypo, jiwer.process_words(truth, hypo).wer
+
+
+def test_seed_normaliser_and_wer_match_seed_tts_eval_process_one():
+    rng = np.random.default_rng(0)
+    alphabet = list("abcAB '’-.,!?;:\"“”—…0123456789") + ["  ", "   ", "。", "，"]
+    for _ in range(200):
+        truth = "x" + "".join(rng.choice(alphabet, size=rng.integers(1, 40)))
+        hypo = "".join(rng.choice(alphabet, size=rng.integers(0, 40)))
+        ref_n, hyp_n, expected = seed_process_one(hypo, truth)
+        assert (seed_normalize(truth), seed_normalize(hypo)) == (ref_n, hyp_n)
+        assert per_utterance_wer([truth], [hypo], "seed")[0].wer == pytest.approx(expected, abs=1e-12)
 
 
 def test_seed_normaliser_wer_is_whitespace_insensitive():
