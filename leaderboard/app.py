@@ -11,7 +11,8 @@ import streamlit as st
 from harness.config import default_db_url
 from harness.errors import ArbenchError
 from harness.store import Store, mask_url
-from leaderboard.data import StoreSnapshot, load_board_tasks, load_snapshot, open_store
+from leaderboard.board import Board
+from leaderboard.data import load_board_tasks, load_snapshot, open_store
 from leaderboard.text import md_escape
 from leaderboard.views import EMPTY_HELP, render_boards, render_queue, render_run
 
@@ -29,8 +30,9 @@ def cached_board_tasks(url: str) -> list[str]:
 
 
 @st.cache_data(ttl=SNAPSHOT_TTL_SECONDS, show_spinner=False)
-def cached_snapshot(url: str, task: str) -> StoreSnapshot:
-    return load_snapshot(cached_store(url)[0], task)
+def cached_board(url: str, task: str) -> Board:
+    """A task's runs and metrics with its ranked, unfiltered groups: one load and one ranking per TTL."""
+    return Board.build(load_snapshot(cached_store(url)[0], task), task)
 
 
 def main() -> None:
@@ -57,7 +59,7 @@ def main() -> None:
     elif not tasks:
         st.info(EMPTY_HELP)
     else:
-        render_boards(store, tasks, lambda task: cached_snapshot(url, task))
+        render_boards(store, tasks, lambda task: cached_board(url, task))
 
 
 main()

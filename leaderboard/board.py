@@ -207,6 +207,28 @@ def build_groups(snapshot: StoreSnapshot, task: str, filters: Filters = Filters(
     return groups, primary
 
 
+@dataclass
+class Board:
+    """A task's board before the visitor's filters: the snapshot it comes from, its groups and primary metric.
+
+    The app caches one per task, so a first visit and every unfiltered rerun reuse the ranked tables.
+    """
+
+    snapshot: StoreSnapshot
+    groups: list[Group]
+    primary: str | None
+
+    @classmethod
+    def build(cls, snapshot: StoreSnapshot, task: str) -> Board:
+        return cls(snapshot, *build_groups(snapshot, task))
+
+    def filtered(self, task: str, filters: Filters) -> tuple[list[Group], str | None]:
+        """The groups and primary metric under `filters` (the cached ones when nothing is filtered)."""
+        if filters == Filters():
+            return self.groups, self.primary
+        return build_groups(self.snapshot, task, filters)
+
+
 def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, highs: pd.DataFrame,
                  metrics: list[MetricInfo], primary: str | None,
                  papers: dict[str, float]) -> tuple[pd.DataFrame, MetricInfo | None]:

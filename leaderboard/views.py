@@ -20,11 +20,11 @@ from harness.signature import Signature
 from harness.store import Store
 from leaderboard import artifacts as artifacts_mod
 from leaderboard.board import (
-    SOURCE_NAMES, Filters, Group, build_groups, family_name, has_speed, metric_infos,
-    run_link, task_runs, to_csv,
+    SOURCE_NAMES, Board, Filters, Group, MetricInfo, family_name, has_speed, metric_infos, run_link,
+    task_runs, to_csv,
 )
 from leaderboard.data import StoreSnapshot, eval_signature_text, load_run
-from leaderboard.plots import default_charts, numeric_axes, plot_frame, scatter
+from leaderboard.plots import Axis, default_charts, numeric_axes, plot_frame, scatter
 from leaderboard.text import md_escape, safe_url
 
 EMPTY_HELP = (
@@ -34,6 +34,7 @@ EMPTY_HELP = (
     "- `arbench run TASK METHOD` or `arbench score TASK PATH` adds your own."
 )
 HIDDEN_COLUMNS = ("run_id", "generate_seconds")
+BOARD_TABS = ("tables", "plots: quality against cost")
 
 
 def signature_lines(signature: str) -> str:
@@ -41,29 +42,48 @@ def signature_lines(signature: str) -> str:
 
 
 # -- boards ------------------------------------------------------------------------------------------
-def render_boards(store: Store, tasks: list[str], snapshot_of: Callable[[str], StoreSnapshot]) -> None:
-    """The board of the task chosen in the sidebar; `snapshot_of(task)` loads (or recalls) its runs and metrics."""
+def render_boards(store: Store, tasks: list[str], board_of: Callable[[str], Board]) -> None:
+    """The board of the task chosen in the sidebar; `board_of(task)` loads (or recalls) its unfiltered board.
+
+    The tables come first; the plots sit in a second tab that is only built when opened, so a first visit
+    does not wait for the chart library and thousands of points to be drawn before the tables.
+    """
     with st.sidebar:
         st.header("Board")
         task = st.selectbox("task", tasks, key="task")
-    snapshot = snapshot_of(task)
+    board = board_of(task)
+    snapshot = board.snapshot
     runs = task_runs(snapshot, task)
     filters = _sidebar_filters(runs, snapshot, task)
     task_row = snapshot.tasks[snapshot.tasks["task"] == task]
     st.subheader(md_escape(task))
     if len(task_row) and task_row["description"].iloc[0]:
         st.caption(md_escape(task_row["description"].iloc[0]))
-    groups, primary = build_groups(snapshot, task, filters)
+    groups, primary = board.filtered(task, filters)
     if not groups:
         st.warning("No row matches the filters; widen them in the sidebar.")
-    else:
-        st.caption(
-            "Rows are grouped by evaluation signature (protocol and scoring): numbers are ranked only inside a "
-            "group. Equal ranks mean the rows cannot be told apart within their 95% confidence intervals. "
-            "Open a row for its signature, provenance and artifacts.")
-        for index, group in enumerate(groups, start=1):
-            _render_group(store, task, index, group)
-        _render_plots(task, groups, primary)
+        _render_unfinished(snapshot, task)
+        return
+    plots = _plot_axes(groups)
+    if plots is None:
+        _render_tables(store, task, groups, snapshot)
+        return
+    tables_tab, plots_tab = st.tabs(list(BOARD_TABS), key="board-view", on_change="rerun")
+    with tables_tab:
+        if tables_tab.open:
+            _render_tables(store, task, groups, snapshot)
+    with plots_tab:
+        if plots_tab.open:
+            _render_plots(task, primary, *plots)
+
+
+def _render_tables(store: Store, task: str, groups: list[Group], snapshot: StoreSnapshot) -> None:
+    st.caption(
+        "Rows are grouped by evaluation signature (protocol and scoring): numbers are ranked only inside a "
+        "group. Equal ranks mean the rows cannot be told apart within their 95% confidence intervals. "
+        "Open a row for its signature, provenance and artifacts.")
+    for index, group in enumerate(groups, start=1):
+        _render_group(store, task, index, group)
     _render_unfinished(snapshot, task)
 
 
@@ -102,7 +122,7 @@ def _render_group(store: Store, task: str, index: int, group: Group) -> None:
     named = f" · paper protocol {md_escape(protocol)}" if protocol else ""
     st.caption(f"{ranked}{named} · evaluation signature {md_escape(group.eval_signature_hash)}")
     with st.expander("evaluation signature of this group"):
-        st.code(signature_lines(str(signature)), language=None)
+        st.text(signature_lines(str(signature)))  # st.code would load a 1.5 MB highlighter before the tables
     shown = [c for c in table.columns if c not in HIDDEN_COLUMNS and not _all_empty(table[c])]
     st.dataframe(table, hide_index=True, column_order=shown, column_config=_column_config(group),
                  key=f"table-{task}-{group.eval_signature_hash}")
@@ -134,13 +154,16 @@ def _column_config(group: Group) -> dict:
     return config
 
 
-def _render_plots(task: str, groups: list[Group], primary: str | None) -> None:
+def _plot_axes(groups: list[Group]) -> tuple[pd.DataFrame, list[MetricInfo], list[Axis]] | None:
+    """The rows, metrics and plottable axes of a board; None when fewer than two columns can be plotted."""
     frame = plot_frame(groups)
     metrics = list({m.name: m for g in groups for m in g.metrics}.values())
     axes = numeric_axes(frame, metrics)
-    if len(axes) < 2:
-        return
-    st.markdown("#### Quality against cost")
+    return (frame, metrics, axes) if len(axes) >= 2 else None
+
+
+def _render_plots(task: str, primary: str | None, frame: pd.DataFrame, metrics: list[MetricInfo],
+                  axes: list[Axis]) -> None:
     st.caption("Each point opens its run page. Shapes are protocol groups: points of different shapes were "
                "measured under different protocols.")
     charts = default_charts(frame, metrics, primary)

@@ -77,6 +77,21 @@ def test_board_groups_ties_sources_and_csv(results_dir):
     assert "task:toy-board\nprotocol:p1" in body  # the group's evaluation signature
 
 
+def test_plots_tab_is_built_only_when_opened(results_dir):
+    store = Store()
+    add_run(store, method="m-a", metrics=[fid(2.0, 0.2), score(200)], provenance={"params": 1e8})
+    add_run(store, method="m-b", metrics=[fid(3.0, 0.2), score(150)], provenance={"params": 3e8})
+    at = app()
+    assert [t.label for t in at.tabs] == ["tables", "plots: quality against cost"]
+    assert len(at.dataframe) == 1 and not at.get("vega_lite_chart")  # no chart before the tab is opened
+    at.session_state["board-view"] = "plots: quality against cost"
+    at.run()
+    assert not at.exception, at.exception
+    charts = at.get("vega_lite_chart")
+    assert charts and not at.dataframe  # the closed tables tab is not built either
+    assert "Each point opens its run page" in texts(at)
+
+
 def test_sidebar_filters_narrow_the_board(results_dir):
     store = Store()
     add_run(store, method="llamagen-b", family="raster-ar", metrics=[fid(5.0)])

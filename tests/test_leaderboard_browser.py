@@ -87,13 +87,16 @@ def test_board_and_run_page_render_in_chromium(served):
         # the grid draws on a canvas; its accessible table holds the cell texts (attached, never visible)
         page.wait_for_selector("[data-testid=stDataFrame] td:has-text('var-d16')", state="attached",
                                timeout=90_000)
-        page.wait_for_selector(".vega-embed", state="attached", timeout=30_000)
+        assert page.locator(".vega-embed").count() == 0  # the plots tab is built only when opened
         body = page.inner_text("body")
         assert "ARBench leaderboard" in body and "toy-board" in body
         assert "Protocol group P1" in body and "Protocol group P2" in body
         cells = page.locator("[data-testid=stDataFrame] td").all_inner_texts()
         assert "var-d16" in cells and "llamagen-b" in cells and "reported in a paper" in cells
         page.screenshot(path=str(SCREENSHOTS / "leaderboard-board.png"), full_page=True)
+        page.get_by_role("tab", name="plots: quality against cost").click()
+        page.wait_for_selector(".vega-embed", state="attached", timeout=30_000)
+        page.screenshot(path=str(SCREENSHOTS / "leaderboard-plots.png"), full_page=True)
 
         page.goto(f"{base}/?run={ids['b']}", timeout=60_000)
         page.wait_for_selector("text=Artifacts", timeout=60_000)
