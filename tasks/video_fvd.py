@@ -38,7 +38,8 @@ from harness.errors import InputError, MissingAssetError
 from harness.features import i3d, videomae
 from harness.metrics.base import MetricValue
 from harness.metrics.video import (FVD_VERSION, VideoSamples, clip_indices, clip_span, clip_statistics, fvd,
-                                   load_video_samples, random_clip_offset, read_video, resize_short_side_center_crop)
+                                   load_video_samples, maximum_likelihood_covariance, random_clip_offset, read_video,
+                                   resize_short_side_center_crop)
 from harness.registry import register_task
 from harness.signature import Signature
 
@@ -49,7 +50,8 @@ GENERATED_PREPROCESS = "none (must match the protocol resolution)"
 
 
 CD_FVD_METRIC = "cd_fvd"
-CD_FVD_VERSION = "1"
+#: 2: covariances divided by N, as cd-fvd computes them (1 used N - 1, as FVD does).
+CD_FVD_VERSION = "2"
 CD_FVD_FEATURES = "videomae-v2-g-ssv2-ft:fc_norm(mean-tokens)"
 CD_FVD_DESCRIPTION = ("content-debiased FVD (Ge et al. 2024): Fréchet distance of VideoMAE-v2 ViT-g features; "
                       "a different metric from FVD, never comparable with it")
@@ -265,7 +267,7 @@ class UCF101FVD(VideoFVDTask):
         sig.add("features_resize", f"bilinear-{i3d.INPUT_SIZE}-{c.i3d_resize}-noantialias")
         if c.cd_fvd:
             sig.add("cd_fvd", f"{CD_FVD_METRIC}:{CD_FVD_VERSION}").add("cd_fvd_features", CD_FVD_FEATURES)
-            sig.add("cd_fvd_preprocess", videomae.PREPROCESS)
+            sig.add("cd_fvd_preprocess", videomae.PREPROCESS).add("cd_fvd_stats", "float64-mean+biased-cov")
         return sig
 
     def settings(self) -> dict:
@@ -297,10 +299,11 @@ class UCF101FVD(VideoFVDTask):
         for repeat in range(p.repeats):
             real = self.real_statistics(repeat, features, ctx, kind="cdfvd", feature_dim=self.cd_feature_dim)
             indices = range(repeat * p.num_generated, (repeat + 1) * p.num_generated)
-            mean, cov, _ = clip_statistics(samples.batches(self.config.feature_batch_size, indices), features,
-                                           self.cd_feature_dim,
-                                           lambda it: ctx.progress(it, desc=f"cd-FVD features (repeat {repeat})"))
-            values.append(fvd(real, (mean, cov)))
+            mean, cov, count = clip_statistics(samples.batches(self.config.feature_batch_size, indices), features,
+                                               self.cd_feature_dim,
+                                               lambda it: ctx.progress(it, desc=f"cd-FVD features (repeat {repeat})"))
+            values.append(fvd((real[0], maximum_likelihood_covariance(real[1], p.num_real)),
+                              (mean, maximum_likelihood_covariance(cov, count))))
             ctx.log(f"repeat {repeat}: {CD_FVD_METRIC} = {values[-1]:.4f}")
         ctx.extra_provenance["cd_fvd_per_repeat"] = values
         result.append(MetricValue(CD_FVD_METRIC, float(np.mean(values)), False, "", CD_FVD_VERSION,

@@ -13,6 +13,7 @@ from test_video_task import TinyUCF, make_fake_ucf
 
 from harness.errors import ArbenchError, MissingAssetError
 from harness.features import videomae
+from harness.metrics.frechet import frechet_distance
 from harness.registry import register_task
 from harness.runner import RunOptions, Runner
 from harness.store import Store
@@ -102,8 +103,18 @@ def test_ucf_task_stores_cd_fvd_beside_fvd(results_dir, tmp_path, monkeypatch):
     assert values["fvd"].value == pytest.approx(plain.metrics[0].value, rel=1e-12)  # FVD itself is untouched
     records = {r["run_id"]: r for r in runner.store.records()}
     assert "cd_fvd" not in records[plain.run_id]["eval_signature"]
-    assert "cd_fvd:cd_fvd:1" in records[both.run_id]["eval_signature"]
-    assert len(list((tmp_path / "home" / "fvd-stats").glob("test-ucf101-tiny-cd-cdfvd-r0-*.npz"))) == 1
+    assert "cd_fvd:cd_fvd:2" in records[both.run_id]["eval_signature"]
+    (cache,) = (tmp_path / "home" / "fvd-stats").glob("test-ucf101-tiny-cd-cdfvd-r0-*.npz")
+    # cd-fvd's definition: both covariances divided by N (the cache keeps the unbiased one and the count)
+    with np.load(cache) as real:
+        n_real, real_stats = int(real["count"]), (real["mu"], real["sigma"])
+    clips = videos[:, :TinyUCFWithCD.protocol.num_frames]  # a generated clip: the first frames at stride 1
+    gen_feats = videomae.videomae_features(small_model())(clips).double().numpy()
+    gen_mu, gen_cov, n_gen = gen_feats.mean(0), np.cov(gen_feats, rowvar=False), len(gen_feats)
+    expected = frechet_distance(real_stats[0], real_stats[1] * (n_real - 1) / n_real,
+                                gen_mu, gen_cov * (n_gen - 1) / n_gen)
+    assert values["cd_fvd"].value == pytest.approx(expected, rel=1e-6)
+    assert frechet_distance(*real_stats, gen_mu, gen_cov) != pytest.approx(expected, rel=1e-3)
 
 
 def test_cd_fvd_without_its_weights_names_them(tmp_path, monkeypatch):

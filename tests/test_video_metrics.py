@@ -10,7 +10,8 @@ import torchvision.transforms.v2.functional as TF
 
 from harness.errors import InputError
 from harness.metrics.video import (VideoSamples, clip_indices, clip_statistics, fvd, load_video_samples,
-                                   random_clip_offset, read_video, resize_short_side_center_crop, write_video)
+                                   maximum_likelihood_covariance, random_clip_offset, read_video,
+                                   resize_short_side_center_crop, write_video)
 
 
 def test_clip_indices_and_offsets():
@@ -60,6 +61,31 @@ def test_fvd_matches_scipy_sqrtm_formula():
     reference = ((ma - mb) ** 2).sum() + np.trace(sa + sb - 2 * scipy.linalg.sqrtm(sa @ sb).real)
     assert fvd((ma, sa), (mb, sb)) == pytest.approx(reference, rel=1e-9)
     assert fvd((ma, sa), (ma, sa)) == pytest.approx(0.0, abs=1e-9)
+
+
+def cdfvd_compute_fvd_from_stats(real, fake):
+    """cd-fvd: FeatureStats (float64 sums; `get_mean_cov` divides by N) and `compute_fvd_from_stats`."""
+    def mean_cov(x):
+        x64 = np.asarray(x, dtype=np.float32).astype(np.float64)
+        mean = x64.sum(0) / len(x64)
+        return mean, x64.T @ x64 / len(x64) - np.outer(mean, mean)
+
+    (mu_r, s_r), (mu_f, s_f) = mean_cov(real), mean_cov(fake)
+    s, _ = scipy.linalg.sqrtm(np.dot(s_r, s_f), disp=False)
+    return float(np.real(np.square(mu_r - mu_f).sum() + np.trace(s_f + s_r - s * 2)))
+
+
+def test_cd_fvd_statistics_are_cd_fvds_biased_covariance():
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(40, 6)).astype(np.float32)
+    fake = (rng.normal(0.2, 1.3, size=(30, 6)) @ rng.normal(size=(6, 6))).astype(np.float32)
+    (mr, sr, nr), (mf, sf, nf) = (clip_statistics(iter([x]), torch.from_numpy, 6) for x in (real, fake))
+    expected = cdfvd_compute_fvd_from_stats(real, fake)
+    ours = fvd((mr, maximum_likelihood_covariance(sr, nr)), (mf, maximum_likelihood_covariance(sf, nf)))
+    assert ours == pytest.approx(expected, rel=1e-9)
+    assert fvd((mr, sr), (mf, sf)) != pytest.approx(expected, rel=1e-3)  # N - 1: FVD's convention, not cd-fvd's
+    with pytest.raises(InputError, match="at least 2"):
+        maximum_likelihood_covariance(sr, 1)
 
 
 def test_video_files_round_trip_and_folder_loading(tmp_path):

@@ -260,6 +260,15 @@ def clip_statistics(batches: Iterator[np.ndarray], features: FeatureFn, feature_
     return mean, cov, int(stats.count)
 
 
+def maximum_likelihood_covariance(cov: np.ndarray, count: int) -> np.ndarray:
+    """The covariance divided by N instead of N - 1, from the unbiased one: what StyleGAN-V's and cd-fvd's
+    `FeatureStats.get_mean_cov` return, and so part of cd-FVD's definition (FVD here follows the TF
+    reference and TATS, which use the unbiased one)."""
+    if count < 2:
+        raise InputError(f"a covariance needs at least 2 clips; got {count}")
+    return np.asarray(cov) * ((count - 1) / count)
+
+
 def fvd(real: tuple[np.ndarray, np.ndarray], generated: tuple[np.ndarray, np.ndarray]) -> float:
     """Fréchet video distance between (mean, covariance) pairs of real and generated clip features."""
     return frechet_distance(real[0], real[1], generated[0], generated[1])
