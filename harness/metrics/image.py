@@ -21,6 +21,8 @@ batch size nor on the number of ranks: splits and neighbourhoods are formed in s
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -69,6 +71,18 @@ def inception_score(logits, splits: int = 10, *, split_size: int | None = None) 
     return float(values.mean()), std
 
 
+@contextmanager
+def _float32_accumulation() -> Iterator[None]:
+    """TF's float16 matmuls (ADM's) accumulate in float32; cuBLAS may reduce in float16 unless told not to."""
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.allow_fp16_reduced_precision_reduction
+    matmul.allow_fp16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        matmul.allow_fp16_reduced_precision_reduction = previous
+
+
 def pairwise_squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """||a_i - b_j||^2 by the expansion ADM uses (|a|^2 - 2 a.b + |b|^2), clamped at 0."""
     dist = (a * a).sum(1, keepdim=True) - 2 * a @ b.T + (b * b).sum(1)[None, :]
@@ -76,7 +90,8 @@ def pairwise_squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
 
 
 def _distances(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    dist = pairwise_squared_distances(a.to(dtype), b.to(dtype)).float()
+    with _float32_accumulation():
+        dist = pairwise_squared_distances(a.to(dtype), b.to(dtype)).float()
     if dtype != torch.float32 and not bool(torch.isfinite(dist).all()):  # ADM's fp16 overflow fallback
         dist = pairwise_squared_distances(a.float(), b.float())
     return dist
