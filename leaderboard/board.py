@@ -63,18 +63,42 @@ class Filters:
     search: str = ""
 
 
+#: Columns a group table keeps for links, plots and the CSV export but never shows.
+HIDDEN_COLUMNS = ("run_id", "generate_seconds")
+
+
 @dataclass
 class Group:
-    """Rows of one board that share an evaluation signature, ranked against each other."""
+    """Rows of one board that share an evaluation signature, ranked against each other.
+
+    `view` is the table as shown: without the hidden columns and the columns that are empty in this group
+    (computed once, so a cached board costs nothing to show again).
+    """
 
     eval_signature_hash: str
     table: pd.DataFrame
     metrics: list[MetricInfo] = field(default_factory=list)
     ranked_by: MetricInfo | None = None
+    view: pd.DataFrame = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.view = self.table[[c for c in self.table.columns
+                                if c not in HIDDEN_COLUMNS and not _all_empty(self.table[c])]]
 
     @property
     def sources(self) -> list[str]:
         return sorted(set(self.table["source"]))
+
+    @property
+    def export_columns(self) -> list[str]:
+        """The shown columns with the run id in place of the run-page link."""
+        return [c for c in self.view.columns if c != "run"] + ["run_id"]
+
+
+def _all_empty(column: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(column):
+        return bool(column.isna().all())
+    return bool(column.fillna("").eq("").all())
 
 
 def family_name(family: str) -> str:
@@ -207,9 +231,36 @@ def build_groups(snapshot: StoreSnapshot, task: str, filters: Filters = Filters(
     return groups, primary
 
 
+@dataclass(frozen=True)
+class FilterOptions:
+    """What the filters of a board offer, from its finished runs."""
+
+    families: list[str]
+    sources: list[str]
+    hardware: list[str]  # empty where the hardware filter is not offered
+    params_millions: tuple[float, float] | None  # None where fewer than two parameter counts differ
+
+    @classmethod
+    def of(cls, snapshot: StoreSnapshot, task: str) -> FilterOptions:
+        runs = task_runs(snapshot, task)
+        present_sources = set(runs["source"])
+        hardware = sorted(h for h in set(runs["hardware"]) if h)
+        metrics = snapshot.metrics[snapshot.metrics["run_id"].isin(runs["run_id"])]
+        if not (has_speed(metric_infos(metrics)) or len(hardware) > 1):
+            hardware = []  # one machine on a board without speed metrics: nothing to choose
+        params = runs["params"].dropna()
+        return cls(
+            families=sorted(set(runs["family"])),
+            sources=[s for s in SOURCE_NAMES if s in present_sources],
+            hardware=hardware,
+            params_millions=(float(params.min()) / 1e6, float(params.max()) / 1e6) if params.nunique() > 1 else None,
+        )
+
+
 @dataclass
 class Board:
-    """A task's board before the visitor's filters: the snapshot it comes from, its groups and primary metric.
+    """A task's board before the visitor's filters: the snapshot it comes from, its groups, primary metric
+    and filter choices.
 
     The app caches one per task, so a first visit and every unfiltered rerun reuse the ranked tables.
     """
@@ -217,10 +268,12 @@ class Board:
     snapshot: StoreSnapshot
     groups: list[Group]
     primary: str | None
+    options: FilterOptions
 
     @classmethod
     def build(cls, snapshot: StoreSnapshot, task: str) -> Board:
-        return cls(snapshot, *build_groups(snapshot, task))
+        groups, primary = build_groups(snapshot, task)
+        return cls(snapshot, groups, primary, FilterOptions.of(snapshot, task))
 
     def filtered(self, task: str, filters: Filters) -> tuple[list[Group], str | None]:
         """The groups and primary metric under `filters` (the cached ones when nothing is filtered)."""
@@ -294,9 +347,10 @@ def is_quality(m: MetricInfo) -> bool:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def to_csv(table: pd.DataFrame) -> bytes:
-    """The shown table as CSV; text cells that a spreadsheet would run as a formula are prefixed with '."""
-    safe = table.copy()
+def to_csv(table: pd.DataFrame, columns: Sequence[str] | None = None) -> bytes:
+    """The shown table (or its `columns`) as CSV; text cells that a spreadsheet would run as a formula are
+    prefixed with '."""
+    safe = table[list(columns)] if columns is not None else table.copy()
     for col in safe.columns:
         if safe[col].dtype == object or pd.api.types.is_string_dtype(safe[col]):
             safe[col] = safe[col].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA_START) else v)

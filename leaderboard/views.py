@@ -20,8 +20,7 @@ from harness.signature import Signature
 from harness.store import Store
 from leaderboard import artifacts as artifacts_mod
 from leaderboard.board import (
-    SOURCE_NAMES, Board, Filters, Group, MetricInfo, family_name, has_speed, metric_infos, run_link,
-    task_runs, to_csv,
+    SOURCE_NAMES, Board, FilterOptions, Filters, Group, MetricInfo, family_name, run_link, task_runs, to_csv,
 )
 from leaderboard.data import StoreSnapshot, eval_signature_text, load_run
 from leaderboard.plots import Axis, default_charts, numeric_axes, plot_frame, scatter
@@ -33,7 +32,6 @@ EMPTY_HELP = (
     "- `arbench reported load` adds the paper-reported figures of the seed methods;\n"
     "- `arbench run TASK METHOD` or `arbench score TASK PATH` adds your own."
 )
-HIDDEN_COLUMNS = ("run_id", "generate_seconds")
 BOARD_TABS = ("tables", "plots: quality against cost")
 
 
@@ -53,8 +51,7 @@ def render_boards(store: Store, tasks: list[str], board_of: Callable[[str], Boar
         task = st.selectbox("task", tasks, key="task")
     board = board_of(task)
     snapshot = board.snapshot
-    runs = task_runs(snapshot, task)
-    filters = _sidebar_filters(runs, snapshot, task)
+    filters = _sidebar_filters(board.options, task)
     task_row = snapshot.tasks[snapshot.tasks["task"] == task]
     st.subheader(md_escape(task))
     if len(task_row) and task_row["description"].iloc[0]:
@@ -87,25 +84,20 @@ def _render_tables(store: Store, task: str, groups: list[Group], snapshot: Store
     _render_unfinished(snapshot, task)
 
 
-def _sidebar_filters(runs: pd.DataFrame, snapshot: StoreSnapshot, task: str) -> Filters:
+def _sidebar_filters(options: FilterOptions, task: str) -> Filters:
     with st.sidebar:
         st.header("Filters")
         search = st.text_input("search by name", key="search")
-        families = sorted(set(runs["family"]))
-        chosen_families = st.multiselect("method family", families, format_func=family_name,
+        chosen_families = st.multiselect("method family", options.families, format_func=family_name,
                                          key=f"families-{task}")
-        sources = [s for s in SOURCE_NAMES if s in set(runs["source"])]
-        chosen_sources = st.multiselect("source", sources, format_func=SOURCE_NAMES.get,
+        chosen_sources = st.multiselect("source", options.sources, format_func=SOURCE_NAMES.get,
                                         key=f"sources-{task}")
-        hardware = sorted(h for h in set(runs["hardware"]) if h)
-        metrics = snapshot.metrics[snapshot.metrics["run_id"].isin(runs["run_id"])]
         chosen_hardware: list[str] = []
-        if hardware and (has_speed(metric_infos(metrics)) or len(hardware) > 1):
-            chosen_hardware = st.multiselect("hardware", hardware, key=f"hardware-{task}")
+        if options.hardware:
+            chosen_hardware = st.multiselect("hardware", options.hardware, key=f"hardware-{task}")
         params_range = None
-        params = runs["params"].dropna()
-        if params.nunique() > 1:
-            low, high = float(params.min()) / 1e6, float(params.max()) / 1e6
+        if options.params_millions is not None:
+            low, high = options.params_millions
             chosen = st.slider("parameters (millions)", low, high, (low, high), key=f"params-{task}")
             if chosen != (low, high):
                 params_range = (chosen[0] * 1e6, chosen[1] * 1e6)
@@ -114,7 +106,7 @@ def _sidebar_filters(runs: pd.DataFrame, snapshot: StoreSnapshot, task: str) -> 
 
 def _render_group(store: Store, task: str, index: int, group: Group) -> None:
     table = group.table
-    sources = ", ".join(SOURCE_NAMES.get(s, s) for s in sorted(set(table["source"])))
+    sources = ", ".join(SOURCE_NAMES.get(s, s) for s in group.sources)
     st.markdown(f"#### Protocol group P{index} · {len(table)} rows · {md_escape(sources)}")
     signature = Signature.parse(eval_signature_text(store, group.eval_signature_hash))
     ranked = f"ranked by {md_escape(group.ranked_by.header)}" if group.ranked_by else "not ranked (no metric)"
@@ -123,19 +115,11 @@ def _render_group(store: Store, task: str, index: int, group: Group) -> None:
     st.caption(f"{ranked}{named} · evaluation signature {md_escape(group.eval_signature_hash)}")
     with st.expander("evaluation signature of this group"):
         st.text(signature_lines(str(signature)))  # st.code would load a 1.5 MB highlighter before the tables
-    shown = [c for c in table.columns if c not in HIDDEN_COLUMNS and not _all_empty(table[c])]
-    st.dataframe(table, hide_index=True, column_order=shown, column_config=_column_config(group),
+    st.dataframe(group.view, hide_index=True, column_config=_column_config(group),
                  key=f"table-{task}-{group.eval_signature_hash}")
-    export = table[[c for c in shown if c != "run"] + ["run_id"]]
-    st.download_button("export this table as CSV", partial(to_csv, export),  # built only when clicked
+    st.download_button("export this table as CSV", partial(to_csv, table, group.export_columns),  # built on click
                        file_name=f"{task}-P{index}.csv", mime="text/csv",
                        key=f"csv-{task}-{group.eval_signature_hash}")
-
-
-def _all_empty(column: pd.Series) -> bool:
-    if pd.api.types.is_numeric_dtype(column):
-        return bool(column.isna().all())
-    return bool(column.fillna("").eq("").all())
 
 
 def _column_config(group: Group) -> dict:

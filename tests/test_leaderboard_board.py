@@ -19,7 +19,7 @@ from harness.metrics.base import MetricValue
 from harness.migrations import head_revision, upgrade_to
 from harness.store import Store
 from leaderboard.artifacts import discover, sample_grid
-from leaderboard.board import Filters, build_groups, rank_with_ties, to_csv
+from leaderboard.board import HIDDEN_COLUMNS, Board, Filters, build_groups, rank_with_ties, to_csv
 from leaderboard.data import load_board_tasks, load_snapshot, open_store
 from leaderboard.plots import default_charts, plot_frame, scatter
 from leaderboard.text import md_escape, safe_url
@@ -121,6 +121,27 @@ def test_filters(store):
     assert shown(search="LLAMA") == ["llamagen-b"]
     assert shown(search="(b") == ["mar-b"]  # plain text, not a regular expression
     assert shown(search="nothing") == []
+
+
+def test_cached_board_view_export_and_filter_choices_on_a_synthetic_store(store):
+    from leaderboard.synthetic import SyntheticSpec, fill_synthetic
+
+    fill_synthetic(store, SyntheticSpec(runs=600, metrics_per_run=4, tasks=2, methods=20))
+    snapshot = load_snapshot(store, "synthetic-task-0")
+    board = Board.build(snapshot, "synthetic-task-0")
+    assert sum(len(g.table) for g in board.groups) == 300 and len(board.groups) == 3
+    for group in board.groups:
+        assert not set(HIDDEN_COLUMNS) & set(group.view.columns) and len(group.view) == len(group.table)
+        assert "verification" not in group.view.columns  # empty in every synthetic row: not shown
+        rows = list(csv.reader(io.StringIO(to_csv(group.table, group.export_columns).decode())))
+        assert rows[0] == [c for c in group.view.columns if c != "run"] + ["run_id"]
+        assert [r[-1] for r in rows[1:]] == group.table["run_id"].tolist()  # every row, not only the visible ones
+    options = board.options
+    assert options.sources == ["reproduced", "submitted", "reported"]
+    assert len(options.hardware) == 3 and options.params_millions[0] < options.params_millions[1]
+    assert board.filtered("synthetic-task-0", Filters()) == (board.groups, board.primary)
+    narrowed, _ = board.filtered("synthetic-task-0", Filters(sources=("reported",)))
+    assert {s for g in narrowed for s in g.table["source"]} == {"reported in a paper"}
 
 
 # -- export and text safety ------------------------------------------------------------------------------
