@@ -12,7 +12,7 @@
   sample ball. Computed in 10,000 x 10,000 blocks as ADM does. ADM's distances are float16
   (`distance_dtype=torch.float16`, each block redone in float32 if it overflows): pool_3 squared norms
   are in the hundreds, where float16 steps by 0.25-0.5, so ties at the radius become common and the
-  fractions move by a few tenths of a percent against exact float32 distances (the function's default).
+  fractions move by up to a few tenths of a percent against exact float32 distances (the function's default).
 
 The accumulators keep every row with its sample index (`cat` states), so results depend neither on
 batch size nor on the number of ranks: splits and neighbourhoods are formed in sample order.
