@@ -12,11 +12,14 @@ from harness.config import default_db_url
 from harness.errors import ArbenchError
 from harness.store import Store, mask_url
 from leaderboard.board import Board
-from leaderboard.data import load_board_tasks, load_snapshot, open_store
+from leaderboard.data import load_board_tasks, load_snapshot, open_store, results_version
 from leaderboard.text import md_escape
 from leaderboard.views import EMPTY_HELP, render_boards, render_queue, render_run
 
-SNAPSHOT_TTL_SECONDS = 30
+#: Boards are rebuilt when `results_version` changes; this only bounds how long a change that the
+#: fingerprint cannot see (an edit made by hand in the database) stays hidden.
+SAFETY_TTL_SECONDS = 600
+MAX_CACHED_BOARDS = 32
 
 
 @st.cache_resource(show_spinner=False)
@@ -24,14 +27,14 @@ def cached_store(url: str) -> tuple[Store, str]:
     return open_store(url)
 
 
-@st.cache_data(ttl=SNAPSHOT_TTL_SECONDS, show_spinner=False)
-def cached_board_tasks(url: str) -> list[str]:
+@st.cache_data(ttl=SAFETY_TTL_SECONDS, max_entries=MAX_CACHED_BOARDS, show_spinner=False)
+def cached_board_tasks(url: str, version: tuple) -> list[str]:
     return load_board_tasks(cached_store(url)[0])
 
 
-@st.cache_data(ttl=SNAPSHOT_TTL_SECONDS, show_spinner=False)
-def cached_board(url: str, task: str) -> Board:
-    """A task's runs and metrics with its ranked, unfiltered groups: one load and one ranking per TTL."""
+@st.cache_data(ttl=SAFETY_TTL_SECONDS, max_entries=MAX_CACHED_BOARDS, show_spinner=False)
+def cached_board(url: str, task: str, version: tuple) -> Board:
+    """A task's runs and metrics with its ranked, unfiltered groups, built once per version of the results."""
     return Board.build(load_snapshot(cached_store(url)[0], task), task)
 
 
@@ -42,14 +45,15 @@ def main() -> None:
     run_id = st.query_params.get("run")
     try:
         store, schema_note = cached_store(url)
-        tasks = [] if run_id else cached_board_tasks(url)
+        version = () if run_id else results_version(store)
+        tasks = [] if run_id else cached_board_tasks(url, version)
     except ArbenchError as exc:
         st.error(md_escape(exc))
         st.info(EMPTY_HELP)
         return
     if schema_note:
         st.toast(md_escape(schema_note))
-    st.caption(f"results from {md_escape(mask_url(url))} · refreshed every {SNAPSHOT_TTL_SECONDS} s")
+    st.caption(f"results from {md_escape(mask_url(url))} · boards rebuilt whenever the results change")
     with st.sidebar:
         show_queue = not run_id and st.toggle("submission queue", key="queue-toggle")
     if run_id:
@@ -59,7 +63,7 @@ def main() -> None:
     elif not tasks:
         st.info(EMPTY_HELP)
     else:
-        render_boards(store, tasks, lambda task: cached_board(url, task))
+        render_boards(store, tasks, lambda task: cached_board(url, task, version))
 
 
 main()

@@ -71,6 +71,23 @@ def _json_first(column, keys: tuple[str, ...], kind: str):
 TASK_COLUMNS = ["task", "version", "modality", "description", "primary_metric"]
 
 
+def results_version(store: Store) -> tuple:
+    """A fingerprint of the results, from one cheap query (milliseconds at 10,000 runs).
+
+    It changes when a run is added, started or resumed, finished or failed, replaced or removed, and when
+    a metric value is added: the count and newest timestamps of the runs and the highest metric id (metric
+    rows are only ever inserted, or deleted with their run). The app keys its cached boards on it, so a board is
+    rebuilt as soon as the store changes and never while it does not.
+    """
+    if "runs" not in store.table_names():
+        return ()
+    newest_metric = select(func.max(MetricRow.id)).scalar_subquery()
+    query = select(func.count(RunRow.id), func.max(RunRow.created_at), func.max(RunRow.started_at),
+                   func.max(RunRow.finished_at), newest_metric)
+    with store.engine.connect() as conn:
+        return tuple(str(v) for v in conn.execute(query).one())
+
+
 def load_board_tasks(store: Store) -> list[str]:
     """Tasks with at least one finished run: those with reproduced or submitted rows first, then paper-only
     boards, each part in name order (one GROUP BY query)."""

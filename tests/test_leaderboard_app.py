@@ -92,6 +92,26 @@ def test_plots_tab_is_built_only_when_opened(results_dir):
     assert "Each point opens its run page" in texts(at)
 
 
+def test_board_is_built_once_per_version_of_the_results(results_dir, monkeypatch):
+    from leaderboard.board import Board
+
+    builds, build = [], Board.build.__func__
+
+    def counted(cls, snapshot, task):
+        builds.append(task)
+        return build(cls, snapshot, task)
+
+    monkeypatch.setattr(Board, "build", classmethod(counted))
+    store = Store()
+    add_run(store, method="m-a", metrics=[fid(2.0, 0.2)])
+    at = app()
+    at.run()
+    assert builds == ["toy-board"]  # the rerun reuses the cached board
+    add_run(store, method="m-b", metrics=[fid(1.0, 0.2)])
+    at.run()
+    assert builds == ["toy-board"] * 2 and at.dataframe[0].value["method"].tolist() == ["m-b", "m-a"]
+
+
 def test_sidebar_filters_narrow_the_board(results_dir):
     store = Store()
     add_run(store, method="llamagen-b", family="raster-ar", metrics=[fid(5.0)])
