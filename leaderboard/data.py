@@ -76,7 +76,7 @@ def results_version(store: Store) -> tuple:
 
     It changes when a run is added, started or resumed, finished or failed, replaced or removed, and when
     a metric value is added: the count and newest timestamps of the runs and the highest metric id (metric
-    rows are only ever inserted, or deleted with their run). The app keys its cached boards on it, so a board is
+    rows are only inserted, or deleted with a run or when a run fails, which stamps its finish time). The app keys its cached boards on it, so a board is
     rebuilt as soon as the store changes and never while it does not.
     """
     if "runs" not in store.table_names():
@@ -151,14 +151,19 @@ def load_snapshot(store: Store, task: str | None = None) -> StoreSnapshot:
 def _frame(conn, query, columns: list[str]) -> pd.DataFrame:
     """Rows of a query as a frame through the driver's own cursor: SQLAlchemy's per-row result processing
     costs seconds at 100,000 metric values. The queries' only bound values are constants and an integer
-    task id, so rendering them as literals is safe."""
+    task id, so rendering them as literals is safe.
+
+    Text columns stay Python objects: the board's lookups (`isin`, grouping, per-row links) run about a
+    third faster on them than on pandas' Arrow-backed strings."""
     sql = str(query.compile(conn.engine, compile_kwargs={"literal_binds": True}))
     cursor = conn.connection.cursor()
     try:
         cursor.execute(sql)
-        return pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
+        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
     finally:
         cursor.close()
+    text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c]) and frame[c].dtype != object]
+    return frame.astype({c: object for c in text}) if text else frame
 
 
 def load_run(store: Store, run_id: str) -> dict[str, Any] | None:

@@ -17,10 +17,10 @@ from leaderboard_fixtures import EVIL_LABEL, add_run, artifact_folder, fid, scor
 
 from harness.metrics.base import MetricValue
 from harness.migrations import head_revision, upgrade_to
-from harness.store import Store
+from harness.store import MetricRow, Store
 from leaderboard.artifacts import discover, sample_grid
 from leaderboard.board import HIDDEN_COLUMNS, Board, Filters, build_groups, rank_with_ties, to_csv
-from leaderboard.data import load_board_tasks, load_snapshot, open_store
+from leaderboard.data import load_board_tasks, load_snapshot, open_store, results_version
 from leaderboard.plots import default_charts, plot_frame, scatter
 from leaderboard.text import md_escape, safe_url
 
@@ -240,6 +240,20 @@ def test_snapshot_loads_one_tasks_metrics(store):
     assert load_board_tasks(store) == ["board-a", "board-b", "a-paper-board"]  # own rows first, no failed-only
 
 
+def test_results_version_changes_with_every_kind_of_write(store):
+    versions = [results_version(store)]
+    run_id = add_run(store, metrics=[fid(1.0)])
+    versions.append(results_version(store))
+    add_run(store, method="m-failed", error="boom")
+    versions.append(results_version(store))
+    with store.session() as session:  # a metric value added to an existing run
+        session.add(MetricRow(run_id=run_id, name="inception_score", value=3.0, higher_is_better=True))
+    versions.append(results_version(store))
+    store.delete_run(run_id)
+    versions.append(results_version(store))
+    assert len(set(versions)) == len(versions) and results_version(store) == versions[-1]
+
+
 @pytest.mark.postgres
 def test_snapshot_and_board_on_postgresql(pg_url, tmp_path):
     store = Store(pg_url)
@@ -252,6 +266,10 @@ def test_snapshot_and_board_on_postgresql(pg_url, tmp_path):
     assert row["params"] == 1e8 and row["hardware"] == "A100" and row["verification"] == "unverified — x"
     groups, _ = build_groups(snap, "toy-board")
     assert groups[0].table["method"].tolist() == ["m-a", "m-b"] and groups[0].table["rank"].tolist() == [1, 2]
+    version = results_version(reader)
+    assert results_version(reader) == version
+    add_run(store, method="m-c", metrics=[fid(4.0, 0.1)])
+    assert results_version(reader) != version
     reader.dispose()
     store.dispose()
 
