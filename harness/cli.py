@@ -117,7 +117,11 @@ def format_table(records: list[dict[str, Any]]) -> str:
 def cmd_show(args: argparse.Namespace) -> int:
     from harness.store import Store
 
-    print(format_table(Store(args.db).records(task=args.task)))
+    records = Store(args.db).records(task=args.task)
+    if args.task and not records:
+        print(f"no runs of task {args.task!r} stored; `arbench show` lists every task that has runs.")
+        return 0
+    print(format_table(records))
     return 0
 
 
@@ -379,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run every offline task on the bundled models and fill results/arbench.db")
     runner_options(p)
     p.set_defaults(func=cmd_demo)
+
+    # --db is accepted after the command too (`arbench run T M --db URL`); SUPPRESS keeps the value given
+    # before the command when it is not repeated after it.
+    for name, command in sub.choices.items():
+        if name not in ("tasks", "methods", "weights"):
+            command.add_argument("--db", default=argparse.SUPPRESS, help="database URL (as before the command)")
     return parser
 
 
@@ -393,6 +403,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished shards are kept; rerun the same command to resume.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from harness.errors import ArbenchError
+
 
 def world() -> tuple[int, int]:
     """(rank, world_size) from the torchrun environment; (0, 1) in a plain process."""
@@ -61,8 +63,15 @@ def resolve_device(device: str) -> str:
             rank = int(os.environ.get("LOCAL_RANK", 0))
             return f"cuda:{rank}"
         return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        from harness.errors import ArbenchError
-
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise ArbenchError(f"unknown device {device!r}: use --device cpu, cuda, cuda:N or auto.")
+    if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ArbenchError(f"device {device!r} was asked for, but no CUDA device is available. Use --device cpu.")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ArbenchError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
+                           f"CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
     return device

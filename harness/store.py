@@ -201,7 +201,10 @@ class Store:
         try:
             self.engine = create_engine(self.url, connect_args=connect_args, pool_pre_ping=True)
         except (ArgumentError, ImportError) as exc:
-            raise ArbenchError(f"cannot open database {mask_url(self.url)}: {exc}") from exc
+            raise ArbenchError(
+                f"cannot open database {mask_url(self.url)}: {exc}. ARBench uses SQLite (sqlite:///PATH) or "
+                "PostgreSQL (postgresql://user@host/db); check --db or ARBENCH_DB_URL."
+            ) from exc
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -3,7 +3,7 @@
 A manifest (`arbench submit manifest.toml`):
 
     task = "digits-c2i"
-    method = "digits-pca-gauss"          # a registered method, or "module:Class" from adapter_path
+    method = "digits-pca-gaussian"       # a registered method, or "module:Class" from adapter_path
     adapter_path = "adapter"             # folder (or .whl) next to the manifest; only with module:Class
     label = "PCA-Gauss (ours)"
     license = "MIT"

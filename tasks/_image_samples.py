@@ -225,8 +225,8 @@ def read_image_shards(shard_dirs: Sequence[Path], image_size: int) -> ImageSampl
 def class_balanced_labels(num_samples: int, num_classes: int) -> list[int]:
     """Request labels: every class num_samples / num_classes times, interleaved (0, 1, ..., C-1, 0, ...),
     so that each contiguous Inception Score split sees every class equally often."""
-    if num_samples % num_classes:
-        raise InputError(f"num_samples ({num_samples}) must be a multiple of num_classes ({num_classes}).")
+    if num_classes < 1 or num_samples < 1 or num_samples % num_classes:
+        raise InputError(f"num_samples ({num_samples}) must be a positive multiple of num_classes ({num_classes}).")
     return [i % num_classes for i in range(num_samples)]
 
 

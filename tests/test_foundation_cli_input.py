@@ -1,0 +1,64 @@
+"""Command-line input found wrong in the README review: each refused with one message, before anything is
+stored, and options where the README says they go."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_db_option_after_the_command(results_dir, tmp_path, capsys):
+    db = tmp_path / "elsewhere.db"
+    argv = ["run", "toy-gauss", "toy-sampler", "--set", "num_samples=6", "--no-progress", "--db", f"sqlite:///{db}"]
+    assert main(argv) == 0
+    assert db.is_file() and not (results_dir / "arbench.db").exists()
+    capsys.readouterr()
+    assert main(["show", "--db", f"sqlite:///{db}"]) == 0
+    assert "toy-gauss" in capsys.readouterr().out
+    assert main(["--db", f"sqlite:///{db}", "show"]) == 0  # before the command, as before
+    assert "toy-gauss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "toy-gauss", "toy-sampler", "--device", "foo"], "unknown device 'foo': use --device cpu, cuda"),
+    (["run", "toy-gauss", "toy-sampler", "--device", "mps"], "unknown device 'mps'"),
+    (["run", "digits-c2i", "digits-pca-gaussian", "--set", "num_samples=0"],
+     "num_samples (0) must be a positive multiple of num_classes (10)"),
+    (["run", "digits-c2i", "digits-pca-gaussian", "--set", "num_samples=-10"], "must be a positive multiple"),
+])
+def test_bad_run_input_is_refused_before_anything_is_stored(argv, message, results_dir, capsys):
+    assert main(argv + ["--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (results_dir / "arbench.db").exists()
+
+
+def test_unknown_database_kind_says_which_urls_work(results_dir, capsys):
+    assert main(["--db", "foo://somewhere/x", "show"]) == 2
+    err = capsys.readouterr().err
+    assert "sqlite:///PATH" in err and "postgresql://" in err and "Traceback" not in err
+
+
+def test_show_of_a_task_without_runs_says_so(results_dir, capsys):
+    assert main(["run", "toy-gauss", "toy-sampler", "--set", "num_samples=6", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["show", "toy-gaus"]) == 0
+    assert "no runs of task 'toy-gaus' stored" in capsys.readouterr().out
+
+
+def test_output_into_a_closed_pipe_stops_without_a_traceback(results_dir):
+    reader, writer = os.pipe()
+    os.close(reader)  # as `arbench methods | head -1` once head has exited
+    proc = subprocess.run([sys.executable, "-m", "harness", "methods"], cwd=ROOT, stdout=writer,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(writer)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141
