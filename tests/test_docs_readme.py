@@ -190,3 +190,38 @@ def test_export_fields_named_in_the_readme_are_exported(results_dir, capsys):
         for key in re.findall(r'"(\w+)"', required):
             assert key in metric, f"README names metric field {key!r}, which is not exported"
         assert set(metric) <= set(re.findall(r'"(\w+)"', metric_part)), "an exported metric field the README omits"
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """(file, words) of every `arbench run|score ...` line in the shell blocks of README.md and docs/*.md,
+    continuation lines joined and comments stripped."""
+    commands = []
+    for doc in [README, *DOCS]:
+        for _, body in FENCE.findall(doc.read_text(encoding="utf-8")):
+            for line in body.replace("\\\n", " ").splitlines():
+                words = line.split("#")[0].split()
+                if words[:1] == ["arbench"] and words[1:2] in (["run"], ["score"]):
+                    commands.append((doc.name, words))
+    return commands
+
+
+def test_documented_run_and_score_commands_use_real_names_and_settings():
+    from harness.runner import split_overrides
+
+    commands = documented_commands()
+    assert len(commands) >= 20
+    checked = 0
+    for doc, words in commands:
+        command, task, target = words[1], words[2], words[3] if len(words) > 3 else ""
+        if task.isupper() or task.startswith("<"):
+            continue  # a placeholder (`arbench run TASK METHOD`)
+        assert task in TASKS.names(), f"{doc}: `{' '.join(words)}` names no registered task"
+        method_cls = None
+        if command == "run" and not (target.isupper() or target.startswith("<")):
+            assert target in METHODS.names(), f"{doc}: `{' '.join(words)}` names no registered method"
+            method_cls = METHODS.get(target)
+        pairs = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "--set"]
+        overrides = dict(pair.split("=", 1) for pair in pairs)
+        split_overrides(TASKS.get(task), method_cls, overrides)  # raises on a setting that does not exist
+        checked += 1
+    assert checked >= 15
