@@ -40,6 +40,13 @@ class C2ISpeedConfig:
     threads: int = 1
     seed: int = 0
 
+    def __post_init__(self):
+        if self.items < 1 or self.rounds < 1 or self.warmup < 0 or self.threads < 1:
+            raise ArbenchError("c2i-speedup-digits needs items >= 1, rounds >= 1, warmup >= 0 and threads >= 1.")
+        if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
+            raise ArbenchError(f"batch_sizes must be positive integers, e.g. --set batch_sizes=1,16; "
+                               f"got {self.batch_sizes!r}.")
+
 
 @register_task("c2i-speedup-digits")
 class C2ISpeedupDigits(Task):

@@ -57,6 +57,14 @@ class DecodingSpeedupConfig:
     near_tie: float = 1e-3
     threads: int = 1
 
+    def __post_init__(self):
+        if self.max_new_tokens < 1 or self.max_prompts < 0 or self.rounds < 1 or self.warmup < 0 or self.threads < 1:
+            raise ArbenchError("decoding-speedup needs max_new_tokens >= 1, max_prompts >= 0 (0: all), rounds >= 1, "
+                               "warmup >= 0 and threads >= 1.")
+        if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
+            raise ArbenchError(f"batch_sizes must be positive integers, e.g. --set batch_sizes=1,4; "
+                               f"got {self.batch_sizes!r}.")
+
 
 @dataclass
 class MiniConfig(DecodingSpeedupConfig):

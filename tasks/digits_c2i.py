@@ -39,6 +39,10 @@ class DigitsC2IConfig:
     is_splits: int = 10
     pr_k: int = PR_NEIGHBOURHOOD
 
+    def __post_init__(self):
+        if self.is_splits < 1 or self.pr_k < 1:
+            raise InputError(f"is_splits and pr_k must be >= 1; got {self.is_splits} and {self.pr_k}.")
+
 
 def reference_images(size: int) -> np.ndarray:
     """The 1,797 scikit-learn digits in the task's image format."""

@@ -403,6 +403,10 @@ class MovingDigitsConfig:
     seed: int = 0
     feature_batch_size: int = 128
 
+    def __post_init__(self):
+        if self.feature_batch_size < 1:
+            raise InputError(f"feature_batch_size must be >= 1; got {self.feature_batch_size}.")
+
 
 @register_task("moving-digits-fvd")
 class MovingDigitsFVD(VideoFVDTask):

@@ -33,6 +33,15 @@ def test_db_option_after_the_command(results_dir, tmp_path, capsys):
     (["run", "digits-c2i", "digits-pca-gaussian", "--set", "num_samples=0"],
      "num_samples (0) must be a positive multiple of num_classes (10)"),
     (["run", "digits-c2i", "digits-pca-gaussian", "--set", "num_samples=-10"], "must be a positive multiple"),
+    (["run", "digits-c2i", "digits-pca-gaussian", "--set", "pr_k=0"], "is_splits and pr_k must be >= 1"),
+    (["run", "digits-c2i", "digits-pca-gaussian", "--set", "is_splits=0"], "is_splits and pr_k must be >= 1"),
+    (["run", "c2i-speedup-digits", "digits-ar-par", "--set", "items=0"], "needs items >= 1, rounds >= 1"),
+    (["run", "c2i-speedup-digits", "digits-ar-par", "--set", "rounds=0"], "needs items >= 1, rounds >= 1"),
+    (["run", "c2i-speedup-digits", "digits-ar-par", "--set", "batch_sizes=()"], "batch_sizes must be positive"),
+    (["run", "decoding-speedup-mini", "speculative", "--set", "max_new_tokens=0"], "max_new_tokens >= 1"),
+    (["run", "decoding-speedup-mini", "speculative", "--set", "batch_sizes=(1,0)"], "batch_sizes must be positive"),
+    (["run", "moving-digits-fvd", "moving-digits-pca", "--set", "feature_batch_size=0"],
+     "feature_batch_size must be >= 1"),
 ])
 def test_bad_run_input_is_refused_before_anything_is_stored(argv, message, results_dir, capsys):
     assert main(argv + ["--no-progress"]) == 2
