@@ -33,7 +33,9 @@ if [ ! -f "$stamp" ] || ! grep -qx -- "$want" "$stamp"; then
   extras=""
   [ "$mode" = test ] && extras="[test]"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".$extras" 2>&1 | grep -v -e '^WARNING: Location' -e 'is ignored' || true
+  # the filter never fails, so pipefail stops here exactly when pip does (and no stamp is written)
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".$extras" 2>&1 \
+    | { grep -v -e '^WARNING: Location' -e 'is ignored' || true; }
   .venv/bin/python -c "import torch, torchvision, harness" >/dev/null
   echo "$want" >> "$stamp"
 fi
