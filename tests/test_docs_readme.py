@@ -225,3 +225,21 @@ def test_documented_run_and_score_commands_use_real_names_and_settings():
         split_overrides(TASKS.get(task), method_cls, overrides)  # raises on a setting that does not exist
         checked += 1
     assert checked >= 15
+
+
+PROJECT_DIRS = ("harness", "tasks", "baselines", "leaderboard", "benchmarks", "tests", "scripts", "docs")
+
+
+def test_project_files_and_modules_named_in_the_docs_exist():
+    import importlib.util
+
+    missing = []
+    for doc in [README, *DOCS]:
+        text = doc.read_text(encoding="utf-8")
+        for path in re.findall(r"(?<![\w/.-])((?:%s)/[\w/.*-]*[\w*])" % "|".join(PROJECT_DIRS), text):
+            if not any(ROOT.glob(path)):
+                missing.append(f"{doc.name}: {path}")
+        for module in re.findall(r"python -m ((?:%s)[\w.]*)" % "|".join(PROJECT_DIRS), text):
+            if importlib.util.find_spec(module) is None:
+                missing.append(f"{doc.name}: python -m {module}")
+    assert not missing, missing
