@@ -5,11 +5,13 @@ Measures, on one machine in one run:
   2. the first render of the app's script (Streamlit AppTest) with a cold data cache, after the app
      server has started (the imports are warmed on an empty store, as a running server has them);
   3. where Debian's chromium and the playwright package are present: the time from opening the page in
-     headless chromium to the board's table being drawn, served by a real `streamlit run` that has served
-     one run page before (so its imports are done, but no board data is cached).
-Target (issue #6): the first render of a board takes at most 2 s. The CPU time of the AppTest render is
-printed beside its wall time: on a shared machine (load average above the core count) the wall time
-mostly measures the other processes.
+     headless chromium (a fresh browser context each time: nothing cached in the browser) to the board's
+     table being drawn on its canvas, served by a newly started `streamlit run` that has served one run
+     page (imports done). Per repeat: a first visit with the board's data not yet loaded, then a second
+     first visit that finds the board cached (as every visit does until the results change).
+Target (issue #6): the first render of a board takes at most 2 s; the browser figure is the one a visitor
+sees. The CPU time of the AppTest render is printed beside its wall time: on a shared machine (load
+average above the core count) the wall time mostly measures the other processes.
 
     .venv/bin/python benchmarks/leaderboard_bench.py [--runs 10000] [--metrics-per-run 10]
 """
@@ -30,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 APP = ROOT / "leaderboard" / "app.py"
+SYNTHETIC_LABEL_PREFIX = "method-"  # leaderboard.synthetic labels its rows "method-<i> run <r>"
 
 
 def free_port() -> int:
@@ -38,7 +41,37 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def browser_first_render(db_url: str, timeout: float = 120.0) -> tuple[float, float] | None:
+def _wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:  # wait for the server's port, not for a render
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the leaderboard server did not listen on port {port} within {timeout:.0f} s")
+
+
+def _open_board(browser, port: int, timeout: float) -> tuple[float, float]:
+    """A first visit (fresh browser context: nothing cached in the browser): page open -> (title, board rows)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    start = time.perf_counter()
+    page.goto(f"http://127.0.0.1:{port}/", timeout=timeout * 1000)
+    page.wait_for_selector("h1", timeout=timeout * 1000)
+    shell = time.perf_counter() - start
+    # the board's rows, not the empty table that stands in while the board loads: the grid draws on a canvas
+    # and mirrors the visible cells into an accessible table
+    page.wait_for_selector(f"[data-testid=stDataFrame] td:has-text('{SYNTHETIC_LABEL_PREFIX}')", state="attached",
+                           timeout=timeout * 1000)
+    drawn = time.perf_counter() - start
+    page.close()
+    return shell, drawn
+
+
+def browser_first_render(db_url: str, repeats: int, timeout: float = 120.0) -> list[dict[str, tuple]] | None:
+    """Per repeat, on a newly started `streamlit run` that has served one run page (imports done, no board
+    data cached): a first visit with the board's data not cached, then a second first visit (new browser
+    context) within the data cache's TTL. Returns [{"cold": (shell, drawn), "cached": (shell, drawn)}, ...]."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -46,40 +79,32 @@ def browser_first_render(db_url: str, timeout: float = 120.0) -> tuple[float, fl
     chromium = shutil.which("chromium")
     if chromium is None:
         return None
-    port = free_port()
-    env = dict(os.environ, ARBENCH_DB_URL=db_url)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + timeout
-        while time.time() < deadline:  # wait for the server's port, not for a render
+    results = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        for _ in range(repeats):
+            port = free_port()
+            server = subprocess.Popen(
+                [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+                 "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+                cwd=ROOT, env=dict(os.environ, ARBENCH_DB_URL=db_url), stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
             try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            # A run page first: the server imports its modules and opens the store, but loads no board data.
-            page.goto(f"http://127.0.0.1:{port}/?run=warm-up", timeout=timeout * 1000)
-            page.wait_for_selector("text=There is no run", timeout=timeout * 1000)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            start = time.perf_counter()
-            page.goto(f"http://127.0.0.1:{port}/", timeout=timeout * 1000)
-            page.wait_for_selector("h1", timeout=timeout * 1000)
-            shell = time.perf_counter() - start
-            page.wait_for_selector("[data-testid=stDataFrame]", timeout=timeout * 1000)
-            elapsed = time.perf_counter() - start
-            browser.close()
-        return shell, elapsed
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+                _wait_for_port(port, timeout)
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{port}/?run=warm-up", timeout=timeout * 1000)
+                page.wait_for_selector("text=There is no run", timeout=timeout * 1000)
+                page.close()
+                time.sleep(1.0)  # let the server settle after the warm-up
+                results.append({"cold": _open_board(browser, port, timeout),
+                                "cached": _open_board(browser, port, timeout)})
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+        browser.close()
+    return results
 
 
 def _verdict(seconds: float) -> str:
@@ -135,17 +160,23 @@ def main() -> None:
             render_cpu.append(time.process_time() - cpu)
             assert not at.exception, at.exception
             assert len(at.dataframe) >= 1
-        browser = None if args.no_browser else browser_first_render(db_url)
+        load_before = os.getloadavg()[0]
+        browser = None if args.no_browser else browser_first_render(db_url, args.repeats)
 
         print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-              f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+              f"Python {platform.python_version()}, load average (1 min) {load_before:.1f} before the browser "
+              f"runs, {os.getloadavg()[0]:.1f} after")
         print(f"largest board: {rows} rows in {len(groups)} protocol groups")
         print(f"data path (queries + board), best of {args.repeats}: {min(data_times):.2f} s")
         print(f"first render, AppTest, cold data cache, best of {args.repeats}: {min(render_times):.2f} s wall, "
               f"{min(render_cpu):.2f} s CPU (all wall: {', '.join(f'{t:.2f}' for t in render_times)})")
         if browser is not None:
-            print(f"headless chromium: page open -> app shell and title drawn {browser[0]:.2f} s, "
-                  f"-> board table drawn {browser[1]:.2f} s")
+            for case, what in (("cold", "board data not cached"), ("cached", "board data cached")):
+                shells = [r[case][0] for r in browser]
+                drawn = [r[case][1] for r in browser]
+                print(f"headless chromium, first visit, {what}, best of {len(browser)}: page open -> title "
+                      f"{min(shells):.2f} s, -> board table drawn {min(drawn):.2f} s "
+                      f"(all: {', '.join(f'{t:.2f}' for t in drawn)}) -> target {_verdict(min(drawn))}")
         else:
             print("browser measurement skipped (no chromium or playwright, or --no-browser)")
         print(f"target <= 2 s: {_verdict(min(render_times))} on wall time, {_verdict(min(render_cpu))} on CPU time "
