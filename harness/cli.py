@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -182,11 +181,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "streamlit", "run", str(LEADERBOARD_APP), "--server.headless", "true",
            "--server.address", args.address, "--server.port", str(args.port),
            "--browser.gatherUsageStats", "false"]
-    print(f"leaderboard on http://{args.address}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-    try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 0
+    print(f"leaderboard on http://{args.address}:{args.port} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    # Streamlit replaces this process, so a signal to `arbench leaderboard` (SIGTERM from a service manager
+    # or `kill`) reaches the server itself instead of orphaning a child that keeps the port.
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
 
 
 def cmd_reported(args: argparse.Namespace) -> int:

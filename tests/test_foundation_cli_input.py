@@ -71,3 +71,13 @@ def test_output_into_a_closed_pipe_stops_without_a_traceback(results_dir):
     os.close(writer)
     assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
     assert proc.returncode == 141
+
+
+def test_leaderboard_replaces_the_process_with_streamlit(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr("os.execve", lambda path, argv, env: calls.append((path, argv, env)))
+    assert main(["leaderboard", "--port", "8599", "--db", "sqlite:////tmp/board.db"]) == 0
+    ((path, argv, env),) = calls
+    assert path == sys.executable and argv[1:4] == ["-m", "streamlit", "run"]
+    assert argv[argv.index("--server.port") + 1] == "8599" and env["ARBENCH_DB_URL"] == "sqlite:////tmp/board.db"
+    assert "leaderboard on http://localhost:8599" in capsys.readouterr().err
