@@ -525,6 +525,11 @@ class EspeakMiniConfig(TTSConfig):
     rtf_items: int = 5
     rtf_warmup: int = 2
 
+    def __post_init__(self):
+        if self.list_path:
+            raise InputError("espeak-tts-mini's list is built in (5 Harvard sentences), so list_path does not apply "
+                             "to it; score your own list with seed-tts-en or tts-closed-speaker --set list_path=...")
+
 
 @register_task("espeak-tts-mini")
 class EspeakTTSMini(TTSTask):

@@ -42,11 +42,23 @@ def test_db_option_after_the_command(results_dir, tmp_path, capsys):
     (["run", "decoding-speedup-mini", "speculative", "--set", "batch_sizes=(1,0)"], "batch_sizes must be positive"),
     (["run", "moving-digits-fvd", "moving-digits-pca", "--set", "feature_batch_size=0"],
      "feature_batch_size must be >= 1"),
+    (["run", "espeak-tts-mini", "espeak-ng", "--set", "list_path=/elsewhere/meta.lst"],
+     "list_path does not apply"),
 ])
 def test_bad_run_input_is_refused_before_anything_is_stored(argv, message, results_dir, capsys):
     assert main(argv + ["--no-progress"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not (results_dir / "arbench.db").exists()
+
+
+def test_a_corrupt_model_file_is_refused_with_a_message(results_dir, tmp_path, capsys):
+    bad = tmp_path / "model.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    argv = ["run", "decoding-speedup-mini", "speculative", "--set", f"model={bad}", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is not a readable safetensors file" in err and "Traceback" not in err
     assert not (results_dir / "arbench.db").exists()
 
 

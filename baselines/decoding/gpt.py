@@ -153,10 +153,14 @@ class GPT(nn.Module):
     @classmethod
     def from_file(cls, path: str | Path) -> "GPT":
         """Load a bundled checkpoint: `<path>` (safetensors) with its config in the metadata."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as fh:
+                meta = fh.metadata() or {}
+        except SafetensorError as exc:
+            raise ArbenchError(f"{path} is not a readable safetensors file ({exc}); give a GPT checkpoint saved "
+                               f"with GPT.save(), or a Hugging Face model folder.") from exc
         if "config" not in meta:
             raise ArbenchError(f"{path} has no GPT config in its safetensors metadata; save it with GPT.save().")
         raw = json.loads(meta["config"])
