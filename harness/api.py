@@ -35,6 +35,10 @@ class Request:
     seed: int
     condition: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.seed < 0:  # NumPy generators refuse negative seeds; refuse them here, before anything runs
+            raise InputError(f"request {self.id!r} has seed {self.seed}; seeds must be >= 0 (check --set seed=...).")
+
 
 @dataclass
 class NoSettings:

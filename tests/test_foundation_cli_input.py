@@ -44,6 +44,8 @@ def test_db_option_after_the_command(results_dir, tmp_path, capsys):
      "feature_batch_size must be >= 1"),
     (["run", "espeak-tts-mini", "espeak-ng", "--set", "list_path=/elsewhere/meta.lst"],
      "list_path does not apply"),
+    (["run", "digits-c2i", "digits-pca-gaussian", "--set", "seed=-1"], "seeds must be >= 0"),
+    (["run", "moving-digits-fvd", "moving-digits-pca", "--set", "seed=-1"], "seeds must be >= 0"),
 ])
 def test_bad_run_input_is_refused_before_anything_is_stored(argv, message, results_dir, capsys):
     assert main(argv + ["--no-progress"]) == 2
