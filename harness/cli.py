@@ -142,7 +142,11 @@ def cmd_export(args: argparse.Namespace) -> int:
                                  m.get("higher_is_better"), m.get("unit"), r["signature"], r["created_at"]])
         text = buf.getvalue()
     if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+        try:
+            Path(args.out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ArbenchError(f"cannot write {args.out} ({exc.strerror}): give --out a path in an existing, "
+                               f"writable folder.") from exc
         print(f"wrote {len(records)} runs to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -64,6 +64,12 @@ def test_a_corrupt_model_file_is_refused_with_a_message(results_dir, tmp_path, c
     assert not (results_dir / "arbench.db").exists()
 
 
+def test_export_to_a_missing_folder_says_so(results_dir, tmp_path, capsys):
+    assert main(["export", "--out", str(tmp_path / "no-such-folder" / "runs.json")]) == 2
+    err = capsys.readouterr().err
+    assert "give --out a path in an existing, writable folder" in err and "Traceback" not in err
+
+
 def test_unknown_database_kind_says_which_urls_work(results_dir, capsys):
     assert main(["--db", "foo://somewhere/x", "show"]) == 2
     err = capsys.readouterr().err
