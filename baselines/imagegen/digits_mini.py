@@ -32,6 +32,9 @@ def quantise(images: np.ndarray) -> np.ndarray:
     return levels.reshape(len(levels), -1)
 
 
+IMAGE_SIZE = 32  # the digits-c2i rendering, used when a request does not say
+
+
 def tokens_to_images(tokens: torch.Tensor | np.ndarray, size: int) -> np.ndarray:
     """(N, 64) token ids -> uint8 NHWC RGB in the digits-c2i format (level -> value level * 16 / 3,
     rendered by `baselines.digits.data.digits_to_images`)."""

@@ -275,7 +275,6 @@ class DigitsMiniSettings:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
-    image_size: int = 32  # used only when a request does not carry the task's image_size
 
     def __post_init__(self):
         if self.temperature <= 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
@@ -328,7 +327,8 @@ class DigitsMini(ClassToImage):
     def generate(self, requests: Sequence[Request]) -> np.ndarray:
         self.check_labels(requests)
         labels, generators = labels_and_generators(requests, self.device)
-        size = int(requests[0].condition.get("image_size", self.config.image_size)) if requests else 0
+        # the task decides the rendered size (digits-c2i: 32 px); the tokens are the same at any size
+        size = int(requests[0].condition.get("image_size", digits_mini.IMAGE_SIZE)) if requests else 0
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # an 84k-parameter network: handing ops to more threads costs more than it saves
         try:
