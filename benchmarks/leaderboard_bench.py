@@ -121,7 +121,9 @@ def browser_first_render(db_url: str, repeats: int, workdir: Path,
                 page.wait_for_selector("text=There is no run", timeout=timeout * 1000)
                 page.close()
                 time.sleep(1.0)  # let the server settle after the warm-up
-                result = {"cold": _open_board(browser, port, timeout), "cached": _open_board(browser, port, timeout)}
+                result = {"cold": _open_board(browser, port, timeout)}
+                time.sleep(1.0)  # the server tears the closed page's session down first
+                result["cached"] = _open_board(browser, port, timeout)
             with _served(reference, db_url, timeout) as port:
                 time.sleep(1.0)
                 result["reference"] = _open_board(browser, port, timeout)

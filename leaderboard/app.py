@@ -38,6 +38,13 @@ def cached_board(url: str, task: str, version: tuple) -> Board:
     return Board.build(load_snapshot(cached_store(url)[0], task), task)
 
 
+@st.cache_resource(show_spinner=False)
+def built_boards() -> set[tuple]:
+    """Keys of the boards this server has built (the data cache cannot be asked whether it holds one): a
+    board not in it is shown behind a loading placeholder."""
+    return set()
+
+
 def main() -> None:
     st.set_page_config(page_title="ARBench leaderboard", layout="wide")
     st.title("ARBench leaderboard")
@@ -63,7 +70,16 @@ def main() -> None:
     elif not tasks:
         st.info(EMPTY_HELP)
     else:
-        render_boards(store, tasks, lambda task: cached_board(url, task, version))
+        built = built_boards()
+
+        def board_of(task: str) -> Board:
+            board = cached_board(url, task, version)
+            if len(built) > 4 * MAX_CACHED_BOARDS:  # keys of older versions pile up as results are added
+                built.clear()
+            built.add((url, task, version))
+            return board
+
+        render_boards(store, tasks, board_of, loaded=lambda task: (url, task, version) in built)
 
 
 main()

@@ -76,8 +76,9 @@ def results_version(store: Store) -> tuple:
 
     It changes when a run is added, started or resumed, finished or failed, replaced or removed, and when
     a metric value is added: the count and newest timestamps of the runs and the highest metric id (metric
-    rows are only inserted, or deleted with a run or when a run fails, which stamps its finish time). The app keys its cached boards on it, so a board is
-    rebuilt as soon as the store changes and never while it does not.
+    rows are only inserted, or deleted with a run or when a run fails, which stamps its finish time).
+    The app keys its cached boards on it, so a board is rebuilt as soon as the store changes and never
+    while it does not.
     """
     if "runs" not in store.table_names():
         return ()

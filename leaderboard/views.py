@@ -40,23 +40,20 @@ def signature_lines(signature: str) -> str:
 
 
 # -- boards ------------------------------------------------------------------------------------------
-def render_boards(store: Store, tasks: list[str], board_of: Callable[[str], Board]) -> None:
-    """The board of the task chosen in the sidebar; `board_of(task)` loads (or recalls) its unfiltered board.
+def render_boards(store: Store, tasks: list[str], board_of: Callable[[str], Board],
+                  loaded: Callable[[str], bool] = lambda task: False) -> None:
+    """The board of the task chosen in the sidebar; `board_of(task)` loads (or recalls) its unfiltered board
+    and `loaded(task)` says whether it is already in memory.
 
     The tables come first; the plots sit in a second tab that is only built when opened, so a first visit
-    does not wait for the chart library and thousands of points to be drawn before the tables. An empty
-    table stands in while the board loads, so the grid's code (about 1.2 MB of JavaScript) is fetched and
+    does not wait for the chart library and thousands of points to be drawn before the tables. While a
+    board loads, an empty table stands in, so the grid's code (about 1.2 MB of JavaScript) is fetched and
     compiled in parallel with the data path rather than after it.
     """
     with st.sidebar:
         st.header("Board")
         task = st.selectbox("task", tasks, key="task")
-    loading = st.empty()
-    with loading.container():  # the browser fetches and starts the grid's code while the board loads
-        st.caption(f"loading the board of {md_escape(task)}…")
-        st.dataframe(pd.DataFrame(columns=["rank", "label", "method", "family", "source"]), hide_index=True)
-    board = board_of(task)
-    loading.empty()
+    board = board_of(task) if loaded(task) else _load_behind_placeholder(task, board_of)
     snapshot = board.snapshot
     filters = _sidebar_filters(board.options, task)
     task_row = snapshot.tasks[snapshot.tasks["task"] == task]
@@ -79,6 +76,16 @@ def render_boards(store: Store, tasks: list[str], board_of: Callable[[str], Boar
     with plots_tab:
         if plots_tab.open:
             _render_plots(task, primary, *plots)
+
+
+def _load_behind_placeholder(task: str, board_of: Callable[[str], Board]) -> Board:
+    loading = st.empty()
+    with loading.container():
+        st.caption(f"loading the board of {md_escape(task)}…")
+        st.dataframe(pd.DataFrame(columns=["rank", "label", "method", "family", "source"]), hide_index=True)
+    board = board_of(task)
+    loading.empty()
+    return board
 
 
 def _render_tables(store: Store, task: str, groups: list[Group], snapshot: StoreSnapshot) -> None:

@@ -93,6 +93,7 @@ def test_plots_tab_is_built_only_when_opened(results_dir):
 
 
 def test_board_is_built_once_per_version_of_the_results(results_dir, monkeypatch):
+    from leaderboard import views
     from leaderboard.board import Board
 
     builds, build = [], Board.build.__func__
@@ -102,14 +103,19 @@ def test_board_is_built_once_per_version_of_the_results(results_dir, monkeypatch
         return build(cls, snapshot, task)
 
     monkeypatch.setattr(Board, "build", classmethod(counted))
+    placeholders = []
+    behind_placeholder = views._load_behind_placeholder
+    monkeypatch.setattr(views, "_load_behind_placeholder",
+                        lambda task, board_of: placeholders.append(task) or behind_placeholder(task, board_of))
     store = Store()
     add_run(store, method="m-a", metrics=[fid(2.0, 0.2)])
     at = app()
     at.run()
-    assert builds == ["toy-board"]  # the rerun reuses the cached board
+    assert builds == ["toy-board"] and placeholders == ["toy-board"]  # the rerun reuses the board, shown at once
     add_run(store, method="m-b", metrics=[fid(1.0, 0.2)])
     at.run()
-    assert builds == ["toy-board"] * 2 and at.dataframe[0].value["method"].tolist() == ["m-b", "m-a"]
+    assert builds == ["toy-board"] * 2 and placeholders == ["toy-board"] * 2
+    assert at.dataframe[0].value["method"].tolist() == ["m-b", "m-a"]  # the loading table is gone
 
 
 def test_sidebar_filters_narrow_the_board(results_dir):
