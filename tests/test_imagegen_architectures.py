@@ -12,18 +12,10 @@ from baselines.imagegen.sampling import SamplerConfig, filter_logits, request_ge
 from baselines.imagegen.var import (PATCH_NUMS, VAR, VARConfig, VARSampler, VQVAEConfig, VQVAEDecoder, cfg_ramp,
                                     generate_var, scale_schedule)
 from baselines.imagegen.vq_decoder import VQConfig, VQDecoder
+from imagegen_fixtures import randomised
 
 torch.set_num_threads(1)
 SMALL = GPTConfig(dim=32, n_layer=2, n_head=4, multiple_of=16, num_classes=10, vocab_size=11, block_size=16)
-
-
-def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights everywhere (LlamaGen zero-initialises its output layer, which would hide bugs)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from baselines.imagegen.sampling import request_generators
 from harness.api import Request, build_config
 from harness.errors import ArbenchError, MissingAssetError
 from harness.registry import METHODS
+from imagegen_fixtures import randomised
 
 torch.set_num_threads(1)
 SMALL = RARConfig(dim=32, depth=2, heads=4, intermediate_size=48, image_seq_len=16, codebook_size=11,
@@ -34,15 +35,6 @@ def meta_shapes(build) -> dict[str, tuple[int, ...]]:
 
 def meta_state(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
     return {k: torch.empty(s, device="meta") for k, s in shapes.items()}
-
-
-def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random weights everywhere (RAR zero-initialises its adaLN layers, which would hide bugs)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
