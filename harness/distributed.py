@@ -17,11 +17,14 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def init_if_needed(device: str) -> None:
+def init_if_needed(device: str) -> bool:
+    """Join the torchrun process group; True when this call created it (and so must tear it down)."""
     _, size = world()
     if size > 1 and not dist.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend=backend, timeout=dt.timedelta(minutes=60))
+        return True
+    return False
 
 
 def shutdown() -> None:

@@ -246,12 +246,13 @@ class Runner:
     def run(self, task_name: str, method_name: str, overrides: dict[str, Any] | None = None) -> RunResult:
         """Generate with a method, score, and record (the `arbench run` command)."""
         device = distributed.resolve_device(self.options.device)
-        distributed.init_if_needed(device)
+        created_group = distributed.init_if_needed(device)
         try:
             plan = self.plan(task_name, method_name, overrides, kind="run", device=device)
             return self._execute(plan, device, lambda ctx: plan.task.run(plan.method, ctx))
         finally:
-            distributed.shutdown()
+            if created_group:  # a group the caller made is the caller's to close
+                distributed.shutdown()
 
     def score(self, task_name: str, path: str | Path, overrides: dict[str, Any] | None = None) -> RunResult:
         """Score samples a user already has (the `arbench score` command)."""
