@@ -397,3 +397,31 @@ def test_method_generates_uint8_images_independent_of_the_batch():
     cpu_fp16 = METHODS.get("mar-b")()
     with pytest.raises(ArbenchError, match="precision=fp32"):
         cpu_fp16.generate(requests)
+
+
+# -- half precision (upstream evaluates under fp16 autocast) ---------------------------------------------
+def test_a_float16_epsilon_is_promoted_before_the_first_ddpm_step():
+    """At t = 999 sqrt(1 / alpha_bar - 1) is ~2e4; upstream multiplies the float16 epsilon by a float32
+    coefficient tensor (float32 result), so |eps| > 3.3 must not overflow to inf here either."""
+    sched = respaced_schedule(100)
+    x = torch.linspace(-4.5, 4.5, 64).reshape(4, 16)
+    eps, var_values, noise = x.half(), torch.zeros(4, 16, dtype=torch.float16), torch.randn(4, 16)
+    out = p_sample(sched, sched.num_steps - 1, x, eps, var_values, noise, 1.0)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    torch.testing.assert_close(out, p_sample(sched, sched.num_steps - 1, x, eps.float(), var_values.float(),
+                                             noise, 1.0))
+
+
+def test_the_class_buffer_enters_the_encoder_in_float32_under_autocast():
+    """Upstream writes the float32 class embedding into a float32 buffer (cat promotes the half-precision
+    projection), so autocast must not round the class embedding to half precision."""
+    model, seen = tiny_mar(2), {}
+    model.z_proj_ln.register_forward_hook(lambda module, args, out: seen.setdefault("input", args[0]))
+    emb = model.class_emb(torch.tensor([4, 9]))
+    tokens, mask = torch.randn(2, TINY.seq_len, TINY.token_dim), torch.ones(2, TINY.seq_len, dtype=torch.bool)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model.encode(tokens, mask, emb)
+    buffer = seen["input"][:, :TINY.buffer_size]
+    assert buffer.dtype == torch.float32
+    torch.testing.assert_close(buffer, emb[:, None] + model.encoder_pos_embed_learned[:, :TINY.buffer_size],
+                               atol=1e-6, rtol=0)

@@ -219,7 +219,8 @@ class MAR(nn.Module):
         """Latents (B, L, C), mask (B, L) bool (same count per row), class embeddings (B, D) -> (B, kept, D)."""
         x = self.z_proj(tokens)
         b, _, d = x.shape
-        buffer = class_embedding.to(x.dtype).unsqueeze(1).expand(b, self.config.buffer_size, d)
+        buffer = class_embedding.unsqueeze(1).expand(b, self.config.buffer_size, d)
+        # cat promotes a float16 (autocast) projection to the class embedding's float32, as upstream's buffer
         x = self.z_proj_ln(torch.cat([buffer, x], dim=1) + self.encoder_pos_embed_learned)
         x = x[self._with_buffer(mask)].reshape(b, -1, d)
         for block in self.encoder_blocks:

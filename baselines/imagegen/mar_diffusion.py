@@ -94,7 +94,12 @@ def respaced_schedule(num_sampling_steps: int, num_train_steps: int = TRAIN_STEP
 def p_sample(schedule: RespacedSchedule, i: int, x: torch.Tensor, eps: torch.Tensor, var_values: torch.Tensor,
              noise: torch.Tensor, temperature: float) -> torch.Tensor:
     """x_{i-1} from x_i: IDDPM's epsilon-prediction mean with the learned-range variance; noise * temperature
-    is added except at the last step (i == 0)."""
+    is added except at the last step (i == 0). A half-precision network output (fp16 autocast) is promoted
+    to float32 first, as upstream's float32 coefficient tensors promote it."""
+    # Upstream's coefficients are float32 tensors, which promote a float16 epsilon to float32; a Python float
+    # does not, and sqrt(1 / alpha_bar - 1) ~ 2e4 at t = 999 times |eps| > 3.3 overflows float16 to inf.
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    eps, var_values = eps.to(dtype), var_values.to(dtype)
     c = schedule.coefficients(i)
     x0 = c["recip"] * x - c["recipm1"] * eps
     mean = c["coef_x0"] * x0 + c["coef_xt"] * x
