@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from baselines.imagegen.checkpoints import load_into, mismatches
-from baselines.imagegen.kl_vae import ENCODER_PREFIXES, KLVAEConfig, KLVAEDecoder
+from baselines.imagegen.kl_vae import ENCODER_PREFIXES, KLVAEConfig, KLVAEDecoder, to_uint8
 from baselines.imagegen.mar import MAR, MAR_CONFIGS, MARConfig, MARSampler, generate_mar, step_plan
 from baselines.imagegen.mar_diffusion import cosine_betas, p_sample, respaced_schedule, space_timesteps
 from baselines.imagegen.mar_methods import MAR_VAE, read_mar_checkpoint
@@ -425,3 +425,15 @@ def test_the_class_buffer_enters_the_encoder_in_float32_under_autocast():
     assert buffer.dtype == torch.float32
     torch.testing.assert_close(buffer, emb[:, None] + model.encoder_pos_embed_learned[:, :TINY.buffer_size],
                                atol=1e-6, rtol=0)
+
+
+def test_pixels_are_mapped_in_the_decoders_precision_as_upstreams_evaluation():
+    """engine_mar.evaluate maps the autocast (float16) VAE output with (x + 1) / 2 in torch, then
+    np.round(np.clip(x * 255, 0, 255)) in numpy float16; float32 input is mapped in float32."""
+    x = torch.linspace(-1.05, 1.05, 3 * 40 * 40).reshape(1, 3, 40, 40)
+    for dtype in (torch.float16, torch.float32):
+        images = x.to(dtype)
+        unit = ((images + 1) / 2).numpy().transpose(0, 2, 3, 1)
+        ref = np.round(np.clip(unit * 255, 0, 255)).astype(np.uint8)
+        np.testing.assert_array_equal(to_uint8(images), ref)
+    assert (to_uint8(x.half()) != to_uint8(x.half().float())).any()  # half precision does change pixels

@@ -93,6 +93,7 @@ class KLVAEDecoder(nn.Module):
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """[-1, 1] NCHW -> uint8 NHWC as MAR's evaluation writes PNGs: round(clip((x + 1) / 2 * 255, 0, 255))."""
-    unit = ((images.float() + 1) / 2 * 255).clamp(0, 255).round()
-    return unit.permute(0, 2, 3, 1).to("cpu", torch.uint8).numpy()
+    """[-1, 1] NCHW -> uint8 NHWC as MAR's evaluation writes PNGs: round(clip((x + 1) / 2 * 255, 0, 255)),
+    computed in the decoder's output precision (float16 under upstream's autocast, which it maps in float16)."""
+    pixels = ((images + 1) / 2 * 255).clamp(0, 255).round()
+    return pixels.permute(0, 2, 3, 1).to("cpu", torch.uint8).numpy()

@@ -12,7 +12,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-
 from baselines.imagegen.checkpoints import load_into, read_state_dict
 from baselines.imagegen.maskgit_vq import ENCODER_PREFIXES, MaskGITVQDecoder, to_uint8
 from baselines.imagegen.methods import ReleasedClassToImage
