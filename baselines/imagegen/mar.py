@@ -259,7 +259,8 @@ class MARSampler:
 
     def __post_init__(self):
         if self.cfg_schedule not in CFG_SCHEDULES:
-            raise ValueError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)}, not {self.cfg_schedule!r}")
+            raise ValueError(f"cfg_schedule must be one of {', '.join(CFG_SCHEDULES)} (upstream evaluates with "
+                             f"linear), not {self.cfg_schedule!r}")
         if self.num_iter < 1 or self.num_sampling_steps < 2 or self.temperature <= 0 or self.cfg < 0:
             raise ValueError("need num_iter >= 1, num_sampling_steps >= 2, temperature > 0 and cfg >= 0")
 

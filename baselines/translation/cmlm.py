@@ -15,8 +15,8 @@ from torch import nn
 
 from baselines.translation.ar import label_smoothed_nll, shared_embedding
 from baselines.translation.layers import Decoder, Encoder, TransformerConfig
-from baselines.translation.nat import (LENGTH_LOSS_FACTOR, length_logits, length_mask, pick_by_mean_log_prob,
-                                       top_lengths, word_log_probs)
+from baselines.translation.nat import (LENGTH_LOSS_FACTOR, add_length_predictor, length_logits, length_mask,
+                                       pick_by_mean_log_prob, top_lengths, word_log_probs)
 from baselines.translation.vocab import Vocabulary
 
 
@@ -42,8 +42,7 @@ class CMLM(nn.Module):
         embedding = shared_embedding(cfg)
         self.encoder = Encoder(embedding, cfg)
         self.decoder = Decoder(embedding, cfg, causal=False)
-        self.decoder.embed_length = nn.Embedding(cfg.max_positions, cfg.embed_dim)
-        nn.init.normal_(self.decoder.embed_length.weight, mean=0.0, std=cfg.embed_dim ** -0.5)
+        add_length_predictor(self.decoder, cfg)
 
     def decode(self, tokens: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor) -> torch.Tensor:
         padding = tokens.eq(self.cfg.padding_idx)

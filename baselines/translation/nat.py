@@ -19,6 +19,12 @@ from baselines.translation.vocab import SPECIALS, Vocabulary
 LENGTH_LOSS_FACTOR = 0.1
 
 
+def add_length_predictor(decoder: Decoder, cfg: TransformerConfig) -> None:
+    """fairseq's `decoder.embed_length`: one embedding row per target length, scored against the pooled source."""
+    decoder.embed_length = nn.Embedding(cfg.max_positions, cfg.embed_dim)
+    nn.init.normal_(decoder.embed_length.weight, mean=0.0, std=cfg.embed_dim ** -0.5)
+
+
 def length_logits(embed_length: nn.Embedding, memory: torch.Tensor, memory_padding: torch.Tensor) -> torch.Tensor:
     """Scores of every target length (B, max_positions) from the mean of the non-padding encoder states."""
     keep = (~memory_padding).unsqueeze(-1).to(memory.dtype)
@@ -75,8 +81,7 @@ class VanillaNAT(nn.Module):
         embedding = shared_embedding(cfg)
         self.encoder = Encoder(embedding, cfg)
         self.decoder = Decoder(embedding, cfg, causal=False)
-        self.decoder.embed_length = nn.Embedding(cfg.max_positions, cfg.embed_dim)
-        nn.init.normal_(self.decoder.embed_length.weight, mean=0.0, std=cfg.embed_dim ** -0.5)
+        add_length_predictor(self.decoder, cfg)
 
     def decode(self, src: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor,
                lengths: torch.Tensor) -> torch.Tensor:
