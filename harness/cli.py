@@ -195,7 +195,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_reported(args: argparse.Namespace) -> int:
     """Load the curated paper-reported results into the store (idempotent)."""
     from harness.store import Store
-    from leaderboard.reported import DEFAULT_FILE, load_reported
+    from harness.reported import DEFAULT_FILE, load_reported
 
     path = Path(args.file) if args.file else DEFAULT_FILE
     summary = load_reported(Store(args.db), path)
@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("reported", help="load the paper-reported results into the store",
-                       description="Store the figures of leaderboard/reported_results.toml as 'reported' rows. "
+                       description="Store the figures of harness/reported_results.toml as 'reported' rows. "
                                    "Loading twice adds nothing; corrected figures replace their old rows.")
     p.add_argument("action", choices=["load"])
     p.add_argument("--file", default=None, help="another reported-results TOML file")

@@ -27,15 +27,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from baselines.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts
-from baselines.decoding.generation import GenerationResult, validate_result
-from baselines.decoding.interface import ARModel
-from baselines.decoding.strategy import MODALITY, DecodingStrategy, Models
 from harness import provenance
 from harness.api import Method, Request, Task
 from harness.errors import ArbenchError
 from harness.metrics.base import MetricValue
-from harness.registry import register_task
+from harness.protocols.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts
+from harness.protocols.decoding.generation import GenerationResult, validate_result
+from harness.protocols.decoding.interface import ARModel
+from harness.protocols.decoding.strategy import MODALITY, DecodingStrategy, Models
+from harness.registry import METHODS, register_task
 from harness.signature import Signature
 from harness.timing import TimingConfig, TimingResult, compare
 
@@ -140,7 +140,7 @@ class DecodingSpeedup(Task):
         path = Path(spec)
         if path.is_file():
             return provenance.sha256_file(path)
-        from baselines.decoding.bundled import BUNDLED_MODELS
+        from harness.protocols.decoding.bundled import BUNDLED_MODELS
 
         if spec in BUNDLED_MODELS and BUNDLED_MODELS[spec].is_file():
             return provenance.sha256_file(BUNDLED_MODELS[spec])
@@ -327,12 +327,17 @@ class DecodingSpeedupMini(DecodingSpeedup):
     demo_methods = ("speculative", "blockwise", "jacobi", "early-exit")
 
 
-def _baseline_for(method: DecodingStrategy) -> DecodingStrategy:
-    from baselines.decoding.ar import ARConfig, AutoregressiveDecoding
+#: The registered method the protocol times every strategy against (baselines/decoding/ar.py): AR decoding
+#: with KV cache, looked up by name so that the task does not import a method.
+BASELINE_METHOD = "ar"
 
+
+def _baseline_for(method: DecodingStrategy) -> DecodingStrategy:
+    cls = METHODS.get(BASELINE_METHOD)
     sampling = getattr(method, "sampling", None)
-    config = ARConfig(sampling.temperature, sampling.top_k, sampling.top_p) if sampling is not None else ARConfig()
-    return AutoregressiveDecoding(config, method.device)
+    values = {"temperature": sampling.temperature, "top_k": sampling.top_k,
+              "top_p": sampling.top_p} if sampling is not None else {}
+    return cls(cls.Config(**values), method.device)
 
 
 def _batches(requests: list[Request], size: int) -> list[list[Request]]:

@@ -3,7 +3,7 @@
 Protocol: 1,000 class-conditional samples (100 per digit class, labels interleaved 0..9), uint8 RGB
 32x32 (8x8 digits upscaled by nearest neighbour, grey on three channels). Reference: all 1,797 images
 of scikit-learn's bundled digits in the same format. Features: the bundled DigitsNet
-(`baselines/digits/feature_net.py`). Metrics are the ImageNet task's metric code on these features and
+(`harness/features/digits_net.py`). Metrics are the ImageNet task's metric code on these features and
 are named for what they are: `fd_digits` (Fréchet distance), `is_digits` (Inception-Score formula on
 DigitsNet logits), `precision_digits` / `recall_digits` (k=3), and `class_accuracy_digits` (fraction
 of samples DigitsNet classifies as the requested class). None of them is an ImageNet FID or IS.
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from baselines.digits.data import digits_to_images, load_digits_arrays
-from baselines.digits.feature_net import digits_features, load_digits_net
+from harness.datasets.digits import digits_to_images, load_digits_arrays
+from harness.features.digits_net import digits_features, load_digits_net
 from harness.api import Request
 from harness.errors import InputError
 from harness.metrics.base import MetricValue

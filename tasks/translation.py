@@ -373,7 +373,7 @@ class NatMiniConfig(TranslationConfig):
 
 @register_task("nat-mini")
 class NatMini(TranslationTask):
-    """The bundled controlled-language En->De test set (baselines/translation/corpus.py), offline."""
+    """The bundled controlled-language En->De test set (harness/datasets/en_de_corpus.py), offline."""
 
     description = "bundled rule-based En->De corpus (500 test sentences): BLEU, latency, speedup vs AR"
     Config = NatMiniConfig
@@ -387,7 +387,7 @@ class NatMini(TranslationTask):
     def load_test_set(self) -> tuple[list[str] | None, list[str]]:
         if self.config.reference or self.config.source:
             raise InputError("nat-mini's test set is built in; reference/source settings do not apply to it.")
-        from baselines.translation.corpus import SPLITS, build
+        from harness.datasets.en_de_corpus import SPLITS, build
 
         pairs = build(*SPLITS["test"])
         references = [de for _, de in pairs]
@@ -397,5 +397,7 @@ class NatMini(TranslationTask):
         return [en for en, _ in pairs], references
 
 
+# The description is the test set's id in every nat-mini signature, so it keeps the corpus module's first path
+# (now harness/datasets/en_de_corpus.py): renaming it would orphan every stored nat-mini run.
 NAT_MINI = TestSet("nat-mini test split (baselines/translation/corpus.py, seed 1)", "en-de", 500,
-                   "baselines/translation/corpus.py", None, reference_sha256="d73a6dd74fa3d24360f8c7a1031b23f4357079c8c0cd58f5afb28bdd95afa2da")
+                   "harness/datasets/en_de_corpus.py", None, reference_sha256="d73a6dd74fa3d24360f8c7a1031b23f4357079c8c0cd58f5afb28bdd95afa2da")

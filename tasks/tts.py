@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,6 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from harness.api import Method, Request, Task
 import harness.features.asr  # noqa: F401  (importing a feature module registers its weight specs)
@@ -39,13 +37,12 @@ import harness.features.utmos  # noqa: F401
 import harness.features.wavlm_ecapa  # noqa: F401
 from harness.config import arbench_home
 from harness.errors import InputError, MissingAssetError
+from harness.features.audio import RESAMPLER, SAMPLE_RATE, to_16k_mono
 from harness.metrics.base import MetricValue
 from harness.metrics.speech import NORMALIZER_VERSIONS, corpus_wer, normalize, per_utterance_wer
 from harness.registry import register_task
 from harness.signature import Signature
 
-SAMPLE_RATE = 16000
-RESAMPLER = "scipy.signal.resample_poly(window=('kaiser',5.0))"
 #: Fraction of samples at full scale above which a file is flagged as clipped (it is still scored).
 CLIPPED_FRACTION = 0.001
 WER_NORMALIZERS = ("seed", "whisper")
@@ -66,17 +63,6 @@ class Audio:
     flags: list[str] = field(default_factory=list)
     source_rate: int | None = None
     duration_s: float = 0.0
-
-
-def to_16k_mono(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Average channels, then resample to 16 kHz with the task's one resampler."""
-    samples = np.asarray(samples, dtype=np.float64)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        g = math.gcd(rate, SAMPLE_RATE)
-        samples = resample_poly(samples, SAMPLE_RATE // g, rate // g)
-    return samples.astype(np.float32)
 
 
 def read_audio(path: Path | None) -> Audio:
@@ -541,7 +527,7 @@ class EspeakTTSMini(TTSTask):
 
     def list_file(self) -> Path:
         """The list is written from the sentences above, prompts synthesised by espeak-ng on first use."""
-        from baselines.tts.espeak import EspeakConfig, espeak_version, synthesize
+        from harness.datasets.espeak import EspeakConfig, espeak_version, synthesize
 
         voice = self.config.prompt_voice
         tag = hashlib.sha256(f"{espeak_version()}|{voice}|{MINI_SENTENCES}".encode()).hexdigest()[:12]

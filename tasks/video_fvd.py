@@ -429,7 +429,7 @@ class MovingDigitsFVD(VideoFVDTask):
         return {"seed": self.config.seed}
 
     def signature(self) -> Signature:
-        from baselines.video.digit_features import weights_sha256
+        from harness.features.digit_motion_net import weights_sha256
 
         sig = super().signature()
         self.protocol_signature(sig)
@@ -437,7 +437,7 @@ class MovingDigitsFVD(VideoFVDTask):
         return sig.add("features_sha256", weights_sha256())
 
     def feature_extractor(self, device: str):
-        from baselines.video.digit_features import load_digit_motion_net
+        from harness.features.digit_motion_net import load_digit_motion_net
 
         return _digits_features(load_digit_motion_net())
 
@@ -456,7 +456,7 @@ def _digits_features(model) -> Callable[[np.ndarray], torch.Tensor]:
 @lru_cache(maxsize=4)
 def _digits_real_statistics(seed: int, count: int, features) -> tuple[np.ndarray, np.ndarray]:
     """Real statistics of the offline task, kept for the process (the demo scores two methods against them)."""
-    from baselines.video.moving_digits import balanced_labels, sample_clips
+    from harness.datasets.moving_digits import balanced_labels, sample_clips
 
     clips, _ = sample_clips("reference", balanced_labels(count), seed=seed)
     mean, cov, _ = clip_statistics((clips[i:i + 256] for i in range(0, len(clips), 256)), features,

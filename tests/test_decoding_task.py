@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from baselines.decoding.ar import ar_decode
-from baselines.decoding.generation import GenerationResult
-from baselines.decoding.strategy import DecodingStrategy
+from harness.protocols.decoding.generation import GenerationResult
+from harness.protocols.decoding.strategy import DecodingStrategy
 from harness.errors import ArbenchError
 from harness.provenance import hardware_fingerprint
 from harness.runner import RunOptions, Runner

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 
 from harness.errors import InputError
-from tasks.tts import (SAMPLE_RATE, SeedTTSEnglish, TTSConfig, parse_librispeech_pc_list, parse_seed_list,
-                       read_audio, to_16k_mono)
+from harness.features.audio import SAMPLE_RATE, to_16k_mono
+from tasks.tts import SeedTTSEnglish, TTSConfig, parse_librispeech_pc_list, parse_seed_list, read_audio
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 

@@ -48,7 +48,7 @@ def test_stratified_order_is_balanced_and_seeded():
 
 
 def test_moving_digits_demo_ranks_generators_and_real_data(results_dir, tmp_path):
-    from baselines.video.moving_digits import balanced_labels, sample_clips
+    from harness.datasets.moving_digits import balanced_labels, sample_clips
 
     runner = _runner(results_dir)
     moving = runner.run("moving-digits-fvd", "moving-digits-pca").metrics[0]

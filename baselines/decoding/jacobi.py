@@ -14,9 +14,9 @@ from typing import Sequence
 
 import torch
 
-from baselines.decoding.generation import GenerationResult, Lockstep
-from baselines.decoding.interface import ARModel
-from baselines.decoding.strategy import DecodingStrategy, Models
+from harness.protocols.decoding.generation import GenerationResult, Lockstep
+from harness.protocols.decoding.interface import ARModel
+from harness.protocols.decoding.strategy import DecodingStrategy, Models
 from harness.registry import register_method
 
 

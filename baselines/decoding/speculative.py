@@ -18,9 +18,9 @@ from typing import Sequence
 import torch
 
 from baselines.decoding.ar import choose
-from baselines.decoding.generation import GenerationResult, Lockstep, SamplingConfig, row_generators, sample, warp
-from baselines.decoding.interface import ARModel
-from baselines.decoding.strategy import Models, SampledStrategy
+from harness.protocols.decoding.generation import GenerationResult, Lockstep, SamplingConfig, row_generators, sample, warp
+from harness.protocols.decoding.interface import ARModel
+from harness.protocols.decoding.strategy import Models, SampledStrategy
 from harness.registry import register_method
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from baselines.digits.data import NATIVE_SIZE, digits_to_images
+from harness.datasets.digits import NATIVE_SIZE, digits_to_images
 from harness.api import Method, Request
 from harness.errors import InputError, MissingAssetError
 from harness.provenance import sha256_file

@@ -1,7 +1,7 @@
-"""espeak-ng (formant synthesis, Debian package `espeak-ng`) as a TTS method.
+"""espeak-ng (formant synthesis, Debian package `espeak-ng`): the synthesiser behind the offline TTS data.
 
-It cannot clone a voice: it ignores the prompt and speaks every request with one configured voice.
-Its output is deterministic for a given espeak-ng version, so `Request.seed` is not needed.
+`espeak-tts-mini` speaks its prompts with it, the project's speaker network is trained on its voices, and the
+`espeak-ng` method (baselines/tts/espeak.py) wraps it. Its output is deterministic for a given espeak-ng version.
 """
 
 from __future__ import annotations
@@ -11,14 +11,11 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf
 
-from harness.api import Method, Request
 from harness.errors import ArbenchError
-from harness.registry import register_method
 
 
 @dataclass
@@ -52,17 +49,3 @@ def synthesize(text: str, config: EspeakConfig = EspeakConfig()) -> tuple[np.nda
                       text)
     audio, rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=False)
     return audio, rate
-
-
-@register_method("espeak-ng")
-class EspeakNG(Method):
-    description = "espeak-ng formant synthesiser (one fixed voice, no cloning)"
-    modality = "tts"
-    family = "formant"
-    Config = EspeakConfig
-
-    def settings(self) -> dict:
-        return {**super().settings(), "espeak_version": espeak_version()}
-
-    def generate(self, requests: Sequence[Request]) -> list[tuple[np.ndarray, int]]:
-        return [synthesize(r.condition["text"], self.config) for r in requests]
