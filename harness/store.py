@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    insert,
     inspect,
     select,
 )
@@ -32,7 +34,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload, sessionmaker
 
 from harness.config import default_db_url
-from harness.errors import ArbenchError
+from harness.errors import ArbenchError, InputError
 
 RUN_STATES = ("running", "finished", "failed")
 SOURCES = ("reproduced", "submitted", "reported")
@@ -395,6 +397,108 @@ class Store:
 
     def table_names(self) -> list[str]:
         return inspect(self.engine).get_table_names()
+
+    # -- runs whose values were not computed here: paper-reported figures, synthetic test stores ---------
+    # (the one write path for them: harness/reported.py and leaderboard/synthetic.py build the values, the
+    # store writes the rows)
+    def sync_reported(self, runs: Sequence["ReportedRun"], data_file: str) -> dict[str, int]:
+        """Make the store's reported runs those of one data file, in one transaction (all or nothing).
+
+        A run whose `content_sha256` is already stored is left alone, a changed one replaces its old row, and a
+        reported run of the same `data_file` that `runs` no longer lists is removed. Task and method rows that
+        the store already has are used as they are (the registry's metadata wins); missing ones are created
+        from `ReportedRun.task_fields` and the method fields. Returns the counts added, updated, unchanged and
+        removed.
+        """
+        counts = {"added": 0, "updated": 0, "unchanged": 0, "removed": 0}
+        with self.session() as s:
+            existing = {r.id: r for r in s.scalars(select(RunRow).where(RunRow.kind == "reported"))}
+            for e in runs:
+                old = existing.pop(e.run_id, None)
+                if old is not None and (old.provenance or {}).get("entry_sha256") == e.content_sha256:
+                    counts["unchanged"] += 1
+                    continue
+                if old is not None:
+                    s.delete(old)
+                    s.flush()
+                    counts["updated"] += 1
+                else:
+                    counts["added"] += 1
+                task_row = self._kept_task_row(s, e.task, e.task_fields)
+                method_row = self._kept_method_row(s, e.method, e.method_family,
+                                                   e.method_description) if e.method else None
+                run = RunRow(
+                    id=e.run_id, task_id=task_row.id, task_version="reported",
+                    method_id=method_row.id if method_row else None, kind="reported", source="reported",
+                    label=e.label, status="finished", signature=e.signature, signature_hash=e.signature_hash,
+                    eval_signature=e.eval_signature, eval_signature_hash=e.eval_signature_hash,
+                    settings=e.settings, provenance={**e.provenance, "entry_sha256": e.content_sha256},
+                    started_at=utcnow(), finished_at=utcnow(),
+                )
+                for m in e.metrics:
+                    run.metrics.append(MetricRow(**m))
+                s.add(run)
+            for stale in existing.values():  # rows of this data file that a newer version no longer lists
+                if (stale.provenance or {}).get("data_file") == data_file:
+                    s.delete(stale)
+                    counts["removed"] += 1
+        return counts
+
+    def _kept_task_row(self, session: Session, name: str, fields: dict[str, Any] | None) -> TaskRow:
+        """The task's row as stored; created from `fields` only when the store has none yet."""
+        row = session.scalar(select(TaskRow).where(TaskRow.name == name))
+        if row is not None:
+            return row
+        if fields is None:
+            raise InputError(f"task {name!r} is not in the store yet and has no [tasks.{name}] table in the data "
+                             "file (modality, primary_metric, description); add one.")
+        row = TaskRow(name=name, **fields)
+        session.add(row)
+        session.flush()
+        return row
+
+    def _kept_method_row(self, session: Session, name: str, family: str, description: str) -> MethodRow:
+        """The method's row as stored; created only when the store has none yet."""
+        row = session.scalar(select(MethodRow).where(MethodRow.name == name))
+        if row is None:
+            row = MethodRow(name=name, family=family, description=description)
+            session.add(row)
+            session.flush()
+        return row
+
+    def insert_bulk(self, *, tasks: Sequence[dict[str, Any]], methods: Sequence[dict[str, Any]],
+                    runs: Sequence[dict[str, Any]], metrics: Sequence[dict[str, Any]]) -> None:
+        """Insert rows given as column dicts with bulk INSERTs, in one transaction (synthetic stores for the
+        leaderboard's tests and benchmark: 10,000 runs in seconds)."""
+        with self.session() as s:
+            for table, rows in ((TaskRow, tasks), (MethodRow, methods), (RunRow, runs), (MetricRow, metrics)):
+                if rows:
+                    s.execute(insert(table), list(rows))
+
+
+@dataclass
+class ReportedRun:
+    """A paper-reported figure set as `Store.sync_reported` stores it (built by harness/reported.py).
+
+    `task_fields` (version, modality, description, primary_metric) create the task's row where the store has
+    none yet (None: refuse); `metrics` are MetricRow column dicts; `content_sha256` tells an unchanged entry.
+    """
+
+    run_id: str
+    task: str
+    task_fields: dict[str, Any] | None
+    method: str | None
+    method_family: str
+    method_description: str
+    label: str
+    signature: str
+    signature_hash: str
+    eval_signature: str
+    eval_signature_hash: str
+    settings: dict[str, Any]
+    provenance: dict[str, Any]
+    content_sha256: str
+    metrics: list[dict[str, Any]]
 
 
 def _iso(value: dt.datetime | None) -> str | None:
