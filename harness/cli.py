@@ -47,21 +47,33 @@ def _runner(args: argparse.Namespace):
 def cmd_tasks(args: argparse.Namespace) -> int:
     from harness.registry import TASKS
 
-    for name, cls in TASKS.items():
-        flag = " [offline]" if cls.offline else ""
-        print(f"{name:32s} v{cls.version:<4s} {cls.modality:16s} {cls.description}{flag}")
+    for info in TASKS.entries():  # the registry's index: no plugin is imported
+        flag = " [offline]" if info.get("offline") else ""
+        print(f"{info['name']:32s} v{info.get('version', ''):<4s} {info.get('modality', ''):16s} "
+              f"{info.get('description', '')}{flag}")
     return 0
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from harness.registry import METHODS
 
-    for name, cls in METHODS.items():
-        print(f"{name:28s} {cls.modality:16s} {cls.family:14s} {cls.description}")
+    for info in METHODS.entries():
+        print(f"{info['name']:28s} {info.get('modality', ''):16s} {info.get('family', ''):14s} "
+              f"{info.get('description', '')}")
     return 0
 
 
+def _check_names(task: str, method: str | None = None) -> None:
+    """Refuse a misspelt task or method before the runner (torch, metrics) is imported."""
+    from harness.registry import METHODS, TASKS
+
+    TASKS.check(task)
+    if method is not None:
+        METHODS.check(method)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    _check_names(args.task, args.method)
     from harness import distributed
 
     result = _runner(args).run(args.task, args.method, parse_set(args.set))
@@ -71,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    _check_names(args.task)
     result = _runner(args).score(args.task, args.path, parse_set(args.set))
     _print_result(result)
     return 0
@@ -210,10 +223,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runner = _runner(args)
     started = time.perf_counter()
     failures = []
-    for name, cls in TASKS.items():
-        if not cls.offline:
+    for info in TASKS.entries():
+        if not info.get("offline"):
             continue
-        for method in cls.demo_methods:
+        name = info["name"]
+        for method in info.get("demo_methods", ()):
             print(f"\n>>> arbench run {name} {method}", file=sys.stderr)
             runner.options.label = None
             try:
