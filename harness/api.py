@@ -1,4 +1,4 @@
-"""The contracts every task and method implements (see DESIGN.md, "Core contracts").
+"""The contracts every task and method implements (docs/architecture.md).
 
 A **Task** is a protocol: its settings, a deterministic list of `Request`s (identical for every
 method, batch size and world size), how generated outputs are stored, how user samples are read
@@ -16,14 +16,13 @@ import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from harness.errors import ArbenchError, InputError
 from harness.signature import Signature
 
 if TYPE_CHECKING:
     from harness.metrics.base import MetricValue
-    from harness.runner import RunContext
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,38 @@ def coerce_setting(raw: Any, f: dataclasses.Field, owner: str) -> Any:
     raise ArbenchError(f"{owner} setting {f.name!r} expects a {kind.__name__}, got {raw!r}.")
 
 
+@runtime_checkable
+class RunContext(Protocol):
+    """What a task sees while it runs (`Task.score`, `Task.run`): where to write, which rank it is, logging,
+    progress and sharded generation. `harness.runner.RunContext` is the runner's implementation; a test may
+    pass any object with these members."""
+
+    device: str
+    rank: int
+    world_size: int
+    is_main: bool
+    run_dir: Path
+    #: Lines of the run's log (kept in its provenance).
+    notes: list[str]
+    #: Extra provenance the task records with the run (merged into the stored provenance at the end).
+    extra_provenance: dict[str, Any]
+    #: Named durations in seconds (e.g. `generate_seconds`), stored with the run.
+    timings: dict[str, float]
+
+    def log(self, message: str) -> None:
+        """A line for the run's log and the terminal."""
+
+    def progress(self, iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
+        """`iterable`, with a progress bar where the run shows one."""
+
+    def artifact(self, name: str) -> Path:
+        """A path inside the run's artifact folder (parents created)."""
+
+    def generate_sharded(self, method: "Method", requests: Sequence[Request],
+                         write_shard: Callable[[Any, Sequence[Request], Path], None]) -> list[Path]:
+        """Generate every request with `method`, shard by shard (resumable); the shard folders in order."""
+
+
 class Method(ABC):
     """A generator (or translator, TTS system, decoding strategy) that the runner drives.
 
@@ -122,8 +153,8 @@ class Method(ABC):
 class Task(ABC):
     """A benchmark protocol. Subclasses set the class attributes and implement the abstract methods.
 
-    The default `run()` is the sharded generate-then-score flow of DESIGN.md; tasks whose protocol
-    is different (timing studies) override it.
+    The default `run()` is the sharded generate-then-score flow (docs/architecture.md, "Data flow");
+    tasks whose protocol is different (timing studies) override it.
     """
 
     name: ClassVar[str] = ""

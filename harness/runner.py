@@ -18,9 +18,10 @@ import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -120,8 +121,32 @@ def concat_outputs(parts: list[Any]) -> Any:
     raise TypeError(f"cannot join method outputs of type {type(first).__name__}")
 
 
+@contextmanager
+def run_wide_state(seed: int) -> Iterator[None]:
+    """Run-wide torch settings for one run, and the caller's back afterwards: TF32 off (the signature says
+    `tf32: False`), and the global torch (CPU and initialised CUDA) and NumPy generators seeded with `seed`
+    for any code that draws from them. Restored on success and on error, so a caller that runs ARBench
+    in its own process keeps its own flags and random streams."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    cpu_rng, numpy_rng = torch.random.get_rng_state(), np.random.get_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        torch.random.set_rng_state(cpu_rng)
+        np.random.set_state(numpy_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
 class RunContext:
-    """What a task sees while it runs: where to write, which rank it is, logging and progress."""
+    """What a task sees while it runs: where to write, which rank it is, logging and progress (the runner's
+    implementation of the `harness.api.RunContext` protocol)."""
 
     def __init__(self, plan: Plan, options: RunOptions, run_id: str, run_dir: Path, device: str):
         self.plan = plan
@@ -272,14 +297,15 @@ class Runner:
 
     def _execute(self, plan: Plan, device: str, body: Callable[[RunContext], list[MetricValue]],
                  default_label: str | None = None, artifact_key: str | None = None) -> RunResult:
+        with run_wide_state(GLOBAL_SEED):
+            return self._execute_run(plan, device, body, default_label, artifact_key)
+
+    def _execute_run(self, plan: Plan, device: str, body: Callable[[RunContext], list[MetricValue]],
+                     default_label: str | None = None, artifact_key: str | None = None) -> RunResult:
         rank, world_size = distributed.world()
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
         task = plan.task
         run_dir = artifacts_dir() / "-".join(filter(None, [task.name, plan.signature.hash, artifact_key]))
         run_id = None
-        torch.manual_seed(GLOBAL_SEED)  # for any code that draws from the global generators
-        np.random.seed(GLOBAL_SEED)
         if rank == 0:
             prov = provenance.collect(device, world_size, self.options.batch_size, "float32")
             prov["global_seed"] = GLOBAL_SEED
