@@ -142,3 +142,20 @@ def test_results_path_that_is_a_file(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ArbenchError, match="cannot create the results folder"):
         Store(f"sqlite:///{blocker / 'sub' / 'a.db'}")
+
+
+def test_the_fast_revision_check_agrees_with_alembic(tmp_path):
+    """`Store` skips Alembic when the database is at the newest migration; both readings must agree."""
+    from harness.migrations import _head_from_files, _stored_revision, current_revision
+
+    from sqlalchemy import create_engine
+
+    assert _head_from_files() == head_revision()
+    url = f"sqlite:///{tmp_path / 'fast.db'}"
+    engine = create_engine(url)
+    assert _stored_revision(engine) is None and current_revision(engine) is None
+    upgrade_to(engine, "0001")
+    assert _stored_revision(engine) == current_revision(engine) == "0001"
+    engine.dispose()
+    store = Store(url)  # opening it migrates the rest of the way
+    assert _stored_revision(store.engine) == current_revision(store.engine) == head_revision()
