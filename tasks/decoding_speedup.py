@@ -1,7 +1,7 @@
 """Decoding speedup: a strategy timed against plain autoregressive decoding of the same model, on the
 same device, in the same process, interleaved, and checked against what AR decoding produces.
 
-Protocol (issue #4; shared/protocols/translation-and-decoding.md section 7):
+Protocol (docs/decoding.md):
 * fixed prompts, fixed stop rules (EOS or `max_new_tokens`, trimmed after EOS), tokens counted once
   from the final ids;
 * the baseline is AR decoding with KV cache of the same target model with the same sampling settings;

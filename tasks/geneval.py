@@ -1,6 +1,6 @@
 """GenEval (Ghosh et al., NeurIPS 2023): 553 compositional text-to-image prompts scored by object detection.
 
-Protocol and rules: ../shared/protocols/geneval.md and `harness.metrics.geneval`. Images live in GenEval's own
+Protocol and rules: docs/geneval.md and `harness.metrics.geneval`. Images live in GenEval's own
 folder layout, which `arbench score geneval <folder>` reads and `arbench run geneval <method>` writes:
 
     <folder>/00000/metadata.jsonl      one JSON object: that prompt's line of evaluation_metadata.jsonl
