@@ -10,6 +10,7 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -145,5 +146,19 @@ def test_wrong_size_and_cpu_fp16_are_refused():
 def test_images_do_not_depend_on_the_batch():
     m = tiny_method(False, num_steps=2)
     requests = [Request(i, f"r{i}", 100 + i, {"label": i % 10}) for i in range(3)]
-    together = m.generate(requests)
-    assert all((together[i] == m.generate([r])[0]).all() for i, r in enumerate(requests))
+    # the same random draws whatever the batch; float sums may differ in the last bits with the batch size (BLAS
+    # blocking), which can move a pixel across a rounding boundary: at most one uint8 level
+    together = m.generate(requests).astype(int)
+    alone = np.stack([m.generate([r])[0] for r in requests]).astype(int)
+    assert np.abs(together - alone).max() <= 1 and (together == alone).mean() > 0.99
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_buffers_built_here_equal_upstreams_stored_ones(cross):
+    """The file's `mask` and RoPE frequencies override the module's on loading: check the module computes the same."""
+    stored = torch.load(GOLDEN / f"flowar_{'v2' if cross else 'v1'}.pth", weights_only=True)
+    model = FlowAR(FlowARConfig(embed_dim=32, depth=1, num_heads=2, head_width=64, head_depth=1, cross=cross))
+    built = dict(model.named_buffers())
+    assert {k for k in stored if k not in dict(model.named_parameters())} == set(built)
+    for name, value in built.items():
+        torch.testing.assert_close(value, stored[name].float(), rtol=0, atol=0, msg=name)

@@ -9,6 +9,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -148,6 +149,8 @@ def test_images_do_not_depend_on_the_batch(method):
     m = TinyNPP(sampled)
     m._model, m._vq, m._loaded = method._model, method._vq, True
     requests = [Request(i, f"r{i}", 100 + i, {"label": i % 10}) for i in range(3)]
-    together = m.generate(requests)
-    alone = [m.generate([r])[0] for r in requests]
-    assert all((together[i] == alone[i]).all() for i in range(3))
+    # the same random draws whatever the batch; float sums may differ in the last bits with the batch size (BLAS
+    # blocking), which can move a pixel across a rounding boundary: at most one uint8 level
+    together = m.generate(requests).astype(int)
+    alone = np.stack([m.generate([r])[0] for r in requests]).astype(int)
+    assert np.abs(together - alone).max() <= 1 and (together == alone).mean() > 0.99

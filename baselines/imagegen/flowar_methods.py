@@ -65,25 +65,30 @@ class FlowARSettings:
         return FlowARSampler(self.num_steps, self.cfg, self.guidance)
 
 
-class FlowARMethod(ReleasedClassToImage):
-    """A released FlowAR checkpoint: 5 scales (1..16) of KL-16 latents, flow matching inside each scale."""
+class KL16LatentMethod(ReleasedClassToImage):
+    """A released generator of MAR KL-16 latents (FlowAR, xAR) and the KL-16 VAE that decodes them, under
+    upstream's fp16 autocast or in float32. Subclasses name the network, its config, the weight spec and the
+    setting that overrides its path, and sample latents (`latents`)."""
 
-    family = "next-scale"  # as the reported FlowAR row (leaderboard/reported_results.toml)
-    Config = FlowARSettings
-    arch: ClassVar[str] = "flowar_small"
-    flowar_spec: ClassVar[WeightSpec]
+    network: ClassVar[type]
+    model_spec: ClassVar[WeightSpec]
+    weights_setting: ClassVar[str]
     vae_config: ClassVar[KLVAEConfig] = KLVAEConfig()
 
     def model_config(self):
-        return FLOWAR_CONFIGS[self.arch]
+        raise NotImplementedError
+
+    def latents(self, labels, generators) -> torch.Tensor:
+        raise NotImplementedError
 
     def weight_files(self):
-        return self.flowar_spec.locate(self.config.flowar_weights), MAR_VAE.locate(self.config.vae_weights)
+        return (self.model_spec.locate(getattr(self.config, self.weights_setting)),
+                MAR_VAE.locate(self.config.vae_weights))
 
     def load(self) -> None:
         precision_context(self.config.precision, self.device, self.name)  # refuse fp16 on CPU before reading
         (path, _), (vae_path, _) = self.weight_files()
-        model = FlowAR(self.model_config())
+        model = self.network(self.model_config())
         load_into(model, read_state_dict(path), f"{self.name} ({path.name})")
         vae = KLVAEDecoder(self.vae_config)
         load_into(vae, read_state_dict(vae_path), f"{self.name} VAE ({vae_path.name})", ENCODER_PREFIXES)
@@ -91,9 +96,24 @@ class FlowARMethod(ReleasedClassToImage):
 
     def images(self, labels, generators):
         with precision_context(self.config.precision, self.device, self.name):
-            latents = generate_flowar(self._model, labels, generators, self.config.sampler())
-            images = self._vae(latents)
+            images = self._vae(self.latents(labels, generators))
         return to_uint8(images)
+
+
+class FlowARMethod(KL16LatentMethod):
+    """A released FlowAR checkpoint: 5 scales (1..16) of KL-16 latents, flow matching inside each scale."""
+
+    family = "next-scale"  # as the reported FlowAR row (leaderboard/reported_results.toml)
+    Config = FlowARSettings
+    network = FlowAR
+    weights_setting = "flowar_weights"
+    arch: ClassVar[str] = "flowar_small"
+
+    def model_config(self):
+        return FLOWAR_CONFIGS[self.arch]
+
+    def latents(self, labels, generators):
+        return generate_flowar(self._model, labels, generators, self.config.sampler())
 
 
 def _flowar(size: str, arch: str, num_steps: int, cfg: float, guidance: float, params: str, fid: str) -> type:
@@ -113,7 +133,7 @@ def _flowar(size: str, arch: str, num_steps: int, cfg: float, guidance: float, p
         "description": f"FlowAR-{size} ({params}{fid}), next-scale (1..16) AR with a flow-matching head: "
                        f"{num_steps} Euler steps, CFG {cfg} ramped over scales, guided for t <= {guidance} "
                        f"(README evaluation); weights {filename} + kl16.ckpt",
-        "arch": arch, "flowar_spec": spec, "Config": settings, "__module__": __name__})
+        "arch": arch, "model_spec": spec, "Config": settings, "__module__": __name__})
     return register_method(name)(cls)
 
 

@@ -151,8 +151,8 @@ def main(checkout: str) -> None:
         with torch.device("meta"):
             model = flowar.__dict__[arch](diffloss_d=depth, diffloss_w=width)
         shapes[arch] = {k: list(v.shape) for k, v in model.state_dict().items()}
-    with gzip.open(OUT / "released_shapes.json.gz", "wt") as f:
-        json.dump(shapes, f)
+    with gzip.GzipFile(OUT / "released_shapes.json.gz", "wb", mtime=0) as f:  # reproducible bytes
+        f.write(json.dumps(shapes).encode())
     for k, v in out.items():
         print(k, tuple(v.shape), float(v.float().abs().mean()))
 
