@@ -10,12 +10,15 @@ float parameter perturbed with seeded noise (1-D: + U(-0.1, 0.1); others: N(0, 1
 Saved in the released layouts: the GPT as NPP's training checkpoint {"model", "ema", "optimizer", "steps",
 "args" (argparse.Namespace)} with "ema" different from "model" (upstream's sampler loads "model"), the VQ as
 {"model": ...}. Outputs: token-level and 2x2-patch-level teacher-forced logits and NPP loss (training mode, dropouts 0, label dropout 0), a deterministic CFG sample (top-k 1, cfg 2.0) with the logits upstream's
-`sample` saw at every step, and the VQ decoder's images and uint8 pixels (sample_c2i.py's mapping).
+`sample` saw at every step, and the VQ decoder's images and uint8 pixels (sample_c2i.py's mapping). Also the
+names and shapes of GPT-B/L/XL/XXL as upstream's sampler builds them (meta device) in released_shapes.json.gz.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import sys
 from pathlib import Path
 
@@ -99,6 +102,19 @@ def main(checkout: str) -> None:
         out["sample_uint8"] = torch.clamp(127.5 * images + 128.0, 0, 255).permute(0, 2, 3, 1).to(torch.uint8)
         out["decoded_b"] = vq.decode_code(tokens_b, [2, 8, 4, 4])
     save_file({k: v.contiguous() for k, v in out.items()}, OUT / "outputs.safetensors")
+    # names and shapes of the released sizes, as upstream's sample_c2i_ddp.py builds them (meta device)
+    from autoregressive.models.gpt import GPT_models
+    shapes = {}
+    linspace = torch.linspace  # upstream reads drop-path rates with .item(), which meta tensors refuse
+    torch.linspace = lambda *a, **k: linspace(*a, **{**k, "device": "cpu"})
+    for size in ("GPT-B", "GPT-L", "GPT-XL", "GPT-XXL"):
+        with torch.device("meta"):
+            gpt = GPT_models[size](vocab_size=16384, block_size=256, num_classes=1000, cls_token_num=1,
+                                   model_type="c2i")
+        shapes[size] = {k: list(v.shape) for k, v in gpt.state_dict().items()}
+    torch.linspace = linspace
+    with gzip.GzipFile(OUT / "released_shapes.json.gz", "wb", mtime=0) as f:  # reproducible bytes
+        f.write(json.dumps(shapes).encode())
     for k, v in out.items():
         print(k, tuple(v.shape), float(v.float().abs().mean()))
     print("sample tokens", out["sample_tokens"].tolist())
