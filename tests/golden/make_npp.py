@@ -6,7 +6,8 @@ Usage: python tests/golden/make_npp.py /path/to/Next-Patch-Prediction-checkout
 Nothing is stubbed: upstream's `autoregressive/models/gpt.py`, `generate.py`, `utils/patchify.py` and
 `tokenizer/tokenizer_image/vq_model.py` run as they are (CPU, float32). A tiny GPT (dim 64, 2 layers, 4 heads,
 vocabulary 64, 4x4 tokens, 10 classes) and a tiny VQ (ch 32, ch_mult (1, 1), 1 ResNet block per level, z 32, codebook 64 x 8) get every
-float parameter perturbed with seeded noise (1-D: + U(-0.1, 0.1); others: N(0, 1/fan_in)), so no layer is zero.
+float parameter perturbed with seeded noise (1-D: + U(-0.1, 0.1); others: N(0, 1/fan_in)), so no layer is zero, and rounded to float16, the
+files' storage type (upstream computes with the rounded values in float32).
 Saved in the released layouts: the GPT as NPP's training checkpoint {"model", "ema", "optimizer", "steps",
 "args" (argparse.Namespace)} with "ema" different from "model" (upstream's sampler loads "model"), the VQ as
 {"model": ...}. Outputs: token-level and 2x2-patch-level teacher-forced logits and NPP loss (training mode, dropouts 0, label dropout 0), a deterministic CFG sample (top-k 1, cfg 2.0) with the logits upstream's
@@ -40,6 +41,11 @@ def perturb(module: torch.nn.Module, seed: int) -> None:
                 p.add_((torch.rand(p.shape, generator=gen) * 2 - 1) * 0.1)
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
+            p.copy_(p.half().float())  # stored as float16 (small files); upstream computes with these values
+
+
+def half(state: dict) -> dict:
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def main(checkout: str) -> None:
@@ -57,7 +63,7 @@ def main(checkout: str) -> None:
     model.cls_embedding.dropout_prob = 0.0  # upstream drops labels at random in training mode
     ema = Transformer(ModelArgs(**GPT_ARGS))
     perturb(ema, 2)
-    torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": {}, "steps": 0,
+    torch.save({"model": half(model.state_dict()), "ema": half(ema.state_dict()), "optimizer": {}, "steps": 0,
                 "args": argparse.Namespace(gpt_model="tiny", patch_level=2, epoch_rate=0.5)}, OUT / "gpt.pt")
 
     vq = VQModel(VQArgs(codebook_size=64, codebook_embed_dim=8, encoder_ch_mult=[1, 1], decoder_ch_mult=[1, 1],
@@ -66,7 +72,7 @@ def main(checkout: str) -> None:
     vq.decoder = Decoder(ch=32, ch_mult=(1, 1), num_res_blocks=1, z_channels=32)
     perturb(vq, 3)
     vq.eval()
-    torch.save({"model": vq.state_dict()}, OUT / "vq.pt")
+    torch.save({"model": half(vq.state_dict())}, OUT / "vq.pt")
 
     gen = torch.Generator().manual_seed(4)
     labels = torch.tensor([3, 7])
