@@ -29,6 +29,7 @@ from harness.features import clip_color, geneval_detector
 from harness.metrics.base import MetricValue
 from harness.metrics.geneval import GenEvalRules, GenEvalScore, evaluate_image, keep_detections
 from harness.registry import register_task
+from harness.settings import Annotated, Field, Probability, Seed
 from harness.signature import Signature
 from harness.weights import WeightSpec, register_weights
 
@@ -79,12 +80,12 @@ class GenEvalImage:
 
 @dataclass
 class GenEvalConfig:
-    images_per_prompt: int = 4
-    seed: int = 42
-    threshold: float = GenEvalRules.threshold
-    counting_threshold: float = GenEvalRules.counting_threshold
-    max_objects: int = GenEvalRules.max_objects
-    position_threshold: float = GenEvalRules.position_threshold
+    images_per_prompt: Annotated[int, Field(ge=1, le=64)] = 4
+    seed: Seed = 42
+    threshold: Probability = GenEvalRules.threshold
+    counting_threshold: Probability = GenEvalRules.counting_threshold
+    max_objects: Annotated[int, Field(ge=1, le=1000)] = GenEvalRules.max_objects
+    position_threshold: Probability = GenEvalRules.position_threshold
 
 
 @register_task("geneval")

@@ -31,6 +31,7 @@ from harness.metrics.base import MetricValue
 from harness.metrics.text import (bleu_score, bleu_signature, chrf_pp_score, chrf_pp_signature, legacy_signature,
                                   legacy_tokenized_bleu_score, paired_bleu_difference, sacrebleu_version)
 from harness.registry import METHODS, register_task
+from harness.settings import Annotated, Field
 from harness.signature import Signature
 
 MODALITY = "translation"
@@ -108,16 +109,16 @@ class TranslationConfig:
 
     reference: str = ""
     source: str = ""
-    bootstrap: int = 1000
+    bootstrap: Annotated[int, Field(ge=0, le=100_000, description="0: no bootstrap interval")] = 1000
     latency: bool = False
-    latency_sentences: int = 100
-    max_batch: int = 250
-    timing_rounds: int = 3
-    timing_warmup: int = 3
+    latency_sentences: Annotated[int, Field(ge=1, le=100_000)] = 100
+    max_batch: Annotated[int, Field(ge=1, le=100_000)] = 250
+    timing_rounds: Annotated[int, Field(ge=1, le=1000)] = 3
+    timing_warmup: Annotated[int, Field(ge=0, le=1000)] = 3
     baseline: str = "ar-transformer"
     #: torch CPU threads during `arbench run` (0: leave as is). On a shared CPU, more threads than free
     #: cores make small models many times slower and timings meaningless.
-    threads: int = 0
+    threads: Annotated[int, Field(ge=0, le=1024)] = 0
 
 
 class TranslationTask(Task):
@@ -131,10 +132,6 @@ class TranslationTask(Task):
 
     def __init__(self, config: Any = None):
         super().__init__(config)
-        if self.config.bootstrap < 0 or self.config.threads < 0 or min(
-                self.config.latency_sentences, self.config.max_batch, self.config.timing_rounds) < 1:
-            raise InputError("bootstrap and threads must be >= 0; latency_sentences, max_batch and "
-                             "timing_rounds >= 1.")
         self._data: tuple[list[str] | None, list[str]] | None = None
 
     @property

@@ -41,6 +41,7 @@ from harness.features.audio import RESAMPLER, SAMPLE_RATE, to_16k_mono
 from harness.metrics.base import MetricValue
 from harness.metrics.speech import NORMALIZER_VERSIONS, corpus_wer, normalize, per_utterance_wer
 from harness.registry import register_task
+from harness.settings import Annotated, Field
 from harness.signature import Signature
 
 #: Fraction of samples at full scale above which a file is flagged as clipped (it is still scored).
@@ -187,8 +188,8 @@ class TTSConfig:
     asr: str = "whisper-large-v3"
     speaker_model: str = "wavlm-large-ecapa"
     utmos: bool = True
-    rtf_items: int = 20
-    rtf_warmup: int = 3
+    rtf_items: Annotated[int, Field(ge=0, le=10_000, description="0: no RTF")] = 20
+    rtf_warmup: Annotated[int, Field(ge=0, le=1000)] = 3
 
 
 class TTSTask(Task):
