@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from harness.errors import ArbenchError, InputError
+from harness.inputs import InputCaps
 from harness.signature import Signature
 
 if TYPE_CHECKING:
@@ -130,6 +131,8 @@ class Task(ABC):
     description: ClassVar[str] = ""
     primary_metric: ClassVar[str] = ""
     Config: ClassVar[type] = NoSettings
+    #: Limits on the files this protocol reads from users (text size, pixels, audio seconds; harness/inputs.py).
+    caps: ClassVar[InputCaps] = InputCaps()
     #: Bundled, offline-capable tasks run in `arbench demo` with these methods.
     offline: ClassVar[bool] = False
     demo_methods: ClassVar[tuple[str, ...]] = ()

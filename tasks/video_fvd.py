@@ -114,7 +114,7 @@ class VideoFVDTask(Task):
         self.check_assets()
         samples = load_video_samples(path, count=p.num_generated * p.repeats, num_frames=p.num_frames,
                                      stride=p.stride, resolution=p.resolution, num_classes=p.num_classes,
-                                     what=f"task {self.name}")
+                                     what=f"task {self.name}", caps=self.caps)
         expected = np.array([r.condition["label"] for r in self.requests()])
         if not np.array_equal(samples.labels, expected):
             first = int(np.flatnonzero(samples.labels != expected)[0])
