@@ -193,8 +193,8 @@ def npz_members(path: Path, what: str = "samples") -> dict[str, NpyMember]:
             member = NpyMember(path, name, info, tuple(int(d) for d in shape), dtype, bool(fortran), header_bytes)
             declared = header_bytes + member.nbytes
             if info.file_size != declared:
-                raise InputError(f"{path}: member {name} declares a {dtype} array of shape {member.shape} "
-                                 f"({declared:,} bytes with its header) but the archive holds {info.file_size:,} "
+                raise InputError(f"{path}: member {name} declares an array of shape {member.shape} ({dtype}, "
+                                 f"{declared:,} bytes with its header) but the archive holds {info.file_size:,} "
                                  f"bytes for it: the file is truncated or corrupt; write it again.")
             if member.stored and _data_offset(path, info) + info.compress_size > size:
                 raise InputError(f"{path}: member {name} is cut off (the file ends inside its data): the file is "
@@ -262,7 +262,7 @@ def npy_header(path: Path, what: str = "samples") -> tuple[tuple[int, ...], bool
     if dtype.hasobject:
         raise InputError(f"{path} is an object (pickled) array, not a plain NumPy array; refusing to unpickle it. Save a numeric array.")
     if start + math.prod(shape) * dtype.itemsize != size:
-        raise InputError(f"{path} declares a {dtype} array of shape {tuple(shape)} but is {size:,} bytes long: "
+        raise InputError(f"{path} declares an array of shape {tuple(shape)} ({dtype}) but is {size:,} bytes long: "
                          f"the file is truncated or corrupt; write it again.")
     return tuple(int(d) for d in shape), bool(fortran), dtype
 
