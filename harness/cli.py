@@ -26,9 +26,7 @@ def parse_set(pairs: Sequence[str] | None) -> dict[str, str]:
         key = key.strip()
         if not sep or not key:
             raise ArbenchError(f"malformed --set {pair!r}: write it as key=value, e.g. --set cfg=2.0")
-        if key in values and values[key] != raw:
-            raise ArbenchError(f"--set {key} is given twice ({values[key]!r} and {raw!r}); give it once.")
-        values[key] = raw
+        values[key] = raw  # the last of repeated keys wins
     return values
 
 
