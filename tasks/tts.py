@@ -31,6 +31,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import soundfile as sf
 
+from harness import provenance
 from harness.api import Method, Request, Task
 import harness.features.asr  # noqa: F401  (importing a feature module registers its weight specs)
 import harness.features.utmos  # noqa: F401
@@ -38,7 +39,7 @@ import harness.features.wavlm_ecapa  # noqa: F401
 from harness.config import arbench_home
 from harness.errors import InputError, MissingAssetError
 from harness.features.audio import RESAMPLER, SAMPLE_RATE, to_16k_mono
-from harness.inputs import InputCaps, audio_duration, read_text
+from harness.inputs import InputCaps, audio_duration, read_text, regular_file
 from harness.metrics.base import MetricValue
 from harness.metrics.speech import NORMALIZER_VERSIONS, corpus_wer, normalize, per_utterance_wer
 from harness.registry import register_task
@@ -171,7 +172,8 @@ def parse_closed_list(path: Path) -> list[TTSItem]:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    regular_file(path, "list or reference audio")  # never hash a FIFO or a device (it would not end)
+    return provenance.sha256_file(path)
 
 
 # -- the tasks ------------------------------------------------------------------------------------
