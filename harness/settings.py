@@ -34,7 +34,7 @@ from pydantic import ConfigDict, Field, ValidationError, create_model
 from harness.errors import ArbenchError, InputError
 
 __all__ = ["Field", "Literal", "Annotated", "PositiveInt", "NonNegativeInt", "Seed", "Temperature", "TopP", "TopK", "Probability",
-           "NonNegativeFloat", "BatchSizes", "build_settings", "check_settings"]
+           "NonNegativeFloat", "BatchSizes", "build_settings"]
 
 #: Domains that recur across tasks and methods.
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -144,7 +144,3 @@ def build_settings(config_cls: type, values: Mapping[str, Any], owner: str) -> A
     except (TypeError, ValueError, ArbenchError) as exc:  # cross-field rules in __post_init__
         raise InputError(f"invalid settings for {owner}: {exc}") from exc
 
-
-def check_settings(config: Any, owner: str) -> None:
-    """Check an existing `Config` instance (built in Python rather than from `--set`) against its domain."""
-    build_settings(type(config), dataclasses.asdict(config), owner)
