@@ -15,6 +15,10 @@ before a run row exists:
 * audio durations come from the file header and are capped.
 
 A protocol declares its limits as `caps` (an `InputCaps`) on its task class; messages name the cap.
+
+The parsing is NumPy's (`numpy.lib.format`), zipfile's, Pillow's and libsndfile's; what is written here is only
+the order of the checks (headers and declared sizes before data) and the caps, which no library applies for us
+(`np.load` reads a member whole before its shape can be judged).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ import numpy as np
 
 from harness.api import Request, Task
 from harness.errors import InputError
-from harness.inputs import (InputCaps, NpyMember, decode_image, load_member, npz_members, open_npz, read_npy_header,
-                            regular_file, verify_member)
+from harness.inputs import (InputCaps, NpyMember, decode_image, load_member, npz_members, read_npy_header, regular_file,
+                            verify_member)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LABEL_KEYS = ("arr_1", "labels")

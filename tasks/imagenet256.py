@@ -23,6 +23,7 @@ import torch
 
 from harness.config import arbench_home
 from harness.errors import InputError
+from harness.inputs import open_npz
 from harness.features.inception import (CLEANFID_INCEPTION, FID_INCEPTION, InceptionConfig, extract_cleanfid_features,
                                         extract_inception_features, load_cleanfid_inception, load_fid_inception)
 from harness.metrics.base import MetricValue
@@ -32,7 +33,7 @@ from harness.registry import register_task
 from harness.settings import Annotated, Field, Literal, PositiveInt, Seed
 from harness.signature import Signature
 from harness.weights import WeightSpec, register_weights
-from tasks._image_samples import ClassToImageTask, ImageSamples, check_image_array_header, open_npz
+from tasks._image_samples import ClassToImageTask, ImageSamples, check_image_array_header
 
 ADM_REFERENCE_256 = register_weights(WeightSpec(
     name="adm-imagenet256-reference",
