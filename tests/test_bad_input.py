@@ -283,3 +283,24 @@ def test_manifest_settings_are_checked_against_their_domain(tmp_path, capsys):
 
 def test_manifest_that_is_a_fifo(tmp_path, capsys, no_hang):
     refused(["submit", str(fifo(tmp_path / "manifest.toml"))], "no manifest at", tmp_path, capsys)
+
+
+def test_video_folder_with_a_truncated_file_or_a_fifo(tmp_path, no_hang):
+    """Video folders are refused the same way (through the reader: the CLI's protocols need 512+ files)."""
+    from harness.errors import InputError
+    from harness.metrics.video import load_video_samples, write_video
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    clips = np.random.default_rng(0).integers(0, 256, (2, 12, 16, 16, 3), dtype=np.uint8)
+    for i, clip in enumerate(clips):
+        write_video(folder / f"{i:03d}.avi", clip)
+    assert len(load_video_samples(folder, count=2, num_frames=10, resolution=16)) == 2
+    data = (folder / "001.avi").read_bytes()
+    (folder / "001.avi").write_bytes(data[:len(data) // 3])
+    with pytest.raises(InputError, match="(cannot decode .*001.avi|001.avi decodes to [0-9] frames)"):
+        load_video_samples(folder, count=2, num_frames=10, resolution=16)
+    (folder / "001.avi").unlink()
+    fifo(folder / "001.avi")
+    with pytest.raises(InputError, match="001.avi is a FIFO"):
+        load_video_samples(folder, count=2, num_frames=10, resolution=16)

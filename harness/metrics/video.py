@@ -154,7 +154,7 @@ def load_video_samples(path: Path, *, count: int, num_frames: int, stride: int =
 
     Checks count, frame count, dtype, shape, resolution and labels from the array headers before any data is
     read (arrays are then memory-mapped; a compressed npz member is read into memory under
-    `caps.in_memory_bytes`), and raises InputError with the fix.
+    `caps.in_memory_bytes`), decodes the clip frames of every video file once, and raises InputError with the fix.
     """
     needed = clip_span(num_frames, stride)
     if num_frames < min_frames:
@@ -166,8 +166,12 @@ def load_video_samples(path: Path, *, count: int, num_frames: int, stride: int =
             raise InputError(f"{path} holds no video files ({', '.join(VIDEO_EXTENSIONS)}); put one file per sample there")
         samples = VideoSamples(num_frames, stride, files=files)
         _check_count(len(files), count, what, path)
-        for file in files:  # cheap header probe here; full decode happens batch by batch when scoring
+        for file in files:  # header probe, then the frames scoring reads are decoded once (a truncated file fails now)
             _probe_video(file, needed, resolution)
+            frames = read_video(file, max_frames=needed)
+            if len(frames) < needed:
+                raise InputError(f"{file} decodes to {len(frames)} frames; {what} needs {needed} "
+                                 f"({num_frames} frames at stride {stride})")
         label_file = path / "labels.txt"
     elif path.suffix.lower() in ARRAY_EXTENSIONS:
         members = npz_members(path) if path.suffix.lower() == ".npz" else {}
