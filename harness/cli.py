@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import io
 import json
@@ -18,18 +17,16 @@ from harness.errors import ArbenchError
 LEADERBOARD_APP = Path(__file__).resolve().parent.parent / "leaderboard" / "app.py"
 
 
-def parse_set(pairs: Sequence[str] | None) -> dict[str, Any]:
-    """`key=value` pairs; values are Python literals where they parse as one, else strings."""
-    values: dict[str, Any] = {}
+def parse_set(pairs: Sequence[str] | None) -> dict[str, str]:
+    """`key=value` pairs, values kept as text: each is parsed strictly by the type its setting declares
+    (`harness.settings`), so `12.5` for an integer setting is refused rather than guessed at."""
+    values: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ArbenchError(f"malformed --set {pair!r}: write it as key=value, e.g. --set cfg=2.0")
-        try:
-            values[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            values[key] = raw
+        values[key] = raw  # the last of repeated keys wins
     return values
 
 
