@@ -39,13 +39,13 @@ def _round_trip(store: Store) -> None:
     assert record["metrics"]["fid"] == {"value": 12.5, "higher_is_better": False, "unit": "", "version": "2",
                                         "description": "Fréchet"}
     assert record["metrics"]["speedup"]["ci_low"] == 1.8 and record["metrics"]["speedup"]["ci_high"] == 2.2
-    failed = _create(store, signature_hash="xyz")
+    failed = _create(store, signature_hash="xyz", run_key="xyz")
     store.fail_run(failed, "boom: out of memory")
     (rec,) = store.records(run_id=failed)
     assert rec["status"] == "failed" and rec["error"] == "boom: out of memory" and rec["metrics"] == {}
     assert store.records(task="toy-gauss", status="finished")[0]["run_id"] == run_id
-    assert store.find_resumable("xyz", "run") == failed
-    assert store.find_resumable("abc", "run") is None
+    assert store.run_for_key("xyz")["id"] == failed and store.run_for_key("xyz")["status"] == "failed"
+    assert store.run_for_key("abc") is None  # created without a key: not idempotent by signature
 
 
 def test_sqlite_round_trip(tmp_path):
