@@ -387,31 +387,33 @@ class Runner:
             if claim.stored:
                 return RunResult(claim.run_id, "finished", self._stored_metrics(claim.run_id) if rank == 0 else [],
                                  claim.run_dir, stored=True)
-            if rank == 0:
-                heartbeat = _Heartbeat(self.store, claim.run_id, Owner.me())
             return self._work(plan, device, body, claim, rank)
         finally:
-            if heartbeat is not None:
-                heartbeat.stop()
             if lock is not None:
                 lock.release()
 
     def _work(self, plan: Plan, device: str, body: Callable[[RunContext], list[MetricValue]], claim: _Claim,
               rank: int) -> RunResult:
         run_id, run_dir = claim.run_id, claim.run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ctx = RunContext(plan, self.options, run_id, run_dir, device)
-        if claim.repeat_of:
-            ctx.log(f"repeat of run {claim.repeat_of}")
+        heartbeat = _Heartbeat(self.store, run_id, Owner.me()) if rank == 0 else None
         start = time.perf_counter()
+        ctx = None
         try:
-            metrics = body(ctx)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                ctx = RunContext(plan, self.options, run_id, run_dir, device)
+                if claim.repeat_of:
+                    ctx.log(f"repeat of run {claim.repeat_of}")
+                metrics = body(ctx)
+            finally:  # before the run is finished or failed: a beat after that would find it no longer running
+                if heartbeat is not None:
+                    heartbeat.stop()
         except BaseException as exc:
             if rank == 0:
                 message = str(exc) if isinstance(exc, ArbenchError) else f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, KeyboardInterrupt):
                     message = "interrupted; rerun the same command to resume from the finished shards"
-                self.store.fail_run(run_id, message, self._final_provenance(ctx, start))
+                self.store.fail_run(run_id, message, self._final_provenance(ctx, start) if ctx else None)
             raise
         if rank == 0:
             self.store.finish_run(run_id, metrics, self._final_provenance(ctx, start))
