@@ -368,16 +368,17 @@ class Runner:
         torch.manual_seed(GLOBAL_SEED)  # for any code that draws from the global generators
         np.random.seed(GLOBAL_SEED)
         lock: FileLock | None = None
-        heartbeat: _Heartbeat | None = None
         try:
             claim = None
             if rank == 0:
                 try:
+                    # before the database is touched: building the requests is where a task refuses bad settings
+                    prov = self._provenance(plan, device, world_size)
                     if artifact_key is None:  # `arbench run` / `arbench score`: idempotent by signature
                         lock = self._lock_request(base_dir, plan.signature.hash)
-                        claim = self._claim(plan, base_dir, default_label, device, world_size)
+                        claim = self._claim(plan, base_dir, default_label, prov)
                     else:  # a submission's run: the queue makes it unique
-                        claim = _Claim(self._create(plan, base_dir, default_label, device, world_size), base_dir)
+                        claim = _Claim(self._create(plan, base_dir, default_label, prov), base_dir)
                 except BaseException:
                     distributed.broadcast(None)  # the other ranks must not wait for a run that never starts
                     raise
@@ -419,18 +420,21 @@ class Runner:
             self.store.finish_run(run_id, metrics, self._final_provenance(ctx, start))
         return RunResult(run_id, "finished", metrics, run_dir, repeat_of=claim.repeat_of, resumed=claim.resumed)
 
-    def _create(self, plan: Plan, run_dir: Path, default_label: str | None, device: str, world_size: int,
-                run_key: str | None = None, repeat_of: str | None = None) -> str:
-        """Insert the run row (raises `RunKeyTaken` when another process inserted this key first)."""
-        task = plan.task
+    def _provenance(self, plan: Plan, device: str, world_size: int) -> dict[str, Any]:
         prov = provenance.collect(device, world_size, self.options.batch_size, "float32")
         prov["global_seed"] = GLOBAL_SEED
         if plan.kind == "run":
-            seeds = [r.seed for r in task.requests()]
+            seeds = [r.seed for r in plan.task.requests()]
             prov["num_requests"] = len(seeds)
             prov["request_seeds_sha256"] = hashlib.sha256(json.dumps(seeds).encode()).hexdigest()
         if plan.checkpoint_sha256:
             prov["checkpoint_sha256"] = plan.checkpoint_sha256
+        return prov
+
+    def _create(self, plan: Plan, run_dir: Path, default_label: str | None, prov: dict[str, Any],
+                run_key: str | None = None, repeat_of: str | None = None) -> str:
+        """Insert the run row (raises `RunKeyTaken` when another process inserted this key first)."""
+        task = plan.task
         return self.store.create_run(
             task=dict(name=task.name, version=task.version, modality=task.modality,
                       description=task.description, primary_metric=task.primary_metric),
@@ -464,8 +468,7 @@ class Runner:
             lock.acquire()
         return lock
 
-    def _claim(self, plan: Plan, base_dir: Path, default_label: str | None, device: str,
-               world_size: int) -> _Claim:
+    def _claim(self, plan: Plan, base_dir: Path, default_label: str | None, prov: dict[str, Any]) -> _Claim:
         """Decide what an `arbench run`/`score` request does, safely against any number of identical requests:
         report the finished run, resume a failed or abandoned one, wait for one in progress, or insert a new one."""
         key, owner = plan.signature.hash, Owner.me()
@@ -475,14 +478,13 @@ class Runner:
             seen = self.store.run_for_key(key)
             if seen is None:
                 try:
-                    return _Claim(self._create(plan, base_dir, default_label, device, world_size, run_key=key),
-                                  base_dir)
+                    return _Claim(self._create(plan, base_dir, default_label, prov, run_key=key), base_dir)
                 except RunKeyTaken:
                     continue
             if seen["status"] == "finished":
                 if not self.options.repeat:
                     return _Claim(seen["id"], Path(seen["artifacts_path"] or base_dir), stored=True)
-                return self._claim_repeat(plan, base_dir, default_label, device, world_size, seen["id"])
+                return self._claim_repeat(plan, base_dir, default_label, prov, seen["id"])
             if seen["status"] in ("failed", "abandoned"):
                 if self.store.claim_run(seen, owner, artifacts_path=str(base_dir)):
                     return _Claim(seen["id"], base_dir, resumed=True)
@@ -494,7 +496,7 @@ class Runner:
                 waiting_for = seen["id"]
             time.sleep(WAIT_POLL_SECONDS)
 
-    def _claim_repeat(self, plan: Plan, base_dir: Path, default_label: str | None, device: str, world_size: int,
+    def _claim_repeat(self, plan: Plan, base_dir: Path, default_label: str | None, prov: dict[str, Any],
                       first: str) -> _Claim:
         """A new run repeating `first`, with its own artifacts folder (a repeat regenerates everything: its timings
         must not come from resumed shards)."""
@@ -502,8 +504,8 @@ class Runner:
             n = self.store.count_repeats(first) + 1
             run_dir = base_dir.with_name(f"{base_dir.name}-r{n}")
             try:
-                run_id = self._create(plan, run_dir, default_label, device, world_size,
-                                      run_key=f"{plan.signature.hash}.r{n}", repeat_of=first)
+                run_id = self._create(plan, run_dir, default_label, prov, run_key=f"{plan.signature.hash}.r{n}",
+                                      repeat_of=first)
             except RunKeyTaken:
                 continue
             shutil.rmtree(run_dir, ignore_errors=True)  # left by a repeat stored in another database

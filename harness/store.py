@@ -281,7 +281,7 @@ class Store:
     """Runs and their metric values in a SQL database.
 
     Args:
-        url: a SQLAlchemy URL; default `ARBENCH_DB_URL` or `sqlite:///results/arbench.db`.
+        url: a SQLAlchemy URL; default `ARBENCH_DB_URL`, else `arbench.db` in the user's results folder.
         read_only: open without creating or migrating anything (what the leaderboard does).
     """
 
@@ -330,7 +330,7 @@ class Store:
         except OSError as exc:
             raise ArbenchError(
                 f"cannot create the results folder {path.parent}: {exc.strerror}. "
-                "Run from a writable folder, or set ARBENCH_RESULTS (or ARBENCH_DB_URL) to a writable place."
+                "Set ARBENCH_RESULTS (or ARBENCH_DB_URL, or --db) to a writable place."
             ) from exc
         probe = path.parent / f".write-test-{uuid.uuid4().hex}"
         try:
