@@ -72,9 +72,9 @@ def _eight_at_once(url: str, tmp_path: Path, monkeypatch) -> None:
     _warm_up(tmp_path, monkeypatch)
     same = {"num_samples": 6, "sleep_per_call": 0.3}  # sleeping is no setting of the result (not in the signature)
     folder_a, folder_b = tmp_path / "results-a", tmp_path / "results-b"
-    # four identical requests: two share an artifacts folder (the file lock), two more use another folder and
-    # meet the others only in the database (the unique run key); and four different requests
-    jobs = [(folder_a, same), (folder_a, same), (folder_b, same), (folder_b, same)]
+    # four identical requests: three share an artifacts folder (the file lock), one uses another folder and meets
+    # the others only in the database (the unique run key); and four different requests
+    jobs = [(folder_a, same), (folder_a, same), (folder_a, same), (folder_b, same)]
     jobs += [(folder_a, {"num_samples": n, "sleep_per_call": 0.1}) for n in (3, 4)]
     jobs += [(folder_b, {"num_samples": n, "sleep_per_call": 0.1, "shift": 1.5}) for n in (3, 5)]
     reports = _run_at_once(url, jobs)
@@ -234,8 +234,9 @@ def _run_row(store: Store, **owner) -> str:
                             eval_signature_hash="eh", settings={}, run_key="h", **owner)
 
 
-def test_a_run_on_another_machine_is_abandoned_only_when_its_heartbeat_stops(tmp_path):
-    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_run_on_another_machine_is_abandoned_only_when_its_heartbeat_stops(backend, tmp_path, request):
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url"))
     run_id = _run_row(store, owner=Owner("another-machine", 1))
     assert store.run_for_key("h")["status"] == "running"  # its pid means nothing here: the heartbeat decides
     with store.session() as s:
@@ -243,14 +244,17 @@ def test_a_run_on_another_machine_is_abandoned_only_when_its_heartbeat_stops(tmp
             seconds=store_module.STALE_AFTER_SECONDS + 5)
     seen = store.run_for_key("h")
     assert seen["status"] == "abandoned" and seen["stored_status"] == "running"
-    reader = Store(store.url.replace("sqlite:///", "sqlite:///"), read_only=True)
+    reader = Store(store.url, read_only=True)
     assert reader.records()[0]["status"] == "abandoned"  # derived on read where nothing may be written
+    assert store.run_for_key("h")["stored_status"] == "running"
     assert store.records()[0]["status"] == "abandoned"  # written where the store is writable
     assert store.run_for_key("h")["stored_status"] == "abandoned"
     assert store.claim_run(store.run_for_key("h"), Owner.me())  # one process takes it over ...
     assert not store.claim_run(seen, Owner("third", 3))  # ... and a second one, acting on what it read, does not
     assert not store.heartbeat(run_id, Owner("another-machine", 1))  # the old owner learns it lost the run
     assert store.heartbeat(run_id, Owner.me())
+    reader.dispose()
+    store.dispose()
 
 
 def test_heartbeat_is_renewed_while_a_run_works(results_dir, monkeypatch, capsys):
