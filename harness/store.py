@@ -40,7 +40,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload, sessionmaker
 
 from harness.config import default_db_url
@@ -461,16 +468,16 @@ class Store:
         return run_id
 
     def run_for_key(self, run_key: str) -> dict[str, Any] | None:
-        """The run with this key, as far as deciding what to do with a request needs: id, label, `status` (as
-        shown: `abandoned` where its process is gone), `stored_status`, owner and heartbeat."""
+        """The run with this key, as far as deciding what to do with a request needs: id, `status` (as shown:
+        `abandoned` where its process is gone), `stored_status`, owner, heartbeat and artifacts folder."""
         with self.session() as s:
             row = s.execute(
-                select(RunRow.id, RunRow.label, RunRow.status, RunRow.host, RunRow.pid, RunRow.heartbeat_at,
-                       RunRow.started_at, RunRow.artifacts_path).where(RunRow.run_key == run_key)
+                select(RunRow.id, RunRow.status, RunRow.host, RunRow.pid, RunRow.heartbeat_at, RunRow.started_at,
+                       RunRow.artifacts_path).where(RunRow.run_key == run_key)
             ).one_or_none()
         if row is None:
             return None
-        return dict(id=row.id, label=row.label, stored_status=row.status, host=row.host, pid=row.pid,
+        return dict(id=row.id, stored_status=row.status, host=row.host, pid=row.pid,
                     heartbeat_at=row.heartbeat_at, artifacts_path=row.artifacts_path,
                     status=effective_status(row.status, row.host, row.pid, row.heartbeat_at, row.started_at))
 
@@ -517,10 +524,13 @@ class Store:
                 continue
             seen = dict(id=row.id, stored_status=row.status, host=row.host, pid=row.pid,
                         heartbeat_at=row.heartbeat_at)
-            with self.session() as s:
-                if s.execute(update(RunRow).where(*_same_state(seen)).values(
-                        status="abandoned", error=abandoned_message(row.host, row.pid, row.heartbeat_at))).rowcount:
-                    marked.append(row.id)
+            try:
+                with self.session() as s:
+                    if s.execute(update(RunRow).where(*_same_state(seen)).values(
+                            status="abandoned", error=abandoned_message(row.host, row.pid, row.heartbeat_at))).rowcount:
+                        marked.append(row.id)
+            except (OperationalError, ProgrammingError):  # an account or file we may only read: shown, not written
+                break
         return marked
 
     def finish_run(self, run_id: str, metrics: Sequence[Any], provenance: dict[str, Any]) -> None:
