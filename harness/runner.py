@@ -500,13 +500,14 @@ class Runner:
                       first: str) -> _Claim:
         """A new run repeating `first`, with its own artifacts folder (a repeat regenerates everything: its timings
         must not come from resumed shards)."""
+        n = self.store.count_repeats(first) + 1
         while True:
-            n = self.store.count_repeats(first) + 1
             run_dir = base_dir.with_name(f"{base_dir.name}-r{n}")
             try:
                 run_id = self._create(plan, run_dir, default_label, prov, run_key=f"{plan.signature.hash}.r{n}",
                                       repeat_of=first)
-            except RunKeyTaken:
+            except RunKeyTaken:  # another process took this number (or a deleted repeat left a gap): the next one
+                n += 1
                 continue
             shutil.rmtree(run_dir, ignore_errors=True)  # left by a repeat stored in another database
             return _Claim(run_id, run_dir, repeat_of=first)

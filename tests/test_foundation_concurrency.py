@@ -144,6 +144,10 @@ def test_repeat_stores_a_new_run_linked_to_the_first(results_dir, capsys, monkey
     for record in (first, second, third):
         assert record["metrics"]["mean_value"]["value"] == pytest.approx(_expected_mean(6), rel=1e-12)
 
+    Store().delete_run(second["run_id"])  # a gap in the numbering: the next repeat takes the next free number
+    assert main([*argv, "--repeat"]) == 0
+    assert [r["repeat_of"] for r in Store().records()] == [None, first["run_id"], first["run_id"]]
+
 
 def test_scoring_the_same_samples_twice_stores_one_run_but_other_contents_another(results_dir, tmp_path):
     runner = Runner(Store(), RunOptions(progress=False))
