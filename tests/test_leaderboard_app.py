@@ -25,10 +25,13 @@ def fresh_caches():
     st.cache_resource.clear()
 
 
-def app(run_id: str | None = None) -> AppTest:
+def app(run_id: str | None = None, **params: str) -> AppTest:
+    """The app at `?run=run_id` or at the query parameters `params` (e.g. task="toy-board": a linked board)."""
     at = AppTest.from_file(APP, default_timeout=60)
     if run_id:
         at.query_params["run"] = run_id
+    for key, value in params.items():
+        at.query_params[key] = value
     at.run()
     assert not at.exception, at.exception
     return at
@@ -60,14 +63,14 @@ def test_board_groups_ties_sources_and_csv(results_dir):
     add_run(store, method="m-c", metrics=[fid(5.00, 0.2), score(90)])
     add_run(store, method="m-a", source="reported", label="m-a (paper)", protocol="paper", metrics=[fid(1.9)])
     add_run(store, method="m-d", error="CUDA out of memory")
-    at = app()
+    at = app(task="toy-board")
     assert at.sidebar.selectbox[0].value == "toy-board"
     tables = [d.value for d in at.dataframe]
     board = tables[0]
-    assert board["method"].tolist() == ["m-a", "m-b", "m-c"]
+    assert board["label"].tolist() == ["m-a", "m-b", "m-c"]
     assert board["rank"].tolist() == [1, 1, 3]
     assert set(board["source"]) == {"reproduced by ARBench"}
-    assert board.loc[board["method"] == "m-a", "Δ vs paper (fid)"].iloc[0] == pytest.approx(0.1)
+    assert board.loc[board["label"] == "m-a", "Δ vs paper (fid)"].iloc[0] == pytest.approx(0.1)
     assert tables[1]["source"].tolist() == ["reported in a paper"]
     assert tables[-1]["status"].tolist() == ["failed"]  # failed runs stay reachable, unranked
     assert all(link.startswith("?run=") for link in board["run"])
@@ -81,7 +84,7 @@ def test_plots_tab_is_built_only_when_opened(results_dir):
     store = Store()
     add_run(store, method="m-a", metrics=[fid(2.0, 0.2), score(200)], provenance={"params": 1e8})
     add_run(store, method="m-b", metrics=[fid(3.0, 0.2), score(150)], provenance={"params": 3e8})
-    at = app()
+    at = app(task="toy-board")
     assert [t.label for t in at.tabs] == ["tables", "plots: quality against cost"]
     assert len(at.dataframe) == 1 and not at.get("vega_lite_chart")  # no chart before the tab is opened
     at.session_state["board-view"] = "plots: quality against cost"
@@ -109,28 +112,28 @@ def test_board_is_built_once_per_version_of_the_results(results_dir, monkeypatch
                         lambda task, board_of: placeholders.append(task) or behind_placeholder(task, board_of))
     store = Store()
     add_run(store, method="m-a", metrics=[fid(2.0, 0.2)])
-    at = app()
+    at = app(task="toy-board")
     at.run()
     assert builds == ["toy-board"] and placeholders == ["toy-board"]  # the rerun reuses the board, shown at once
     add_run(store, method="m-b", metrics=[fid(1.0, 0.2)])
     at.run()
     assert builds == ["toy-board"] * 2 and placeholders == ["toy-board"] * 2
-    assert at.dataframe[0].value["method"].tolist() == ["m-b", "m-a"]  # the loading table is gone
+    assert at.dataframe[0].value["label"].tolist() == ["m-b", "m-a"]  # the loading table is gone
 
 
 def test_sidebar_filters_narrow_the_board(results_dir):
     store = Store()
     add_run(store, method="llamagen-b", family="raster-ar", metrics=[fid(5.0)])
     add_run(store, method="var-d16", family="next-scale", source="submitted", metrics=[fid(3.0)])
-    at = app()
+    at = app(task="toy-board")
     at.sidebar.text_input(key="search").input("llama").run()
-    assert [d.value["method"].tolist() for d in at.dataframe] == [["llamagen-b"]]
+    assert [d.value["label"].tolist() for d in at.dataframe] == [["llamagen-b"]]
     at.sidebar.text_input(key="search").input("").run()
     at.sidebar.multiselect(key="sources-toy-board").select("submitted").run()
-    assert [d.value["method"].tolist() for d in at.dataframe] == [["var-d16"]]
+    assert [d.value["label"].tolist() for d in at.dataframe] == [["var-d16"]]
     at.sidebar.multiselect(key="sources-toy-board").unselect("submitted").run()
     at.sidebar.multiselect(key="families-toy-board").select("raster-ar").run()
-    assert [d.value["method"].tolist() for d in at.dataframe] == [["llamagen-b"]]
+    assert [d.value["label"].tolist() for d in at.dataframe] == [["llamagen-b"]]
     at.sidebar.text_input(key="search").input("nothing like it").run()
     assert "No row matches the filters" in texts(at)
 
