@@ -49,8 +49,9 @@ def built_boards() -> set[tuple]:
 
 @st.cache_data(ttl=SAFETY_TTL_SECONDS, max_entries=MAX_CACHED_BOARDS, show_spinner=False)
 def cached_summaries(url: str, tasks: tuple[str, ...], version: tuple) -> list[TaskSummary]:
-    """The overview cards; building them builds (and caches) every board, so one click opens any at once."""
-    return [summarize(cached_board(url, task, version), task) for task in tasks]
+    """The overview cards, from one snapshot of every task (only each task's main group is ranked)."""
+    snapshot = load_snapshot(cached_store(url)[0])
+    return [summarize(snapshot, task) for task in tasks]
 
 
 def main() -> None:

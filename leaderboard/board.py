@@ -243,7 +243,9 @@ def build_groups(snapshot: StoreSnapshot, task: str, filters: Filters = Filters(
     if runs.empty:
         return [], primary
     groups = []
-    runs = runs.assign(track=decoding_tracks(runs, task_metrics))
+    runs = runs.assign(track=decoding_tracks(runs, task_metrics), settings="")
+    for _, members in runs.groupby("eval_signature_hash", sort=False):  # across tracks: top_k=1 vs top_k=3
+        runs.loc[members.index, "settings"] = distinguishing_settings(members["signature"].tolist())
     for (sig_hash, track), members in runs.groupby(["eval_signature_hash", "track"], sort=False):
         members = collapse_reruns(members)
         group_values = values.loc[members.index]
@@ -350,7 +352,7 @@ def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, h
         "rank": np.nan,
         "label": runs["label"].where(runs["label"] != "", runs["method"]),
         "run": run_links(runs["run_id"]),
-        "settings": distinguishing_settings(runs["signature"].tolist()),
+        "settings": runs["settings"],
         "runs": runs["repeats"] if "repeats" in runs else 1,
     }, index=runs.index)
     by_name = {m.name: m for m in metrics}
@@ -449,9 +451,10 @@ class TaskSummary:
     last_change: str
 
 
-def summarize(board: Board, task: str) -> TaskSummary:
-    """The overview card of `task` from its (cached, unfiltered) board."""
-    snapshot = board.snapshot
+def summarize(snapshot: StoreSnapshot, task: str) -> TaskSummary:
+    """The overview card of `task`. Only its main protocol group is built (the group the board shows as
+    P1: with reproduced or submitted rows, lossless before lossy, the most rows), so the landing page costs
+    a fraction of building every board."""
     row = snapshot.tasks[snapshot.tasks["task"] == task]
     runs = task_runs(snapshot, task)
     counts = {name: int((runs["source"] == code).sum()) for code, name in SOURCE_NAMES.items()}
@@ -459,8 +462,7 @@ def summarize(board: Board, task: str) -> TaskSummary:
     stamps = pd.concat([pd.to_datetime(every[c], errors="coerce") for c in ("created_at", "finished_at")
                         if c in every])
     last = stamps.max() if len(stamps) else pd.NaT
-    group = board.groups[0] if board.groups else None
-    protocol = ""
+    group, protocol = _main_group(snapshot, runs, task), ""
     if group is not None:
         member = runs[runs["eval_signature_hash"] == group.eval_signature_hash]
         entries = Signature.parse(member["signature"].iloc[0] if len(member) else "").entries
@@ -472,3 +474,20 @@ def summarize(board: Board, task: str) -> TaskSummary:
         description=str(row["description"].iloc[0] or "") if len(row) else "", counts=counts, main_group=group,
         protocol=protocol, last_change="" if pd.isna(last) else last.strftime("%Y-%m-%d %H:%M UTC"),
     )
+
+
+def _main_group(snapshot: StoreSnapshot, runs: pd.DataFrame, task: str) -> Group | None:
+    """The first group of the task's board, chosen by the order `build_groups` sorts by, built alone."""
+    if runs.empty:
+        return None
+    keyed = runs.assign(track=decoding_tracks(runs, snapshot.metrics), own=runs["source"] != "reported",
+                        row=runs["signature_hash"].astype(str) + "|" + runs["source"].astype(str))
+    stats = (keyed.groupby(["eval_signature_hash", "track"], sort=False)
+             .agg(own=("own", "any"), rows=("row", "nunique")).reset_index())
+    stats["lossy"] = stats["track"] == "lossy"
+    best = stats.sort_values(["own", "lossy", "rows"], ascending=[False, True, False], kind="stable").iloc[0]
+    members = snapshot.runs["eval_signature_hash"] == best["eval_signature_hash"]
+    alone = StoreSnapshot(snapshot.tasks, snapshot.runs[members],
+                          snapshot.metrics[snapshot.metrics["run_id"].isin(snapshot.runs.loc[members, "run_id"])])
+    groups, _ = build_groups(alone, task)
+    return next((g for g in groups if g.track == best["track"]), groups[0] if groups else None)

@@ -67,9 +67,9 @@ def render_overview(summaries: list[TaskSummary]) -> None:
 
 
 def _render_task_card(summary: TaskSummary) -> None:
-    head, button = st.columns([3, 1], vertical_alignment="center")
+    head, button = st.columns([3, 2], vertical_alignment="center")
     head.markdown(f"#### {md_escape(summary.task)}")
-    button.button("open the board →", key=f"open-{summary.task}", on_click=open_board, args=(summary.task,),
+    button.button("open board →", key=f"open-{summary.task}", on_click=open_board, args=(summary.task,),
                   type="primary", width="stretch")
     counts = " · ".join(f"{n} {source}" for source, n in summary.counts.items() if n)
     st.caption(f"{md_escape(summary.modality)} · {md_escape(counts) or 'no finished rows'} · last change "
@@ -82,7 +82,7 @@ def _render_task_card(summary: TaskSummary) -> None:
     st.caption(f"main protocol group P1: {md_escape(summary.protocol)} · {_rows(len(group.table))}"
                + (f" · {md_escape(TRACK_LABELS.get(group.track, ''))}" if group.track else ""))
     top = group.table.head(TOP_ROWS)
-    columns = ["rank", "label", "settings"] + ([group.ranked_by.header] if group.ranked_by else []) + ["source"]
+    columns = ["rank", "label"] + ([group.ranked_by.header] if group.ranked_by else []) + ["settings", "source"]
     shown = top[[c for c in columns if c in top and not _all_blank(top[c])]]
     st.dataframe(shown, hide_index=True, column_config=_column_config(group), placeholder="",
                  key=f"overview-{summary.task}")
@@ -168,10 +168,10 @@ def _sidebar_filters(options: FilterOptions, task: str) -> Filters:
     with st.sidebar:
         st.header("Filters")
         search = st.text_input("search by name", key="search", **bound)
-        chosen_families = st.multiselect("method family", options.families, format_func=family_name,
-                                         key=f"families-{task}", **bound)
-        chosen_sources = st.multiselect("source", options.sources, format_func=SOURCE_NAMES.get,
-                                        key=f"sources-{task}", **bound)
+        # The options are the stored codes (raster-ar, reported...), not display names: a bound widget puts
+        # its shown text in the URL, and codes keep links short and stable.
+        chosen_families = st.multiselect("method family", options.families, key=f"families-{task}", **bound)
+        chosen_sources = st.multiselect("source", options.sources, key=f"sources-{task}", **bound)
         chosen_hardware: list[str] = []
         if options.hardware:
             chosen_hardware = st.multiselect("hardware", options.hardware, key=f"hardware-{task}", **bound)
@@ -190,9 +190,19 @@ def _sidebar_group(groups: list[Group], task: str) -> str | None:
         return None
     names = {g.key: f"P{i} · {_rows(len(g.table))} · {', '.join(SOURCE_NAMES.get(s, s) for s in g.sources)}"
              + (f" · {TRACK_LABELS[g.track]}" if g.track else "") for i, g in enumerate(groups, start=1)}
+    # Synced with `?group=<evaluation signature hash>` by hand: a bound selectbox would put its shown text
+    # (with row counts that change as runs are added) in the URL instead of the stable hash.
+    key, linked = f"group-{task}", st.query_params.get("group")
+    if key not in st.session_state and linked in names:
+        st.session_state[key] = linked
     with st.sidebar:
-        return st.selectbox("protocol group", list(names), index=None, format_func=names.get,
-                            placeholder="all protocol groups", key=f"group-{task}", bind="query-params")
+        chosen = st.selectbox("protocol group", list(names), index=None, format_func=names.get,
+                              placeholder="all protocol groups", key=key)
+    if chosen:
+        st.query_params["group"] = chosen
+    elif "group" in st.query_params:
+        del st.query_params["group"]
+    return chosen
 
 
 def _render_group(store: Store, task: str, index: int, group: Group) -> None:
@@ -338,7 +348,8 @@ def render_compare(store: Store, pair: str) -> None:
             "metric": m.name, "A": _metric_value(m.a), "B": _metric_value(m.b),
             "A version": (m.a or {}).get("version", ""), "B version": (m.b or {}).get("version", ""),
             "differs in": ", ".join(m.changed),
-            "comparable": "yes" if m.comparable else "no",
+            "comparable": ("only in A" if m.b is None else "only in B") if "missing" in m.changed
+            else "yes" if m.comparable else "no",
         } for m in result.metrics]), hide_index=True, placeholder="", key="diff-metrics")
     else:
         st.caption("The same metric values, versions and units.")
@@ -349,8 +360,9 @@ def render_compare(store: Store, pair: str) -> None:
         if not items:
             st.caption(f"No difference in {what}.")
             continue
-        st.dataframe(pd.DataFrame([{"key": d.key, "A": _cell(d.a), "B": _cell(d.b), "kind": d.note}
-                                   for d in items]), hide_index=True, placeholder="", key=f"diff-{title}")
+        rows = pd.DataFrame([{"key": d.key, "A": _cell(d.a), "B": _cell(d.b), "kind": d.note} for d in items])
+        st.dataframe(rows if rows["kind"].ne("").any() else rows.drop(columns="kind"), hide_index=True,
+                     placeholder="", key=f"diff-{title}")
     if result.measurements:
         st.caption("Measurements of the runs themselves (always differ, not listed): "
                    + md_escape(", ".join(result.measurements)))

@@ -225,3 +225,74 @@ def test_public_queue_and_submitted_run_show_no_contact_data(results_dir, tmp_pa
     body = texts(run_page) + "\n".join(str(j.value) for j in run_page.json)
     assert "Submitted by the author" in body and "Jane Doe" in body
     assert "jane-secret" not in body
+
+
+# -- overview, links, diff ----------------------------------------------------------------------------------
+def test_overview_lists_every_task_and_opens_a_board_in_one_click(results_dir):
+    store = Store()
+    add_run(store, method="m-a", settings={"cfg": 2.0}, metrics=[fid(2.0)])
+    add_run(store, method="m-a", settings={"cfg": 4.0}, metrics=[fid(3.0)])
+    add_run(store, method="m-a", source="reported", protocol="paper", metrics=[fid(1.9)])
+    add_run(store, task="other-board", method="m-z", source="reported", metrics=[score(5.0)], primary="inception_score")
+    at = app()  # no ?task=: the landing page
+    body = texts(at)
+    body = body.replace("\\", "")  # Markdown escapes
+    assert "All tasks" in body and "toy-board" in body and "other-board" in body
+    assert "2 reproduced by ARBench · 1 reported in a paper" in body and "main protocol group P1" in body
+    toy, other = (d.value for d in at.dataframe)  # the cards' top rows (AppTest does not expose their keys)
+    assert toy[["label", "settings"]].values.tolist() == [["m-a", "cfg=2.0"], ["m-a", "cfg=4.0"]]
+    assert other["label"].tolist() == ["m-z"] and "settings" not in other
+    at.button(key="open-other-board").click().run()
+    assert not at.exception and at.sidebar.selectbox(key="task").value == "other-board"
+    assert "Protocol group P1" in texts(at) and "All tasks" not in texts(at)
+
+
+def test_a_link_reproduces_task_group_and_filters(results_dir):
+    store = Store()
+    add_run(store, method="m-a", metrics=[fid(2.0)])
+    add_run(store, method="m-b", source="submitted", metrics=[fid(2.5)])
+    add_run(store, method="m-a", source="reported", protocol="paper", metrics=[fid(1.9)])
+    board = app(task="toy-board")
+    groups = board.sidebar.selectbox(key="group-toy-board").options
+    assert len(groups) == 2 and groups[0].startswith("P1 · 2 rows")
+    from leaderboard.board import Board
+    from leaderboard.data import load_snapshot
+
+    paper_key = Board.build(load_snapshot(store, "toy-board"), "toy-board").groups[1].key
+    at = app(task="toy-board", group=paper_key)
+    assert [d.value["label"].tolist() for d in at.dataframe] == [["m-a"]]
+    assert "Protocol group P2" in texts(at) and "Protocol group P1" not in texts(at)
+    at = app(task="toy-board", **{"sources-toy-board": "submitted"})
+    assert [d.value["label"].tolist() for d in at.dataframe] == [["m-b"]]
+
+
+def test_compare_page_names_what_differs_and_why(results_dir):
+    store = Store()
+    a = add_run(store, method="m-a", settings={"cfg": 2.0}, metrics=[fid(2.0)],
+                provenance={"packages": {"torch": "2.5.1"}})
+    b = add_run(store, method="m-a", settings={"cfg": 4.0}, metrics=[fid(2.5)],
+                provenance={"packages": {"torch": "2.6.0"}})
+    paper = add_run(store, method="m-a", source="reported", protocol="paper", metrics=[fid(1.9)])
+    at = app(compare=f"{a[:8]},{b}")
+    verdict = at.success[0].value.replace("\\", "")  # Markdown escapes
+    assert verdict.startswith("**Comparable.**") and "settings (method.cfg)" in verdict
+    metrics, signature, settings, provenance = (d.value for d in at.dataframe)
+    assert signature[["key", "A", "B", "kind"]].values.tolist() == [["method.cfg", "2.0", "4.0", "method"]]
+    assert settings[["key", "A", "B"]].values.tolist() == [["method.cfg", "2.0", "4.0"]]
+    assert provenance["key"].tolist() == ["packages.torch"]
+    assert metrics[["metric", "differs in", "comparable"]].values.tolist() == [["fid", "value", "yes"]]
+    at = app(compare=f"{a},{paper}")
+    verdict = at.error[0].value.replace("\\", "")
+    assert verdict.startswith("**Not comparable.**") and "evaluation signatures differ (in protocol)" in verdict
+    at = app(compare=f"{a},nosuchrun")
+    assert "no run 'nosuchrun'" in at.warning[0].value.replace("\\", "")
+
+
+def test_board_offers_a_comparison_of_any_two_rows(results_dir):
+    store = Store()
+    a = add_run(store, method="m-a", metrics=[fid(2.0)])
+    b = add_run(store, method="m-b", metrics=[fid(2.5)])
+    at = app(task="toy-board")
+    assert at.selectbox(key="compare-a-toy-board").value == a and at.selectbox(key="compare-b-toy-board").value == b
+    (button,) = at.get("link_button")
+    assert button.proto.url == f"?compare={a},{b}"

@@ -360,8 +360,13 @@ def test_overview_summary_counts_sources_and_names_the_main_group(store):
     add_run(store, method="m-b", source="submitted", metrics=[fid(1.0)])
     add_run(store, method="m-a", source="reported", protocol="paper", metrics=[fid(1.9)])
     add_run(store, method="m-c", error="boom")
-    summary = summarize(Board.build(load_snapshot(store, "toy-board"), "toy-board"), "toy-board")
+    add_run(store, task="other", method="m-z", metrics=[fid(0.5)])
+    summary = summarize(load_snapshot(store), "toy-board")
     assert summary.counts == {"reproduced by ARBench": 1, "submitted by the author": 1, "reported in a paper": 1}
     assert summary.main_group.table["label"].tolist() == ["m-b", "m-a"]
+    board = Board.build(load_snapshot(store, "toy-board"), "toy-board")  # the board's own P1, built alone
+    paper = ["paper fid", "Δ vs paper (fid)"]  # paper gaps need the other groups: not on the card
+    pd.testing.assert_frame_equal(summary.main_group.table.drop(columns=paper, errors="ignore"),
+                                  board.groups[0].table.drop(columns=paper))
     assert summary.protocol == "ARBench protocol, task v1" and summary.modality == "class-to-image"
     assert summary.last_change.startswith(pd.Timestamp.now("UTC").strftime("%Y-%m-%d"))
