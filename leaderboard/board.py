@@ -363,8 +363,8 @@ def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, h
     headline = [m for m in metrics if m is ranked or is_quality(m)]
     for m in headline:
         table[m.header] = values[m.name]
-        if m is ranked and lows[m.name].notna().any():
-            table[m.ci_header] = _ci_texts(lows[m.name].to_numpy(), highs[m.name].to_numpy())
+    if ranked is not None and lows[ranked.name].notna().any():  # after the headline: exact match beside speedup
+        table[ranked.ci_header] = _ci_texts(lows[ranked.name].to_numpy(), highs[ranked.name].to_numpy())
     table["source"] = _display(runs["source"], SOURCE_NAMES)
     table["verification"] = runs["verification"]
     for m in metrics:

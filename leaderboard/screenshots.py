@@ -1,7 +1,7 @@
 """Serve the leaderboard with `arbench leaderboard` and photograph it in headless Chromium.
 
 `python -m leaderboard.screenshots --db URL --out docs/img --task digits-c2i --compare A,B` writes the
-overview, a board and a diff as PNG files (what docs/leaderboard.md shows). The browser test uses `serve`
+overview, the boards (`--task` is repeatable) and a diff as PNG files (what docs/leaderboard.md shows). The browser test uses `serve`
 and `open_browser` too. Chromium is Debian's package driven by Playwright (never `playwright install`).
 """
 
@@ -73,11 +73,20 @@ def wait_for_tables(page, timeout_ms: int = 90_000) -> None:
     time.sleep(1.0)  # let the canvas finish drawing
 
 
+def full_height(page, limit: int = 6000) -> None:
+    """Grow the viewport to the page's content: Streamlit scrolls inside its main block, so a full-page
+    screenshot alone would stop at the window's height."""
+    height = page.evaluate("Math.max(...Array.from(document.querySelectorAll('[data-testid=stMain], "
+                           "[data-testid=stMainBlockContainer]')).map(e => e.scrollHeight), 800)")
+    page.set_viewport_size({"width": page.viewport_size["width"], "height": min(limit, int(height) + 80)})
+    time.sleep(1.0)  # the grids redraw at the new size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", required=True, help="database URL to show")
     parser.add_argument("--out", default=str(ROOT / "docs" / "img"), help="folder for the PNG files")
-    parser.add_argument("--task", required=True, help="the board to photograph")
+    parser.add_argument("--task", required=True, action="append", help="a board to photograph (repeatable)")
     parser.add_argument("--compare", required=True, help="two run ids, A,B, for the diff page")
     parser.add_argument("--width", type=int, default=1400)
     args = parser.parse_args()
@@ -85,13 +94,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     with serve(args.db) as base, open_browser() as browser:
         page = browser.new_page(viewport={"width": args.width, "height": 1000})
-        for name, query, ready in (("leaderboard-overview", "", "text=All tasks"),
-                                   ("leaderboard-board", f"?task={args.task}", "text=Protocol group P1"),
-                                   ("leaderboard-diff", f"?compare={args.compare}", "text=Comparing two runs")):
+        pages = [("leaderboard-overview", "", "text=All tasks")]
+        pages += [(f"leaderboard-board-{task}", f"?task={task}", "text=Protocol group P1") for task in args.task]
+        pages += [("leaderboard-diff", f"?compare={args.compare}", "text=Comparing two runs")]
+        for name, query, ready in pages:
             page.goto(f"{base}/{query}", timeout=90_000)
             page.wait_for_selector(ready, timeout=90_000)
             wait_for_tables(page)
+            full_height(page)
             page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+            page.set_viewport_size({"width": args.width, "height": 1000})
             print(out / f"{name}.png")
 
 

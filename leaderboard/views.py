@@ -82,7 +82,9 @@ def _render_task_card(summary: TaskSummary) -> None:
     st.caption(f"main protocol group P1: {md_escape(summary.protocol)} · {_rows(len(group.table))}"
                + (f" · {md_escape(TRACK_LABELS.get(group.track, ''))}" if group.track else ""))
     top = group.table.head(TOP_ROWS)
-    columns = ["rank", "label"] + ([group.ranked_by.header] if group.ranked_by else []) + ["settings", "source"]
+    # One narrow card: the settings ride in the label cell ("digits-pca-gaussian · temperature=0.8").
+    top = top.assign(label=top["label"] + top["settings"].map(lambda text: f" · {text}" if text else ""))
+    columns = ["rank", "label"] + ([group.ranked_by.header] if group.ranked_by else []) + ["source"]
     shown = top[[c for c in columns if c in top and not _all_blank(top[c])]]
     st.dataframe(shown, hide_index=True, column_config=_column_config(group), placeholder="",
                  key=f"overview-{summary.task}")
@@ -239,7 +241,7 @@ def _column_config(group: Group) -> dict:
         "run": st.column_config.LinkColumn("details", display_text="open ↗", width="small",
                                            help="the run page: signature, provenance, artifacts"),
         "settings": st.column_config.TextColumn(
-            "settings", width="medium", help="the settings that tell this row apart from the other rows of its "
+            "settings", help="the settings that tell this row apart from the other rows of its "
                                              "method in this group (from the full signatures)"),
         "runs": st.column_config.NumberColumn("runs", format="×%d", help="identical reruns (one signature) "
                                                                          "shown as this one row: the newest"),
@@ -402,7 +404,7 @@ def render_run(store: Store, run_id: str) -> None:
         "status": record["status"], "created": record["created_at"], "run id": record["run_id"],
     }
     st.dataframe(pd.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}), hide_index=True,
-                 key="facts")
+                 key="facts", placeholder="")
     if record["error"]:
         st.error("This run failed; its error:")
         st.code(record["error"], language=None)
@@ -414,7 +416,7 @@ def render_run(store: Store, run_id: str) -> None:
                  "direction": "↑ higher is better" if m["higher_is_better"] else "↓ lower is better",
                  "unit": m["unit"], "version": m["version"], "description": m.get("description", "")}
                 for name, m in record["metrics"].items()]
-        st.dataframe(pd.DataFrame(rows), hide_index=True, key="metrics")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key="metrics", placeholder="")
     _render_artifacts(record.get("artifacts_path"))
     st.markdown("#### Signature")
     st.caption("Numbers are comparable when their evaluation signatures agree; the full signature adds the "
@@ -467,7 +469,7 @@ def render_queue(store: Store) -> None:
         "run": run_link(j["run_id"]) if j["run_id"] else None,
     } for j in reversed(jobs)])
     st.dataframe(table, hide_index=True, key="queue",
-                 column_config={"run": st.column_config.LinkColumn("run", display_text="open ↗")})
+                 column_config={"run": st.column_config.LinkColumn("run", display_text="open ↗")}, placeholder="")
 
 
 def _render_reported_source(record: dict) -> None:
@@ -501,7 +503,7 @@ def _render_artifacts(path: str | None) -> None:
         return str(path.relative_to(found.root))
 
     grids = [(p, g) for p in found.found["array"] if (g := artifacts_mod.sample_grid(p)) is not None]
-    for p, grid in grids[:2]:
+    for p, grid in grids[:1]:
         st.image(grid, caption=f"samples from {md_escape(rel(p))}", width=min(960, max(320, grid.shape[1])), clamp=True)
     if found.found["image"]:
         st.image([str(p) for p in found.found["image"]], caption=[md_escape(rel(p)) for p in found.found["image"]],
@@ -514,7 +516,7 @@ def _render_artifacts(path: str | None) -> None:
         st.video(str(p))
     for p in found.found["table"]:
         st.text(rel(p))
-        st.dataframe(_read_table(p), hide_index=True, key=f"artifact-{rel(p)}")
+        st.dataframe(_read_table(p), hide_index=True, key=f"artifact-{rel(p)}", placeholder="")
     for p in found.found["text"]:
         st.text(rel(p))
         st.code(_head(p), language=None)

@@ -240,8 +240,8 @@ def test_overview_lists_every_task_and_opens_a_board_in_one_click(results_dir):
     assert "All tasks" in body and "toy-board" in body and "other-board" in body
     assert "2 reproduced by ARBench · 1 reported in a paper" in body and "main protocol group P1" in body
     toy, other = (d.value for d in at.dataframe)  # the cards' top rows (AppTest does not expose their keys)
-    assert toy[["label", "settings"]].values.tolist() == [["m-a", "cfg=2.0"], ["m-a", "cfg=4.0"]]
-    assert other["label"].tolist() == ["m-z"] and "settings" not in other
+    assert toy["label"].tolist() == ["m-a · cfg=2.0", "m-a · cfg=4.0"] and toy["rank"].tolist() == [1, 2]
+    assert other["label"].tolist() == ["m-z"] and "fid ↓" in toy and "inception_score ↑" in other
     at.button(key="open-other-board").click().run()
     assert not at.exception and at.sidebar.selectbox(key="task").value == "other-board"
     assert "Protocol group P1" in texts(at) and "All tasks" not in texts(at)
@@ -296,3 +296,25 @@ def test_board_offers_a_comparison_of_any_two_rows(results_dir):
     assert at.selectbox(key="compare-a-toy-board").value == a and at.selectbox(key="compare-b-toy-board").value == b
     (button,) = at.get("link_button")
     assert button.proto.url == f"?compare={a},{b}"
+
+
+def assert_no_none_cells(at: AppTest) -> int:
+    """Streamlit draws a missing value as a grey "None" unless the table sets a placeholder: every table with
+    a missing value must set it to "" (blank), and no text cell may hold the word. Returns the tables checked."""
+    for table in at.dataframe:
+        frame = table.value
+        if frame.isna().to_numpy().any():
+            assert table.proto.HasField("placeholder") and table.proto.placeholder == "", list(frame.columns)
+        assert not frame.astype(str).isin(["None", "nan"]).to_numpy().any() or frame.isna().to_numpy().any()
+    return len(at.dataframe)
+
+
+def test_no_cell_renders_none_on_any_page(results_dir, tmp_path):
+    store = Store()
+    a = add_run(store, method="m-a", metrics=[fid(2.0, 0.1), score(100)], provenance={"params": 1e8})
+    b = add_run(store, method="m-b", metrics=[fid(3.0)], artifacts=artifact_folder(tmp_path / "run"))  # no IS
+    add_run(store, method="m-c", error="boom")
+    checked = 0
+    for page in (app(), app(task="toy-board"), app(run_id=b), app(compare=f"{a},{b}")):
+        checked += assert_no_none_cells(page)
+    assert checked >= 6

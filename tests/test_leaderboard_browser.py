@@ -95,7 +95,7 @@ def test_overview_board_diff_and_run_page_render_in_chromium(served):
         assert "Protocol group P1 · 3 rows" in body and "Protocol group P2 · 1 row" in body
         shown = cells(page)
         assert "cfg=2.0" in shown and "cfg=4.0" in shown  # two llamagen-b rows told apart
-        assert "reported in a paper" in shown and "None" not in shown and "nan" not in shown
+        assert "reported in a paper" in shown and "None" not in shown and "nan" not in shown  # in text cells
         page.screenshot(path=str(SCREENSHOTS / "leaderboard-board.png"), full_page=True)
         page.get_by_role("tab", name="plots: quality against cost").click()
         page.wait_for_selector(".vega-embed", state="attached", timeout=30_000)
@@ -123,6 +123,9 @@ def test_overview_board_diff_and_run_page_render_in_chromium(served):
         page.wait_for_selector("[data-testid=stImage] img", timeout=30_000)
         assert page.locator("audio").count() == 1
         assert "method:var-d16" in page.inner_text("body")
+        wait_for_tables(page)
+        shown = cells(page)  # no text cell reads "None" (the grid's drawn blanks: test_leaderboard_app.py)
+        assert "inception_score" in shown and "None" not in shown
         page.screenshot(path=str(SCREENSHOTS / "leaderboard-run.png"), full_page=True)
 
         for url in (f"{base}/?task=zz-evil-board", f"{base}/?run={ids['evil']}"):
