@@ -233,8 +233,12 @@ def paper_values(runs: pd.DataFrame, values: pd.DataFrame, metric: str | None) -
 def build_groups(snapshot: StoreSnapshot, task: str, filters: Filters = Filters()) -> tuple[list[Group], str | None]:
     """The board of `task`: comparability groups (largest with reproduced rows first) and the primary metric."""
     all_runs = task_runs(snapshot, task).set_index("run_id", drop=False)
-    runs = apply_filters(all_runs, filters)
     task_metrics = snapshot.metrics[snapshot.metrics["run_id"].isin(all_runs.index)]
+    # Tracks and settings come from the unfiltered board, so a filter never renames or re-labels a row.
+    all_runs = all_runs.assign(track=decoding_tracks(all_runs, task_metrics), settings="")
+    for _, members in all_runs.groupby("eval_signature_hash", sort=False):  # across tracks: top_k=1 vs 3
+        all_runs.loc[members.index, "settings"] = distinguishing_settings(members["signature"].tolist())
+    runs = apply_filters(all_runs, filters)
     infos = metric_infos(task_metrics, None)
     primary = primary_metric(snapshot, task, infos)
     infos = metric_infos(task_metrics, primary)
@@ -243,9 +247,6 @@ def build_groups(snapshot: StoreSnapshot, task: str, filters: Filters = Filters(
     if runs.empty:
         return [], primary
     groups = []
-    runs = runs.assign(track=decoding_tracks(runs, task_metrics), settings="")
-    for _, members in runs.groupby("eval_signature_hash", sort=False):  # across tracks: top_k=1 vs top_k=3
-        runs.loc[members.index, "settings"] = distinguishing_settings(members["signature"].tolist())
     for (sig_hash, track), members in runs.groupby(["eval_signature_hash", "track"], sort=False):
         members = collapse_reruns(members)
         group_values = values.loc[members.index]
@@ -259,21 +260,20 @@ def build_groups(snapshot: StoreSnapshot, task: str, filters: Filters = Filters(
 
 
 def decoding_tracks(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.Series:
-    """"lossy" / "lossless" per run on a board that has lossy decoding runs, else "" for every run.
+    """"lossy" / "lossless" per run of a comparability group that has lossy decoding runs, else "".
 
     A run's provenance `lossless` (declared by its strategy) decides; a run without it is lossy when it has
-    the decoding task's lossy-track metric. Paper rows keep "" (their papers' claims are not checked here)."""
-    none = pd.Series("", index=runs.index, dtype=object)
+    the decoding task's lossy-track metric. Paper rows keep "" (their papers' claims are not checked here).
+    Decided per evaluation signature, so a group's tracks do not depend on the board's other groups."""
     if runs.empty:
-        return none
+        return pd.Series("", index=runs.index, dtype=object)
     declared = runs["lossless"] if "lossless" in runs else pd.Series(None, index=runs.index, dtype=object)
     known = declared.notna()
     marked = runs["run_id"].isin(metrics.loc[metrics["name"].isin(LOSSY_TRACK_METRICS), "run_id"])
-    lossy = (known & ~declared.where(known, True).astype(bool)) | (~known & marked)
-    lossy &= runs["source"] != "reported"
-    if not lossy.any():
-        return none
-    return lossy.map({True: "lossy", False: "lossless"}).where(runs["source"] != "reported", "")
+    own = runs["source"] != "reported"
+    lossy = ((known & ~declared.where(known, True).astype(bool)) | (~known & marked)) & own
+    split = lossy.groupby(runs["eval_signature_hash"]).transform("any") & own
+    return pd.Series(np.where(split, np.where(lossy, "lossy", "lossless"), ""), index=runs.index, dtype=object)
 
 
 def collapse_reruns(runs: pd.DataFrame) -> pd.DataFrame:

@@ -339,6 +339,13 @@ def test_lossy_decoding_rows_are_never_ranked_with_lossless_ones(store):
     columns = groups[1].table.columns.tolist()  # exact match and NLL right beside the speedup
     assert columns[columns.index("speedup ↑ (x)") + 1:][:2] == ["exact_match_rate ↑", "quality_target_nll ↓ (nats/token)"]
     assert columns.index("tokens_per_s ↑ (tokens/s)") > columns.index("source")
+    board = Board.build(load_snapshot(store, "decode"), "decode")  # a filter that leaves no lossy row keeps
+    (only,), _ = board.filtered("decode", Filters(search="speculative"))  # the group's track (and its number)
+    assert only.key == groups[0].key and only.table["label"].tolist() == ["speculative"]
+    other = add_run(store, task="decode", method="speculative", protocol="p2", primary="speedup",
+                    metrics=[MetricValue("speedup", 1.2, True, "x")])
+    groups, _ = build_groups(load_snapshot(store), "decode")  # no lossy row under p2: no split there
+    assert next(g for g in groups if other in set(g.table["run_id"])).track == ""
 
 
 def test_reported_rows_are_dated_by_publication(store):
