@@ -66,7 +66,7 @@ class Filters:
 
 
 #: Columns a group table keeps for links, plots and the CSV export but never shows.
-HIDDEN_COLUMNS = ("run_id", "generate_seconds")
+HIDDEN_COLUMNS = ("run_id", "generate_seconds", "eval_signature_hash")
 #: Decoding boards: a metric the decoding task stores only for lossy strategies (its quality track). Runs
 #: that record `lossless` in their provenance are placed by that declaration instead.
 LOSSY_TRACK_METRICS = ("quality_target_nll",)
@@ -113,8 +113,9 @@ class Group:
 
     @property
     def export_columns(self) -> list[str]:
-        """The shown columns with the run id in place of the run-page link."""
-        return [c for c in self.view.columns if c != "run"] + ["run_id"]
+        """The shown columns with the run id in place of the run-page link, and the comparability key (the
+        evaluation signature hash; the app adds the signature's text as `eval_signature`)."""
+        return [c for c in self.view.columns if c != "run"] + ["run_id", "eval_signature_hash"]
 
 
 def _all_empty(column: pd.Series) -> bool:
@@ -386,6 +387,7 @@ def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, h
     table["signature"] = runs["signature_hash"]
     table["generate_seconds"] = runs["generate_seconds"]
     table["run_id"] = runs["run_id"]
+    table["eval_signature_hash"] = runs["eval_signature_hash"]
     sort_cols = ["rank"] + ([ranked.header] if ranked else [])
     ascending = [True] + ([not ranked.higher_is_better] if ranked else [])
     table = table.sort_values(sort_cols, ascending=ascending, na_position="last", kind="stable")

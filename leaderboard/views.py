@@ -223,8 +223,14 @@ def _render_group(store: Store, task: str, index: int, group: Group) -> None:
         st.text(signature_lines(str(signature)))  # st.code would load a 1.5 MB highlighter before the tables
     st.dataframe(group.view, hide_index=True, column_config=_column_config(group), placeholder="",
                  key=f"table-{task}-{group.key}")
-    st.download_button("export this table as CSV", partial(to_csv, table, group.export_columns),  # built on click
+    st.download_button("export this table as CSV",  # the file is built on click
+                       partial(_group_csv, table, group.export_columns, str(signature)),
                        file_name=f"{task}-P{index}.csv", mime="text/csv", key=f"csv-{task}-{group.key}")
+
+
+def _group_csv(table: pd.DataFrame, columns: list[str], eval_signature: str) -> bytes:
+    """A group's CSV with its comparability key: the evaluation signature's hash and text on every row."""
+    return to_csv(table.assign(eval_signature=eval_signature), columns + ["eval_signature"])
 
 
 #: Cell formats by metric unit (printf style): the unit goes into the cell, not only the header.

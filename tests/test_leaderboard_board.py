@@ -134,8 +134,13 @@ def test_cached_board_view_export_and_filter_choices_on_a_synthetic_store(store)
         assert not set(HIDDEN_COLUMNS) & set(group.view.columns) and len(group.view) == len(group.table)
         assert "verification" not in group.view.columns  # empty in every synthetic row: not shown
         rows = list(csv.reader(io.StringIO(to_csv(group.table, group.export_columns).decode())))
-        assert rows[0] == [c for c in group.view.columns if c != "run"] + ["run_id"]
-        assert [r[-1] for r in rows[1:]] == group.table["run_id"].tolist()  # every row, not only the visible ones
+        assert rows[0] == [c for c in group.view.columns if c != "run"] + ["run_id", "eval_signature_hash"]
+        assert [r[-2] for r in rows[1:]] == group.table["run_id"].tolist()  # every row, not only the visible ones
+        assert {r[-1] for r in rows[1:]} == {group.eval_signature_hash} and "settings" in rows[0]
+    from leaderboard.views import _group_csv  # the board's download: the signature's text on every row too
+
+    rows = list(csv.DictReader(io.StringIO(_group_csv(group.table, group.export_columns, "task:t|p:1").decode())))
+    assert {r["eval_signature"] for r in rows} == {"task:t|p:1"} and len(rows) == len(group.table)
     options = board.options
     assert options.sources == ["reproduced", "submitted", "reported"]
     assert len(options.hardware) == 3 and options.params_millions[0] < options.params_millions[1]
