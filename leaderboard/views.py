@@ -84,10 +84,10 @@ def _render_task_card(summary: TaskSummary) -> None:
     top = group.table.head(TOP_ROWS)
     # One narrow card: the settings ride in the label cell ("digits-pca-gaussian · temperature=0.8").
     top = top.assign(label=top["label"] + top["settings"].map(lambda text: f" · {text}" if text else ""))
-    columns = ["rank", "label"] + ([group.ranked_by.header] if group.ranked_by else []) + ["source"]
+    columns = ["rank", "label"] + ([group.ranked_by.header] if group.ranked_by else [])  # sources: caption
     shown = top[[c for c in columns if c in top and not _all_blank(top[c])]]
-    st.dataframe(shown, hide_index=True, column_config=_column_config(group), placeholder="",
-                 key=f"overview-{summary.task}")
+    config = {**_column_config(group), "label": st.column_config.TextColumn("label", width=270)}
+    st.dataframe(shown, hide_index=True, column_config=config, placeholder="", key=f"overview-{summary.task}")
 
 
 def _all_blank(column: pd.Series) -> bool:
