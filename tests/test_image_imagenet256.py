@@ -199,4 +199,11 @@ def test_missing_official_files_are_named_before_anything_is_stored(tmp_path, mo
     assert main(["score", "imagenet256-c2i", str(samples), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "VIRTUAL_imagenet256_labeled.npz" in err and "openaipublic.blob.core.windows.net" in err
+    # every missing file at once, each with where it goes and its fetch command
+    from harness.features.inception import CLEANFID_INCEPTION, FID_INCEPTION
+    from tasks.imagenet256 import ADM_REFERENCE_256
+
+    assert "needs 3 files that are missing" in err  # the reference batch, FID's and clean-fid's Inception
+    for spec in (ADM_REFERENCE_256, FID_INCEPTION, CLEANFID_INCEPTION):
+        assert f"arbench weights fetch {spec.name}" in err and str(spec.cache_path) in err
     assert not (results_dir / "arbench.db").exists() or _no_runs(results_dir)
