@@ -129,9 +129,11 @@ def require_all(checks: Iterable[Callable[[], Any]], what: str) -> list[Any]:
         try:
             results.append(check())
         except MissingAssetError as exc:
-            missing.append(str(exc))
+            missing.extend(getattr(exc, "missing", None) or [str(exc)])  # a nested list is flattened
     if len(missing) == 1:
         raise MissingAssetError(missing[0])
     if missing:
-        raise MissingAssetError(f"{what} needs {len(missing)} files that are missing:\n- " + "\n- ".join(missing))
+        error = MissingAssetError(f"{what} needs {len(missing)} files that are missing:\n- " + "\n- ".join(missing))
+        error.missing = missing
+        raise error
     return results

@@ -206,4 +206,8 @@ def test_missing_official_files_are_named_before_anything_is_stored(tmp_path, mo
     assert "needs 3 files that are missing" in err  # the reference batch, FID's and clean-fid's Inception
     for spec in (ADM_REFERENCE_256, FID_INCEPTION, CLEANFID_INCEPTION):
         assert f"arbench weights fetch {spec.name}" in err and str(spec.cache_path) in err
+    assert main(["run", "imagenet256-c2i", "llamagen-b", "--no-progress"]) == 2  # the method's checkpoint too
+    err = capsys.readouterr().err
+    assert "imagenet256-c2i with llamagen-b needs 4 files that are missing" in err
+    assert "arbench weights fetch llamagen-c2i-b-256" in err and ADM_REFERENCE_256.filename in err
     assert not (results_dir / "arbench.db").exists() or _no_runs(results_dir)
