@@ -41,12 +41,13 @@ import harness
 from harness import distributed, provenance
 from harness.api import Method, Request, Task, build_config
 from harness.config import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, artifacts_dir
-from harness.errors import ArbenchError
+from harness.errors import ArbenchError, MissingAssetError
 from harness.metrics.base import MetricValue
 from harness.registry import METHODS, TASKS
 from harness.provenance import sha256_file
 from harness.signature import Signature
 from harness.store import Owner, RunKeyTaken, Store
+from harness.weights import require_all
 
 GLOBAL_SEED = 0
 #: how often a request waiting for an identical one in another process looks again (seconds)
@@ -332,7 +333,13 @@ class Runner:
         if method is None:
             return self._plan(task, None, kind, None, None, None)
         info = dict(name=method.name, family=method.family, description=method.description, version=method.version)
-        return self._plan(task, info, kind, method.settings(), method.checkpoint_sha256(), method)
+        settings = method.settings()
+        try:
+            checkpoint = method.checkpoint_sha256()
+        except MissingAssetError:  # name the task's missing files (references, evaluators) in the same message
+            require_all([method.checkpoint_sha256, task.signature], f"{task_name} with {method_name}")
+            raise
+        return self._plan(task, info, kind, settings, checkpoint, method)
 
     def plan_external(self, task_name: str, task_overrides: dict[str, Any], method_info: dict[str, str],
                       method_settings: dict[str, Any], checkpoint_sha256: str | None, kind: str = "run") -> Plan:

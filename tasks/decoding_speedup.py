@@ -200,6 +200,7 @@ class DecodingSpeedup(Task):
         max_new = self.config.max_new_tokens
         ctx.extra_provenance["hardware_fingerprint"] = self.hardware_fingerprint(device)
         ctx.extra_provenance["strategy"] = method.describe()
+        ctx.extra_provenance["lossless"] = method.lossless  # declared by the strategy; the board ranks lossy apart
         ctx.log(f"timing {method.name} against AR on {len(requests)} prompts, batch sizes {self.config.batch_sizes}")
 
         metrics: list[MetricValue] = []

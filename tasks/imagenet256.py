@@ -13,6 +13,7 @@ once per (reference file, network) and cached under `$ARBENCH_HOME/cache/`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from harness.metrics.image import ADM_IS_SPLIT_SIZE, PR_NEIGHBOURHOOD, inception
 from harness.registry import register_task
 from harness.settings import Annotated, Field, Literal, PositiveInt, Seed
 from harness.signature import Signature
-from harness.weights import WeightSpec, register_weights
+from harness.weights import WeightSpec, register_weights, require_all
 from tasks._image_samples import ClassToImageTask, ImageSamples, check_image_array_header
 
 ADM_REFERENCE_256 = register_weights(WeightSpec(
@@ -115,13 +116,19 @@ class ImageNet256(ClassToImageTask):
         return spec.locate(explicit)
 
     def signature(self) -> Signature:
+        c = self.config
+        files = [(ADM_REFERENCE_256, c.reference), (FID_INCEPTION, c.inception_weights)]
+        if c.clean_fid:
+            files.append((CLEANFID_INCEPTION, c.cleanfid_weights))
+        # every missing reference or evaluator file is named at once
+        found = require_all([functools.partial(self._file, spec, path) for spec, path in files], f"task {self.name}")
         sig = Signature().add("task", self.name).add("task_version", self.version)
         sig.update("task", {k: v for k, v in self.settings().items() if k not in PATH_SETTINGS})
-        sig.add("reference_sha256", self._file(ADM_REFERENCE_256, self.config.reference)[1])
-        sig.add("inception_sha256", self._file(FID_INCEPTION, self.config.inception_weights)[1])
+        sig.add("reference_sha256", found[0][1])
+        sig.add("inception_sha256", found[1][1])
         sig.update("features", dataclasses.asdict(self.features))
-        if self.config.clean_fid:
-            sig.add("cleanfid_sha256", self._file(CLEANFID_INCEPTION, self.config.cleanfid_weights)[1])
+        if c.clean_fid:
+            sig.add("cleanfid_sha256", found[2][1])
             sig.add("cleanfid_mode", "clean")
         sig.update("metric_version", METRIC_VERSIONS)
         return sig

@@ -43,6 +43,7 @@ from harness.metrics.video import (FVD_VERSION, VideoSamples, clip_indices, clip
 from harness.registry import register_task
 from harness.settings import Annotated, Field, Literal, Seed
 from harness.signature import Signature
+from harness.weights import require_all
 
 UCF101_ENV = "ARBENCH_UCF101"
 UCF101_CLASSES = 101
@@ -258,9 +259,14 @@ class UCF101FVD(VideoFVDTask):
         c = self.config
         if c.i3d_resize not in i3d.RESIZE_MODES:
             raise InputError(f"unknown i3d_resize {c.i3d_resize!r}: use one of {', '.join(i3d.RESIZE_MODES)}")
+        try:
+            real_sha = self.real_list()[2]
+        except MissingAssetError:
+            self.check_assets()  # without the data: name it and every missing weight file in one message
+            raise
         sig = Signature().add("task", self.name).add("task_version", self.version)
         self.protocol_signature(sig)
-        sig.add("real_set", "ucf101-split1").add("real_list_sha256", self.real_list()[2]).add("seed", c.seed)
+        sig.add("real_set", "ucf101-split1").add("real_list_sha256", real_sha).add("seed", c.seed)
         sig.add("real_selection", "class-stratified-round-robin+seeded-window").add("real_preprocess", REAL_PREPROCESS)
         spec = i3d.weights_spec(c.i3d_backend)
         sig.add("features", f"i3d-k400-logits:{c.i3d_backend}").add("features_git_blob", spec.git_blob_sha1)
@@ -280,10 +286,11 @@ class UCF101FVD(VideoFVDTask):
         return ucf101_split(ucf101_root(self.config.ucf101_root), self.protocol.real_splits)
 
     def check_assets(self) -> None:
-        self.real_list()
-        i3d.weights_spec(self.config.i3d_backend).resolve(self.config.i3d_weights or None)
+        c = self.config
+        checks = [self.real_list, lambda: i3d.weights_spec(c.i3d_backend).resolve(c.i3d_weights or None)]
         if self.config.cd_fvd:
-            videomae.VIDEOMAE_V2_G.resolve(self.config.videomae_weights or None)
+            checks.append(lambda: videomae.VIDEOMAE_V2_G.resolve(self.config.videomae_weights or None))
+        require_all(checks, f"task {self.name}")  # every missing file named at once
 
     def cd_feature_extractor(self, device: str) -> Callable[[np.ndarray], torch.Tensor]:
         """The cd-FVD feature function (VideoMAE-v2 ViT-g)."""

@@ -100,4 +100,5 @@ def test_leaderboard_replaces_the_process_with_streamlit(monkeypatch, capsys):
     ((path, argv, env),) = calls
     assert path == sys.executable and argv[1:4] == ["-m", "streamlit", "run"]
     assert argv[argv.index("--server.port") + 1] == "8599" and env["ARBENCH_DB_URL"] == "sqlite:////tmp/board.db"
-    assert "leaderboard on http://localhost:8599" in capsys.readouterr().err
+    assert argv[argv.index("--client.toolbarMode") + 1] == "viewer"  # no "Deploy" button for visitors
+    assert "starting the leaderboard on localhost:8599" in capsys.readouterr().err
