@@ -168,3 +168,34 @@ def test_backends_agree():
     clips = np.random.default_rng(0).integers(0, 256, (2, 16, 64, 64, 3), dtype=np.uint8)
     report = i3d.check_backends_agree(clips)
     assert report["relative_l2"] < 1e-2
+
+
+def tf_resize_bilinear_kernel(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """numpy transcription of TF1's resize_bilinear_op.cc (align_corners=False, no half-pixel centres), in its
+    float32 arithmetic: scale = float(in) / out, in = float(j) * scale (LegacyScaler), lower = floor(in),
+    upper = min(ceil(in), in - 1), lerp = in - floor(in); top/bottom lerped along x, then along y."""
+    f32 = np.float32
+
+    def weights(n_in, n_out):
+        scale = f32(n_in) / f32(n_out)
+        src = np.arange(n_out, dtype=f32) * scale
+        lower = np.floor(src).astype(int)
+        upper = np.minimum(np.ceil(src).astype(int), n_in - 1)
+        return lower, upper, (src - np.floor(src)).astype(f32)
+
+    y0, y1, wy = weights(image.shape[0], out_h)
+    x0, x1, wx = weights(image.shape[1], out_w)
+    img = image.astype(f32)
+    top = img[y0][:, x0] + (img[y0][:, x1] - img[y0][:, x0]) * wx
+    bottom = img[y1][:, x0] + (img[y1][:, x1] - img[y1][:, x0]) * wx
+    return top + (bottom - top) * wy[:, None]
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (30, 50), (128, 171), (240, 320)])
+def test_tf1_legacy_resize_equals_tf_kernel_arithmetic(shape):
+    """Positions in float32 as TF computes them: 64 -> 224 has scale float32(2/7), whose float64 positions
+    differ in the last bits and moved outputs by up to 0.009 grey levels (resize id tf1-legacy, now -f32)."""
+    image = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
+    ours = i3d.tf1_resize_bilinear(torch.from_numpy(image).float()[None, None], 224)[0, 0].numpy()
+    np.testing.assert_array_equal(ours, tf_resize_bilinear_kernel(image, 224, 224))  # same float32 operations
+    assert i3d.RESIZE_IDS["tf1-legacy"] == "tf1-legacy-f32"
