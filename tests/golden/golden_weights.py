@@ -8,7 +8,9 @@ output heads and gates, which would let a network ignore its input).
 
 Rule: floating tensors with 2+ dims ~ N(0, 1 / fan_in) (fan_in = product of all but the first dim); 1-D
 tensors named like scales (`weight`, `gamma`, `scale`, `running_var`) = 1 + U(-0.1, 0.1); other 1-D
-tensors (biases, `running_mean`) = U(-0.1, 0.1); 0-d floats = 1 + U(-0.1, 0.1); integer tensors are kept.
+tensors (biases, `running_mean`) = U(-0.1, 0.1); 0-d floats = 1 + U(-0.1, 0.1); integer tensors are kept, and
+so are buffers other than BatchNorm statistics (`seeded_module_state`): VAR's attention mask and level index are
+part of the architecture, not weights.
 """
 
 from __future__ import annotations
@@ -31,14 +33,29 @@ def seeded_tensor(name: str, shape: Iterable[int], seed: int) -> torch.Tensor:
     return 1 + u if len(shape) == 0 or name.rsplit(".", 1)[-1].endswith(SCALE_SUFFIXES) else u
 
 
-def seeded_state(reference: Mapping[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
-    """A state dict with the names, shapes and dtypes of `reference`, floats drawn by the rule above."""
-    return {name: seeded_tensor(name, t.shape, seed).to(t.dtype) if t.is_floating_point() else t.clone()
-            for name, t in reference.items()}
+def seeded_state(reference: Mapping[str, torch.Tensor], seed: int, keep: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+    """A state dict with the names, shapes and dtypes of `reference`, floats drawn by the rule above (names in
+    `keep` copied as they are)."""
+    keep = set(keep)
+    return {name: seeded_tensor(name, t.shape, seed).to(t.dtype) if t.is_floating_point() and name not in keep
+            else t.clone() for name, t in reference.items()}
+
+
+def seeded_module_state(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """`seeded_state` of a module's state dict, keeping its buffers except BatchNorm running statistics."""
+    keep = {name for name, _ in module.named_buffers() if not name.endswith(("running_mean", "running_var"))}
+    return seeded_state(module.state_dict(), seed, keep)
 
 
 @torch.no_grad()
 def seeded_fill(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Load `seeded_state` of the module's own state dict into it (strictly) and return it in eval mode."""
-    module.load_state_dict(seeded_state(module.state_dict(), seed), strict=True)
+    """Load `seeded_module_state` into the module (strictly) and return it in eval mode."""
+    module.load_state_dict(seeded_module_state(module, seed), strict=True)
     return module.eval()
+
+
+def layout(module: torch.nn.Module) -> str:
+    """The module's state-dict names and shapes as JSON (stored beside golden outputs: the released layout)."""
+    import json
+
+    return json.dumps({name: list(t.shape) for name, t in module.state_dict().items()})

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from golden_weights import seeded_state  # noqa: E402
+from golden_weights import layout, seeded_fill  # noqa: E402
 
 UPSTREAM = "FoundationVision/LlamaGen@ce98ec41803a74a90ce68c40ababa9eaeffeb4ec"
 OUT = Path(__file__).parent / "llamagen"
@@ -52,7 +52,8 @@ def main(checkout: Path) -> None:
 
     torch.manual_seed(0)
     gpt = Transformer(ModelArgs(**GPT_ARGS))
-    gpt.load_state_dict(seeded_state(gpt.state_dict(), SEED), strict=True)
+    seeded_fill(gpt, SEED)
+    gpt_layout = layout(gpt)  # before generate() adds its KV-cache buffers
     labels = torch.tensor(LABELS)
     tokens = torch.randint(0, GPT_ARGS["vocab_size"], (len(LABELS), GPT_ARGS["block_size"]),
                            generator=torch.Generator().manual_seed(1))
@@ -64,7 +65,8 @@ def main(checkout: Path) -> None:
     assert (teacher - other).abs().max() > 0.01 * teacher.abs().max(), "logits ignore the tokens"
     gpt.eval()
 
-    out = {"labels": labels.numpy(), "tokens": tokens.numpy(), "teacher_logits": teacher.numpy()}
+    out = {"labels": labels.numpy(), "tokens": tokens.numpy(), "teacher_logits": teacher.numpy(),
+           "gpt_layout": np.array(gpt_layout)}
     for k, (scale, interval) in enumerate(SAMPLERS):
         seen = []
         original = upstream_generate.sample
@@ -84,7 +86,8 @@ def main(checkout: Path) -> None:
         out[f"sample{k}_step_logits"] = torch.stack(seen, 1).numpy()  # (B, steps, V) after guidance
 
     vq = VQModel(VQArgs(**VQ_ARGS))
-    vq.load_state_dict(seeded_state(vq.state_dict(), SEED + 1), strict=True)
+    seeded_fill(vq, SEED + 1)
+    out["vq_layout"] = np.array(layout(vq))
     vq.eval()
     codes = torch.randint(0, VQ_ARGS["codebook_size"], (2, 4, 4), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
