@@ -153,7 +153,14 @@ def test_openai_whisper_checkpoint_loads_strictly(tmp_path):
         assert torch.equal(loaded.state_dict()[key], value)
     spec = WeightSpec("tiny-whisper", "tiny.pt", "https://example.invalid/tiny.pt", None, "MIT")
     asr = OpenAIWhisper(spec, path=path)  # the decoding call itself (greedy, English, fp32) on random weights
-    assert isinstance(asr.transcribe(np.zeros(8000, dtype=np.float32)), str)
+    # against whisper's single-window decoder with the same choices (one 30 s window: no seeking, no fallback)
+    import whisper
+
+    audio = np.random.default_rng(0).normal(0, 0.1, 8000).astype(np.float32)
+    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), dims.n_mels)
+    expected = whisper.decode(model.eval(), mel, whisper.DecodingOptions(
+        language="en", task="transcribe", temperature=0.0, without_timestamps=True, fp16=False))
+    assert expected.tokens and asr.transcribe(audio) == expected.text.strip()
     state = model.state_dict()
     state["decoder.extra.weight"] = state.pop("decoder.ln.weight")
     torch.save({"dims": dims.__dict__, "model_state_dict": state}, path)
