@@ -59,3 +59,12 @@ def layout(module: torch.nn.Module) -> str:
     import json
 
     return json.dumps({name: list(t.shape) for name, t in module.state_dict().items()})
+
+
+def save_golden(folder, upstream: str, arrays: dict) -> None:
+    """Write `folder/golden.npz` with the upstream repo@commit that produced the arrays."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / "golden.npz", upstream=np.array(upstream), **arrays)
+    print(f"wrote {folder}")

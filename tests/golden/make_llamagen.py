@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from golden_weights import layout, seeded_fill  # noqa: E402
+from golden_weights import layout, save_golden, seeded_fill  # noqa: E402
 
 UPSTREAM = "FoundationVision/LlamaGen@ce98ec41803a74a90ce68c40ababa9eaeffeb4ec"
 OUT = Path(__file__).parent / "llamagen"
@@ -103,9 +103,7 @@ def main(checkout: Path) -> None:
             "cpu", dtype=torch.uint8).numpy()
 
     out["freqs_cis"] = gpt.freqs_cis.numpy()
-    OUT.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(OUT / "golden.npz", upstream=np.array(UPSTREAM), **out)
-    print(f"wrote {OUT}")
+    save_golden(OUT, UPSTREAM, out)
 
 
 if __name__ == "__main__":

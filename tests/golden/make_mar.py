@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from golden_weights import layout, seeded_fill  # noqa: E402
+from golden_weights import layout, save_golden, seeded_fill  # noqa: E402
 
 UPSTREAM = "LTH14/mar@fe470ac24afbee924668d8c5c83e9fec60af3a73"
 OUT = Path(__file__).parent / "mar"
@@ -104,9 +104,7 @@ def main(checkout: Path) -> None:
     with torch.no_grad():
         images = vae.decode(latents / 0.2325)
     out.update(vae_layout=np.array(layout(vae)), latents=latents.numpy(), vae_images=images.numpy())
-    OUT.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(OUT / "golden.npz", upstream=np.array(UPSTREAM), **out)
-    print(f"wrote {OUT}")
+    save_golden(OUT, UPSTREAM, out)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from golden_weights import layout, seeded_fill  # noqa: E402
+from golden_weights import layout, save_golden, seeded_fill  # noqa: E402
 
 UPSTREAM = "bytedance/1d-tokenizer@942a96fbdd873780179d1b78d5462911528bf8c8"
 OUT = Path(__file__).parent / "rar"
@@ -131,9 +131,7 @@ def main(checkout: Path) -> None:
         images = torch.clamp(vq.decoder(vq.quantize.get_codebook_entry(codes)), 0.0, 1.0)
     assert 0.05 < (images > 0).float().mean() < 0.95 and 0.0 < (images < 1).float().mean(), "images saturate"
     out.update(vq_layout=np.array(layout(vq)), codes=codes.numpy(), vq_images=images.numpy())
-    OUT.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(OUT / "golden.npz", upstream=np.array(UPSTREAM), **out)
-    print(f"wrote {OUT}")
+    save_golden(OUT, UPSTREAM, out)
 
 
 if __name__ == "__main__":

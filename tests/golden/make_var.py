@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from golden_weights import layout, seeded_fill  # noqa: E402
+from golden_weights import layout, save_golden, seeded_fill  # noqa: E402
 
 UPSTREAM = "FoundationVision/VAR@78b95394fc5896192e3a003e4b295f8ea743c48f"
 OUT = Path(__file__).parent / "var"
@@ -76,9 +76,7 @@ def main(checkout: Path) -> None:
         for si, (logits, drawn) in enumerate(zip(seen, seen_codes)):
             out[f"sample{k}_scale{si}_logits"] = logits.numpy()
             out[f"sample{k}_scale{si}_codes"] = drawn.numpy()
-    OUT.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(OUT / "golden.npz", upstream=np.array(UPSTREAM), **out)
-    print(f"wrote {OUT}")
+    save_golden(OUT, UPSTREAM, out)
 
 
 if __name__ == "__main__":
