@@ -278,3 +278,28 @@ def test_utmos_checkpoint_loading_and_score_formula(tmp_path):
     path.write_text("<html>Google Drive can't scan this file for viruses</html>")
     with pytest.raises(ArbenchError, match="not a loadable PyTorch checkpoint.*web page"):
         load_utmos(path, cfg)
+
+
+def test_utmos_equals_speechmos_on_seeded_weights(tmp_path):
+    """tests/golden/make_utmos.py: SpeechMOS's own UTMOS22Strong (tarepan/SpeechMOS@ed25eac) at the released size
+    on seeded weights; ARBench's model, loaded through `load_utmos` from the same weights saved as SpeechMOS's
+    plain state dict, gives the same wav2vec 2.0 frames and scores."""
+    import json
+    from pathlib import Path
+
+    from golden.golden_weights import seeded_module_state
+    from harness.features.utmos import UTMOS22Strong, load_utmos
+
+    with np.load(Path(__file__).parent / "golden" / "utmos" / "golden.npz") as data:
+        g = {k: data[k] for k in data.files}
+    model = UTMOS22Strong()
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {
+        k: tuple(v) for k, v in json.loads(str(g["layout"])).items()}
+    torch.save(seeded_module_state(model, 70), tmp_path / "utmos22_strong_step7459_v1.pt")
+    model = load_utmos(tmp_path / "utmos22_strong_step7459_v1.pt")
+    with torch.no_grad():
+        for k in (0, 1):
+            wave = torch.from_numpy(g[f"wave{k}"])[None]
+            # 12 post-norm layers summed in another order: 3e-6 seen at a scale of 3
+            np.testing.assert_allclose(model.wav2vec2(wave).numpy(), g[f"frames{k}"], rtol=1e-5, atol=2e-5)
+            np.testing.assert_allclose(model(wave).numpy(), g[f"score{k}"], rtol=0, atol=1e-5)
