@@ -48,20 +48,14 @@ def small_openai_state() -> dict:
 def main(geneval: Path, clip_benchmark: Path) -> None:
     import open_clip
 
-    for name in ("mmdet", "mmdet.apis", "sklearn", "sklearn.metrics"):
+    for name in ("sklearn", "sklearn.metrics"):
         sys.modules[name] = types.ModuleType(name)
-    sys.modules["mmdet.apis"].inference_detector = sys.modules["mmdet.apis"].init_detector = None
     sys.modules["sklearn.metrics"].classification_report = sys.modules["sklearn.metrics"].balanced_accuracy_score = None
     sys.path.insert(0, str(clip_benchmark))
     from clip_benchmark.metrics import zeroshot_classification as zsc
+    from make_geneval import load_evaluate_images
 
-    available = torch.cuda.is_available
-    torch.cuda.is_available = lambda: True
-    try:
-        sys.path.insert(0, str(geneval / "evaluation"))
-        import evaluate_images as upstream
-    finally:
-        torch.cuda.is_available = available
+    upstream = load_evaluate_images(geneval, stubs=())
     upstream.zsc = zsc
     zero_shot, run = zsc.zero_shot_classifier, zsc.run_classification
     zsc.zero_shot_classifier = lambda *a, **kw: zero_shot(*a, **{**kw, "amp": False})

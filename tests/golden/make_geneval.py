@@ -15,6 +15,8 @@ Options are upstream's defaults (threshold 0.3, counting 0.9, max 16 objects, ma
 For 600 (image, prompt) cases drawn over the official prompt metadata (tests/data/geneval_evaluation_metadata.jsonl),
 the detections are mmdet-style float32 (n, 5) arrays per class, with scores drawn from a small set
 (0.3, 0.9 exactly in float32, ties) and boxes on a coarse grid so that positional ties and margins occur.
+Upstream joins a *set* of relations into a position reason, so their order there follows Python's string hashing
+(run with PYTHONHASHSEED=0 for a byte-identical file); the test compares those relations as sets.
 Writes tests/golden/geneval/cases.json: inputs (the metadata line number and the detections), and upstream's `correct`, `reason` and kept `details`.
 """
 
@@ -40,23 +42,32 @@ def color_rule(box) -> str:
     return COLORS[int(box[0]) % 10]
 
 
-def import_upstream(checkout: Path):
+def load_evaluate_images(checkout: Path, stubs: tuple[str, ...] = ("open_clip", "clip_benchmark")):
+    """GenEval's evaluate_images module, importable without a GPU: mmdet (and `stubs`) replaced by empty modules,
+    `torch.cuda.is_available` patched to True while it imports (it asserts CUDA at import time)."""
     import torch
 
-    for name in ("mmdet", "mmdet.apis", "open_clip", "clip_benchmark", "clip_benchmark.metrics"):
+    for name in ("mmdet", "mmdet.apis"):
         sys.modules[name] = types.ModuleType(name)
-    sys.modules["mmdet.apis"].inference_detector = None
-    sys.modules["mmdet.apis"].init_detector = None
-    zsc = types.ModuleType("clip_benchmark.metrics.zeroshot_classification")
-    sys.modules["clip_benchmark.metrics.zeroshot_classification"] = zsc
-    sys.modules["clip_benchmark.metrics"].zeroshot_classification = zsc
+    sys.modules["mmdet.apis"].inference_detector = sys.modules["mmdet.apis"].init_detector = None
+    if "open_clip" in stubs:
+        sys.modules["open_clip"] = types.ModuleType("open_clip")
+    if "clip_benchmark" in stubs:
+        for name in ("clip_benchmark", "clip_benchmark.metrics", "clip_benchmark.metrics.zeroshot_classification"):
+            sys.modules[name] = types.ModuleType(name)
+        sys.modules["clip_benchmark.metrics"].zeroshot_classification = sys.modules[name]
     available = torch.cuda.is_available
     torch.cuda.is_available = lambda: True
     try:
         sys.path.insert(0, str(checkout / "evaluation"))
-        import evaluate_images as upstream
+        import evaluate_images
     finally:
         torch.cuda.is_available = available
+    return evaluate_images
+
+
+def import_upstream(checkout: Path):
+    upstream = load_evaluate_images(checkout)
     upstream.THRESHOLD, upstream.COUNTING_THRESHOLD, upstream.MAX_OBJECTS = 0.3, 0.9, 16
     upstream.NMS_THRESHOLD, upstream.POSITION_THRESHOLD = 1.0, 0.1
     upstream.classnames = [line.strip() for line in (checkout / "evaluation" / "object_names.txt").open()]
