@@ -301,7 +301,7 @@ def tf1_resize_bilinear(frames: torch.Tensor, size: int) -> torch.Tensor:
 
     >>> frames = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 2, 4)
     >>> tf1_resize_bilinear(frames, 3)[0, 0, 0].tolist()  # positions 0, 4/3, 8/3; last tap clamped
-    [0.0, 1.3333333730697632, 2.6666667461883545]
+    [0.0, 1.3333333730697632, 2.6666667461395264]
     """
     from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 

@@ -67,8 +67,8 @@ def keep_detections(detections: Mapping[str, Sequence[Detection]], tag: str,
     float32(0.3) is dropped although it is above the float64 0.3). Classes with nothing left are dropped.
     There is no NMS: at GenEval's default `max_overlap` of 1.0 its greedy suppression keeps every box.
 
-    >>> dets = [Detection((0, 0, 1, 1), s) for s in (0.5, 0.8, 0.5, float(np.float32(0.3)))]
-    >>> [dets.index(d) for d in keep_detections({"dog": dets}, "colors")["dog"]]
+    >>> dets = [Detection((x, 0, x + 1, 1), s) for x, s in enumerate((0.5, 0.8, 0.5, float(np.float32(0.3))))]
+    >>> [int(d.box[0]) for d in keep_detections({"dog": dets}, "colors")["dog"]]
     [1, 2, 0]
     """
     threshold = np.float32(rules.threshold_for(tag))
