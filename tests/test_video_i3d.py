@@ -224,5 +224,6 @@ def test_i3d_features_equal_upstream_tats_i3d(tmp_path):
     state.update({k.removeprefix("bn:"): torch.from_numpy(v) for k, v in g.items() if k.startswith("bn:")})
     torch.save(state, tmp_path / "i3d_pretrained_400.pt")
     i3d.load_state_dict_strict(model, torch.load(tmp_path / "i3d_pretrained_400.pt", weights_only=True), "golden")
-    logits = i3d.I3DFeatures(model.eval(), batch_size=2)(g["clips"])
-    np.testing.assert_allclose(logits.numpy(), g["logits"], rtol=1e-5, atol=1e-5 * np.abs(g["logits"]).max())
+    # one of the two clips keeps the test short (the generating script checked that the logits depend on the clip)
+    logits = i3d.I3DFeatures(model.eval(), batch_size=1)(g["clips"][:1])
+    np.testing.assert_allclose(logits.numpy(), g["logits"][:1], rtol=1e-5, atol=1e-5 * np.abs(g["logits"]).max())
