@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import io
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,18 +19,16 @@ from harness.errors import ArbenchError
 LEADERBOARD_APP = Path(__file__).resolve().parent.parent / "leaderboard" / "app.py"
 
 
-def parse_set(pairs: Sequence[str] | None) -> dict[str, Any]:
-    """`key=value` pairs; values are Python literals where they parse as one, else strings."""
-    values: dict[str, Any] = {}
+def parse_set(pairs: Sequence[str] | None) -> dict[str, str]:
+    """`key=value` pairs, values kept as text: each is parsed strictly by the type its setting declares
+    (`harness.settings`), so `12.5` for an integer setting is refused rather than guessed at."""
+    values: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ArbenchError(f"malformed --set {pair!r}: write it as key=value, e.g. --set cfg=2.0")
-        try:
-            values[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            values[key] = raw
+        values[key] = raw  # the last of repeated keys wins
     return values
 
 
@@ -38,7 +37,7 @@ def _runner(args: argparse.Namespace):
 
     options = RunOptions(batch_size=args.batch_size, shard_size=args.shard_size, device=args.device,
                          label=getattr(args, "label", None), source=getattr(args, "source", None),
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, repeat=args.repeat)
     if options.batch_size < 1 or options.shard_size < 1:
         raise ArbenchError("--batch-size and --shard-size must be positive integers")
     return Runner(options=options, db_url=args.db)
@@ -47,37 +46,60 @@ def _runner(args: argparse.Namespace):
 def cmd_tasks(args: argparse.Namespace) -> int:
     from harness.registry import TASKS
 
-    for name, cls in TASKS.items():
-        flag = " [offline]" if cls.offline else ""
-        print(f"{name:32s} v{cls.version:<4s} {cls.modality:16s} {cls.description}{flag}")
+    for info in TASKS.entries():  # the registry's index: no plugin is imported
+        flag = " [offline]" if info.get("offline") else ""
+        print(f"{info['name']:32s} v{info.get('version', ''):<4s} {info.get('modality', ''):16s} "
+              f"{info.get('description', '')}{flag}")
     return 0
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
     from harness.registry import METHODS
 
-    for name, cls in METHODS.items():
-        print(f"{name:28s} {cls.modality:16s} {cls.family:14s} {cls.description}")
+    for info in METHODS.entries():
+        print(f"{info['name']:28s} {info.get('modality', ''):16s} {info.get('family', ''):14s} "
+              f"{info.get('description', '')}")
     return 0
 
 
+def _check_names(task: str, method: str | None = None) -> None:
+    """Refuse a misspelt task or method before the runner (torch, metrics) is imported."""
+    from harness.registry import METHODS, TASKS
+
+    TASKS.check(task)
+    if method is not None:
+        METHODS.check(method)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    _check_names(args.task, args.method)
     from harness import distributed
 
-    result = _runner(args).run(args.task, args.method, parse_set(args.set))
+    runner = _runner(args)
+    result = runner.run(args.task, args.method, parse_set(args.set))
     if distributed.world()[0] == 0:
-        _print_result(result)
+        _print_result(result, runner.store.url)
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    result = _runner(args).score(args.task, args.path, parse_set(args.set))
-    _print_result(result)
+    _check_names(args.task)
+    runner = _runner(args)
+    result = runner.score(args.task, args.path, parse_set(args.set))
+    _print_result(result, runner.store.url)
     return 0
 
 
-def _print_result(result) -> None:
-    print(f"run {result.run_id}: {result.status}")
+def _print_result(result, db_url: str) -> None:
+    from harness.store import mask_url
+
+    if result.stored:
+        print(f"run {result.run_id}: {result.status} (stored before: an identical request, same full signature, "
+              "finished already, so nothing was run or stored now; add --repeat to record a repeat)")
+    else:
+        extra = f" (repeat of run {result.repeat_of})" if result.repeat_of else " (resumed)" if result.resumed else ""
+        print(f"run {result.run_id}: {result.status}{extra}")
+    print(f"  database: {mask_url(db_url)}")
     for m in result.metrics:
         arrow = "↑" if m.higher_is_better else "↓"
         ci = f"  [{m.ci_low:.4g}, {m.ci_high:.4g}]" if m.ci_low is not None else ""
@@ -195,7 +217,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 def cmd_reported(args: argparse.Namespace) -> int:
     """Load the curated paper-reported results into the store (idempotent)."""
     from harness.store import Store
-    from leaderboard.reported import DEFAULT_FILE, load_reported
+    from harness.reported import DEFAULT_FILE, load_reported
 
     path = Path(args.file) if args.file else DEFAULT_FILE
     summary = load_reported(Store(args.db), path)
@@ -210,15 +232,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     runner = _runner(args)
     started = time.perf_counter()
     failures = []
-    for name, cls in TASKS.items():
-        if not cls.offline:
+    for info in TASKS.entries():
+        if not info.get("offline"):
             continue
-        for method in cls.demo_methods:
+        name = info["name"]
+        for method in info.get("demo_methods", ()):
             print(f"\n>>> arbench run {name} {method}", file=sys.stderr)
             runner.options.label = None
             try:
                 result = runner.run(name, method, {})
-                _print_result(result)
+                _print_result(result, runner.store.url)
             except ArbenchError as exc:
                 failures.append(f"{name} / {method}: {exc}")
                 print(f"error: {exc}", file=sys.stderr)
@@ -295,7 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="arbench",
         description="ARBench: evaluation harness and leaderboard for autoregressive generative models.",
     )
-    parser.add_argument("--db", default=None, help="database URL (default: $ARBENCH_DB_URL or results/arbench.db)")
+    parser.add_argument("--db", default=None, help="database URL (default: $ARBENCH_DB_URL, else arbench.db in the "
+                                                   "user's results folder: $ARBENCH_RESULTS, $ARBENCH_HOME/results or "
+                                                   "~/.local/share/arbench)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def runner_options(p: argparse.ArgumentParser) -> None:
@@ -309,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
         p.add_argument("--label", default=None, help="display name of this run on the board")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("--repeat", action="store_true",
+                       help="run again even if an identical request finished before, stored as a repeat linked to "
+                            "the first run (for timing studies); without it the stored run is reported")
 
     p = sub.add_parser("tasks", help="list registered tasks")
     p.set_defaults(func=cmd_tasks)
@@ -353,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("reported", help="load the paper-reported results into the store",
-                       description="Store the figures of leaderboard/reported_results.toml as 'reported' rows. "
+                       description="Store the figures of harness/reported_results.toml as 'reported' rows. "
                                    "Loading twice adds nothing; corrected figures replace their old rows.")
     p.add_argument("action", choices=["load"])
     p.add_argument("--file", default=None, help="another reported-results TOML file")
@@ -383,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=64)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("demo", help="run every offline task on the bundled models and fill results/arbench.db")
+    p = sub.add_parser("demo", help="run every offline task on the bundled models and fill the database")
     runner_options(p)
     p.set_defaults(func=cmd_demo)
 
@@ -395,11 +423,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    if args.db is None and args.command not in ("tasks", "methods", "weights"):
+        from harness.config import old_database_note
+
+        note = old_database_note()
+        if note:
+            print(note, file=sys.stderr)
+    previous_handler = None
+    if args.command in ("run", "score", "demo") and threading.current_thread() is threading.main_thread():
+        # a polite kill (service manager, `kill`, torchrun stopping its ranks) stores the run as failed and
+        # resumable, as Ctrl-C does, instead of leaving it `running`
+        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return args.func(args)
+        code = args.func(args)
+        if args.command in ("reported", "submit", "cancel", "retry", "worker"):  # run/score/demo say it themselves
+            from harness.config import default_db_url
+            from harness.store import mask_url
+
+            print(f"database: {mask_url(args.db or default_db_url())}", file=sys.stderr)
+        return code
     except ArbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -409,6 +458,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
 
 
 if __name__ == "__main__":

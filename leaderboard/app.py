@@ -1,5 +1,5 @@
-"""ARBench leaderboard (Streamlit). Start it with `arbench leaderboard`; it reads `ARBENCH_DB_URL` (or
-results/arbench.db) through a read-only connection and never writes results.
+"""ARBench leaderboard (Streamlit). Start it with `arbench leaderboard`; it reads `ARBENCH_DB_URL` (or the per-user
+default database, `harness.config.default_db_url`) through a read-only connection and never writes results.
 
 Pages: the boards (one per task, chosen in the sidebar) and a run page (`?run=<id>`).
 """

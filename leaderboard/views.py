@@ -179,7 +179,7 @@ def _render_plots(task: str, primary: str | None, frame: pd.DataFrame, metrics: 
 
 
 def _render_unfinished(snapshot: StoreSnapshot, task: str) -> None:
-    runs = pd.concat([task_runs(snapshot, task, "failed"), task_runs(snapshot, task, "running")])
+    runs = pd.concat([task_runs(snapshot, task, state) for state in ("failed", "abandoned", "running")])
     if runs.empty:
         return
     with st.expander(f"failed and unfinished runs ({len(runs)})"):

@@ -41,6 +41,7 @@ from harness.metrics.video import (FVD_VERSION, VideoSamples, clip_indices, clip
                                    load_video_samples, maximum_likelihood_covariance, random_clip_offset, read_video,
                                    resize_short_side_center_crop)
 from harness.registry import register_task
+from harness.settings import Annotated, Field, Literal, Seed
 from harness.signature import Signature
 
 UCF101_ENV = "ARBENCH_UCF101"
@@ -113,7 +114,7 @@ class VideoFVDTask(Task):
         self.check_assets()
         samples = load_video_samples(path, count=p.num_generated * p.repeats, num_frames=p.num_frames,
                                      stride=p.stride, resolution=p.resolution, num_classes=p.num_classes,
-                                     what=f"task {self.name}")
+                                     what=f"task {self.name}", caps=self.caps)
         expected = np.array([r.condition["label"] for r in self.requests()])
         if not np.array_equal(samples.labels, expected):
             first = int(np.flatnonzero(samples.labels != expected)[0])
@@ -171,11 +172,11 @@ class UCF101Config:
     """Where the data and weights are, and the seed of the real-clip draw (in the signature)."""
 
     ucf101_root: str = ""  # holds UCF-101/<Class>/*.avi and ucfTrainTestlist/; default $ARBENCH_UCF101
-    i3d_backend: str = "tats"  # "tats" (project I3D + i3d_pretrained_400.pt) or "torchscript" (StyleGAN-V)
+    i3d_backend: Literal["tats", "torchscript"] = "tats"  # project I3D + i3d_pretrained_400.pt, or StyleGAN-V's
     i3d_weights: str = ""  # explicit weights path; default: the weights cache
-    i3d_resize: str = "torch-halfpixel"  # or "tf1-legacy", the original TF FVD code's resize_bilinear
-    seed: int = 0
-    feature_batch_size: int = 8
+    i3d_resize: Literal["torch-halfpixel", "tf1-legacy"] = "torch-halfpixel"  # tf1-legacy: TF FVD's resize_bilinear
+    seed: Seed = 0
+    feature_batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
     cd_fvd: bool = False  # also content-debiased FVD (VideoMAE-v2 features), a separate, non-comparable metric
     videomae_weights: str = ""  # explicit weights path for cd-FVD; default: the weights cache
 
@@ -400,12 +401,8 @@ _register_protocols()
 
 @dataclass
 class MovingDigitsConfig:
-    seed: int = 0
-    feature_batch_size: int = 128
-
-    def __post_init__(self):
-        if self.feature_batch_size < 1:
-            raise InputError(f"feature_batch_size must be >= 1; got {self.feature_batch_size}.")
+    seed: Seed = 0
+    feature_batch_size: Annotated[int, Field(ge=1, le=4096)] = 128
 
 
 @register_task("moving-digits-fvd")
@@ -429,7 +426,7 @@ class MovingDigitsFVD(VideoFVDTask):
         return {"seed": self.config.seed}
 
     def signature(self) -> Signature:
-        from baselines.video.digit_features import weights_sha256
+        from harness.features.digit_motion_net import weights_sha256
 
         sig = super().signature()
         self.protocol_signature(sig)
@@ -437,7 +434,7 @@ class MovingDigitsFVD(VideoFVDTask):
         return sig.add("features_sha256", weights_sha256())
 
     def feature_extractor(self, device: str):
-        from baselines.video.digit_features import load_digit_motion_net
+        from harness.features.digit_motion_net import load_digit_motion_net
 
         return _digits_features(load_digit_motion_net())
 
@@ -456,7 +453,7 @@ def _digits_features(model) -> Callable[[np.ndarray], torch.Tensor]:
 @lru_cache(maxsize=4)
 def _digits_real_statistics(seed: int, count: int, features) -> tuple[np.ndarray, np.ndarray]:
     """Real statistics of the offline task, kept for the process (the demo scores two methods against them)."""
-    from baselines.video.moving_digits import balanced_labels, sample_clips
+    from harness.datasets.moving_digits import balanced_labels, sample_clips
 
     clips, _ = sample_clips("reference", balanced_labels(count), seed=seed)
     mean, cov, _ = clip_statistics((clips[i:i + 256] for i in range(0, len(clips), 256)), features,
