@@ -41,7 +41,7 @@ def load_checkpoint_file(path: str | Path, what: str = "a checkpoint") -> object
                            "arguments beside them is accepted), or a .safetensors file.") from exc
 
 
-def read_state_dict(path: str | Path, derived: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, derived: Sequence[str] = (), what: str = "a checkpoint") -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, unwrapped from a training wrapper where there is one.
 
     Other entries of the wrapper (LlamaGen's `"args"`, `"optimizer"`, `"steps"`) are not read. `derived` names
@@ -50,7 +50,7 @@ def read_state_dict(path: str | Path, derived: Sequence[str] = ()) -> dict[str, 
     are dropped here so the strict name check of `load_into` still sees every other entry.
     """
     path = Path(path)
-    state = load_checkpoint_file(path)
+    state = load_checkpoint_file(path, what)
     for key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
