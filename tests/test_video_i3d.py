@@ -101,7 +101,8 @@ def test_preprocess_is_half_pixel_bilinear_then_minus_one_to_one():
     manual = np.array([np.interp(src_y, np.arange(30), c) for c in rows.T]).T / 127.5 - 1
     np.testing.assert_allclose(tf1_odd, manual, atol=1e-5)
     flat = i3d.preprocess_for_i3d(np.full((1, 10, 64, 48, 3), 255, np.uint8))
-    assert torch.all(flat == 1.0)
+    # exact with 2 threads; torch's 1-thread bilinear kernel rounds 255 w + 255 (1 - w) one float32 step off
+    torch.testing.assert_close(flat, torch.ones_like(flat), atol=3e-7, rtol=0)
     with pytest.raises(ArbenchError, match="uint8"):
         i3d.preprocess_for_i3d(np.zeros((1, 10, 64, 64, 3), np.float32))
 
@@ -226,4 +227,5 @@ def test_i3d_features_equal_upstream_tats_i3d(tmp_path):
     i3d.load_state_dict_strict(model, torch.load(tmp_path / "i3d_pretrained_400.pt", weights_only=True), "golden")
     # one of the two clips keeps the test short (the generating script checked that the logits depend on the clip)
     logits = i3d.I3DFeatures(model.eval(), batch_size=1)(g["clips"][:1])
-    np.testing.assert_allclose(logits.numpy(), g["logits"][:1], rtol=1e-5, atol=1e-5 * np.abs(g["logits"]).max())
+    # 1.3e-5 of the logits' scale seen with another batch size / thread count (conv sums reordered)
+    np.testing.assert_allclose(logits.numpy(), g["logits"][:1], rtol=1e-5, atol=5e-5 * np.abs(g["logits"]).max())
