@@ -29,7 +29,8 @@ from harness.api import Method, Request, Task
 from harness.errors import ArbenchError, InputError, MissingAssetError
 from harness.inputs import InputCaps, read_bytes
 from harness.metrics.base import MetricValue
-from harness.metrics.text import (bleu_score, bleu_signature, chrf_pp_score, chrf_pp_signature, legacy_signature,
+from harness.metrics.text import (LEGACY_TOKENIZER_VERSION, bleu_score, bleu_signature, chrf_pp_score,
+                                  chrf_pp_signature, legacy_signature,
                                   legacy_tokenized_bleu_score, paired_bleu_difference, sacrebleu_version)
 from harness.registry import METHODS, register_task
 from harness.settings import Annotated, Field
@@ -259,7 +260,7 @@ class TranslationTask(Task):
         return [
             MetricValue("bleu", b.score, True, "BLEU", "1", b.ci_low, b.ci_high, description=b.signature),
             MetricValue("chrf_pp", c.score, True, "chrF++", "1", c.ci_low, c.ci_high, description=c.signature),
-            MetricValue("legacy_tok_bleu", legacy.score, True, "BLEU", "1",
+            MetricValue("legacy_tok_bleu", legacy.score, True, "BLEU", LEGACY_TOKENIZER_VERSION,
                         description="LEGACY, for comparison with papers only: " + legacy.signature),
         ]
 

@@ -271,7 +271,7 @@ class UCF101FVD(VideoFVDTask):
         spec = i3d.weights_spec(c.i3d_backend)
         sig.add("features", f"i3d-k400-logits:{c.i3d_backend}").add("features_git_blob", spec.git_blob_sha1)
         sig.add("features_bn_eps", i3d.I3DConfig().bn_eps if c.i3d_backend == "tats" else "torchscript")
-        sig.add("features_resize", f"bilinear-{i3d.INPUT_SIZE}-{c.i3d_resize}-noantialias")
+        sig.add("features_resize", f"bilinear-{i3d.INPUT_SIZE}-{i3d.RESIZE_IDS[c.i3d_resize]}-noantialias")
         if c.cd_fvd:
             sig.add("cd_fvd", f"{CD_FVD_METRIC}:{CD_FVD_VERSION}").add("cd_fvd_features", CD_FVD_FEATURES)
             sig.add("cd_fvd_preprocess", videomae.PREPROCESS).add("cd_fvd_stats", "float64-mean+biased-cov")

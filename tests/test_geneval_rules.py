@@ -176,3 +176,44 @@ def test_rules_defaults_are_the_official_ones():
     rules = GenEvalRules()
     assert (rules.threshold, rules.counting_threshold, rules.max_objects, rules.position_threshold) == (
         0.3, 0.9, 16, 0.1)
+
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "geneval" / "cases.json").read_text())
+
+
+def _relations_as_sets(reason: str) -> list:
+    """Upstream joins a *set* of relations into its reason text, so their order follows string hashing."""
+    lines = []
+    for line in reason.split("\n"):
+        head, sep, rest = line.partition(" target, found ")
+        lines.append((head, frozenset(rest.removesuffix(" target").split(" and "))) if sep else line)
+    return lines
+
+
+def test_rule_engine_equals_upstream_on_golden_cases():
+    """600 synthetic (prompt, detections) cases judged by upstream's own evaluate_image
+    (tests/golden/make_geneval.py): same verdict, same reason, same kept detections in the same order.
+    The scores include ties and exactly float32(0.3) / float32(0.9); colours come from a shared rule."""
+    def color_rule(dets, name):
+        return [COLORS[int(np.float32(d.box[0])) % 10] for d in dets]
+
+    for k, case in enumerate(GOLDEN["cases"]):
+        metadata = RECORDS[case["record"]]
+        detections = {name: [Detection(tuple(row[:4]), row[4]) for row in rows]
+                      for name, rows in case["detections"].items()}
+        kept = keep_detections(detections, metadata["tag"])
+        assert {name: [[*d.box, d.score] for d in dets] for name, dets in kept.items()} == case["details"], k
+        result = evaluate_image(metadata, kept, color_rule)
+        assert result.correct == case["correct"], (k, result.reason, case["reason"])
+        assert _relations_as_sets(result.reason) == _relations_as_sets(case["reason"]), k
+
+
+def test_equal_scores_put_the_later_detection_first_and_threshold_is_float32():
+    a, b = box(0, 0, 10, 10, 0.5), box(100, 0, 110, 10, 0.5)
+    assert keep_detections({"dog": [a, b]}, "colors")["dog"] == [b, a]  # np.argsort(scores)[::-1]
+    at_threshold = box(0, 0, 10, 10, float(np.float32(0.3)))  # 0.30000001 > 0.3 in float64, not in float32
+    assert keep_detections({"dog": [at_threshold]}, "colors") == {}
+    # the tie decides a colour verdict: only the first `count` detections are classified
+    meta = {"tag": "colors", "include": [{"class": "dog", "count": 1, "color": "red"}]}
+    colour_of_x = lambda dets, name: ["red" if d.box[0] == 100 else "blue" for d in dets]  # noqa: E731
+    assert evaluate_image(meta, keep_detections({"dog": [a, b]}, "colors"), colour_of_x).correct

@@ -102,6 +102,30 @@ def test_par_cached_decoding_equals_teacher_forced_logits(par, cfg):
 
 
 @pytest.mark.parametrize("decode", ["raster", "par"])
+def test_cfg_interval_guides_the_first_interval_plus_two_steps(gpt, par, decode):
+    """As upstream LlamaGen's prefill + decode_n_tokens (checked on upstream's own outputs in
+    test_golden_imagegen.py): cfg_interval k guides decoding steps 0..k+1, then the conditional logits alone."""
+    model, fn = (gpt, generate_raster) if decode == "raster" else (par, generate_par)
+    tokens = fn(model, LABELS, request_generators(SEEDS), SamplerConfig(cfg_scale=3.0))
+    guided: list = []
+    limited: list = []
+    fn(model, LABELS, request_generators(SEEDS), SamplerConfig(cfg_scale=3.0), forced=tokens, record=guided)
+    fn(model, LABELS, request_generators(SEEDS), SamplerConfig(cfg_scale=3.0, cfg_interval=1), forced=tokens,
+       record=limited)
+    with torch.no_grad():  # the conditional logits of every step, from one teacher-forced pass
+        plain = model.training_logits(LABELS, tokens)
+    start = 0
+    for step, (g, l) in enumerate(zip(guided, limited)):
+        cond = plain[:, start:start + l.shape[1]]
+        start += l.shape[1]
+        if step <= 2:
+            assert torch.equal(l, g), step
+        else:
+            torch.testing.assert_close(l, cond, atol=2e-5, rtol=1e-4)
+            assert not torch.allclose(g, cond, atol=1e-3), step
+
+
+@pytest.mark.parametrize("decode", ["raster", "par"])
 def test_samples_do_not_depend_on_the_batch(gpt, par, decode):
     model, fn = (gpt, generate_raster) if decode == "raster" else (par, generate_par)
     sampler = SamplerConfig(cfg_scale=2.0, top_k=6, top_p=0.9, temperature=0.9)

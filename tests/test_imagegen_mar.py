@@ -15,7 +15,7 @@ import torch
 
 from baselines.imagegen.checkpoints import load_into, mismatches
 from baselines.imagegen.kl_vae import ENCODER_PREFIXES, KLVAEConfig, KLVAEDecoder, to_uint8
-from baselines.imagegen.mar import MAR, MAR_CONFIGS, MARConfig, MARSampler, generate_mar, step_plan
+from baselines.imagegen.mar import MAR, MAR_CONFIGS, MARConfig, MARSampler, generate_mar, sample_latents, step_plan
 from baselines.imagegen.mar_diffusion import cosine_betas, p_sample, respaced_schedule, space_timesteps
 from baselines.imagegen.mar_methods import MAR_VAE, read_mar_checkpoint
 from baselines.imagegen.sampling import request_generators
@@ -441,3 +441,84 @@ def test_pixels_are_mapped_in_the_decoders_precision_as_upstreams_evaluation():
         ref = np.round(np.clip(unit * 255, 0, 255)).astype(np.uint8)
         np.testing.assert_array_equal(to_uint8(images), ref)
     assert (to_uint8(x.half()) != to_uint8(x.half().float())).any()  # half precision does change pixels
+
+
+# -- against upstream's own outputs (tests/golden/make_mar.py, LTH14/mar@fe470ac) ---------------------------
+GOLDEN_MAR = MARConfig(embed_dim=64, depth=2, num_heads=4, mlp_ratio=4.0, diffloss_depth=2, diffloss_width=64,
+                       img_size=64, vae_stride=16, patch_size=1, vae_embed_dim=16, buffer_size=4, num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def golden_mar():
+    from pathlib import Path
+
+    with np.load(Path(__file__).parent / "golden" / "mar" / "golden.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def _layout(text) -> dict:
+    import json
+
+    return {k: tuple(v) for k, v in json.loads(str(text)).items()}
+
+
+@pytest.fixture(scope="module")
+def golden_mar_model(golden_mar, tmp_path_factory):
+    """Seeded weights in upstream's checkpoint-last.pth layout, "model" different from "model_ema"."""
+    from golden.golden_weights import seeded_module_state
+
+    model = MAR(GOLDEN_MAR)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == _layout(golden_mar["mar_layout"])
+    path = tmp_path_factory.mktemp("mar") / "checkpoint-last.pth"
+    torch.save({"model": seeded_module_state(model, 99), "model_ema": seeded_module_state(model, 60), "epoch": 399,
+                "args": argparse.Namespace(model="mar_tiny", diffloss_d=2)}, path)
+    load_into(model, read_mar_checkpoint(path), "tiny MAR (EMA)")
+    return model.eval()
+
+
+def test_mae_encoder_decoder_equal_upstream(golden_mar, golden_mar_model):
+    g = golden_mar
+    with torch.no_grad():
+        mask = torch.from_numpy(g["mask"]).bool()
+        x = golden_mar_model.encode(torch.from_numpy(g["tokens"]), mask,
+                                    golden_mar_model.class_emb(torch.from_numpy(g["labels"])))
+        z = golden_mar_model.decode(x, mask)
+    np.testing.assert_allclose(z.numpy(), g["z"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_diffusion_head_sampling_equals_upstream_with_its_noise(golden_mar, golden_mar_model, k):
+    """`DiffLoss.sample` (10 respaced cosine steps, learned-range variance, cfg on epsilon only) fed the noise
+    upstream drew: its start, then at step i the conditional rows of its randn_like."""
+    g = golden_mar
+    cfg, temperature = g[f"diff{k}_setting"]
+    start, steps = torch.from_numpy(g[f"diff{k}_noise_start"]), torch.from_numpy(g[f"diff{k}_noise_steps"])
+    n = start.shape[0]
+    noise = torch.cat([start[None], steps.flip(0)[:, :n]])  # noise[i + 1] is used at step i (counted down)
+    with torch.no_grad():
+        sampled = sample_latents(golden_mar_model.diffloss.net, torch.from_numpy(g[f"diff{k}_z"]),
+                                 respaced_schedule(10), noise, None if cfg == 1.0 else float(cfg), float(temperature))
+    np.testing.assert_allclose(sampled.numpy(), g[f"diff{k}_sampled"][:n], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_step_plan_and_linear_cfg_equal_upstream_sample_tokens(golden_mar, k):
+    """Tokens predicted per step and the guidance scale, read off upstream's `sample_tokens` at 256 tokens."""
+    num_iter, cfg = golden_mar[f"schedule{k}_setting"]
+    plan = step_plan(256, int(num_iter))
+    sampler = MARSampler(num_iter=int(num_iter), cfg=float(cfg))
+    np.testing.assert_array_equal([s.stop - s.start for s in plan], golden_mar[f"schedule{k}_predicted"])
+    np.testing.assert_allclose([sampler.guidance(256 - s.mask_len, 256) for s in plan], golden_mar[f"schedule{k}_cfg"],
+                               rtol=1e-6)
+
+
+def test_kl_vae_decoder_equals_upstream(golden_mar):
+    from golden.golden_weights import seeded_module_state
+
+    vae = KLVAEDecoder(KLVAEConfig(ch_mult=(1, 2)))
+    upstream = {k: v for k, v in _layout(golden_mar["vae_layout"]).items() if not k.startswith(ENCODER_PREFIXES)}
+    assert {k: tuple(v.shape) for k, v in vae.state_dict().items()} == upstream
+    vae.load_state_dict(seeded_module_state(vae, 61))
+    with torch.no_grad():
+        images = vae.eval()(torch.from_numpy(golden_mar["latents"]))
+    np.testing.assert_allclose(images.numpy(), golden_mar["vae_images"], rtol=1e-5, atol=1e-5)

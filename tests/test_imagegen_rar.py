@@ -1,10 +1,11 @@
-"""RAR and its MaskGIT-VQ decoder: released names and shapes, refusal of mismatching checkpoints, the
-forward pass against a transcription of upstream's `forward_fn`, KV cache against full recomputation,
-the power-cosine guidance schedule, per-sample determinism across batch sizes, and the method plumbing."""
+"""RAR and its MaskGIT-VQ decoder: released names and shapes, refusal of mismatching checkpoints, the forward
+pass, sampler, guidance schedule and decoder against upstream's own outputs (tests/golden/make_rar.py), KV cache
+against full recomputation, per-sample determinism across batch sizes, and the method plumbing."""
 
 from __future__ import annotations
 
-import math
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from baselines.imagegen.sampling import request_generators
 from harness.api import Request, build_config
 from harness.errors import ArbenchError, MissingAssetError
 from harness.registry import METHODS
+from golden.golden_weights import seeded_module_state
 from imagegen_fixtures import randomised
 
 torch.set_num_threads(1)
@@ -153,63 +155,71 @@ def test_maskgit_vq_decodes_raster_codes_to_unit_range_images():
     assert pixels.shape == (1, 1, 5, 3) and pixels[0, 0, :, 0].tolist() == [0, 127, 254, 255, 255]  # truncation
 
 
-# -- forward pass against upstream's structure ------------------------------------------------------
-def upstream_forward(model: RAR, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """A transcription of upstream `RAR.forward_fn` (raster orders, no cache, eval) and of its blocks,
-    using only the module's parameters, as a reference for the project's forward."""
-    c = model.config
-    ids = torch.cat([labels[:, None] + c.codebook_size + 1, input_ids], dim=1)
-    emb = model.embeddings(ids)
-    cond_token = emb[:, 0]
-    pos = model.pos_embed.repeat(ids.shape[0], 1, 1)
-    pos = torch.cat([pos[:, :2], pos[:, 2:2 + c.image_seq_len]], dim=1)
-    target = model.target_aware_pos_embed.repeat(ids.shape[0], 1, 1)[:, 2:2 + c.image_seq_len]
-    x = torch.cat([model.cls_token.expand(ids.shape[0], -1, -1), emb], dim=1)
-    x = x + pos[:, :x.shape[1]]
-    target = torch.cat([torch.zeros_like(x[:, :1]), target, torch.zeros_like(x[:, -1:])], dim=1)
-    x = x + target[:, :x.shape[1]]
-    n = x.shape[1]
-    mask = torch.full((n, n), float("-inf")).triu(1)
-    cond = cond_token[:, None] + model.timesteps_embeddings[:, :n]
-    for blk in model.blocks:
-        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = blk.adaLN_modulation(cond).chunk(6, dim=-1)
-        h = blk.norm1(x) * (1 + scale_a) + shift_a
-        qkv = blk.attn.qkv(h).reshape(x.shape[0], n, 3, c.heads, c.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        q, k = blk.attn.q_norm(q), blk.attn.k_norm(k)
-        att = ((q @ k.transpose(-2, -1)) / math.sqrt(c.head_dim) + mask).softmax(-1) @ v
-        x = x + gate_a * blk.attn.proj(att.transpose(1, 2).reshape(x.shape[0], n, c.dim))
-        h = blk.norm2(x) * (1 + scale_m) + shift_m
-        x = x + gate_m * blk.mlp.fc2(F.gelu(blk.mlp.fc1(h)))
-    x, cond = x[:, 1:], cond[:, 1:]  # drop the cls position
-    scale, shift = model.adaln_before_head.adaLN_modulation(cond).chunk(2, dim=-1)
-    return model.lm_head(F.layer_norm(x, (c.dim,), eps=c.norm_eps) * (1 + scale) + shift)
+# -- against upstream's own outputs (tests/golden/make_rar.py, bytedance/1d-tokenizer@942a96f) --------------
+GOLDEN_CONFIG = RARConfig(dim=64, depth=2, heads=4, intermediate_size=128, image_seq_len=16, codebook_size=16,
+                          num_classes=10)  # upstream's spare table rows (+1024, +100) kept
+GOLDEN_VQ = MaskGITVQConfig(codebook_size=16, z_channels=32, hidden_channels=32, channel_mult=(1, 2))
 
 
-def test_forward_matches_a_transcription_of_upstream(rar):
-    tokens = torch.randint(0, SMALL.codebook_size, (4, SMALL.image_seq_len), generator=torch.Generator().manual_seed(1))
+@pytest.fixture(scope="module")
+def golden():
+    with np.load(Path(__file__).parent / "golden" / "rar" / "golden.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def golden_rar(golden, tmp_path_factory):
+    """Seeded weights saved as the released flat `rar_b.bin` and read back through the safe reader."""
+    model = RAR(GOLDEN_CONFIG)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {
+        k: tuple(v) for k, v in json.loads(str(golden["rar_layout"])).items()}
+    path = tmp_path_factory.mktemp("rar") / "rar_tiny.bin"
+    torch.save(seeded_module_state(model, 40), path)
+    load_into(model, read_state_dict(path), "tiny RAR")
+    return model.eval()
+
+
+def test_forward_equals_upstream_forward_fn(golden, golden_rar):
+    """Upstream's `forward_fn` (raster orders, eval) on the same weights: its logits 0..n-1 predict tokens 0..n-1."""
     with torch.no_grad():
-        ours = rar.teacher_forced_logits(LABELS, tokens)
-        ref = upstream_forward(rar, tokens, LABELS)
-    # upstream feeds the whole sequence; its logits at positions 0..n-1 (after the cls) predict tokens 0..n-1
-    torch.testing.assert_close(ours, ref[:, :-1], atol=2e-5, rtol=1e-4)
+        ours = golden_rar.teacher_forced_logits(torch.from_numpy(golden["labels"]), torch.from_numpy(golden["tokens"]))
+    np.testing.assert_allclose(ours.numpy(), golden["teacher_logits"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_sampler_sees_upstreams_logits_at_every_step(golden, golden_rar, k):
+    """Upstream `generate` at temperature 1e-3 (greedy): its softmax input at each step (guided logits /
+    temperature, power-cosine ramp from 1 at step 0) and its tokens; guidance 4.0 / power 2.75, and off."""
+    scale, power, temperature = golden[f"sample{k}_setting"]
+    record: list = []
+    tokens = generate_rar(golden_rar, torch.from_numpy(golden["labels"]), request_generators([0, 1]),
+                          RARSampler(float(scale), float(power), float(temperature)), record=record)
+    np.testing.assert_array_equal(tokens.numpy(), golden[f"sample{k}_tokens"])
+    np.testing.assert_allclose(torch.cat(record, 1).numpy() / np.float32(temperature),
+                               golden[f"sample{k}_softmax_inputs"], rtol=1e-5, atol=1e-5 / temperature)
+
+
+def test_guidance_schedule_equals_upstream_generate():
+    """The scale upstream's `generate` applies at each of 256 steps for the released settings (and pow 0, its
+    "constant cfg": 0 ** 0 = 1, so every step, the first included, uses g), read off upstream's own loop."""
+    with np.load(Path(__file__).parent / "golden" / "rar" / "golden.npz") as data:
+        settings, schedules = data["released_settings"], data["released_schedules"]
+    for (scale, power), expected in zip(settings, schedules):
+        ours = np.array([guidance_at(step, 256, float(scale), float(power)) for step in range(256)], np.float32)
+        np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=0)
+
+
+def test_maskgit_vq_decoder_equals_upstream(golden):
+    """PretrainedTokenizer.decode: clamp(decoder(quantize.get_codebook_entry(codes)), 0, 1)."""
+    vq = MaskGITVQDecoder(GOLDEN_VQ)
+    assert {k: tuple(v.shape) for k, v in vq.state_dict().items()} == {
+        k: tuple(v) for k, v in json.loads(str(golden["vq_layout"])).items() if not k.startswith(ENCODER_PREFIXES)}
+    state = seeded_module_state(vq, 41)
+    vq.load_state_dict(state)
     with torch.no_grad():
-        null = rar.teacher_forced_logits(torch.full_like(LABELS, SMALL.null_class), tokens)
-        ref_null = upstream_forward(rar, tokens, torch.full_like(LABELS, SMALL.num_classes))
-    torch.testing.assert_close(null, ref_null[:, :-1], atol=2e-5, rtol=1e-4)
-
-
-# -- sampling ---------------------------------------------------------------------------------------
-def test_guidance_schedule_is_rar_power_cosine_ramp():
-    for g, pw in [(16.0, 2.75), (15.5, 2.5), (6.9, 1.5), (8.0, 1.2)]:
-        for step in (0, 1, 64, 128, 200, 255):
-            expected = 1 + (g - 1) * (1 - np.cos(np.pi * (step / 256) ** pw)) / 2
-            assert guidance_at(step, 256, g, pw) == pytest.approx(expected, rel=1e-6, abs=1e-6)
-    assert guidance_at(0, 256, 16.0, 2.75) == 1.0  # the first token is drawn from the conditional logits
-    assert guidance_at(128, 256, 16.0, 2.75) == pytest.approx(1.8031, abs=1e-4)  # 1 + 15 (1 - cos(pi 0.5^2.75)) / 2
-    assert guidance_at(255, 256, 8.0, 1.2) == pytest.approx(7.99961, abs=1e-4)
-    # pow 0: upstream's "constant cfg" (0 ** 0 = 1, so every step, the first included, uses g)
-    assert {guidance_at(s, 256, 4.0, 0.0) for s in (0, 100, 255)} == {4.0}
+        images = vq.eval()(torch.from_numpy(golden["codes"]))
+    # conv stacks summed in a different order: 3e-6 seen on [0, 1] values (1e-3 of a grey level)
+    np.testing.assert_allclose(images.numpy(), golden["vq_images"], rtol=1e-5, atol=1e-5)
 
 
 def test_generation_makes_one_step_per_token_with_valid_ids(rar):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,31 @@ def test_legacy_tokenized_bleu_hand_counted():
 def test_bad_input_is_refused_with_a_fix(hyps, refs, message):
     with pytest.raises(InputError, match=message):
         bleu(hyps, refs)
+
+
+GOLDEN_MOSES = json.loads((Path(__file__).parent / "golden" / "moses" / "legacy_bleu.json").read_text("utf-8"))
+
+
+@pytest.mark.parametrize("lang", sorted(GOLDEN_MOSES["corpora"]))
+def test_legacy_pipeline_equals_tokenizer_perl_and_multi_bleu(lang):
+    """Upstream's own outputs (tests/golden/make_moses.py): tokenizer.perl -l LANG line for line, then
+    multi-bleu.perl's score (printed to 2 decimals, so within 0.005) on the corpus and on every sentence."""
+    corpus = GOLDEN_MOSES["corpora"][lang]
+    for side in ("hypotheses", "references"):
+        assert legacy_tokenize(corpus[side], lang, compound_split=False) == corpus[f"{side}_tokenized"]
+        assert legacy_tokenize(corpus[side], lang, compound_split=True) == corpus[f"{side}_compound_split"]
+    hyp, ref = corpus["hypotheses"], corpus["references"]
+    assert legacy_tokenized_bleu(hyp, ref, lang, compound_split=False) == pytest.approx(corpus["multi_bleu"], abs=5e-3)
+    assert legacy_tokenized_bleu(hyp, ref, lang, compound_split=True) == pytest.approx(
+        corpus["multi_bleu_compound_split"], abs=5e-3)
+    for h, r, expected in zip(hyp, ref, corpus["multi_bleu_per_sentence"]):
+        assert legacy_tokenized_bleu([h], [r], lang, compound_split=False) == pytest.approx(expected, abs=5e-3), h
+
+
+def test_final_dot_after_a_nonbreaking_prefix_is_split():
+    # tokenizer.perl since mosesdecoder@9fc964da7 (2018-11); sacremoses 0.x keeps "usw." and "e.g." whole
+    assert legacy_tokenize(["Ich kaufe Äpfel, Birnen usw."], "de", False) == ["Ich kaufe Äpfel , Birnen usw ."]
+    assert legacy_tokenize(["Bring fruit, e.g."], "en", False) == ["Bring fruit , e.g ."]
+    # only the last word: a prefix inside the line stays whole, and multi-dots stay one token
+    assert legacy_tokenize(["Herr Dr. Schmidt wartet..."], "de", False) == ["Herr Dr. Schmidt wartet ..."]
+    assert legacy_tokenized_bleu_score(["a"], ["a"], "de", False).signature.startswith("legacy-tok-bleu:2|")

@@ -153,7 +153,14 @@ def test_openai_whisper_checkpoint_loads_strictly(tmp_path):
         assert torch.equal(loaded.state_dict()[key], value)
     spec = WeightSpec("tiny-whisper", "tiny.pt", "https://example.invalid/tiny.pt", None, "MIT")
     asr = OpenAIWhisper(spec, path=path)  # the decoding call itself (greedy, English, fp32) on random weights
-    assert isinstance(asr.transcribe(np.zeros(8000, dtype=np.float32)), str)
+    # against whisper's single-window decoder with the same choices (one 30 s window: no seeking, no fallback)
+    import whisper
+
+    audio = np.random.default_rng(0).normal(0, 0.1, 8000).astype(np.float32)
+    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), dims.n_mels)
+    expected = whisper.decode(model.eval(), mel, whisper.DecodingOptions(
+        language="en", task="transcribe", temperature=0.0, without_timestamps=True, fp16=False))
+    assert expected.tokens and asr.transcribe(audio) == expected.text.strip()
     state = model.state_dict()
     state["decoder.extra.weight"] = state.pop("decoder.ln.weight")
     torch.save({"dims": dims.__dict__, "model_state_dict": state}, path)
@@ -271,3 +278,29 @@ def test_utmos_checkpoint_loading_and_score_formula(tmp_path):
     path.write_text("<html>Google Drive can't scan this file for viruses</html>")
     with pytest.raises(ArbenchError, match="not a loadable PyTorch checkpoint.*web page"):
         load_utmos(path, cfg)
+
+
+def test_utmos_equals_speechmos_on_seeded_weights():
+    """tests/golden/make_utmos.py: SpeechMOS's own UTMOS22Strong (tarepan/SpeechMOS@ed25eac) at the released size
+    on seeded weights; ARBench's model with the same weights under the same names gives the same wav2vec 2.0
+    frames and scores."""
+    import json
+    from pathlib import Path
+
+    from golden.golden_weights import seeded_module_state
+    from harness.features.utmos import UTMOS22Strong
+
+    with np.load(Path(__file__).parent / "golden" / "utmos" / "golden.npz") as data:
+        g = {k: data[k] for k in data.files}
+    model = UTMOS22Strong()
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {
+        k: tuple(v) for k, v in json.loads(str(g["layout"])).items()}
+    # loaded in memory: writing the 380 MB file for `load_utmos` (tested on the layout above) would dominate the time
+    model.load_state_dict(seeded_module_state(model, 70), strict=True)
+    model.eval()
+    with torch.no_grad():
+        for k in (0, 1):
+            wave = torch.from_numpy(g[f"wave{k}"])[None]
+            # 12 post-norm layers summed in another order: 3e-6 seen at a scale of 3
+            np.testing.assert_allclose(model.wav2vec2(wave).numpy(), g[f"frames{k}"], rtol=1e-5, atol=2e-5)
+            np.testing.assert_allclose(model(wave).numpy(), g[f"score{k}"], rtol=0, atol=1e-5)

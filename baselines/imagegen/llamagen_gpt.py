@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from baselines.imagegen.sampling import SamplerConfig, guided_logits, sample_tokens
+from baselines.imagegen.sampling import SamplerConfig, guided_logits, guided_step, sample_tokens
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,8 @@ def generate_raster(model: LlamaGenGPT, labels: torch.Tensor, generators: Sequen
     step's guided logits (to check cached decoding against `training_logits`).
 
     As upstream: with cfg_scale > 1 the batch is doubled with the null class, guided logits are
-    uncond + scale * (cond - uncond) (only for the first `cfg_interval` + 1 tokens when it is >= 0),
+    uncond + scale * (cond - uncond) (only for the first `cfg_interval` + 2 tokens when it is >= 0,
+    as upstream's prefill plus `decode_n_tokens`: see `guided_step`),
     and the chosen token is fed to both halves.
     """
     c = model.config
@@ -251,8 +252,8 @@ def generate_raster(model: LlamaGenGPT, labels: torch.Tensor, generators: Sequen
     tokens = []
     for step in range(c.block_size):
         logits = model(h, position, cache)[:, -1:]
-        guide = use_cfg and (sampler.cfg_interval < 0 or step <= sampler.cfg_interval)
-        logits = guided_logits(logits, labels.shape[0], sampler.cfg_scale if guide else 1.0, use_cfg)
+        scale = sampler.cfg_scale if guided_step(sampler, step) else 1.0
+        logits = guided_logits(logits, labels.shape[0], scale, use_cfg)
         if record is not None:
             record.append(logits)
         nxt = forced[:, step:step + 1] if forced is not None else sample_tokens(logits, generators, sampler)

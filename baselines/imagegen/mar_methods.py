@@ -9,7 +9,6 @@ generator seeded with `Request.seed`, so it does not depend on its batch or rank
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import ClassVar
 
 import torch
 
-from baselines.imagegen.checkpoints import load_into, read_state_dict
+from baselines.imagegen.checkpoints import load_checkpoint_file, load_into, read_state_dict
 from baselines.imagegen.kl_vae import ENCODER_PREFIXES, KLVAEDecoder, to_uint8
 from baselines.imagegen.mar import MAR, MAR_CONFIGS, MARSampler, generate_mar
 from baselines.imagegen.methods import ReleasedClassToImage
@@ -68,17 +67,12 @@ def read_mar_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The EMA weights of an upstream `checkpoint-last.pth` ({"model", "model_ema", maybe "args"}), as
     upstream's evaluation uses them; a flat state dict (e.g. exported EMA weights) is taken as given.
 
-    Read with weights_only=True; the argparse.Namespace upstream's training saves beside the weights is the
-    one extra type allowed (plain attribute storage, no code)."""
+    Read by `load_checkpoint_file` (weights_only=True; the argparse.Namespace upstream's training saves beside
+    the weights is the one extra class allowed)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         return read_state_dict(path)
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure means the same thing to the user
-        raise ArbenchError(f"{path} could not be read as a MAR checkpoint ({type(exc).__name__}: {exc}). "
-                           "Give upstream's checkpoint-last.pth or a state dict saved with torch.save.") from exc
+    saved = load_checkpoint_file(path, "a MAR checkpoint")
     if isinstance(saved, dict) and "model_ema" in saved:
         saved = saved["model_ema"]
     elif isinstance(saved, dict) and "model" in saved:

@@ -24,7 +24,7 @@ from baselines.imagegen.llamagen_gpt import GPT_CONFIGS, LlamaGenGPT, generate_r
 from baselines.imagegen.par import decode_schedule, generate_par
 from baselines.imagegen.sampling import SamplerConfig, request_generators
 from baselines.imagegen.var import VAE_ENCODER_PREFIXES, VAR, VARConfig, VARSampler, VQVAEDecoder, generate_var
-from baselines.imagegen.vq_decoder import ENCODER_PREFIXES, VQDecoder, to_uint8
+from baselines.imagegen.vq_decoder import ENCODER_PREFIXES, VQConfig, VQDecoder, to_uint8
 from harness.api import Method, Request
 from harness.errors import ArbenchError
 from harness.provenance import sha256_file
@@ -136,13 +136,16 @@ class LlamaGen(ReleasedClassToImage):
     """A released LlamaGen class-conditional checkpoint, decoded in raster order."""
 
     family = "raster-ar"
+    #: 2: `cfg_interval` = k guides k + 2 tokens as upstream (version 1 guided k + 1); cfg_interval -1 unchanged.
+    version = "2"
     Config = LlamaGenSettings
     gpt_model: ClassVar[str] = "GPT-B"
     image_size: ClassVar[int] = 256
     gpt_spec: ClassVar[WeightSpec]
+    vq_config: ClassVar[VQConfig] = VQConfig()
 
     def gpt_config(self):
-        tokens = (self.image_size // 16) ** 2
+        tokens = (self.image_size // self.vq_config.downsample) ** 2
         return dataclasses.replace(GPT_CONFIGS[self.gpt_model], block_size=tokens)
 
     def weight_files(self):
@@ -151,8 +154,9 @@ class LlamaGen(ReleasedClassToImage):
     def load(self) -> None:
         (gpt_path, _), (vq_path, _) = self.weight_files()
         model = LlamaGenGPT(self.gpt_config())
-        load_into(model, read_state_dict(gpt_path), f"{self.name} ({gpt_path.name})")
-        vq = VQDecoder()
+        # freqs_cis: the rotary table some LlamaGen files carry; upstream recomputes it and never loads it
+        load_into(model, read_state_dict(gpt_path, derived=("freqs_cis",)), f"{self.name} ({gpt_path.name})")
+        vq = VQDecoder(self.vq_config)
         load_into(vq, read_state_dict(vq_path), f"{self.name} tokenizer ({vq_path.name})", ENCODER_PREFIXES)
         self._model, self._vq = model.to(self.device).eval(), vq.to(self.device).eval()
 

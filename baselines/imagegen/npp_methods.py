@@ -9,18 +9,16 @@ constant CFG 2.0 / 1.75 / 1.70 / 1.65 for B / L / XL / XXL, top-k 0, top-p 1.0, 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 from typing import ClassVar
 
 import torch
 
-from baselines.imagegen.checkpoints import WRAPPER_KEYS, load_into
+from baselines.imagegen.checkpoints import load_into, read_state_dict
 from baselines.imagegen.llamagen_gpt import LlamaGenGPT
 from baselines.imagegen.methods import LLAMAGEN_VQ, LlamaGen, LlamaGenSettings
 from baselines.imagegen.vq_decoder import ENCODER_PREFIXES, VQConfig, VQDecoder
-from harness.errors import ArbenchError
 from harness.registry import register_method
 from harness.weights import WeightSpec, register_weights
 
@@ -35,22 +33,9 @@ def read_npp_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """The GPT weights of an NPP/LlamaGen checkpoint, chosen as upstream's `sample_c2i_ddp.py` does: the
     "model" entry (then "module", "state_dict"), else the file itself.
 
-    Read with weights_only=True. NPP's training script saves `{"model", "optimizer", "steps", "args"}` (+ "ema")
-    with `args` an argparse.Namespace: that is the one extra type allowed (plain attribute storage, no code)."""
-    path = Path(path)
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any reader failure means the same thing to the user
-        raise ArbenchError(f"{path} could not be read as an NPP checkpoint ({type(exc).__name__}: {exc}). "
-                           "Give the released c2i_*_256.pt or a state dict saved with torch.save.") from exc
-    for key in WRAPPER_KEYS:
-        if isinstance(saved, dict) and isinstance(saved.get(key), dict):
-            saved = saved[key]
-            break
-    if not isinstance(saved, dict) or not all(isinstance(v, torch.Tensor) for v in saved.values()):
-        raise ArbenchError(f"{path} holds no name -> tensor state dict (looked inside {', '.join(WRAPPER_KEYS)}).")
-    return saved
+    NPP's training script saves `{"model", "optimizer", "steps", "args"}` (+ "ema") with `args` an
+    argparse.Namespace, which `read_state_dict` allows; a `freqs_cis` entry is dropped as for LlamaGen."""
+    return read_state_dict(path, derived=("freqs_cis",), what="an NPP checkpoint")
 
 
 @dataclasses.dataclass

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from baselines.imagegen.llamagen_gpt import GPTConfig, KVCache, LlamaGenGPT
-from baselines.imagegen.sampling import SamplerConfig, guided_logits, sample_tokens
+from baselines.imagegen.sampling import SamplerConfig, guided_logits, guided_step, sample_tokens
 
 
 def region_order(grid: int, regions_per_side: int) -> torch.Tensor:
@@ -129,8 +129,7 @@ def generate_par(model: PARGPT, labels: torch.Tensor, generators: Sequence[torch
     mask = None
     for step, targets in enumerate(decode_schedule(c.block_size, n)):
         logits = model(h, rows, cache, mask)[:, -len(targets):]
-        guide = use_cfg and (sampler.cfg_interval < 0 or step <= sampler.cfg_interval)
-        logits = guided_logits(logits, batch, sampler.cfg_scale if guide else 1.0, use_cfg)
+        logits = guided_logits(logits, batch, sampler.cfg_scale if guided_step(sampler, step) else 1.0, use_cfg)
         if record is not None:
             record.append(logits)
         new = forced[:, order[targets]] if forced is not None else sample_tokens(logits, generators, sampler)

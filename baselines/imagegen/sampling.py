@@ -20,10 +20,23 @@ class SamplerConfig:
     """LlamaGen's sampler settings (upstream defaults: temperature 1, top-k 0 = off, top-p 1 = off)."""
 
     cfg_scale: float = 1.0
-    cfg_interval: int = -1  # guide only the first cfg_interval + 1 tokens; -1 = every token
+    cfg_interval: int = -1  # guide only the first cfg_interval + 2 steps (see `guided_step`); -1 = every step
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+
+
+def guided_step(sampler: SamplerConfig, step: int) -> bool:
+    """Whether decoding step `step` (0 = the step after the class prefix) is guided, as upstream LlamaGen.
+
+    Upstream (`autoregressive/models/generate.py`) guides the prefill step, then in `decode_n_tokens` step
+    i = 0, 1, ... (decoding step i + 1) while `i <= cfg_interval`: steps 0 .. cfg_interval + 1, i.e.
+    cfg_interval + 2 steps. (Before method version 2 the project guided one step fewer.)
+
+    >>> [guided_step(SamplerConfig(cfg_scale=2.0, cfg_interval=1), s) for s in range(4)]
+    [True, True, True, False]
+    """
+    return sampler.cfg_scale > 1.0 and (sampler.cfg_interval < 0 or step <= sampler.cfg_interval + 1)
 
 
 def guided_logits(logits: torch.Tensor, batch: int, scale: float, doubled: bool) -> torch.Tensor:

@@ -288,20 +288,26 @@ class TorchScriptI3D(nn.Module):
 #: "torch-halfpixel": PyTorch bilinear with half-pixel centres (TATS/VideoGPT `preprocess`, the default);
 #: "tf1-legacy": TF1 `tf.image.resize_bilinear` as in the original FVD code (source = output * in / out).
 RESIZE_MODES = ("torch-halfpixel", "tf1-legacy")
+#: How each mode is named in signatures. "tf1-legacy-f32" (issue 16): source positions in float32 as TF's
+#: kernel computes them; the earlier float64 positions differed by up to 0.009 grey levels and were "tf1-legacy".
+RESIZE_IDS = {"torch-halfpixel": "torch-halfpixel", "tf1-legacy": "tf1-legacy-f32"}
 
 
 def tf1_resize_bilinear(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """TF1 `resize_bilinear(align_corners=False)` of float `[N, C, H, W]`: output pixel j samples source
-    position j * in / out (no half-pixel shift), clamped at the last pixel. PyTorch has no such mode."""
-    def taps(n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        src = torch.arange(size, dtype=torch.float64) * (n_in / size)
-        lo = src.floor().long().clamp(max=n_in - 1)
-        return lo, (lo + 1).clamp(max=n_in - 1), (src - lo).to(frames.dtype)
+    """TF1 `resize_bilinear(align_corners=False)` of float32 `[N, C, H, W]`: output pixel j samples source
+    position float32(j) * float32(in / out) (no half-pixel shift), clamped at the last pixel, interpolated along
+    x then y as TF's `compute_lerp`. PyTorch has no such mode; torch_fidelity's transcription of TF's kernel
+    (its "slow" method, bit-exact on CPU, also behind the ADM Inception's resize) is used rather than a copy.
 
-    y0, y1, wy = taps(frames.shape[-2])
-    x0, x1, wx = taps(frames.shape[-1])
-    rows = frames[:, :, y0, :] * (1 - wy)[:, None] + frames[:, :, y1, :] * wy[:, None]
-    return rows[..., x0] * (1 - wx) + rows[..., x1] * wx
+    >>> frames = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 2, 4)
+    >>> tf1_resize_bilinear(frames, 3)[0, 0, 0].tolist()  # positions 0, 4/3, 8/3; last tap clamped
+    [0.0, 1.3333333730697632, 2.6666667461395264]
+    """
+    from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+
+    if frames.dtype != torch.float32:
+        raise ArbenchError(f"tf1_resize_bilinear works in float32 as TF does, got {frames.dtype}")
+    return interpolate_bilinear_2d_like_tensorflow1x(frames, size=(size, size), align_corners=False, method="slow")
 
 
 def preprocess_for_i3d(clips: torch.Tensor | np.ndarray, size: int = INPUT_SIZE,

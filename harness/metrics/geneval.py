@@ -20,7 +20,10 @@ from harness.metrics.base import Accumulator, MetricValue
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 COLORS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white")
 RELATIONS = ("left of", "right of", "above", "below")
-RULES_VERSION = "1"
+#: 2: ties in score ordered as upstream's `np.argsort(scores)[::-1]` (the later detection first), the threshold
+#: compared in float32 (a score of float32(0.3) is dropped) and box geometry in float32, as upstream computes on
+#: mmdet's float32 arrays. Version 1 kept the earlier of equal scores first and compared in float64.
+RULES_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -59,15 +62,23 @@ def keep_detections(detections: Mapping[str, Sequence[Detection]], tag: str,
                     rules: GenEvalRules = GenEvalRules()) -> dict[str, list[Detection]]:
     """Per class: scores strictly above the tag's threshold, highest first, at most `max_objects`.
 
-    Classes with nothing left are dropped. There is no NMS: at GenEval's default `max_overlap` of 1.0 its
-    greedy suppression keeps every box.
+    Exactly upstream's numpy steps on the detector's float32 scores: `np.argsort(scores)[::-1]` (so of equal
+    scores the later detection comes first), then `scores > threshold` in float32 (a score equal to
+    float32(0.3) is dropped although it is above the float64 0.3). Classes with nothing left are dropped.
+    There is no NMS: at GenEval's default `max_overlap` of 1.0 its greedy suppression keeps every box.
+
+    >>> dets = [Detection((x, 0, x + 1, 1), s) for x, s in enumerate((0.5, 0.8, 0.5, float(np.float32(0.3))))]
+    >>> [int(d.box[0]) for d in keep_detections({"dog": dets}, "colors")["dog"]]
+    [1, 2, 0]
     """
-    threshold = rules.threshold_for(tag)
+    threshold = np.float32(rules.threshold_for(tag))
     kept: dict[str, list[Detection]] = {}
     for name, dets in detections.items():
-        above = sorted((d for d in dets if d.score > threshold), key=lambda d: d.score, reverse=True)
-        if above:
-            kept[name] = above[: rules.max_objects]
+        scores = np.array([d.score for d in dets], dtype=np.float32).reshape(-1)
+        order = np.argsort(scores)[::-1]
+        order = order[scores[order] > threshold][: rules.max_objects]
+        if len(order):
+            kept[name] = [dets[i] for i in order.tolist()]
     return kept
 
 
@@ -75,13 +86,14 @@ def relative_position(a: Detection, b: Detection, margin: float = 0.1) -> set[st
     """The relations "A is <rel> B" that hold between two boxes (image y axis points down).
 
     The centre offset is shrunk per axis by `margin` times the summed box sizes; what is left, divided by the
-    length of the unshrunk offset, must exceed 0.5 on an axis for the relation along it to hold.
+    length of the unshrunk offset, must exceed 0.5 on an axis for the relation along it to hold. Computed in
+    float32, as upstream does on mmdet's float32 boxes.
     """
-    boxes = np.array([a.box, b.box], dtype=np.float64).reshape(2, 2, 2)
+    boxes = np.array([a.box, b.box], dtype=np.float32).reshape(2, 2, 2)
     centre = boxes.mean(axis=-2)
     size = np.abs(boxes[:, 1] - boxes[:, 0])
     offset = centre[0] - centre[1]
-    revised = np.maximum(np.abs(offset) - margin * (size[0] + size[1]), 0) * np.sign(offset)
+    revised = np.maximum(np.abs(offset) - np.float32(margin) * (size[0] + size[1]), 0) * np.sign(offset)
     if np.all(np.abs(revised) < 1e-3):
         return set()
     dx, dy = revised / np.linalg.norm(offset)

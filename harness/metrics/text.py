@@ -150,17 +150,43 @@ def chrf_pp(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return chrf_pp_score(hypotheses, references).score
 
 
+#: Bumped when the legacy pipeline's tokenisation changes (it is in `legacy_signature`): 2 = final dots split
+#: after nonbreaking prefixes too, as tokenizer.perl does since moses-smt/mosesdecoder@9fc964da7 (2018-11).
+LEGACY_TOKENIZER_VERSION = "2"
+_FINAL_DOT = re.compile(r"^(\S+)\.$")
+
+
 @lru_cache(maxsize=8)
 def _moses(lang: str):
     from sacremoses import MosesTokenizer
 
-    return MosesTokenizer(lang=lang)
+    class PerlMosesTokenizer(MosesTokenizer):
+        """sacremoses with the current tokenizer.perl's rule for the last word of a line.
+
+        Since mosesdecoder@9fc964da7 ("split final dots unconditionally", 2018-11) tokenizer.perl splits the dot
+        off the last word whatever it is ("usw." -> "usw .", "e.g." -> "e.g ."); sacremoses still applies the
+        nonbreaking-prefix tests to it. Only that word is changed: the rest of sacremoses is kept as it is.
+        """
+
+        def handles_nonbreaking_prefixes(self, text: str) -> str:
+            tokens = super().handles_nonbreaking_prefixes(text).split(" ")
+            # super() returns its tokens joined by single spaces; a last token it kept whole still ends in "."
+            match = _FINAL_DOT.search(tokens[-1])
+            if match:
+                tokens[-1] = match.group(1) + " ."
+            return " ".join(tokens)
+
+    return PerlMosesTokenizer(lang=lang)
 
 
 def moses_tokenize(line: str, lang: str) -> str:
-    """Moses `tokenizer.perl -l LANG` (no aggressive hyphen splitting).
+    """Moses `tokenizer.perl -l LANG` (no aggressive hyphen splitting), via sacremoses.
 
-    Entities are not escaped: escaping maps one token to one token, so it cannot change BLEU.
+    >>> moses_tokenize("Ich kaufe Äpfel, Birnen usw.", "de")
+    'Ich kaufe Äpfel , Birnen usw .'
+
+    The last word's dot is split off unconditionally, as tokenizer.perl does since 2018-11 (sacremoses keeps
+    "usw."). Entities are not escaped: escaping maps one token to one token, so it cannot change BLEU.
     """
     return _moses(lang).tokenize(line, escape=False, return_str=True, aggressive_dash_splits=False)
 
@@ -199,7 +225,7 @@ def _legacy_metric() -> BLEU:
 
 def legacy_signature(lang: str, compound_split: bool, lowercase: bool = False) -> str:
     """Which legacy pipeline produced a tokenized BLEU, followed by the sacreBLEU signature of its scoring."""
-    return (f"legacy-tok-bleu|moses:{lang}|sacremoses:{_sacremoses_version()}|"
+    return (f"legacy-tok-bleu:{LEGACY_TOKENIZER_VERSION}|moses:{lang}|sacremoses:{_sacremoses_version()}|"
             f"compound-split:{'yes' if compound_split else 'no'}|lc:{'yes' if lowercase else 'no'}|"
             f"{_signature(_legacy_metric())}")
 
