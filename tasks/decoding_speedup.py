@@ -32,7 +32,7 @@ from baselines.decoding.generation import GenerationResult, validate_result
 from baselines.decoding.interface import ARModel
 from baselines.decoding.strategy import MODALITY, DecodingStrategy, Models
 from harness import provenance
-from harness.api import Method, Request, Task
+from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError
 from harness.metrics.base import MetricValue
 from harness.registry import register_task
@@ -117,6 +117,9 @@ class DecodingSpeedup(Task):
 
     version = "1"
     modality = MODALITY
+    submission = SubmissionSpec(MODALITY, "a DecodingStrategy (baselines.decoding.strategy) subclass: decode(models, "
+                                "prompt_ids, max_new_tokens, seeds) -> GenerationResult, on the task's target "
+                                "model; timed against AR decoding inside the sandbox", timing_study=True)
     description = ("speedup of a decoding strategy over AR decoding of the same model, interleaved in one process, "
                    "with exactness checks for lossless strategies")
     primary_metric = "speedup"
