@@ -194,9 +194,9 @@ def _view_paths() -> list[Path]:
                   Path(harness.__file__).resolve().parent.parent]
     candidates += [Path(p) for p in sys.path if p and Path(p).exists()]
     candidates += [Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    weights = arbench_home() / "weights"  # public, hash-checked weights of registered methods
-    if weights.is_dir():
-        candidates.append(weights)
+    for public in ("weights", "data"):  # hash-checked weights of registered methods; task inputs (prompts, lists)
+        if (arbench_home() / public).is_dir():
+            candidates.append(arbench_home() / public)
     paths = set()
     for c in candidates:
         for p in (c.absolute(), c.resolve()):
@@ -230,6 +230,10 @@ def sandbox_command(level: str, job: Path, argv: list[str], uid: int | None, lim
             outer += ["--symlink", os.readlink(path), name]
         elif path.is_dir():
             outer += ["--ro-bind", name, name]
+    tmp_bytes = str(limits.tmp_mb * 2**20)
+    dev = ["--dev", "/dev", "--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/dev/shm"]
+    # /proc, /dev and /tmp first: a visible folder may lie under /tmp (it is bound over the tmpfs below)
+    outer += ["--proc", "/proc", *dev, "--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/tmp"]
     made: set[Path] = set()
     for path in view:
         for parent in reversed(path.parents):
@@ -240,10 +244,7 @@ def sandbox_command(level: str, job: Path, argv: list[str], uid: int | None, lim
     for path in hidden_paths(hide):
         if any(_inside(path, v) for v in view):
             outer += ["--tmpfs", str(path)]
-    tmp_bytes = str(limits.tmp_mb * 2**20)
-    dev = ["--dev", "/dev", "--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/dev/shm"]
-    outer += ["--proc", "/proc", *dev, "--perms", "1777", "--size", tmp_bytes, "--tmpfs", "/tmp",
-              "--bind", str(job), JOB_MOUNT, "--chdir", JOB_MOUNT]
+    outer += ["--bind", str(job), JOB_MOUNT, "--chdir", JOB_MOUNT]
     user_ns = ["--unshare-user", "--uid", str(SANDBOX_UID_INSIDE), "--gid", str(SANDBOX_UID_INSIDE),
                "--disable-userns", "--cap-drop", "ALL"]
     if level == "bubblewrap-userns":

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import os
 import re
 import shutil
 import sys
@@ -37,7 +38,7 @@ from typing import Any
 import jsonschema
 from sqlalchemy import select, update
 
-from harness.config import results_dir
+from harness.config import arbench_home, results_dir
 from harness.errors import ArbenchError
 from harness.registry import METHODS, TASKS
 from harness.store import Store, SubmissionEventRow, SubmissionRow, utcnow
@@ -153,6 +154,12 @@ def _semantic_problems(manifest: dict[str, Any], base: Path) -> list[str]:
             problems.append(f"key 'method': {method!r} produces {METHODS.get(method).modality!r}, but a submission "
                             f"to {task_name!r} produces {task_cls.submission.modality!r}")
         problems += _unknown_settings("task_settings", manifest.get("task_settings", {}), task_cls.Config)
+        home = arbench_home().resolve()
+        for key, value in manifest.get("task_settings", {}).items():
+            looks_like_path = isinstance(value, str) and (os.sep in value or "\\" in value or value.startswith("~"))
+            if looks_like_path and not _inside(Path(value).expanduser().resolve(), home):
+                problems.append(f"key 'task_settings.{key}': {value!r} is a path outside the operator's data folder "
+                                f"{home} ($ARBENCH_HOME); a submission may name only files the operator put there")
     is_adapter = ":" in method
     if is_adapter:
         if not ADAPTER_PATTERN.match(method):

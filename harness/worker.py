@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.api import build_config
 from harness.errors import ArbenchError
 from harness.isolation import (JOB_MOUNT, Isolation, Limits, SandboxError, TailBuffer, child_env, harvest, kill_uid,
                                limiter, make_job_dir, pick_uid, probe_isolation, sandbox_command)
@@ -139,7 +140,7 @@ class Worker:
         try:
             job = get_submission(self.store, sub_id)
             manifest, checkpoint = self._validate(job)
-            self._check_allowed(job)
+            self._prepare(job, manifest)
             if not advance(self.store, sub_id, self.worker_id, "running",
                            f"validated; running ({self.isolation.summary(self.limits)})"):
                 return JobOutcome(sub_id, "abandoned")
@@ -181,14 +182,16 @@ class Worker:
         check_checkpoint_is_safe(path)
         return manifest, path
 
-    def _check_allowed(self, job: dict[str, Any]) -> None:
+    def _prepare(self, job: dict[str, Any], manifest: dict[str, Any]) -> None:
         if ":" in job["method"] and not self.isolation.sandboxed and not self.allow_unsandboxed:
             raise JobFailed(f"refused: this worker has no sandbox ({self.isolation.detail}) and runs no submitted "
                             "code; install bubblewrap, or have the operator start a worker with "
                             "--allow-unsandboxed, then retry the submission")
-        spec = TASKS.get(job["task"]).submission
-        if spec is None:
+        task_cls = TASKS.get(job["task"])
+        if task_cls.submission is None:
             raise JobFailed(f"task {job['task']!r} declares no submission interface")
+        # the task's inputs (prompt lists, bundled data) are prepared here, read-only for the child
+        task_cls(build_config(task_cls.Config, manifest.get("task_settings", {}), f"task {job['task']!r}")).requests()
 
     def _run_child(self, job: dict[str, Any], manifest: dict[str, Any], checkpoint: Path | None,
                    job_dir: Path, keeper: LeaseKeeper) -> dict[str, Any]:
@@ -315,6 +318,9 @@ class Worker:
 
         def score(ctx):
             ctx.extra_provenance["isolation"] = isolation
+            ctx.extra_provenance["scored_from"] = (
+                "the samples the sandbox handed back, read by the task's own loader; timings a task's run() adds "
+                "for trusted code (translation latency, TTS real-time factor) are not measured for a submission")
             requests = plan.task.requests()
             expected = -(-len(requests) // self.shard_size)
             if len(result["shards"]) != expected:
