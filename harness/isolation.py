@@ -203,11 +203,12 @@ def _view_paths() -> list[Path]:
             if p.exists():
                 paths.add(p if p.is_dir() else p.parent)
     system = [Path(d) for d in SYSTEM_DIRS]
-    keep = sorted(p for p in paths if not any(_inside(p, s) for s in system) and p != Path("/"))
-    return [p for p in keep if not any(q != p and _inside(p, q) for q in keep)]
+    keep = sorted(p for p in paths if not any(inside(p, s) for s in system) and p != Path("/"))
+    return [p for p in keep if not any(q != p and inside(p, q) for q in keep)]
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or lies under it (both already resolved, where that matters)."""
     return path == folder or folder in path.parents
 
 
@@ -237,12 +238,12 @@ def sandbox_command(level: str, job: Path, argv: list[str], uid: int | None, lim
     made: set[Path] = set()
     for path in view:
         for parent in reversed(path.parents):
-            if parent != Path("/") and parent not in made and not any(_inside(parent, s) for s in map(Path, SYSTEM_DIRS)):
+            if parent != Path("/") and parent not in made and not any(inside(parent, s) for s in map(Path, SYSTEM_DIRS)):
                 outer += ["--perms", "0755", "--dir", str(parent)]  # bwrap would make them 0700
                 made.add(parent)
         outer += ["--ro-bind", str(path), str(path)]
     for path in hidden_paths(hide):
-        if any(_inside(path, v) for v in view):
+        if any(inside(path, v) for v in view):
             outer += ["--tmpfs", str(path)]
     outer += ["--bind", str(job), JOB_MOUNT, "--chdir", JOB_MOUNT]
     user_ns = ["--unshare-user", "--uid", str(SANDBOX_UID_INSIDE), "--gid", str(SANDBOX_UID_INSIDE),

@@ -40,6 +40,7 @@ from sqlalchemy import select, update
 
 from harness.config import arbench_home, results_dir
 from harness.errors import ArbenchError
+from harness.isolation import inside
 from harness.registry import METHODS, TASKS
 from harness.store import Store, SubmissionEventRow, SubmissionRow, utcnow
 
@@ -157,7 +158,7 @@ def _semantic_problems(manifest: dict[str, Any], base: Path) -> list[str]:
         home = arbench_home().resolve()
         for key, value in manifest.get("task_settings", {}).items():
             looks_like_path = isinstance(value, str) and (os.sep in value or "\\" in value or value.startswith("~"))
-            if looks_like_path and not _inside(Path(value).expanduser().resolve(), home):
+            if looks_like_path and not inside(Path(value).expanduser().resolve(), home):
                 problems.append(f"key 'task_settings.{key}': {value!r} is a path outside the operator's data folder "
                                 f"{home} ($ARBENCH_HOME); a submission may name only files the operator put there")
     is_adapter = ":" in method
@@ -211,17 +212,13 @@ def confinement_problems(key: str, rel: str, base: Path, folder_ok: bool) -> lis
     for entry in entries:
         where = entry.relative_to(base) if entry != path else rel
         if entry.is_symlink():
-            if not _inside(entry.resolve(), root):
+            if not inside(entry.resolve(), root):
                 return [f"key {key!r}: {where} is a symbolic link that leaves the manifest's folder"]
         elif not (entry.is_file() or entry.is_dir()):
             return [f"key {key!r}: {where} is not a regular file or folder"]
-    if not _inside(path.resolve(), root):
+    if not inside(path.resolve(), root):
         return [f"key {key!r}: {rel!r} leaves the manifest's folder"]
     return []
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
 
 
 def _unknown_settings(key: str, values: dict[str, Any], config_cls: type) -> list[str]:
