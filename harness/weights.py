@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -107,9 +108,11 @@ class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def download(url: str, target: Path, sha256: str | None, max_bytes: int, timeout: float = 60.0) -> str:
+def download(url: str, target: Path, sha256: str | None, max_bytes: int, timeout: float = 60.0,
+             total_seconds: float = 6 * 3600.0) -> str:
     """The one downloader (weights and submitted checkpoints): `https` only, redirects only to `https`,
-    at most `max_bytes`, `timeout` per socket operation; written to a temporary name, checked against
+    at most `max_bytes`, `timeout` per socket operation and `total_seconds` in all (a server that drips
+    bytes cannot hold a worker forever); written to a temporary name, checked against
     `sha256` (a mismatch names the expected digest only), then renamed. Returns the digest.
 
     Written here rather than taken from pooch: pooch (through requests) has no size cap and follows a
@@ -129,11 +132,13 @@ def download(url: str, target: Path, sha256: str | None, max_bytes: int, timeout
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise DownloadError(f"{url} is {int(declared)} bytes, over the cap of {max_bytes}")
-            size = 0
+            size, deadline = 0, time.monotonic() + total_seconds
             while chunk := response.read(1 << 20):
                 size += len(chunk)
                 if size > max_bytes:
                     raise DownloadError(f"{url} is larger than the cap of {max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise DownloadError(f"{url} took longer than {total_seconds:g} s to download")
                 digest.update(chunk)
                 out.write(chunk)
         if sha256 and digest.hexdigest() != sha256:

@@ -255,7 +255,8 @@ class Worker:
         if code != 0:
             if signum in LIMIT_SIGNALS or "MemoryError" in log:
                 what = LIMIT_SIGNALS.get(signum, "memory")
-                limit = {"memory": f"{self.limits.memory_mb} MB", "CPU time": "its CPU seconds",
+                cpu = self.limits.cpu_seconds or int(self.limits.wall_seconds) + 60
+                limit = {"memory": f"{self.limits.memory_mb} MB", "CPU time": f"{cpu} s",
                          "file size": f"{self.limits.file_size_mb} MB"}[what]
                 raise JobFailed(f"the method exceeded the {what} limit of {limit} (exit {code}); last output:\n{log}")
             raise JobFailed(f"the method failed (exit {code}); last output:\n{log}")

@@ -210,3 +210,20 @@ def test_without_a_sandbox_adapters_are_refused_unless_the_operator_opts_in(tmp_
     Worker(store, isolation=none, allow_unsandboxed=True)
     assert "ALLOWED by --allow-unsandboxed" in capsys.readouterr().err
     assert none.summary(Limits()).startswith("isolation: NONE (bubblewrap (bwrap) is not installed)")
+
+
+def test_worker_stops_after_max_jobs_and_reports_each_outcome(tmp_path, store):
+    ids = []
+    for i in range(3):  # a checkpoint whose sha256 is wrong fails before any sandbox starts: fast
+        folder = tmp_path / f"s{i}"
+        (folder / "adapter").mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"not the declared file")
+        ids.append(submit(store, _manifest(folder, f'adapter_path = "adapter"\n[checkpoint]\npath = '
+                                                   f'"model.safetensors"\nsha256 = "{SHA}"')))
+    outcomes = []
+    assert Worker(store).run(once=True, max_jobs=2, report=outcomes.append) == 2
+    assert [get_submission(store, i)["state"] for i in ids] == ["failed", "failed", "pending"]
+    assert [o.submission_id for o in outcomes] == ids[:2]
+    assert outcomes[0].line() == (f"{ids[0]}: failed: the checkpoint does not have the manifest's sha256 {SHA}; "
+                                  "fix the manifest or upload the intended file")
+    assert Worker(store).run(once=True) == 1 and get_submission(store, ids[2])["state"] == "failed"
