@@ -123,10 +123,19 @@ def probe_isolation() -> Isolation:
     return Isolation(level, bwrap)
 
 
+def jobs_root() -> Path:
+    """Where job folders live (hidden from every sandbox, so no job sees another's files)."""
+    import tempfile
+
+    root = Path(tempfile.gettempdir()) / "arbench-jobs"
+    root.mkdir(mode=0o711, exist_ok=True)
+    return root
+
+
 def _mkdtemp() -> str:
     import tempfile
 
-    path = tempfile.mkdtemp(prefix="arbench-job-")
+    path = tempfile.mkdtemp(prefix="job-", dir=jobs_root())
     os.chmod(path, 0o755)  # the job's uid must reach its out/ folder
     return path
 
@@ -192,7 +201,8 @@ def _view_paths() -> list[Path]:
 
     candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent,
                   Path(harness.__file__).resolve().parent.parent]
-    candidates += [Path(p) for p in sys.path if p and Path(p).exists()]
+    # sys.path, but not the worker's working folder (`python -m` puts it there): that can be anything
+    candidates += [Path(p) for p in sys.path if p and Path(p).exists() and Path(p).resolve() != Path.cwd().resolve()]
     candidates += [Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     for public in ("weights", "data"):  # hash-checked weights of registered methods; task inputs (prompts, lists)
         if (arbench_home() / public).is_dir():
@@ -214,7 +224,7 @@ def inside(path: Path, folder: Path) -> bool:
 
 def hidden_paths(extra: Iterable[str | Path] = ()) -> list[Path]:
     """Folders never shown to the child even when they lie inside a visible one (results, databases)."""
-    return sorted({Path(p).resolve() for p in [results_dir(), *extra] if Path(p).is_dir()})
+    return sorted({Path(p).resolve() for p in [results_dir(), jobs_root(), *extra] if Path(p).is_dir()})
 
 
 def sandbox_command(level: str, job: Path, argv: list[str], uid: int | None, limits: Limits,
