@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run submissions from the queue, each in a limited child process")
     p.add_argument("--once", action="store_true", help="process every pending job, then exit")
     p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
-    p.add_argument("--max-processes", type=int, default=64, help="processes (and threads) a job may run at once")
+    p.add_argument("--max-processes", type=int, default=256, help="processes and threads a job may run at once")
     p.add_argument("--allow-unsandboxed", action="store_true",
                    help="where bubblewrap is unavailable, run submitted adapters anyway (resource limits only; "
                         "logged and written in each job's history)")

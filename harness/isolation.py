@@ -52,7 +52,7 @@ class Limits:
     memory_mb: int = 8192  # RLIMIT_AS
     wall_seconds: float = 3600.0  # the worker kills the whole sandbox after this
     cpu_seconds: int | None = None  # RLIMIT_CPU; default wall_seconds + 60
-    processes: int = 64  # RLIMIT_NPROC of the job's own uid (threads count)
+    processes: int = 256  # RLIMIT_NPROC of the job's own uid; threads count (torch starts one per core)
     open_files: int = 256  # RLIMIT_NOFILE
     file_size_mb: int = 4096  # RLIMIT_FSIZE: no single file larger
     tmp_mb: int = 512  # size of the child's /tmp (a tmpfs)
