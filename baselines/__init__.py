@@ -1,5 +1,4 @@
-"""Reference methods: models, decoding strategies and checkpoint adapters; each registers itself."""
+"""Reference methods: models, decoding strategies and checkpoint adapters; each registers itself.
 
-from harness.registry import import_package_tree
-
-import_package_tree(__name__)
+The registry imports the modules of this package on use (see harness/registry.py).
+"""

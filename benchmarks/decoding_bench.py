@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from baselines.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts  # noqa: E402
+from harness.protocols.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts  # noqa: E402
 from harness.provenance import device_info, hardware_fingerprint  # noqa: E402
 from harness.runner import RunOptions, Runner  # noqa: E402
 from harness.store import Store  # noqa: E402

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from baselines.video.digit_features import load_digit_motion_net
+from harness.features.digit_motion_net import load_digit_motion_net
 from harness.features.i3d import I3DFeatures, InceptionI3d
 
 

@@ -1,4 +1,4 @@
-"""The contracts every task and method implements (see DESIGN.md, "Core contracts").
+"""The contracts every task and method implements (docs/architecture.md).
 
 A **Task** is a protocol: its settings, a deterministic list of `Request`s (identical for every
 method, batch size and world size), how generated outputs are stored, how user samples are read
@@ -12,18 +12,17 @@ the requests, batches them, and hands each batch to the method. Methods seed eve
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from harness.errors import ArbenchError, InputError
+from harness.inputs import InputCaps
 from harness.signature import Signature
 
 if TYPE_CHECKING:
     from harness.metrics.base import MetricValue
-    from harness.runner import RunContext
 
 
 @dataclass(frozen=True)
@@ -46,43 +45,43 @@ class NoSettings:
 
 
 def build_config(config_cls: type, values: Mapping[str, Any], owner: str) -> Any:
-    """Instantiate a settings dataclass from `--set` values, converting to the declared field types."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    kwargs: dict[str, Any] = {}
-    for key, raw in values.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            known = ", ".join(sorted(fields)) or "(none)"
-            raise ArbenchError(f"{owner} has no setting {key!r}.{hint} Its settings are: {known}.")
-        kwargs[key] = coerce_setting(raw, fields[key], owner)
-    try:
-        return config_cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ArbenchError(f"invalid settings for {owner}: {exc}") from exc
+    """Instantiate a settings dataclass from `--set` values, every setting checked against its declared
+    domain (`harness.settings`)."""
+    from harness.settings import build_settings
+
+    return build_settings(config_cls, values, owner)
 
 
-def coerce_setting(raw: Any, f: dataclasses.Field, owner: str) -> Any:
-    default = f.default if f.default is not dataclasses.MISSING else (
-        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
-    kind = type(default) if default is not None else None
-    if kind is None or isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
-        return raw
-    try:
-        if kind is bool:
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if kind in (int, float, str):
-            return kind(raw)
-        if kind in (tuple, list) and isinstance(raw, (tuple, list)):
-            return kind(raw)
-    except (TypeError, ValueError):
-        pass
-    raise ArbenchError(f"{owner} setting {f.name!r} expects a {kind.__name__}, got {raw!r}.")
+@runtime_checkable
+class RunContext(Protocol):
+    """What a task sees while it runs (`Task.score`, `Task.run`): where to write, which rank it is, logging,
+    progress and sharded generation. `harness.runner.RunContext` is the runner's implementation; a test may
+    pass any object with these members."""
+
+    device: str
+    rank: int
+    world_size: int
+    is_main: bool
+    run_dir: Path
+    #: Lines of the run's log (kept in its provenance).
+    notes: list[str]
+    #: Extra provenance the task records with the run (merged into the stored provenance at the end).
+    extra_provenance: dict[str, Any]
+    #: Named durations in seconds (e.g. `generate_seconds`), stored with the run.
+    timings: dict[str, float]
+
+    def log(self, message: str) -> None:
+        """A line for the run's log and the terminal."""
+
+    def progress(self, iterable: Iterable, total: int | None = None, desc: str = "") -> Iterable:
+        """`iterable`, with a progress bar where the run shows one."""
+
+    def artifact(self, name: str) -> Path:
+        """A path inside the run's artifact folder (parents created)."""
+
+    def generate_sharded(self, method: "Method", requests: Sequence[Request],
+                         write_shard: Callable[[Any, Sequence[Request], Path], None]) -> list[Path]:
+        """Generate every request with `method`, shard by shard (resumable); the shard folders in order."""
 
 
 class Method(ABC):
@@ -141,8 +140,8 @@ class SubmissionSpec:
 class Task(ABC):
     """A benchmark protocol. Subclasses set the class attributes and implement the abstract methods.
 
-    The default `run()` is the sharded generate-then-score flow of DESIGN.md; tasks whose protocol
-    is different (timing studies) override it.
+    The default `run()` is the sharded generate-then-score flow (docs/architecture.md, "Data flow");
+    tasks whose protocol is different (timing studies) override it.
     """
 
     name: ClassVar[str] = ""
@@ -151,6 +150,8 @@ class Task(ABC):
     description: ClassVar[str] = ""
     primary_metric: ClassVar[str] = ""
     Config: ClassVar[type] = NoSettings
+    #: Limits on the files this protocol reads from users (text size, pixels, audio seconds; harness/inputs.py).
+    caps: ClassVar[InputCaps] = InputCaps()
     #: Bundled, offline-capable tasks run in `arbench demo` with these methods.
     offline: ClassVar[bool] = False
     demo_methods: ClassVar[tuple[str, ...]] = ()

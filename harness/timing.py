@@ -1,6 +1,6 @@
 """The timing harness: compare callables on the same items, interleaved, in one process.
 
-Protocol (see shared/protocols/translation-and-decoding.md, section 7.D):
+Protocol (docs/decoding.md, "The protocol"):
 
 * warm-up calls are made and thrown away before anything is timed;
 * the device is synchronised before and after each timed call (CUDA kernels are asynchronous);

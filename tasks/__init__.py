@@ -1,5 +1,4 @@
-"""Benchmark protocols: one module per task; each registers itself with `harness.registry.register_task`."""
+"""Benchmark protocols: one module per task; each registers itself with `harness.registry.register_task`.
 
-from harness.registry import import_package_tree
-
-import_package_tree(__name__)
+The registry imports the modules of this package on use (see harness/registry.py).
+"""

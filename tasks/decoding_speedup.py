@@ -1,7 +1,7 @@
 """Decoding speedup: a strategy timed against plain autoregressive decoding of the same model, on the
 same device, in the same process, interleaved, and checked against what AR decoding produces.
 
-Protocol (issue #4; shared/protocols/translation-and-decoding.md section 7):
+Protocol (docs/decoding.md):
 * fixed prompts, fixed stop rules (EOS or `max_new_tokens`, trimmed after EOS), tokens counted once
   from the final ids;
 * the baseline is AR decoding with KV cache of the same target model with the same sampling settings;
@@ -27,15 +27,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from baselines.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts
-from baselines.decoding.generation import GenerationResult, validate_result
-from baselines.decoding.interface import ARModel
-from baselines.decoding.strategy import MODALITY, DecodingStrategy, Models
 from harness import provenance
 from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError
 from harness.metrics.base import MetricValue
-from harness.registry import register_task
+from harness.protocols.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts
+from harness.protocols.decoding.generation import GenerationResult, validate_result
+from harness.protocols.decoding.interface import ARModel
+from harness.protocols.decoding.strategy import MODALITY, DecodingStrategy, Models
+from harness.registry import METHODS, register_task
+from harness.settings import Annotated, BatchSizes, Field, NonNegativeFloat
 from harness.signature import Signature
 from harness.timing import TimingConfig, TimingResult, compare
 
@@ -49,21 +50,13 @@ class DecodingSpeedupConfig:
     model: str = "tiny-kjv-target"
     draft_model: str = "tiny-kjv-draft"
     prompts: str = ""
-    max_new_tokens: int = 128
-    max_prompts: int = 0
-    batch_sizes: tuple = (1, 4, 16)
-    warmup: int = 2
-    rounds: int = 3
-    near_tie: float = 1e-3
-    threads: int = 1
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1 or self.max_prompts < 0 or self.rounds < 1 or self.warmup < 0 or self.threads < 1:
-            raise ArbenchError("decoding-speedup needs max_new_tokens >= 1, max_prompts >= 0 (0: all), rounds >= 1, "
-                               "warmup >= 0 and threads >= 1.")
-        if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
-            raise ArbenchError(f"batch_sizes must be positive integers, e.g. --set batch_sizes=1,4; "
-                               f"got {self.batch_sizes!r}.")
+    max_new_tokens: Annotated[int, Field(ge=1, le=32_768)] = 128
+    max_prompts: Annotated[int, Field(ge=0, le=1_000_000, description="0: all prompts")] = 0
+    batch_sizes: BatchSizes = (1, 4, 16)
+    warmup: Annotated[int, Field(ge=0, le=1000)] = 2
+    rounds: Annotated[int, Field(ge=1, le=1000)] = 3
+    near_tie: NonNegativeFloat = 1e-3
+    threads: Annotated[int, Field(ge=1, le=1024)] = 1
 
 
 @dataclass
@@ -71,7 +64,7 @@ class MiniConfig(DecodingSpeedupConfig):
     prompts: str = str(BUNDLED_PROMPTS)
     max_new_tokens: int = 32
     max_prompts: int = 8
-    batch_sizes: tuple = (1, 4)
+    batch_sizes: BatchSizes = (1, 4)
     warmup: int = 1
     rounds: int = 2
 
@@ -117,9 +110,9 @@ class DecodingSpeedup(Task):
 
     version = "1"
     modality = MODALITY
-    submission = SubmissionSpec(MODALITY, "a DecodingStrategy (baselines.decoding.strategy) subclass: decode(models, "
-                                "prompt_ids, max_new_tokens, seeds) -> GenerationResult, on the task's target "
-                                "model; timed against AR decoding inside the sandbox", timing_study=True)
+    submission = SubmissionSpec(MODALITY, "a DecodingStrategy (harness.protocols.decoding.strategy) subclass: "
+                                "decode(models, prompt_ids, max_new_tokens, seeds) -> GenerationResult, on the "
+                                "task's target model; timed against AR decoding inside the sandbox", timing_study=True)
     description = ("speedup of a decoding strategy over AR decoding of the same model, interleaved in one process, "
                    "with exactness checks for lossless strategies")
     primary_metric = "speedup"
@@ -143,7 +136,7 @@ class DecodingSpeedup(Task):
         path = Path(spec)
         if path.is_file():
             return provenance.sha256_file(path)
-        from baselines.decoding.bundled import BUNDLED_MODELS
+        from harness.protocols.decoding.bundled import BUNDLED_MODELS
 
         if spec in BUNDLED_MODELS and BUNDLED_MODELS[spec].is_file():
             return provenance.sha256_file(BUNDLED_MODELS[spec])
@@ -210,6 +203,7 @@ class DecodingSpeedup(Task):
         max_new = self.config.max_new_tokens
         ctx.extra_provenance["hardware_fingerprint"] = self.hardware_fingerprint(device)
         ctx.extra_provenance["strategy"] = method.describe()
+        ctx.extra_provenance["lossless"] = method.lossless  # declared by the strategy; the board ranks lossy apart
         ctx.log(f"timing {method.name} against AR on {len(requests)} prompts, batch sizes {self.config.batch_sizes}")
 
         metrics: list[MetricValue] = []
@@ -330,12 +324,17 @@ class DecodingSpeedupMini(DecodingSpeedup):
     demo_methods = ("speculative", "blockwise", "jacobi", "early-exit")
 
 
-def _baseline_for(method: DecodingStrategy) -> DecodingStrategy:
-    from baselines.decoding.ar import ARConfig, AutoregressiveDecoding
+#: The registered method the protocol times every strategy against (baselines/decoding/ar.py): AR decoding
+#: with KV cache, looked up by name so that the task does not import a method.
+BASELINE_METHOD = "ar"
 
+
+def _baseline_for(method: DecodingStrategy) -> DecodingStrategy:
+    cls = METHODS.get(BASELINE_METHOD)
     sampling = getattr(method, "sampling", None)
-    config = ARConfig(sampling.temperature, sampling.top_k, sampling.top_p) if sampling is not None else ARConfig()
-    return AutoregressiveDecoding(config, method.device)
+    values = {"temperature": sampling.temperature, "top_k": sampling.top_k,
+              "top_p": sampling.top_p} if sampling is not None else {}
+    return cls(cls.Config(**values), method.device)
 
 
 def _batches(requests: list[Request], size: int) -> list[list[Request]]:

@@ -1,6 +1,6 @@
 """GenEval (Ghosh et al., NeurIPS 2023): 553 compositional text-to-image prompts scored by object detection.
 
-Protocol and rules: ../shared/protocols/geneval.md and `harness.metrics.geneval`. Images live in GenEval's own
+Protocol and rules: docs/geneval.md and `harness.metrics.geneval`. Images live in GenEval's own
 folder layout, which `arbench score geneval <folder>` reads and `arbench run geneval <method>` writes:
 
     <folder>/00000/metadata.jsonl      one JSON object: that prompt's line of evaluation_metadata.jsonl
@@ -25,10 +25,12 @@ from PIL import Image
 
 from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError, InputError, MissingAssetError
+from harness.inputs import InputCaps, decode_image, read_text
 from harness.features import clip_color, geneval_detector
 from harness.metrics.base import MetricValue
 from harness.metrics.geneval import GenEvalRules, GenEvalScore, evaluate_image, keep_detections
 from harness.registry import register_task
+from harness.settings import Annotated, Field, Probability, Seed
 from harness.signature import Signature
 from harness.weights import WeightSpec, register_weights
 
@@ -79,12 +81,12 @@ class GenEvalImage:
 
 @dataclass
 class GenEvalConfig:
-    images_per_prompt: int = 4
-    seed: int = 42
-    threshold: float = GenEvalRules.threshold
-    counting_threshold: float = GenEvalRules.counting_threshold
-    max_objects: int = GenEvalRules.max_objects
-    position_threshold: float = GenEvalRules.position_threshold
+    images_per_prompt: Annotated[int, Field(ge=1, le=64)] = 4
+    seed: Seed = 42
+    threshold: Probability = GenEvalRules.threshold
+    counting_threshold: Probability = GenEvalRules.counting_threshold
+    max_objects: Annotated[int, Field(ge=1, le=1000)] = GenEvalRules.max_objects
+    position_threshold: Probability = GenEvalRules.position_threshold
 
 
 @register_task("geneval")
@@ -261,22 +263,18 @@ def check_prompt_metadata(path: Path, record: dict) -> None:
         raise InputError(f"{path} is missing: each prompt folder needs its line of evaluation_metadata.jsonl "
                          "(one JSON object) as metadata.jsonl")
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        text = read_text(path, "metadata").strip()
         theirs = json.loads(text.splitlines()[0]) if text else None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise InputError(f"{path} is not JSON ({exc}); write the prompt's metadata line there") from exc
     if theirs != record:
         raise InputError(f"{path} does not match the official prompt for this folder: expected {json.dumps(record)}, "
                          f"found {text[:300]}. Folder i must hold prompt line i of evaluation_metadata.jsonl.")
 
 
-def check_image(path: Path) -> None:
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-            image.verify()
-    except Exception as exc:  # PIL raises many types for broken files
-        raise InputError(f"{path} is not a readable PNG ({exc}); regenerate or re-save it") from exc
+def check_image(path: Path, caps: InputCaps = InputCaps()) -> None:
+    """Decoded once, under the pixel cap: a truncated or oversized file is refused before scoring."""
+    mode = decode_image(path, caps, "task 'geneval'")
     if mode != "RGB":
         raise InputError(f"{path} is a {mode} image; GenEval scores 8-bit RGB images. Save it with "
                          "Image.convert('RGB') (no alpha channel, no palette, no greyscale).")

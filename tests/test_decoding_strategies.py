@@ -13,11 +13,11 @@ from scipy.stats import chisquare
 
 from baselines.decoding.ar import ar_decode
 from baselines.decoding.blockwise import blockwise_decode
-from baselines.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts
+from harness.protocols.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts
 from baselines.decoding.early_exit import EarlyExitConfig, early_exit_decode, exit_schedule
-from baselines.decoding.generation import GenerationResult, SamplingConfig, validate_result, warp
-from baselines.decoding.gpt import GPTConfig, GPTModel, init_gpt
-from baselines.decoding.interface import ARModel, ModelOutput
+from harness.protocols.decoding.generation import GenerationResult, SamplingConfig, validate_result, warp
+from harness.protocols.decoding.gpt import GPTConfig, GPTModel, init_gpt
+from harness.protocols.decoding.interface import ARModel, ModelOutput
 from baselines.decoding.jacobi import jacobi_decode
 from baselines.decoding.speculative import speculative_decode
 from harness.errors import ArbenchError
@@ -125,7 +125,7 @@ def test_hf_adapter_matches_transformers_generate_and_runs_strategies():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from baselines.decoding.hf import HFCausalLM
+    from harness.protocols.decoding.hf import HFCausalLM
 
     def llama(layers: int, seed: int):
         torch.manual_seed(seed)

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from baselines.decoding.ar import ar_decode
-from baselines.decoding.generation import GenerationResult
-from baselines.decoding.strategy import DecodingStrategy
 from harness.errors import ArbenchError
+from harness.protocols.decoding.generation import GenerationResult
+from harness.protocols.decoding.strategy import DecodingStrategy
 from harness.provenance import hardware_fingerprint
 from harness.runner import RunOptions, Runner
 from harness.store import Store
+from run_context_double import FakeContext
 from tasks.decoding_speedup import DecodingSpeedupMini, MiniConfig
 
 SMALL = {"max_prompts": 4, "max_new_tokens": 16, "batch_sizes": [1, 2], "rounds": 1, "warmup": 0}
@@ -76,16 +77,6 @@ class BrokenLossless(DecodingStrategy):
         rows = [row[:self.config.flip_at] + [(row[self.config.flip_at] + 1) % 256] + row[self.config.flip_at + 1:]
                 for row in out.tokens]
         return GenerationResult(rows, out.target_passes)
-
-
-class FakeContext:
-    world_size, is_main, device = 1, True, "cpu"
-
-    def __init__(self):
-        self.extra_provenance, self.notes = {}, []
-
-    def log(self, message):
-        self.notes.append(message)
 
 
 def test_lossless_strategy_that_diverges_fails_the_run():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.digits.data import digits_to_images, held_out_mask, load_digits_arrays
-from baselines.digits.feature_net import DigitsNet, digits_features, load_digits_net
+from harness.datasets.digits import digits_to_images, held_out_mask, load_digits_arrays
+from harness.features.digits_net import DigitsNet, digits_features, load_digits_net
 from baselines.digits.pca_generator import DigitsPCAGaussian
 from harness.api import Request
 from harness.metrics import feature_statistics, frechet_distance

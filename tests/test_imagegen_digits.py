@@ -22,7 +22,7 @@ def runner(results_dir):
 
 
 def test_tokenisation_round_trip_matches_the_task_format():
-    from baselines.digits.data import digits_to_images, load_digits_arrays
+    from harness.datasets.digits import digits_to_images, load_digits_arrays
 
     images, _ = load_digits_arrays()
     tokens = digits_mini.quantise(images[:20])
@@ -50,7 +50,7 @@ def test_generation_is_per_request_and_class_conditional(name):
     assert whole.shape == (10, 16, 16, 3) and whole.dtype == np.uint8
     np.testing.assert_array_equal(whole, np.concatenate([method.generate(requests[:3]), method.generate(requests[3:])]))
     # a trained class-conditional model: DigitsNet recognises most samples as the requested class
-    from baselines.digits.feature_net import digits_features, load_digits_net
+    from harness.features.digits_net import digits_features, load_digits_net
 
     samples = method.generate([Request(i, str(i), i, {"label": i % 10, "image_size": 32}) for i in range(100)])
     predicted = digits_features(load_digits_net()[0], samples)["logits"].argmax(1)

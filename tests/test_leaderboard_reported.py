@@ -19,7 +19,7 @@ from harness.errors import InputError
 from harness.store import MethodRow, RunRow, Store, TaskRow
 from leaderboard.board import build_groups
 from leaderboard.data import load_snapshot
-from leaderboard.reported import DEFAULT_FILE, load_reported, read_data_file
+from harness.reported import DEFAULT_FILE, load_reported, read_data_file
 
 SEED_METHODS = ("LlamaGen", "VAR", "MAR", "RAR", "PAR", "xAR", "FlowAR", "ImageFolder", "AiM", "RQ-Transformer")
 

@@ -167,7 +167,7 @@ def test_bundled_checkpoints_are_small_and_complete(kind):
 
 @pytest.mark.parametrize("method", ["ar-transformer", "vanilla-nat", "ctc-nat", "cmlm"])
 def test_bundled_translators_translate_and_do_not_depend_on_the_batch(method):
-    from baselines.translation.corpus import SPLITS, build
+    from harness.datasets.en_de_corpus import SPLITS, build
     from harness.metrics.text import bleu
     from harness.registry import METHODS
 

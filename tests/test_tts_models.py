@@ -174,9 +174,9 @@ def test_whisper_large_v3_spec_fails_clearly_when_absent(tmp_path, monkeypatch):
 def test_offline_speaker_net_separates_espeak_voices():
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
-    from baselines.tts.espeak import EspeakConfig, synthesize
+    from harness.datasets.espeak import EspeakConfig, synthesize
     from harness.features.speaker import load_speaker_encoder
-    from tasks.tts import to_16k_mono
+    from harness.features.audio import to_16k_mono
 
     encoder = load_speaker_encoder("espeak-speaker-tdnn")
 

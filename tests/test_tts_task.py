@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 
 from harness.errors import InputError
-from tasks.tts import (SAMPLE_RATE, SeedTTSEnglish, TTSConfig, parse_librispeech_pc_list, parse_seed_list,
-                       read_audio, to_16k_mono)
+from harness.features.audio import SAMPLE_RATE, to_16k_mono
+from tasks.tts import SeedTTSEnglish, TTSConfig, parse_librispeech_pc_list, parse_seed_list, read_audio
+from run_context_double import FakeContext
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 
@@ -111,22 +112,6 @@ class FakeASR:
 class FakeSpeaker:
     def similarity(self, audio, reference) -> float:
         return 0.5
-
-
-class FakeContext:
-    device, is_main = "cpu", True
-
-    def __init__(self, run_dir: Path):
-        self.run_dir, self.notes, self.extra_provenance = run_dir, [], {}
-
-    def log(self, message: str) -> None:
-        self.notes.append(message)
-
-    def progress(self, iterable, total=None, desc=""):
-        return iterable
-
-    def artifact(self, name: str) -> Path:
-        return self.run_dir / name
 
 
 def test_missing_file_scores_100_percent_and_is_listed(tmp_path, monkeypatch):

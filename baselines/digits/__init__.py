@@ -1,1 +1,1 @@
-"""Bundled offline models for the digits-c2i task: a feature network and a class-conditional generator."""
+"""Bundled offline generator for the digits-c2i task (its feature network and data are in harness/features/digits_net.py and harness/datasets/digits.py)."""

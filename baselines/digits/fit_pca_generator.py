@@ -13,7 +13,7 @@ import json
 import numpy as np
 from safetensors.numpy import save_file
 
-from baselines.digits.data import held_out_mask, load_digits_arrays
+from harness.datasets.digits import held_out_mask, load_digits_arrays
 from baselines.digits.pca_generator import WEIGHTS_PATH
 
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from baselines.digits.data import digits_to_images, held_out_mask, load_digits_arrays
-from baselines.digits.feature_net import WEIGHTS_PATH, DigitsNet, config_metadata
+from harness.datasets.digits import digits_to_images, held_out_mask, load_digits_arrays
+from harness.features.digits_net import WEIGHTS_PATH, DigitsNet, config_metadata
 
 
 def shifted(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

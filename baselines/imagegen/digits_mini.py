@@ -16,7 +16,7 @@ import torch
 
 from baselines.imagegen.llamagen_gpt import GPTConfig, LlamaGenGPT
 from baselines.imagegen.par import PARConfig, PARGPT
-from baselines.digits.data import DIGIT_MAX, digits_to_images
+from harness.datasets.digits import DIGIT_MAX, digits_to_images
 
 LEVELS = 4
 WEIGHTS_DIR = Path(__file__).with_name("weights")
@@ -37,7 +37,7 @@ IMAGE_SIZE = 32  # the digits-c2i rendering, used when a request does not say
 
 def tokens_to_images(tokens: torch.Tensor | np.ndarray, size: int) -> np.ndarray:
     """(N, 64) token ids -> uint8 NHWC RGB in the digits-c2i format (level -> value level * 16 / 3,
-    rendered by `baselines.digits.data.digits_to_images`)."""
+    rendered by `harness.datasets.digits.digits_to_images`)."""
     levels = np.asarray(tokens, dtype=np.float64).reshape(-1, 8, 8)
     return digits_to_images(levels * DIGIT_MAX / (LEVELS - 1), size)
 

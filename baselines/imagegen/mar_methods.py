@@ -92,7 +92,7 @@ def read_mar_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 class MARMethod(ReleasedClassToImage):
     """A released MAR checkpoint: random-order masked generation with a per-token diffusion head."""
 
-    family = "masked"  # as the reported MAR rows (leaderboard/reported_results.toml)
+    family = "masked"  # as the reported MAR rows (harness/reported_results.toml)
     Config = MARSettings
     arch: ClassVar[str] = "mar_base"
     mar_spec: ClassVar[WeightSpec]

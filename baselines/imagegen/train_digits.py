@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
-from baselines.digits.data import held_out_mask
+from harness.datasets.digits import held_out_mask
 from baselines.imagegen.digits_mini import FILES, LEVELS, MINI_CONFIG, MINI_PAR, build, quantise
 from baselines.imagegen.par import PARGPT
 

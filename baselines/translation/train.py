@@ -29,7 +29,7 @@ import torch
 from baselines.translation.ar import ARTransformer
 from baselines.translation.checkpoint import CHECKPOINT_DIR, save_checkpoint
 from baselines.translation.cmlm import CMLM
-from baselines.translation.corpus import build_splits
+from harness.datasets.en_de_corpus import build_splits
 from baselines.translation.ctc import CTCNAT
 from baselines.translation.layers import TransformerConfig, parameter_count
 from baselines.translation.nat import VanillaNAT
@@ -120,7 +120,7 @@ def main() -> None:
     model_cfg = TransformerConfig(vocab_size=len(vocab))
     train_pairs = [(vocab.encode(en), vocab.encode(de)) for en, de in tokenized["train"]]
     report: dict[str, dict] = {}
-    common = {"corpus": "nat-mini (baselines/translation/corpus.py)", "train_pairs": len(train_pairs),
+    common = {"corpus": "nat-mini (harness/datasets/en_de_corpus.py)", "train_pairs": len(train_pairs),
               "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "warmup": cfg.warmup,
               "label_smoothing": cfg.epsilon, "seed": cfg.seed, "checkpoint_averaging": "none"}
 

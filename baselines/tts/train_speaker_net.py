@@ -8,7 +8,7 @@ speakers and sentences, i.e. on voices the network never saw.
 
     .venv/bin/python -m baselines.tts.train_speaker_net    # about 3.3 minutes of CPU time
 
-Deterministic (fixed seeds, one thread); writes baselines/tts/espeak_speaker_tdnn.safetensors.
+Deterministic (fixed seeds, one thread); writes harness/datasets/espeak_speaker_tdnn.safetensors.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from baselines.tts.espeak import EspeakConfig, espeak_version, synthesize
+from harness.datasets.espeak import EspeakConfig, espeak_version, synthesize
+from harness.features.audio import to_16k_mono
 from harness.features.speaker import ESPEAK_TDNN_PATH, TDNNSpeakerConfig, TDNNSpeakerNet
-from tasks.tts import to_16k_mono
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 from safetensors.numpy import load_file
 
-from baselines.video.moving_digits import DEFAULT, random_motion, render_clips
+from harness.datasets.moving_digits import DEFAULT, random_motion, render_clips
 from harness.api import Method, Request
 from harness.errors import MissingAssetError
 from harness.provenance import sha256_file

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file
 
-from baselines.video.digit_features import WEIGHTS_PATH as NET_PATH, DigitMotionNet
+from harness.features.digit_motion_net import WEIGHTS_PATH as NET_PATH, DigitMotionNet
 from baselines.video.digits_generator import WEIGHTS_PATH as GENERATOR_PATH
-from baselines.video.moving_digits import NUM_CLASSES, digit_sprites, sample_clips
+from harness.datasets.moving_digits import NUM_CLASSES, digit_sprites, sample_clips
 
 PCA_COMPONENTS = 8
 STEPS = 1000

@@ -1,1 +1,3 @@
-"""Feature networks used by metrics (Inception, I3D, CLIP, ASR, speaker models), one module each."""
+"""Feature (evaluator) networks used by metrics, one module each: Inception, I3D, VideoMAE, CLIP, the GenEval
+detector, ASR, speaker and UTMOS models, and the bundled offline nets (`digits_net`, `digit_motion_net`); `audio`
+prepares speech for them."""

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from baselines.decoding.interface import ARModel, ModelOutput
+from harness.protocols.decoding.interface import ARModel, ModelOutput
 from harness.errors import ArbenchError
 from harness.provenance import sha256_file
 

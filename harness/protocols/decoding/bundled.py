@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from baselines.decoding.gpt import GPTModel, encode
-from baselines.decoding.interface import ARModel
+from harness.protocols.decoding.gpt import GPTModel, encode
+from harness.protocols.decoding.interface import ARModel
 from harness.errors import ArbenchError, InputError
+from harness.inputs import read_text
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BUNDLED_MODELS = {
@@ -27,13 +28,13 @@ def load_model(spec: str, device: str = "cpu") -> ARModel:
         path = BUNDLED_MODELS[spec]
         if not path.is_file():
             raise ArbenchError(f"bundled model {spec} is missing at {path}; run "
-                               f"`python -m baselines.decoding.train_tiny_kjv` to recreate it.")
+                               f"`python -m harness.protocols.decoding.train_tiny_kjv` to recreate it.")
         return GPTModel.load(path, spec, device)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".safetensors":
         return GPTModel.load(path, device=device)
     if path.is_dir():
-        from baselines.decoding.hf import HFCausalLM
+        from harness.protocols.decoding.hf import HFCausalLM
 
         return HFCausalLM.load(path, device)
     raise ArbenchError(f"model {spec!r} is neither a bundled model ({', '.join(BUNDLED_MODELS)}), a GPT "
@@ -49,7 +50,7 @@ def read_prompts(path: Path, model_path: str | None = None) -> list[dict]:
                          f"\"prompt\" or \"prompt_ids\"}} object per line.")
     tokenizer = None
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "prompts").splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -12,7 +12,7 @@ Chapters are separated by EOS. Deterministic seeds; one CPU thread for reproduci
 `models/*.safetensors` (float16), `models/prompts-kjv.jsonl` and `models/training.json` (settings,
 losses, held-out bits per byte, seconds).
 
-    python -m baselines.decoding.train_tiny_kjv [--target-steps N] [--draft-steps N]
+    python -m harness.protocols.decoding.train_tiny_kjv [--target-steps N] [--draft-steps N]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from baselines.decoding.gpt import EOS_ID, GPT, GPTConfig, encode, init_gpt
+from harness.protocols.decoding.gpt import EOS_ID, GPT, GPTConfig, encode, init_gpt
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 TRAIN_RANGES = ("Gen1:1-Job42:17", "Eccl1:1-SSol8:14", "Jer1:1-Mal4:6", "Mat1:1-Luke24:53", "Acts1:1-Rev22:21")

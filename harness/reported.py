@@ -1,6 +1,6 @@
 """Paper-reported results: the curated data file and its idempotent loader (`arbench reported load`).
 
-The data file (`leaderboard/reported_results.toml`, versioned with `data_version`) lists each figure
+The data file (`harness/reported_results.toml`, versioned with `data_version`) lists each figure
 with its paper, the table or README it comes from, the sampler settings and the evaluation protocol
 it was measured under. Each entry becomes one run with kind="reported", source="reported":
 
@@ -25,11 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from harness.errors import InputError
 from harness.signature import Signature
-from harness.store import MethodRow, MetricRow, RunRow, Store, TaskRow, utcnow
+from harness.store import ReportedRun, Store
 
 DEFAULT_FILE = Path(__file__).resolve().parent / "reported_results.toml"
 SCHEMA_VERSION = 1
@@ -166,68 +164,28 @@ def load_reported(store: Store, path: Path = DEFAULT_FILE) -> LoadSummary:
     the data file (a later `arbench run` of the real task or method refreshes them from the registry).
     """
     data, entries = read_data_file(path)
-    summary = LoadSummary(data["data_version"])
     tasks_meta = data.get("tasks", {})
     metric_meta = data.get("metrics", {})
-    with store.session() as s:
-        existing = {r.id: r for r in s.scalars(select(RunRow).where(RunRow.kind == "reported"))}
-        for e in entries:
-            old = existing.pop(e.run_id, None)
-            if old is not None and (old.provenance or {}).get("entry_sha256") == e.content_sha256:
-                summary.unchanged += 1
-                continue
-            if old is not None:
-                s.delete(old)
-                s.flush()
-                summary.updated += 1
-            else:
-                summary.added += 1
-            task_row = _task_row(s, e.task, tasks_meta)
-            method_row = _method_row(s, e) if e.method else None
-            run = RunRow(
-                id=e.run_id, task_id=task_row.id, task_version="reported",
-                method_id=method_row.id if method_row else None, kind="reported", source="reported",
-                label=e.label, status="finished", signature=str(e.signature), signature_hash=e.signature.hash,
-                eval_signature=str(e.eval_signature), eval_signature_hash=e.eval_signature.hash,
-                settings=e.settings, provenance={**e.provenance, "entry_sha256": e.content_sha256},
-                started_at=utcnow(), finished_at=utcnow(),
-            )
-            for name, value in e.metrics.items():
-                meta = metric_meta[name]
-                mark = e.marks.get(name) or e.marks.get("*")
-                run.metrics.append(MetricRow(
-                    name=name, value=value, higher_is_better=bool(meta["higher_is_better"]),
-                    unit=meta.get("unit", ""), version="reported",
-                    description=meta.get("description", "") + (f" [{mark}: {MARKS[mark]}]" if mark else ""),
-                ))
-            s.add(run)
-        for stale in existing.values():  # rows of this data file that a newer version no longer lists
-            if (stale.provenance or {}).get("data_file") == Path(path).name:
-                s.delete(stale)
-                summary.removed += 1
-    return summary
-
-
-def _task_row(s, name: str, tasks_meta: dict[str, Any]) -> TaskRow:
-    """The task's row; created from the data file's [tasks.NAME] only when the store has none yet."""
-    row = s.scalar(select(TaskRow).where(TaskRow.name == name))
-    if row is not None:
-        return row
-    meta = tasks_meta.get(name)
-    if meta is None:
-        raise InputError(f"task {name!r} is not in the store yet and has no [tasks.{name}] table in the data file "
-                         "(modality, primary_metric, description); add one.")
-    row = TaskRow(name=name, version=str(meta.get("version", "1")), modality=meta["modality"],
-                  description=meta.get("description", ""), primary_metric=meta.get("primary_metric"))
-    s.add(row)
-    s.flush()
-    return row
-
-
-def _method_row(s, e: ReportedEntry) -> MethodRow:
-    row = s.scalar(select(MethodRow).where(MethodRow.name == e.method))
-    if row is None:
-        row = MethodRow(name=e.method, family=e.family, description=e.provenance["paper"])
-        s.add(row)
-        s.flush()
-    return row
+    runs = []
+    for e in entries:
+        meta = tasks_meta.get(e.task)
+        task_fields = None if meta is None else {
+            "version": str(meta.get("version", "1")), "modality": meta["modality"],
+            "description": meta.get("description", ""), "primary_metric": meta.get("primary_metric")}
+        metrics = []
+        for name, value in e.metrics.items():
+            unit_meta = metric_meta[name]
+            mark = e.marks.get(name) or e.marks.get("*")
+            metrics.append(dict(
+                name=name, value=value, higher_is_better=bool(unit_meta["higher_is_better"]),
+                unit=unit_meta.get("unit", ""), version="reported",
+                description=unit_meta.get("description", "") + (f" [{mark}: {MARKS[mark]}]" if mark else ""),
+            ))
+        runs.append(ReportedRun(
+            run_id=e.run_id, task=e.task, task_fields=task_fields, method=e.method, method_family=e.family,
+            method_description=e.provenance["paper"], label=e.label, signature=str(e.signature),
+            signature_hash=e.signature.hash, eval_signature=str(e.eval_signature),
+            eval_signature_hash=e.eval_signature.hash, settings=e.settings, provenance=e.provenance,
+            content_sha256=e.content_sha256, metrics=metrics,
+        ))
+    return LoadSummary(data["data_version"], **store.sync_reported(runs, data_file=Path(path).name))

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from baselines.decoding.interface import ARModel, ModelOutput
+from harness.protocols.decoding.interface import ARModel, ModelOutput
 from harness.errors import ArbenchError
 from harness.provenance import sha256_file
 

@@ -13,8 +13,8 @@ from typing import Any, ClassVar, Sequence
 
 import torch
 
-from baselines.decoding.generation import GenerationResult, SamplingConfig
-from baselines.decoding.interface import ARModel
+from harness.protocols.decoding.generation import GenerationResult, SamplingConfig
+from harness.protocols.decoding.interface import ARModel
 from harness.api import Method, Request
 from harness.errors import ArbenchError
 
