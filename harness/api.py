@@ -118,6 +118,25 @@ class Method(ABC):
         """Outputs for a batch of requests, in request order, in the task's output format."""
 
 
+@dataclass(frozen=True)
+class SubmissionSpec:
+    """What a submission to a task is: declared on the task class (`Task.submission`), never inferred.
+
+    `modality` is what the submitted adapter produces (its `Method.modality` must match), `interface`
+    says in one line what its `generate(requests)` takes and returns (docs/submissions.md has an example
+    per modality), and `timing_study` tells the worker that the task's own `run()` (timer, baseline and
+    method interleaved in one process) runs inside the sandbox and its metrics come back as data,
+    instead of samples the worker scores.
+
+    >>> SubmissionSpec("translation", "generate(requests) -> list[str]").timing_study
+    False
+    """
+
+    modality: str
+    interface: str
+    timing_study: bool = False
+
+
 class Task(ABC):
     """A benchmark protocol. Subclasses set the class attributes and implement the abstract methods.
 
@@ -136,6 +155,8 @@ class Task(ABC):
     #: Bundled, offline-capable tasks run in `arbench demo` with these methods.
     offline: ClassVar[bool] = False
     demo_methods: ClassVar[tuple[str, ...]] = ()
+    #: What a submission to this task is (None: the task takes none). Every protocol task declares one.
+    submission: ClassVar[SubmissionSpec | None] = None
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
@@ -189,5 +210,10 @@ class Task(ABC):
         shard_dirs = ctx.generate_sharded(method, requests, self.write_shard)
         if not ctx.is_main:
             return []
-        samples = self.read_generated(shard_dirs, requests)
-        return self.score(samples, ctx)
+        return self.score_generated(shard_dirs, requests, ctx)
+
+    def score_generated(self, shard_dirs: Sequence[Path], requests: Sequence[Request],
+                        ctx: "RunContext") -> list["MetricValue"]:
+        """Read generated shards back (the task's loader validates them) and score them; the submission
+        worker calls this on the shards a sandboxed child handed back."""
+        return self.score(self.read_generated(shard_dirs, requests), ctx)

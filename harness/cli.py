@@ -394,11 +394,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from harness.store import Store
     from harness.worker import Limits, Worker
 
-    limits = Limits(memory_mb=args.memory_mb, wall_seconds=args.time_limit)
+    limits = Limits(memory_mb=args.memory_mb, wall_seconds=args.time_limit, processes=args.max_processes)
     worker = Worker(Store(args.db), tasks=args.task, lease_seconds=args.lease_seconds, limits=limits,
-                    batch_size=args.batch_size, shard_size=args.shard_size)
-    print(f"worker {worker.worker_id} started", file=sys.stderr)
-    done = worker.run(once=args.once)
+                    batch_size=args.batch_size, shard_size=args.shard_size, allow_unsandboxed=args.allow_unsandboxed)
+    print(f"worker {worker.worker_id} started; {worker.isolation.summary(limits)}", file=sys.stderr)
+    done = worker.run(once=args.once, max_jobs=args.max_jobs, report=lambda outcome: print(outcome.line(), flush=True))
     print(f"worker {worker.worker_id}: {done} job(s) processed", file=sys.stderr)
     return 0
 
@@ -510,7 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.set_defaults(func=cmd_retry)
     p = sub.add_parser("worker", help="run submissions from the queue, each in a limited child process")
-    p.add_argument("--once", action="store_true", help="process at most one job, then exit")
+    p.add_argument("--once", action="store_true", help="process every pending job, then exit")
+    p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+    p.add_argument("--max-processes", type=int, default=256, help="processes and threads a job may run at once")
+    p.add_argument("--allow-unsandboxed", action="store_true",
+                   help="where bubblewrap is unavailable, run submitted adapters anyway (resource limits only; "
+                        "logged and written in each job's history)")
     p.add_argument("--task", action="append", help="only jobs of this task (repeatable)")
     p.add_argument("--lease-seconds", type=float, default=30.0)
     p.add_argument("--memory-mb", type=int, default=8192, help="address-space limit of the child")

@@ -1,14 +1,20 @@
 """The child process that runs a submission's method, away from the database: `python -m harness.sandbox SPEC`.
 
-The worker starts it with resource limits, in its own working folder, with a scrubbed environment and,
-where the machine allows, in its own network and mount namespaces (no database server reachable, the
-results folder hidden, everything but its working folder read-only). It writes the generated shards
-with the task's own writer and a `result.json`; the worker (harness code) reads them back, scores them
-and writes the results.
+The worker starts it inside the job's sandbox (`harness.isolation`: bubblewrap, resource limits, a scrubbed
+environment). It reads `spec.json` (paths relative to the spec's folder), builds the method (a registered
+one, or the adapter's `module:Class`) and the task, and writes into `out/`:
+
+* a task that is scored from samples: the generated shards, written by the task's own writer, and
+  `result.json` (shard names and the method's settings). The worker copies back regular files only and
+  scores them with the task's own loader; nothing the child computes is taken as a number.
+* a timing study (`Task.submission.timing_study`): the task's whole `run()` (method and baseline timed
+  in this one process, as the protocol requires) and `metrics.json`, which the worker checks as data and
+  records as measured inside the sandbox.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import sys
@@ -25,7 +31,7 @@ def load_method_class(method: str, adapter_dir: str | None) -> type[Method]:
         return METHODS.get(method)
     if adapter_dir:
         path = Path(adapter_dir)
-        sys.path.insert(0, str(path if path.is_dir() else path))  # a folder, or a .whl (zip import)
+        sys.path.insert(0, str(path))  # a folder, or a .whl (zip import)
     module_name, _, class_name = method.partition(":")
     cls = getattr(importlib.import_module(module_name), class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Method)):
@@ -34,11 +40,14 @@ def load_method_class(method: str, adapter_dir: str | None) -> type[Method]:
 
 
 def main(spec_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
-    method_cls = load_method_class(spec["method"], spec.get("adapter_dir"))
+    spec_file = Path(spec_path).resolve()
+    job = spec_file.parent
+    spec = json.loads(spec_file.read_text())
+    adapter = job / spec["adapter"] if spec.get("adapter") else None
+    method_cls = load_method_class(spec["method"], str(adapter) if adapter else None)
     values = dict(spec.get("settings") or {})
     if spec.get("checkpoint"):
-        values["checkpoint"] = spec["checkpoint"]
+        values["checkpoint"] = str(job / spec["checkpoint"])
     method = method_cls(build_config(method_cls.Config, values, f"method {spec['method']!r}"), device="cpu")
     task_cls = TASKS.get(spec["task"])
     task = task_cls(build_config(task_cls.Config, spec.get("task_settings") or {}, f"task {spec['task']!r}"))
@@ -46,14 +55,18 @@ def main(spec_path: str) -> int:
     info = dict(name=spec["method"], family=method.family, description=method.description, version=method.version)
     plan = Runner._plan(task, info, "run", method.settings(), None, method)
     options = RunOptions(batch_size=spec["batch_size"], shard_size=spec["shard_size"], progress=False)
-    out = Path(spec["out_dir"])
+    out = job / "out"
     ctx = RunContext(plan, options, "sandbox", out, "cpu")
-    shard_dirs = ctx.generate_sharded(method, task.requests(), task.write_shard)
     settings = {k: v for k, v in method.settings().items() if k != "checkpoint"}
-    (out / "result.json").write_text(json.dumps({
-        "shards": [str(p.relative_to(out)) for p in shard_dirs],
-        "method_settings": settings, "family": method.family, "description": method.description,
-    }))
+    result: dict = {"method_settings": settings, "family": method.family, "description": method.description}
+    if spec.get("timing_study"):
+        metrics = task.run(method, ctx)
+        result["metrics"] = [dataclasses.asdict(m) for m in metrics]
+        result["log"] = ctx.notes[-50:]
+    else:
+        shard_dirs = ctx.generate_sharded(method, task.requests(), task.write_shard)
+        result["shards"] = [str(p.relative_to(out)) for p in shard_dirs]
+    (out / "result.json").write_text(json.dumps(result))
     return 0
 
 

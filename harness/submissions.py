@@ -4,14 +4,14 @@ A manifest (`arbench submit manifest.toml`):
 
     task = "digits-c2i"
     method = "digits-pca-gaussian"       # a registered method, or "module:Class" from adapter_path
-    adapter_path = "adapter"             # folder (or .whl) next to the manifest; only with module:Class
+    adapter_path = "adapter"             # folder (or .whl) inside the manifest's folder; only with module:Class
     label = "PCA-Gauss (ours)"
     license = "MIT"
     [submitter]
     name = "Jane Doe"
     contact = "jane@example.org"         # kept private: never exported, never shown
     [checkpoint]                         # optional; safetensors preferred
-    path = "model.safetensors"           # or url = "https://..."
+    path = "model.safetensors"           # inside the manifest's folder; or url = "https://..." (https only)
     sha256 = "<64 hex digits>"
     [settings]                           # the method's sampler/decoder settings (in the signature)
     temperature = 1.0
@@ -26,20 +26,22 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import os
 import re
 import shutil
 import sys
 import uuid
 from dataclasses import fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
 from sqlalchemy import select, update
 
-from harness.config import results_dir
+from harness.config import arbench_home, results_dir
 from harness.errors import ArbenchError
 from harness.inputs import read_text
+from harness.isolation import inside
 from harness.registry import METHODS, TASKS
 from harness.settings import build_settings
 from harness.store import Store, SubmissionEventRow, SubmissionRow, utcnow
@@ -148,12 +150,19 @@ def _semantic_problems(manifest: dict[str, Any], base: Path) -> list[str]:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         problems.append(f"key 'task': {task_name!r} is not a registered task{hint}; see `arbench tasks`")
     else:
-        from harness.api import Task
-
-        if TASKS.get(task_name).run is not Task.run:
-            problems.append(f"key 'task': {task_name!r} is a timing study, which does not take submissions")
         task_cls = TASKS.get(task_name)
+        if task_cls.submission is None:  # declared on the task class (harness.api.SubmissionSpec)
+            problems.append(f"key 'task': {task_name!r} declares no submission interface, so it takes none")
+        elif method in METHODS.names() and METHODS.get(method).modality != task_cls.submission.modality:
+            problems.append(f"key 'method': {method!r} produces {METHODS.get(method).modality!r}, but a submission "
+                            f"to {task_name!r} produces {task_cls.submission.modality!r}")
         problems += _unknown_settings("task_settings", manifest.get("task_settings", {}), task_cls.Config)
+        home = arbench_home().resolve()
+        for key, value in manifest.get("task_settings", {}).items():
+            looks_like_path = isinstance(value, str) and (os.sep in value or "\\" in value or value.startswith("~"))
+            if looks_like_path and not inside(Path(value).expanduser().resolve(), home):
+                problems.append(f"key 'task_settings.{key}': {value!r} is a path outside the operator's data folder "
+                                f"{home} ($ARBENCH_HOME); a submission may name only files the operator put there")
     is_adapter = ":" in method
     if is_adapter:
         if not ADAPTER_PATTERN.match(method):
@@ -172,15 +181,46 @@ def _semantic_problems(manifest: dict[str, Any], base: Path) -> list[str]:
         if "checkpoint" in manifest and "checkpoint" not in {f.name for f in fields(method_cls.Config)}:
             problems.append(f"key 'checkpoint': method {method!r} does not load a checkpoint; drop the key or "
                             "submit an adapter")
-    if "adapter_path" in manifest and not (base / manifest["adapter_path"]).exists():
-        problems.append(f"key 'adapter_path': {base / manifest['adapter_path']} does not exist")
+    if "adapter_path" in manifest:
+        problems += confinement_problems("adapter_path", manifest["adapter_path"], base, folder_ok=True)
     checkpoint = manifest.get("checkpoint")
     if checkpoint is not None:
         if ("path" in checkpoint) == ("url" in checkpoint):
             problems.append("key 'checkpoint': give exactly one of path or url")
-        elif "path" in checkpoint and not (base / checkpoint["path"]).is_file():
-            problems.append(f"key 'checkpoint.path': {base / checkpoint['path']} is not a file")
+        elif "path" in checkpoint:
+            problems += confinement_problems("checkpoint.path", checkpoint["path"], base, folder_ok=False)
+        elif not checkpoint["url"].startswith("https://"):
+            problems.append(f"key 'checkpoint.url': {checkpoint['url']!r} is not an https:// address; only https "
+                            "is downloaded (or ship the file and give checkpoint.path)")
     return problems
+
+
+def confinement_problems(key: str, rel: str, base: Path, folder_ok: bool) -> list[str]:
+    """A manifest path must stay inside the manifest's folder: relative, no `..`, no symlink that leaves
+    it (checked for every entry of a folder too), and only regular files and folders."""
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or "\\" in rel or ".." in pure.parts or not pure.parts or pure.parts == (".",):
+        return [f"key {key!r}: {rel!r} must be a relative path inside the manifest's folder (no absolute path, "
+                "no '..')"]
+    root = base.resolve()
+    path = base / pure
+    if not path.exists() and not path.is_symlink():
+        return [f"key {key!r}: {path} does not exist"]
+    entries = [path]
+    if path.is_dir() and not path.is_symlink():
+        if not folder_ok:
+            return [f"key {key!r}: {path} is a folder; give a file"]
+        entries += sorted(path.rglob("*"))
+    for entry in entries:
+        where = entry.relative_to(base) if entry != path else rel
+        if entry.is_symlink():
+            if not inside(entry.resolve(), root):
+                return [f"key {key!r}: {where} is a symbolic link that leaves the manifest's folder"]
+        elif not (entry.is_file() or entry.is_dir()):
+            return [f"key {key!r}: {where} is not a regular file or folder"]
+    if not inside(path.resolve(), root):
+        return [f"key {key!r}: {rel!r} leaves the manifest's folder"]
+    return []
 
 
 def _unknown_settings(key: str, values: dict[str, Any], config_cls: type) -> list[str]:
@@ -212,12 +252,12 @@ def submit(store: Store, manifest_path: str | Path, max_attempts: int = DEFAULT_
     bundle.mkdir(parents=True)
     shutil.copy2(manifest_path, bundle / "manifest.toml")
     for rel in filter(None, [manifest.get("adapter_path"), manifest.get("checkpoint", {}).get("path")]):
-        source, target = base / rel, bundle / rel
+        source, target = base / rel, bundle / rel  # both confined by validate_manifest above
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, target)
+            shutil.copytree(source, target, symlinks=True)  # links inside the folder stay links
         else:
-            shutil.copy2(source, target)
+            shutil.copyfile(source, target)
     public = {k: manifest[k] for k in PUBLIC_FIELDS if k in manifest}
     public["submitter"] = manifest["submitter"]["name"]
     with store.session() as s:

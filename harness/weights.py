@@ -9,10 +9,13 @@ checked once per file version (a sidecar records size and mtime of the verified 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
-import shutil
 import tempfile
+import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,25 +86,70 @@ class WeightSpec:
             )
         return digest
 
-    def fetch(self, timeout: float = 60.0) -> Path:
-        """Download into the cache (temporary name, checked, then renamed)."""
+    def fetch(self, timeout: float = 60.0, max_bytes: int = 64 * 2**30) -> Path:
+        """Download into the cache (https only, temporary name, checked, then renamed)."""
         target = self.cache_path
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{self.filename}.")
-        tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(self.url, timeout=timeout) as response:
-                shutil.copyfileobj(response, out)
-            self.verify(tmp)
-            os.replace(tmp, target)
-        except OSError as exc:
-            raise MissingAssetError(
-                f"{self.name}: could not download {self.url} ({exc}). Put the file at {target} by hand."
-            ) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
-            tmp.with_name(tmp.name + ".sha256.json").unlink(missing_ok=True)
+            download(self.url, target, self.sha256, max_bytes=max_bytes, timeout=timeout)
+        except DownloadError as exc:
+            raise MissingAssetError(f"{self.name}: {exc}. Put the file at {target} by hand.") from exc
+        self.verify(target)  # writes the sidecar
         return target
+
+
+class DownloadError(ArbenchError):
+    """A download was refused or failed; the message says which and why."""
+
+
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme != "https":
+            raise DownloadError(f"refused a redirect from {req.full_url} to a non-https address")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def download(url: str, target: Path, sha256: str | None, max_bytes: int, timeout: float = 60.0,
+             total_seconds: float = 6 * 3600.0) -> str:
+    """The one downloader (weights and submitted checkpoints): `https` only, redirects only to `https`,
+    at most `max_bytes`, `timeout` per socket operation and `total_seconds` in all (a server that drips
+    bytes cannot hold a worker forever); written to a temporary name, checked against
+    `sha256` (a mismatch names the expected digest only), then renamed. Returns the digest.
+
+    Written here rather than taken from pooch: pooch (through requests) has no size cap and follows a
+    redirect from https to http, and both are what a submitted URL must not get.
+    """
+    if urllib.parse.urlsplit(url).scheme != "https":
+        raise DownloadError(f"refused {url!r}: only https:// addresses are downloaded")
+    opener = urllib.request.OpenerDirector()  # no file:, ftp: or data: handlers at all
+    for handler in (urllib.request.HTTPSHandler(), _HttpsOnlyRedirects(), urllib.request.HTTPErrorProcessor(),
+                    urllib.request.HTTPDefaultErrorHandler()):
+        opener.add_handler(handler)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    tmp = Path(tmp_name)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, opener.open(url, timeout=timeout) as response:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise DownloadError(f"{url} is {int(declared)} bytes, over the cap of {max_bytes}")
+            size, deadline = 0, time.monotonic() + total_seconds
+            while chunk := response.read(1 << 20):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DownloadError(f"{url} is larger than the cap of {max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise DownloadError(f"{url} took longer than {total_seconds:g} s to download")
+                digest.update(chunk)
+                out.write(chunk)
+        if sha256 and digest.hexdigest() != sha256:
+            raise DownloadError(f"the file at {url} does not have the expected sha256 {sha256}")
+        os.replace(tmp, target)
+    except (OSError, urllib.error.URLError) as exc:
+        raise DownloadError(f"could not download {url} ({exc})") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest.hexdigest()
 
 
 WEIGHTS: dict[str, WeightSpec] = {}

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 mode="${1:-demo}"
 PY="${PYTHON:-python3}"
 
-system_packages=(espeak-ng sox)
+system_packages=(espeak-ng sox bubblewrap)  # bubblewrap: the submission sandbox (harness/isolation.py)
 [ "$mode" = test ] && system_packages+=(postgresql chromium)
 missing=()
 for pkg in "${system_packages[@]}"; do

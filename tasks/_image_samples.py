@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 
-from harness.api import Request, Task
+from harness.api import Request, SubmissionSpec, Task
 from harness.errors import InputError
 from harness.inputs import (InputCaps, NpyMember, decode_image, load_member, npz_members, read_npy_header, regular_file,
                             verify_member)
@@ -205,6 +205,8 @@ class ClassToImageTask(Task):
     Subclass configs have `num_samples`, `num_classes`, `image_size` and `seed`."""
 
     modality = "class-to-image"
+    submission = SubmissionSpec("class-to-image", "generate(requests) -> uint8 array (N, H, W, 3), one image per "
+                                "request (condition: label, image_size)")
     id_digits: ClassVar[int] = 6
 
     def condition(self, label: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from harness import provenance
-from harness.api import Method, Request, Task
+from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError
 from harness.metrics.base import MetricValue
 from harness.registry import METHODS, register_task
@@ -46,6 +46,8 @@ class C2ISpeedConfig:
 class C2ISpeedupDigits(Task):
     version = "1"
     modality = "class-to-image"
+    submission = SubmissionSpec("class-to-image", "generate(requests) -> uint8 array (N, H, W, 3); timed against the "
+                                "task's baseline inside the sandbox", timing_study=True)
     description = "class-to-image decoding speed vs a baseline generator (images/s, latency, speedup), digits models"
     primary_metric = "speedup_b1"
     Config = C2ISpeedConfig

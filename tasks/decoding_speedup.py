@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from harness import provenance
-from harness.api import Method, Request, Task
+from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError
 from harness.metrics.base import MetricValue
 from harness.protocols.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts
@@ -110,6 +110,9 @@ class DecodingSpeedup(Task):
 
     version = "1"
     modality = MODALITY
+    submission = SubmissionSpec(MODALITY, "a DecodingStrategy (harness.protocols.decoding.strategy) subclass: "
+                                "decode(models, prompt_ids, max_new_tokens, seeds) -> GenerationResult, on the "
+                                "task's target model; timed against AR decoding inside the sandbox", timing_study=True)
     description = ("speedup of a decoding strategy over AR decoding of the same model, interleaved in one process, "
                    "with exactness checks for lossless strategies")
     primary_metric = "speedup"

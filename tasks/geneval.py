@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from harness.api import Method, Request, Task
+from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError, InputError, MissingAssetError
 from harness.inputs import InputCaps, decode_image, read_text
 from harness.features import clip_color, geneval_detector
@@ -93,6 +93,8 @@ class GenEvalConfig:
 class GenEval(Task):
     version = "1"
     modality = "text-to-image"
+    submission = SubmissionSpec("text-to-image", "generate(requests) -> uint8 array (N, H, W, 3), one image per "
+                                "request (condition: prompt, tag, prompt_index, sample_index)")
     description = "GenEval: 553 compositional prompts, Mask2Former + CLIP colour rules (needs weights)"
     primary_metric = "geneval"
     Config = GenEvalConfig
@@ -150,7 +152,7 @@ class GenEval(Task):
             Image.fromarray(image, "RGB").save(target / f"{request.condition['sample_index']:04d}.png")
 
     def read_generated(self, shard_dirs: Sequence[Path], requests: Sequence[Request]) -> list[GenEvalImage]:
-        raise ArbenchError("geneval assembles its image folder in run(); read_generated is not used")
+        raise ArbenchError("geneval assembles its image folder in score_generated(); read_generated is not used")
 
     def assemble_folder(self, shard_dirs: Sequence[Path], target: Path) -> Path:
         """Merge generated shards into GenEval's official layout (metadata.jsonl per prompt folder)."""
@@ -170,10 +172,7 @@ class GenEval(Task):
         tmp.rename(target)
         return target
 
-    def run(self, method: Method, ctx) -> list[MetricValue]:
-        shard_dirs = ctx.generate_sharded(method, self.requests(), self.write_shard)
-        if not ctx.is_main:
-            return []
+    def score_generated(self, shard_dirs: Sequence[Path], requests: Sequence[Request], ctx) -> list[MetricValue]:
         folder = self.assemble_folder(shard_dirs, ctx.artifact("images"))
         ctx.log(f"images in GenEval's layout at {folder}")
         return self.score(self.load_samples(folder), ctx)

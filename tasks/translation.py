@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
-from harness.api import Method, Request, Task
+from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError, InputError, MissingAssetError
 from harness.inputs import InputCaps, read_bytes
 from harness.metrics.base import MetricValue
@@ -126,6 +126,8 @@ class TranslationTask(Task):
 
     version = "1"
     modality = MODALITY
+    submission = SubmissionSpec(MODALITY, "generate(requests) -> list[str], one detokenized translation per "
+                                "request (condition: source, src_lang, tgt_lang)")
     primary_metric = "bleu"
     Config = TranslationConfig
     lowercase: ClassVar[bool] = False

@@ -32,7 +32,7 @@ import numpy as np
 import soundfile as sf
 
 from harness import provenance
-from harness.api import Method, Request, Task
+from harness.api import Method, Request, SubmissionSpec, Task
 import harness.features.asr  # noqa: F401  (importing a feature module registers its weight specs)
 import harness.features.utmos  # noqa: F401
 import harness.features.wavlm_ecapa  # noqa: F401
@@ -199,6 +199,8 @@ class TTSTask(Task):
     """Shared protocol: requests from a list, one wav per utterance id, WER + SIM (+ RTF when generating)."""
 
     modality = "tts"
+    submission = SubmissionSpec("tts", "generate(requests) -> list[(float waveform, sample_rate)] (condition: "
+                                "text, prompt_wav, prompt_text)")
     primary_metric = "wer_seed_utt_mean"
     version = "1"
     Config = TTSConfig

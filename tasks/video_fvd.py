@@ -32,7 +32,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from harness.api import Request, Task
+from harness.api import Request, SubmissionSpec, Task
 from harness.config import arbench_home
 from harness.errors import InputError, MissingAssetError
 from harness.features import i3d, videomae
@@ -82,6 +82,8 @@ class VideoFVDTask(Task):
     statistics per repeat, FVD per repeat (mean and std over repeats)."""
 
     modality = "class-to-video"
+    submission = SubmissionSpec("class-to-video", "generate(requests) -> uint8 array (N, T, H, W, 3), one video "
+                                "per request (condition: label, num_frames, resolution)")
     protocol: FVDProtocol
     metric_name = "fvd"
     metric_description = ""

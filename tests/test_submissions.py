@@ -194,7 +194,7 @@ def test_adapter_jobs_and_their_failures(tmp_path, store, results_dir):
     assert "memory limit of 4096 MB" in state[allocating]["error"]
     # the child cannot reach the real database: it is hidden (an empty folder) or not writable
     assert state[opening]["state"] == "failed" and "sqlite3.OperationalError" in state[opening]["error"]
-    assert "checkpoint sha256 is" in state[bad_sha]["error"]
+    assert "does not have the manifest's sha256" in state[bad_sha]["error"]
     assert "refused" in state[evil]["error"] and "weights_only" in state[evil]["error"]
     assert not marker.exists()
     # the database is intact: the finished runs still have their metric values

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from harness.api import Method, Request, Task
+from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import InputError
 from harness.metrics.base import Accumulator, MetricValue
 from harness.registry import register_method, register_task
@@ -53,6 +53,7 @@ class ToyTaskConfig:
 class ToyGauss(Task):
     version = "1"
     modality = "vector"
+    submission = SubmissionSpec("vector", "generate(requests) -> float array (N, dim)")
     description = "test task: mean of generated Gaussian vectors"
     primary_metric = "mean_value"
     Config = ToyTaskConfig
