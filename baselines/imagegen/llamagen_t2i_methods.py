@@ -55,7 +55,7 @@ FLAN_T5_XL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "s
                     "model.safetensors.index.json", "model-00001-of-00002.safetensors",
                     "model-00002-of-00002.safetensors")
 FLAN_T5_XL = tuple(register_weights(WeightSpec(
-    f"flan-t5-xl-{name.split('.')[0]}", f"flan-t5-xl/{name}", HF_FLAN_T5_XL + name, None, T5_LICENSE,
+    f"flan-t5-xl-{name.rsplit('.', 1)[0].replace('.', '-').replace('_', '-')}", f"flan-t5-xl/{name}", HF_FLAN_T5_XL + name, None, T5_LICENSE,
     f"FLAN-T5-XL text encoder (LlamaGen's caption encoder): {name}")) for name in FLAN_T5_XL_FILES)
 T5_MAX_LENGTH = CAPTION_TOKENS  # upstream --t5-feature-max-len 120
 
