@@ -230,9 +230,19 @@ def test_geneval_refusal_names_method_and_scorer_files(tmp_path, monkeypatch):
         assert name in str(info.value)
 
 
-def test_prompt_cleaning_covers_geneval():
-    prompts = [json.loads(line)["prompt"] for line in GENEVAL_PROMPTS.read_text().splitlines()]
-    assert all(clean_prompt(p) == p for p in prompts)  # GenEval's prompts are already what upstream's cleaning gives
-    assert clean_prompt("  A Photo of  a Dog ") == "a photo of a dog"
+def test_prompt_cleaning_matches_upstream():
+    """Upstream's clean_caption (run by make_llamagen_t2i.py) on GenEval's 553 prompts and a few others."""
+    upstream = json.loads((GOLDEN / "cleaned_prompts.json").read_text())
+    assert len(upstream) >= 555
+    for prompt, cleaned in upstream.items():
+        assert clean_prompt(prompt) == cleaned, prompt
     with pytest.raises(InputError):
         clean_prompt("see https://x.org")
+
+
+def test_method_runs_in_bf16(tiny_files):
+    config = build_config(TinyT2IMethod.Config, {
+        "gpt_weights": str(GOLDEN / "t2i_tiny.pt"), "vq_weights": str(tiny_files / "vq.pt"),
+        "t5_dir": str(tiny_files / "t5")}, "tiny")  # precision bf16: upstream's default
+    images = TinyT2IMethod(config).generate([Request(0, "0", 3, {"prompt": "a photo of a cat"})])
+    assert images.dtype == np.uint8 and images.shape == (1, 8, 8, 3)

@@ -17,7 +17,9 @@ file's storage type; upstream computes with the rounded values in float32). Save
 Outputs: the caption layout, teacher-forced logits (eval mode, upstream's mask: causal, padded caption columns
 hidden, diagonal open) for two token sequences, and a deterministic guided sample (cfg 7.5, top-k 1) with the
 logits upstream's `sample` saw at every step; also GPT-XL's t2i names and shapes at 256 and 512 px (meta device)
-in released_shapes.json.gz.
+in released_shapes.json.gz; and upstream's caption cleaning (`language/t5.py` T5Embedder.text_preprocessing: clean_caption
+twice; needs ftfy and beautifulsoup4, e.g. `pip install --target DIR beautifulsoup4` and DIR in PYTHONPATH) of
+GenEval's 553 prompts and a few others in cleaned_prompts.json.
 """
 
 from __future__ import annotations
@@ -126,6 +128,15 @@ def main(checkout: str) -> None:
     torch.linspace = linspace
     with gzip.GzipFile(OUT / "released_shapes.json.gz", "wb", mtime=0) as f:
         f.write(json.dumps(shapes).encode())
+    # upstream's text cleaning (the instance is only needed for its class attributes: no model is loaded)
+    from language.t5 import T5Embedder
+    embedder = T5Embedder.__new__(T5Embedder)
+    embedder.use_text_preprocessing = True
+    metadata = Path(__file__).resolve().parents[1] / "data" / "geneval_evaluation_metadata.jsonl"
+    prompts = [json.loads(line)["prompt"] for line in metadata.read_text().splitlines()]
+    prompts += ["  A Photo of  a Dog ", "A PHOTO OF A RED CAR"]
+    cleaned = {p: embedder.text_preprocessing(p) for p in prompts}
+    (OUT / "cleaned_prompts.json").write_text(json.dumps(cleaned, indent=0, sort_keys=True) + "\n")
     for k, v in out.items():
         print(k, tuple(v.shape), float(v.float().abs().mean()))
     print("sample tokens", out["sample_tokens"].tolist())
