@@ -52,11 +52,12 @@ def _wait_for_port(port: int, timeout: float) -> None:
     raise RuntimeError(f"the leaderboard server did not listen on port {port} within {timeout:.0f} s")
 
 
-def _open_board(browser, port: int, timeout: float) -> tuple[float, float]:
-    """A first visit (fresh browser context: nothing cached in the browser): page open -> (title, board rows)."""
+def _open_board(browser, port: int, timeout: float, query: str = "") -> tuple[float, float]:
+    """A first visit (fresh browser context: nothing cached in the browser): page open -> (title, board rows).
+    `query` links the board (`?task=...`; the bare URL is the overview)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     start = time.perf_counter()
-    page.goto(f"http://127.0.0.1:{port}/", timeout=timeout * 1000)
+    page.goto(f"http://127.0.0.1:{port}/{query}", timeout=timeout * 1000)
     page.wait_for_selector("h1", timeout=timeout * 1000)
     shell = time.perf_counter() - start
     # The board's own table, not the empty one that stands in while the board loads: that one is removed in
@@ -94,7 +95,7 @@ def _served(app: Path, db_url: str, timeout: float):
         server.wait(timeout=30)
 
 
-def browser_first_render(db_url: str, repeats: int, workdir: Path,
+def browser_first_render(db_url: str, repeats: int, workdir: Path, task: str,
                          timeout: float = 120.0) -> list[dict[str, tuple]] | None:
     """Per repeat, on a newly started `streamlit run` that has served one run page (imports done, no board
     loaded): a first visit that loads the board, then a second first visit (new browser context) that finds
@@ -121,9 +122,9 @@ def browser_first_render(db_url: str, repeats: int, workdir: Path,
                 page.wait_for_selector("text=There is no run", timeout=timeout * 1000)
                 page.close()
                 time.sleep(1.0)  # let the server settle after the warm-up
-                result = {"cold": _open_board(browser, port, timeout)}
+                result = {"cold": _open_board(browser, port, timeout, f"?task={task}")}
                 time.sleep(1.0)  # the server tears the closed page's session down first
-                result["cached"] = _open_board(browser, port, timeout)
+                result["cached"] = _open_board(browser, port, timeout, f"?task={task}")
             with _served(reference, db_url, timeout) as port:
                 time.sleep(1.0)
                 result["reference"] = _open_board(browser, port, timeout)
@@ -180,13 +181,15 @@ def main() -> None:
             st.cache_data.clear()
             st.cache_resource.clear()
             start, cpu = time.perf_counter(), time.process_time()
-            at = AppTest.from_file(str(APP), default_timeout=120).run()
+            at = AppTest.from_file(str(APP), default_timeout=120)
+            at.query_params["task"] = task  # the board (the bare URL is the overview of every task)
+            at.run()
             render_times.append(time.perf_counter() - start)
             render_cpu.append(time.process_time() - cpu)
             assert not at.exception, at.exception
             assert len(at.dataframe) >= 1
         load_before = os.getloadavg()[0]
-        browser = None if args.no_browser else browser_first_render(db_url, args.repeats, tmp)
+        browser = None if args.no_browser else browser_first_render(db_url, args.repeats, tmp, task)
 
         print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
               f"Python {platform.python_version()}, load average (1 min) {load_before:.1f} before the browser "

@@ -12,13 +12,13 @@ the requests, batches them, and hands each batch to the method. Methods seed eve
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence, runtime_checkable
 
 from harness.errors import ArbenchError, InputError
+from harness.inputs import InputCaps
 from harness.signature import Signature
 
 if TYPE_CHECKING:
@@ -45,43 +45,11 @@ class NoSettings:
 
 
 def build_config(config_cls: type, values: Mapping[str, Any], owner: str) -> Any:
-    """Instantiate a settings dataclass from `--set` values, converting to the declared field types."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    kwargs: dict[str, Any] = {}
-    for key, raw in values.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=3, cutoff=0.5)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            known = ", ".join(sorted(fields)) or "(none)"
-            raise ArbenchError(f"{owner} has no setting {key!r}.{hint} Its settings are: {known}.")
-        kwargs[key] = coerce_setting(raw, fields[key], owner)
-    try:
-        return config_cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ArbenchError(f"invalid settings for {owner}: {exc}") from exc
+    """Instantiate a settings dataclass from `--set` values, every setting checked against its declared
+    domain (`harness.settings`)."""
+    from harness.settings import build_settings
 
-
-def coerce_setting(raw: Any, f: dataclasses.Field, owner: str) -> Any:
-    default = f.default if f.default is not dataclasses.MISSING else (
-        f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
-    kind = type(default) if default is not None else None
-    if kind is None or isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
-        return raw
-    try:
-        if kind is bool:
-            text = str(raw).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if kind in (int, float, str):
-            return kind(raw)
-        if kind in (tuple, list) and isinstance(raw, (tuple, list)):
-            return kind(raw)
-    except (TypeError, ValueError):
-        pass
-    raise ArbenchError(f"{owner} setting {f.name!r} expects a {kind.__name__}, got {raw!r}.")
+    return build_settings(config_cls, values, owner)
 
 
 @runtime_checkable
@@ -163,6 +131,8 @@ class Task(ABC):
     description: ClassVar[str] = ""
     primary_metric: ClassVar[str] = ""
     Config: ClassVar[type] = NoSettings
+    #: Limits on the files this protocol reads from users (text size, pixels, audio seconds; harness/inputs.py).
+    caps: ClassVar[InputCaps] = InputCaps()
     #: Bundled, offline-capable tasks run in `arbench demo` with these methods.
     offline: ClassVar[bool] = False
     demo_methods: ClassVar[tuple[str, ...]] = ()

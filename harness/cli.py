@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
 import io
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,18 +19,16 @@ from harness.errors import ArbenchError
 LEADERBOARD_APP = Path(__file__).resolve().parent.parent / "leaderboard" / "app.py"
 
 
-def parse_set(pairs: Sequence[str] | None) -> dict[str, Any]:
-    """`key=value` pairs; values are Python literals where they parse as one, else strings."""
-    values: dict[str, Any] = {}
+def parse_set(pairs: Sequence[str] | None) -> dict[str, str]:
+    """`key=value` pairs, values kept as text: each is parsed strictly by the type its setting declares
+    (`harness.settings`), so `12.5` for an integer setting is refused rather than guessed at."""
+    values: dict[str, str] = {}
     for pair in pairs or []:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ArbenchError(f"malformed --set {pair!r}: write it as key=value, e.g. --set cfg=2.0")
-        try:
-            values[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            values[key] = raw
+        values[key] = raw  # the last of repeated keys wins
     return values
 
 
@@ -38,7 +37,7 @@ def _runner(args: argparse.Namespace):
 
     options = RunOptions(batch_size=args.batch_size, shard_size=args.shard_size, device=args.device,
                          label=getattr(args, "label", None), source=getattr(args, "source", None),
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, repeat=args.repeat)
     if options.batch_size < 1 or options.shard_size < 1:
         raise ArbenchError("--batch-size and --shard-size must be positive integers")
     return Runner(options=options, db_url=args.db)
@@ -76,21 +75,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_names(args.task, args.method)
     from harness import distributed
 
-    result = _runner(args).run(args.task, args.method, parse_set(args.set))
+    runner = _runner(args)
+    result = runner.run(args.task, args.method, parse_set(args.set))
     if distributed.world()[0] == 0:
-        _print_result(result)
+        _print_result(result, runner.store.url)
     return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     _check_names(args.task)
-    result = _runner(args).score(args.task, args.path, parse_set(args.set))
-    _print_result(result)
+    runner = _runner(args)
+    result = runner.score(args.task, args.path, parse_set(args.set))
+    _print_result(result, runner.store.url)
     return 0
 
 
-def _print_result(result) -> None:
-    print(f"run {result.run_id}: {result.status}")
+def _print_result(result, db_url: str) -> None:
+    from harness.store import mask_url
+
+    if result.stored:
+        print(f"run {result.run_id}: {result.status} (stored before: an identical request, same full signature, "
+              "finished already, so nothing was run or stored now; add --repeat to record a repeat)")
+    else:
+        extra = f" (repeat of run {result.repeat_of})" if result.repeat_of else " (resumed)" if result.resumed else ""
+        print(f"run {result.run_id}: {result.status}{extra}")
+    print(f"  database: {mask_url(db_url)}")
     for m in result.metrics:
         arrow = "↑" if m.higher_is_better else "↓"
         ci = f"  [{m.ci_low:.4g}, {m.ci_high:.4g}]" if m.ci_low is not None else ""
@@ -98,8 +107,23 @@ def _print_result(result) -> None:
         print(f"  {m.name:28s} {arrow} {value} {m.unit}{ci}")
 
 
-def format_table(records: list[dict[str, Any]]) -> str:
-    """A plain-text table of runs: one row per run, one column per metric."""
+SHOWN_METRICS = 8
+
+
+def _headline_order(names: list[str], rows: list[dict[str, Any]], primary: str | None) -> list[str]:
+    """The primary metric first, then quality metrics (unitless or a quality unit), then the rest."""
+    units = {n: next(r["metrics"][n].get("unit") or "" for r in rows if n in r["metrics"]) for n in names}
+    cost = ("x", "s", "ms", "tokens/s", "img/s", "passes", "tokens", "MB", "files", "samples")
+    return sorted(names, key=lambda n: (n != primary, units[n] in cost))
+
+
+def format_table(records: list[dict[str, Any]], metrics: Sequence[str] | None = None, group: bool = False) -> str:
+    """A plain-text table of runs: one row per run, one column per metric (the primary metric first).
+
+    `metrics` picks the columns (["all"] for every one; default: the first 8); `group` splits each task by
+    evaluation signature (the rows a board ranks together) and adds the settings that tell rows apart."""
+    from harness.diff import distinguishing_settings
+
     if not records:
         return "no runs stored yet: try `arbench demo`."
     out = io.StringIO()
@@ -107,23 +131,52 @@ def format_table(records: list[dict[str, Any]]) -> str:
     for r in records:
         by_task.setdefault(r["task"], []).append(r)
     for task, rows in by_task.items():
-        metric_names = list(dict.fromkeys(n for r in rows for n in r["metrics"]))[:8]
-        header = ["run", "label", "source", "status", *metric_names]
-        lines = [header]
+        every = _headline_order(list(dict.fromkeys(n for r in rows for n in r["metrics"])), rows,
+                                _primary_metric(task))
+        if metrics and list(metrics) != ["all"]:
+            names = [n for n in metrics if n in every]
+        else:
+            names = every if metrics else every[:SHOWN_METRICS]
+        out.write(f"\n== {task} (v{rows[0]['task_version']})\n")
+        groups: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
-            cells = [r["run_id"][:8], (r["label"] or r["method"] or "")[:28], r["source"], r["status"]]
-            for n in metric_names:
+            groups.setdefault(r["eval_signature_hash"] if group else "", []).append(r)
+        for index, (sig_hash, members) in enumerate(groups.items(), start=1):
+            settings = distinguishing_settings([r["signature"] for r in members]) if group else None
+            if group:
+                out.write(f"-- protocol group P{index}: evaluation signature {sig_hash} ({len(members)} runs)\n")
+            out.write(_table_lines(members, names, settings))
+        hidden = [n for n in every if n not in names]
+        if hidden:
+            out.write(f"  ({len(hidden)} more metrics: {', '.join(hidden)}; --metrics NAME ... or --metrics all)\n")
+    return out.getvalue()
+
+
+def _primary_metric(task: str) -> str | None:
+    from harness.registry import TASKS
+
+    try:
+        return TASKS.get(task).primary_metric
+    except Exception:  # noqa: BLE001 - a task only the store knows (reported rows, a removed plugin)
+        return None
+
+
+def _table_lines(rows: list[dict[str, Any]], names: list[str], settings: list[str] | None) -> str:
+    header = ["run", "label", "source", "status"] + (["settings"] if settings is not None else [])
+    arrows = {n: ("↑" if next(r["metrics"][n]["higher_is_better"] for r in rows if n in r["metrics"]) else "↓")
+              for n in names if any(n in r["metrics"] for r in rows)}
+    lines = [header + [f"{n} {arrows[n]}" for n in names if n in arrows]]
+    for i, r in enumerate(rows):
+        cells = [r["run_id"][:8], (r["label"] or r["method"] or "")[:28], r["source"], r["status"]]
+        if settings is not None:
+            cells.append(settings[i][:60])
+        for n in names:
+            if n in arrows:
                 m = r["metrics"].get(n)
                 cells.append("" if m is None or m["value"] is None else f"{m['value']:.4g}")
-            lines.append(cells)
-        arrows = {n: ("↑" if next(r["metrics"][n]["higher_is_better"] for r in rows if n in r["metrics"]) else "↓")
-                  for n in metric_names}
-        lines[0] = header[:4] + [f"{n} {arrows[n]}" for n in metric_names]
-        widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-        out.write(f"\n== {task} (v{rows[0]['task_version']})\n")
-        for line in lines:
-            out.write("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() + "\n")
-    return out.getvalue()
+        lines.append(cells)
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
+    return "".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() + "\n" for line in lines)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -133,8 +186,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.task and not records:
         print(f"no runs of task {args.task!r} stored; `arbench show` lists every task that has runs.")
         return 0
-    print(format_table(records))
+    print(format_table(records, metrics=args.metrics, group=args.group))
     return 0
+
+
+EXPORT_COLUMNS = ["run_id", "task", "task_version", "method", "label", "source", "status", "metric", "value",
+                  "ci_low", "ci_high", "higher_is_better", "unit", "metric_version", "eval_signature_hash",
+                  "eval_signature", "signature_hash", "signature", "settings", "provenance", "created_at"]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -143,16 +201,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     records = Store(args.db).records(task=args.task)
     if args.format == "json":
         text = json.dumps(records, indent=2, ensure_ascii=False)
-    else:
+    else:  # one row per (run, metric); settings and provenance as JSON text in their cells
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["run_id", "task", "task_version", "method", "label", "source", "status", "metric",
-                         "value", "ci_low", "ci_high", "higher_is_better", "unit", "signature", "created_at"])
+        writer.writerow(EXPORT_COLUMNS)
         for r in records:
+            settings = json.dumps(r["settings"], sort_keys=True, ensure_ascii=False, default=str)
+            prov = json.dumps(r["provenance"], sort_keys=True, ensure_ascii=False, default=str)
             for name, m in (r["metrics"] or {"": {}}).items():
                 writer.writerow([r["run_id"], r["task"], r["task_version"], r["method"], r["label"], r["source"],
                                  r["status"], name, m.get("value"), m.get("ci_low"), m.get("ci_high"),
-                                 m.get("higher_is_better"), m.get("unit"), r["signature"], r["created_at"]])
+                                 m.get("higher_is_better"), m.get("unit"), m.get("version"),
+                                 r["eval_signature_hash"], r["eval_signature"], r["signature_hash"], r["signature"],
+                                 settings, prov, r["created_at"]])
         text = buf.getvalue()
     if args.out:
         try:
@@ -163,6 +224,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"wrote {len(records)} runs to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """What differs between two runs and whether their numbers compare (harness.diff)."""
+    from harness.diff import diff_runs, resolve_run
+    from harness.store import Store
+
+    store = Store(args.db)
+    result = diff_runs(resolve_run(store, args.a), resolve_run(store, args.b))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2, ensure_ascii=False, default=str))
+    else:
+        sys.stdout.write(result.to_text())
     return 0
 
 
@@ -191,14 +266,38 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def port_in_use(address: str, port: int) -> str | None:
+    """Why `address:port` cannot be listened on (None when it can): bound the way the server binds it."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"the address {address!r} does not resolve ({exc.strerror})"
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Tornado does
+            try:
+                sock.bind(sockaddr)
+            except OSError as exc:
+                return f"{sockaddr[0]}:{port} is taken ({exc.strerror})"
+    return None
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.db:
         env["ARBENCH_DB_URL"] = args.db
+    taken = port_in_use(args.address, args.port)
+    if taken:
+        raise ArbenchError(f"cannot serve the leaderboard: {taken}. Another leaderboard may already run there; "
+                           f"open it, stop it, or pick a free port with --port {args.port + 1}.")
+    # client.toolbarMode=viewer: visitors get no "Deploy" button or developer menu.
     cmd = [sys.executable, "-m", "streamlit", "run", str(LEADERBOARD_APP), "--server.headless", "true",
            "--server.address", args.address, "--server.port", str(args.port),
-           "--browser.gatherUsageStats", "false"]
-    print(f"leaderboard on http://{args.address}:{args.port} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
+    print(f"starting the leaderboard on {args.address}:{args.port}; Streamlit prints its URL once it listens "
+          f"(Ctrl-C stops it)", file=sys.stderr, flush=True)
     # Streamlit replaces this process, so a signal to `arbench leaderboard` (SIGTERM from a service manager
     # or `kill`) reaches the server itself instead of orphaning a child that keeps the port.
     os.execve(sys.executable, cmd, env)
@@ -232,7 +331,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             runner.options.label = None
             try:
                 result = runner.run(name, method, {})
-                _print_result(result)
+                _print_result(result, runner.store.url)
             except ArbenchError as exc:
                 failures.append(f"{name} / {method}: {exc}")
                 print(f"error: {exc}", file=sys.stderr)
@@ -309,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="arbench",
         description="ARBench: evaluation harness and leaderboard for autoregressive generative models.",
     )
-    parser.add_argument("--db", default=None, help="database URL (default: $ARBENCH_DB_URL or results/arbench.db)")
+    parser.add_argument("--db", default=None, help="database URL (default: $ARBENCH_DB_URL, else arbench.db in the "
+                                                   "user's results folder: $ARBENCH_RESULTS, $ARBENCH_HOME/results or "
+                                                   "~/.local/share/arbench)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def runner_options(p: argparse.ArgumentParser) -> None:
@@ -323,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
         p.add_argument("--label", default=None, help="display name of this run on the board")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
+        p.add_argument("--repeat", action="store_true",
+                       help="run again even if an identical request finished before, stored as a repeat linked to "
+                            "the first run (for timing studies); without it the stored run is reported")
 
     p = sub.add_parser("tasks", help="list registered tasks")
     p.set_defaults(func=cmd_tasks)
@@ -346,11 +450,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="who produced the samples (default: submitted)")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("show", help="a terminal table of stored results")
+    p = sub.add_parser("show", help="a terminal table of stored results",
+                       description="Stored runs per task, the primary metric first. --group splits each task "
+                                   "into protocol groups (one evaluation signature each: the rows the board "
+                                   "ranks together) and shows the settings that tell a group's rows apart.")
     p.add_argument("task", nargs="?")
+    p.add_argument("--metrics", nargs="+", metavar="NAME",
+                   help=f"these metric columns (`all` for every one; default: the first {SHOWN_METRICS})")
+    p.add_argument("--group", action="store_true", help="group by evaluation signature, with differing settings")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("export", help="every run as a JSON or CSV record")
+    p = sub.add_parser("diff", help="what differs between two runs, and whether their numbers compare",
+                       description="Signature, settings, provenance (hardware, packages, seeds, batch size) and "
+                                   "metrics (values and versions) of run A against run B, with the verdict: "
+                                   "comparable or not, and why. Ids may be shortened to an unambiguous prefix.")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--json", action="store_true", help="the diff as JSON")
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("export", help="every run as a JSON or CSV record",
+                       description="JSON: the full records. CSV: one row per run and metric, with the "
+                                   "evaluation signature (the comparability key), full signature, settings and "
+                                   "provenance (JSON text).")
     p.add_argument("--format", choices=["json", "csv"], default="json")
     p.add_argument("--out", default=None, help="write to this file instead of standard output")
     p.add_argument("--task", default=None, help="only this task")
@@ -397,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=64)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("demo", help="run every offline task on the bundled models and fill results/arbench.db")
+    p = sub.add_parser("demo", help="run every offline task on the bundled models and fill the database")
     runner_options(p)
     p.set_defaults(func=cmd_demo)
 
@@ -409,11 +531,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    if getattr(args, "no_progress", False):
+        # The bars of libraries too (Hugging Face downloads, transformers' checkpoint loading, any tqdm): both
+        # read these variables when first imported, which happens after this point.
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        os.environ["TQDM_DISABLE"] = "1"
+    if args.db is None and args.command not in ("tasks", "methods", "weights"):
+        from harness.config import old_database_note
+
+        note = old_database_note()
+        if note:
+            print(note, file=sys.stderr)
+    previous_handler = None
+    if args.command in ("run", "score", "demo") and threading.current_thread() is threading.main_thread():
+        # a polite kill (service manager, `kill`, torchrun stopping its ranks) stores the run as failed and
+        # resumable, as Ctrl-C does, instead of leaving it `running`
+        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return args.func(args)
+        code = args.func(args)
+        if args.command in ("reported", "submit", "cancel", "retry", "worker"):  # run/score/demo say it themselves
+            from harness.config import default_db_url
+            from harness.store import mask_url
+
+            print(f"database: {mask_url(args.db or default_db_url())}", file=sys.stderr)
+        return code
     except ArbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -423,6 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as other tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
 
 
 if __name__ == "__main__":

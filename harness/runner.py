@@ -7,16 +7,24 @@
          renamed into place atomically, so a killed run loses at most the shard in flight and a
          rerun with the same signature skips the finished ones
       -> Task.score(samples) on rank 0 -> Store: Run + Metric rows with signature and provenance
+
+Requests are idempotent by their full signature (`arbench run` and `arbench score`): a file lock on the request's
+artifacts folder makes an identical request on this machine wait for the one in progress, and the run's unique
+`run_key` in the database makes sure that only one of any number of identical requests inserts a run. Then a
+finished identical run is reported and nothing is run or stored; a failed or abandoned one (its process died) is
+taken over and resumed; `--repeat` records a deliberate repeat as its own run, linked to the first.
 """
 
 from __future__ import annotations
 
 import difflib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -25,19 +33,25 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
+from sqlalchemy.exc import SQLAlchemyError
 from tqdm.auto import tqdm
 
 import harness
 from harness import distributed, provenance
 from harness.api import Method, Request, Task, build_config
 from harness.config import DEFAULT_BATCH_SIZE, DEFAULT_SHARD_SIZE, artifacts_dir
-from harness.errors import ArbenchError
+from harness.errors import ArbenchError, MissingAssetError
 from harness.metrics.base import MetricValue
 from harness.registry import METHODS, TASKS
+from harness.provenance import sha256_file
 from harness.signature import Signature
-from harness.store import Store
+from harness.store import Owner, RunKeyTaken, Store
+from harness.weights import require_all
 
 GLOBAL_SEED = 0
+#: how often a request waiting for an identical one in another process looks again (seconds)
+WAIT_POLL_SECONDS = 2.0
 
 
 @dataclass
@@ -51,6 +65,8 @@ class RunOptions:
     label: str | None = None
     source: str | None = None
     progress: bool = True
+    #: record the request again as a repeat of its stored run (timing studies) instead of reporting that run
+    repeat: bool = False
 
 
 @dataclass
@@ -72,6 +88,65 @@ class RunResult:
     status: str
     metrics: list[MetricValue] = field(default_factory=list)
     run_dir: Path | None = None
+    #: an identical request had finished before: this is its stored run, and nothing was run or stored now
+    stored: bool = False
+    #: the run this one repeats (`--repeat`)
+    repeat_of: str | None = None
+    resumed: bool = False
+
+
+@dataclass
+class _Claim:
+    """What rank 0 decided to do with a request (broadcast to every rank)."""
+
+    run_id: str
+    run_dir: Path
+    stored: bool = False
+    resumed: bool = False
+    repeat_of: str | None = None
+
+
+def samples_sha256(path: Path) -> str:
+    """SHA-256 of the samples a user scores: of the file, or of every regular file of a folder (relative path and
+    content, in sorted order), so that a score's signature names what was scored, not only its file name."""
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        raise ArbenchError(f"{path} is neither a regular file nor a folder: give the samples as a file or a folder.")
+    digest = hashlib.sha256()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{item.relative_to(path).as_posix()}\0{sha256_file(item)}\n".encode())
+    return digest.hexdigest()
+
+
+class _Heartbeat:
+    """Renews a run's heartbeat from a daemon thread while its process works on it."""
+
+    def __init__(self, store: Store, run_id: str, owner: Owner):
+        from harness import store as store_module
+
+        self.store, self.run_id, self.owner = store, run_id, owner
+        self.interval = store_module.HEARTBEAT_SECONDS
+        self._stop = threading.Event()
+        self._warned = False
+        self._thread = threading.Thread(target=self._beat, name=f"arbench-heartbeat-{run_id[:8]}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                still_mine = self.store.heartbeat(self.run_id, self.owner)
+            except SQLAlchemyError as exc:  # the database is briefly unreachable: try again at the next beat
+                still_mine, reason = True, str(getattr(exc, "orig", exc)).splitlines()[0]
+                print(f"warning: could not renew the heartbeat of run {self.run_id}: {reason}", file=sys.stderr)
+            if not still_mine and not self._warned:
+                self._warned = True
+                print(f"warning: run {self.run_id} was taken over by another process (this one was thought gone); "
+                      "both compute the same result", file=sys.stderr)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def split_overrides(task_cls: type[Task], method_cls: type[Method] | None,
@@ -190,6 +265,9 @@ class RunContext:
         todo = [k for k in mine if not finals[k].is_dir()]
         if len(todo) < len(mine):
             self.log(f"resuming: {len(mine) - len(todo)} of {len(mine)} shards already done")
+        for k in todo:  # temporary folders an earlier, killed attempt left behind (this rank's shards only)
+            for stale in shard_root.glob(f".shard-{k:05d}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
         start = time.perf_counter()
         failure: BaseException | None = None
         try:
@@ -201,7 +279,7 @@ class RunContext:
                 bs = self.options.batch_size
                 parts = [method.generate(shard[i:i + bs]) for i in range(0, len(shard), bs)]
                 write_shard(concat_outputs(parts), shard, tmp)
-                os.replace(tmp, finals[k])
+                _move_into_place(tmp, finals[k])
         except Exception as exc:  # every rank must learn that one failed, or the others wait forever
             failure = exc
         self.timings["generate_seconds"] = time.perf_counter() - start
@@ -212,6 +290,17 @@ class RunContext:
             raise ArbenchError("generation failed on another rank; its error is in that rank's output")
         distributed.barrier()
         return finals
+
+
+def _move_into_place(tmp: Path, final: Path) -> None:
+    """Rename a finished shard folder into place. If another process finished the same shard first (same signature,
+    so the same content), keep theirs and drop ours: `rename` of a folder onto a non-empty one fails, never mixes."""
+    try:
+        os.rename(tmp, final)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not final.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class Runner:
@@ -244,7 +333,13 @@ class Runner:
         if method is None:
             return self._plan(task, None, kind, None, None, None)
         info = dict(name=method.name, family=method.family, description=method.description, version=method.version)
-        return self._plan(task, info, kind, method.settings(), method.checkpoint_sha256(), method)
+        settings = method.settings()
+        try:
+            checkpoint = method.checkpoint_sha256()
+        except MissingAssetError:  # name the task's missing files (references, evaluators) in the same message
+            require_all([method.checkpoint_sha256, task.signature], f"{task_name} with {method_name}")
+            raise
+        return self._plan(task, info, kind, settings, checkpoint, method)
 
     def plan_external(self, task_name: str, task_overrides: dict[str, Any], method_info: dict[str, str],
                       method_settings: dict[str, Any], checkpoint_sha256: str | None, kind: str = "run") -> Plan:
@@ -287,7 +382,7 @@ class Runner:
         if not path.exists():
             raise ArbenchError(f"no samples at {path}: give the path of an existing file or folder.")
         samples = plan.task.load_samples(path)  # validation happens here, before anything is stored
-        plan.signature.add("samples", path.name)
+        plan.signature.add("samples", path.name).add("samples_sha256", samples_sha256(path))
         return self._execute(plan, device, lambda ctx: plan.task.score(samples, ctx), default_label=path.stem)
 
     def record(self, plan: Plan, body: Callable[[RunContext], list[MetricValue]], artifact_key: str) -> RunResult:
@@ -304,49 +399,156 @@ class Runner:
                      default_label: str | None = None, artifact_key: str | None = None) -> RunResult:
         rank, world_size = distributed.world()
         task = plan.task
-        run_dir = artifacts_dir() / "-".join(filter(None, [task.name, plan.signature.hash, artifact_key]))
-        run_id = None
-        if rank == 0:
-            prov = provenance.collect(device, world_size, self.options.batch_size, "float32")
-            prov["global_seed"] = GLOBAL_SEED
-            if plan.kind == "run":
-                seeds = [r.seed for r in task.requests()]
-                prov["num_requests"] = len(seeds)
-                prov["request_seeds_sha256"] = hashlib.sha256(json.dumps(seeds).encode()).hexdigest()
-            if plan.checkpoint_sha256:
-                prov["checkpoint_sha256"] = plan.checkpoint_sha256
-            resumable = plan.kind == "run" and artifact_key is None  # only `arbench run` resumes its own attempts
-            run_id = self.store.find_resumable(plan.signature.hash, plan.kind) if resumable else None
-            if run_id:
-                self.store.mark_running(run_id)
-            else:
-                run_id = self.store.create_run(
-                    task=dict(name=task.name, version=task.version, modality=task.modality,
-                              description=task.description, primary_metric=task.primary_metric),
-                    method=plan.method_info,
-                    kind=plan.kind,
-                    source=self.options.source or ("reproduced" if plan.kind == "run" else "submitted"),
-                    label=self.options.label or default_label or (plan.method_info or {}).get("name", task.name),
-                    signature=str(plan.signature), signature_hash=plan.signature.hash,
-                    eval_signature=str(plan.eval_signature), eval_signature_hash=plan.eval_signature.hash,
-                    settings=plan.settings, provenance=prov, artifacts_path=str(run_dir),
-                )
-        run_id = distributed.broadcast(run_id)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ctx = RunContext(plan, self.options, run_id, run_dir, device)
-        start = time.perf_counter()
+        base_dir = artifacts_dir() / "-".join(filter(None, [task.name, plan.signature.hash, artifact_key]))
+        lock: FileLock | None = None
         try:
-            metrics = body(ctx)
+            claim = None
+            if rank == 0:
+                try:
+                    # before the database is touched: building the requests is where a task refuses bad settings
+                    prov = self._provenance(plan, device, world_size)
+                    if artifact_key is None:  # `arbench run` / `arbench score`: idempotent by signature
+                        lock = self._lock_request(base_dir, plan.signature.hash)
+                        claim = self._claim(plan, base_dir, default_label, prov)
+                    else:  # a submission's run: the queue makes it unique
+                        claim = _Claim(self._create(plan, base_dir, default_label, prov), base_dir)
+                except BaseException:
+                    distributed.broadcast(None)  # the other ranks must not wait for a run that never starts
+                    raise
+            claim = distributed.broadcast(claim)
+            if claim is None:
+                raise ArbenchError("rank 0 could not start the run; its error is in rank 0's output")
+            if claim.stored:
+                return RunResult(claim.run_id, "finished", self._stored_metrics(claim.run_id) if rank == 0 else [],
+                                 claim.run_dir, stored=True)
+            return self._work(plan, device, body, claim, rank)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _work(self, plan: Plan, device: str, body: Callable[[RunContext], list[MetricValue]], claim: _Claim,
+              rank: int) -> RunResult:
+        run_id, run_dir = claim.run_id, claim.run_dir
+        heartbeat = _Heartbeat(self.store, run_id, Owner.me()) if rank == 0 else None
+        start = time.perf_counter()
+        ctx = None
+        try:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                ctx = RunContext(plan, self.options, run_id, run_dir, device)
+                if claim.repeat_of:
+                    ctx.log(f"repeat of run {claim.repeat_of}")
+                metrics = body(ctx)
+            finally:  # before the run is finished or failed: a beat after that would find it no longer running
+                if heartbeat is not None:
+                    heartbeat.stop()
         except BaseException as exc:
             if rank == 0:
                 message = str(exc) if isinstance(exc, ArbenchError) else f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, KeyboardInterrupt):
                     message = "interrupted; rerun the same command to resume from the finished shards"
-                self.store.fail_run(run_id, message, self._final_provenance(ctx, start))
+                self.store.fail_run(run_id, message, self._final_provenance(ctx, start) if ctx else None)
             raise
         if rank == 0:
             self.store.finish_run(run_id, metrics, self._final_provenance(ctx, start))
-        return RunResult(run_id, "finished", metrics, run_dir)
+        return RunResult(run_id, "finished", metrics, run_dir, repeat_of=claim.repeat_of, resumed=claim.resumed)
+
+    def _provenance(self, plan: Plan, device: str, world_size: int) -> dict[str, Any]:
+        prov = provenance.collect(device, world_size, self.options.batch_size, "float32")
+        prov["global_seed"] = GLOBAL_SEED
+        if plan.kind == "run":
+            seeds = [r.seed for r in plan.task.requests()]
+            prov["num_requests"] = len(seeds)
+            prov["request_seeds_sha256"] = hashlib.sha256(json.dumps(seeds).encode()).hexdigest()
+        if plan.checkpoint_sha256:
+            prov["checkpoint_sha256"] = plan.checkpoint_sha256
+        return prov
+
+    def _create(self, plan: Plan, run_dir: Path, default_label: str | None, prov: dict[str, Any],
+                run_key: str | None = None, repeat_of: str | None = None) -> str:
+        """Insert the run row (raises `RunKeyTaken` when another process inserted this key first)."""
+        task = plan.task
+        return self.store.create_run(
+            task=dict(name=task.name, version=task.version, modality=task.modality,
+                      description=task.description, primary_metric=task.primary_metric),
+            method=plan.method_info,
+            kind=plan.kind,
+            source=self.options.source or ("reproduced" if plan.kind == "run" else "submitted"),
+            label=self.options.label or default_label or (plan.method_info or {}).get("name", task.name),
+            signature=str(plan.signature), signature_hash=plan.signature.hash,
+            eval_signature=str(plan.eval_signature), eval_signature_hash=plan.eval_signature.hash,
+            settings=plan.settings, provenance=prov, artifacts_path=str(run_dir),
+            run_key=run_key, repeat_of=repeat_of, owner=Owner.me(),
+        )
+
+    def _lock_request(self, base_dir: Path, run_key: str) -> FileLock:
+        """Hold the request's artifacts folder: an identical request on this machine (whichever database it
+        writes to) waits here until this one is done."""
+        try:
+            base_dir.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ArbenchError(f"cannot create the artifacts folder {base_dir.parent} ({exc.strerror}): set "
+                               "ARBENCH_RESULTS (or ARBENCH_HOME) to a writable place.") from exc
+        lock = FileLock(f"{base_dir}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            seen = self.store.run_for_key(run_key)
+            who = (f"run {seen['id']} (pid {seen['pid']} on {seen['host']})" if seen and seen["status"] == "running"
+                   else "another arbench process")
+            print(f"waiting: {who} is working on this same request in {base_dir}; this command goes on when it is "
+                  "done (Ctrl-C stops waiting, the other one goes on).", file=sys.stderr, flush=True)
+            lock.acquire()
+        return lock
+
+    def _claim(self, plan: Plan, base_dir: Path, default_label: str | None, prov: dict[str, Any]) -> _Claim:
+        """Decide what an `arbench run`/`score` request does, safely against any number of identical requests:
+        report the finished run, resume a failed or abandoned one, wait for one in progress, or insert a new one."""
+        key, owner = plan.signature.hash, Owner.me()
+        self.store.mark_abandoned()
+        waiting_for = None
+        while True:
+            seen = self.store.run_for_key(key)
+            if seen is None:
+                try:
+                    return _Claim(self._create(plan, base_dir, default_label, prov, run_key=key), base_dir)
+                except RunKeyTaken:
+                    continue
+            if seen["status"] == "finished":
+                if not self.options.repeat:
+                    return _Claim(seen["id"], Path(seen["artifacts_path"] or base_dir), stored=True)
+                return self._claim_repeat(plan, base_dir, default_label, prov, seen["id"])
+            if seen["status"] in ("failed", "abandoned"):
+                if self.store.claim_run(seen, owner, artifacts_path=str(base_dir)):
+                    return _Claim(seen["id"], base_dir, resumed=True)
+                continue
+            if waiting_for != seen["id"]:  # running in a live process that does not share this artifacts folder
+                print(f"waiting: run {seen['id']} of this same request is in progress (pid {seen['pid']} on "
+                      f"{seen['host']}); this command reports it when it finishes (Ctrl-C stops waiting, the run "
+                      "goes on).", file=sys.stderr, flush=True)
+                waiting_for = seen["id"]
+            time.sleep(WAIT_POLL_SECONDS)
+
+    def _claim_repeat(self, plan: Plan, base_dir: Path, default_label: str | None, prov: dict[str, Any],
+                      first: str) -> _Claim:
+        """A new run repeating `first`, with its own artifacts folder (a repeat regenerates everything: its timings
+        must not come from resumed shards)."""
+        n = self.store.count_repeats(first) + 1
+        while True:
+            run_dir = base_dir.with_name(f"{base_dir.name}-r{n}")
+            try:
+                run_id = self._create(plan, run_dir, default_label, prov, run_key=f"{plan.signature.hash}.r{n}",
+                                      repeat_of=first)
+            except RunKeyTaken:  # another process took this number (or a deleted repeat left a gap): the next one
+                n += 1
+                continue
+            shutil.rmtree(run_dir, ignore_errors=True)  # left by a repeat stored in another database
+            return _Claim(run_id, run_dir, repeat_of=first)
+
+    def _stored_metrics(self, run_id: str) -> list[MetricValue]:
+        (record,) = self.store.records(run_id=run_id)
+        return [MetricValue(name, m["value"], m["higher_is_better"], m["unit"], m["version"], m.get("ci_low"),
+                            m.get("ci_high"), m.get("description", "")) for name, m in record["metrics"].items()]
 
     @staticmethod
     def _final_provenance(ctx: RunContext, start: float) -> dict[str, Any]:

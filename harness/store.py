@@ -1,13 +1,21 @@
 """The result store: SQLAlchemy 2 models and a small API over them.
 
-SQLite (`results/arbench.db`, WAL) by default; any SQLAlchemy URL through `ARBENCH_DB_URL`
-(PostgreSQL for shared use). The schema is owned by Alembic migrations (`harness/migrations`):
-opening a store upgrades an older database in place, never by deleting it.
+SQLite (`arbench.db` in the user's results folder, WAL; see `harness.config.results_dir`) by default; any
+SQLAlchemy URL through `ARBENCH_DB_URL` or `--db` (PostgreSQL for shared use). The schema is owned by Alembic
+migrations (`harness/migrations`): opening a store upgrades an older database in place, never by deleting it.
+A damaged SQLite file is refused when it is opened (`PRAGMA quick_check`), never read.
+
+Concurrency: task and method rows are upserted (`INSERT ... ON CONFLICT`); a run requested by `arbench run` or
+`arbench score` carries a unique `run_key` (its full signature hash), so two identical requests cannot both insert
+one; a `running` run names its process (host, pid) and renews a heartbeat, and reads as `abandoned` once that
+process is gone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import socket
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,21 +31,35 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    case,
     create_engine,
     event,
     insert,
+    func,
     inspect,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload, sessionmaker
 
 from harness.config import default_db_url
 from harness.errors import ArbenchError, InputError
 
-RUN_STATES = ("running", "finished", "failed")
+RUN_STATES = ("running", "finished", "failed", "abandoned")
 SOURCES = ("reproduced", "submitted", "reported")
+#: a running run's process renews its heartbeat this often (seconds) ...
+HEARTBEAT_SECONDS = 15.0
+#: ... and a run not heard from for this long reads as abandoned (its process or its machine is gone)
+STALE_AFTER_SECONDS = 120.0
 
 
 def utcnow() -> dt.datetime:
@@ -89,6 +111,14 @@ class RunRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    #: the request's identity (full signature hash, `.rN` for the N-th repeat); NULL where runs are not idempotent
+    run_key: Mapped[str | None] = mapped_column(String(40), nullable=True, unique=True)
+    #: id of the first run of a deliberate repeat
+    repeat_of: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    #: the process working on the run (or that last did) and when it last said it is alive
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
     task: Mapped[TaskRow] = relationship()
     method: Mapped[MethodRow | None] = relationship()
@@ -164,6 +194,10 @@ def _sqlite_pragmas(engine: Engine) -> None:
         cur.close()
 
 
+def _looks_damaged(reason: str) -> bool:
+    return any(word in reason for word in ("not a database", "malformed", "corrupt"))
+
+
 def mask_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -171,11 +205,91 @@ def mask_url(url: str) -> str:
         return url
 
 
+class RunKeyTaken(Exception):
+    """Another process inserted the run with this key first (the caller reads that run and decides again)."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process that works on a run."""
+
+    host: str
+    pid: int
+
+    @classmethod
+    def me(cls) -> "Owner":
+        return cls(socket.gethostname(), os.getpid())
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine still runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: it exists
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
+def effective_status(status: str, host: str | None, pid: int | None, heartbeat_at: dt.datetime | None,
+                     started_at: dt.datetime | None, now: dt.datetime | None = None) -> str:
+    """A run's status as it should be shown: a `running` run whose process is gone reads `abandoned`.
+
+    Gone means: on this machine, its pid no longer runs; anywhere, no heartbeat for `STALE_AFTER_SECONDS`."""
+    if status != "running":
+        return status
+    if host == socket.gethostname() and pid is not None and not process_alive(pid):
+        return "abandoned"
+    last = heartbeat_at or started_at
+    if last is None or ((now or utcnow()) - last).total_seconds() > STALE_AFTER_SECONDS:
+        return "abandoned"
+    return "running"
+
+
+def _same_state(seen: dict[str, Any]) -> list:
+    """WHERE clauses that hold only while a run is as `seen` (compare-and-set: no one took it since)."""
+    def same(column, value):
+        return column.is_(None) if value is None else column == value
+
+    return [RunRow.id == seen["id"], RunRow.status == seen["stored_status"], same(RunRow.host, seen["host"]),
+            same(RunRow.pid, seen["pid"]), same(RunRow.heartbeat_at, seen["heartbeat_at"])]
+
+
+def _upsert(session: Session, model: type[Base], key: str, values: dict[str, Any]) -> int:
+    """Insert a row, or update the one with the same unique `key`, in one statement; return its id.
+
+    `INSERT ... ON CONFLICT DO UPDATE` (SQLite >= 3.24, PostgreSQL) rather than select-then-insert, which fails
+    with a UNIQUE violation when two processes register the same task at the same moment."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # other databases: plain select-then-write (no concurrent first writes there)
+        row = session.scalar(select(model).where(getattr(model, key) == values[key]))
+        if row is None:
+            row = model(**values)
+            session.add(row)
+        for name, value in values.items():
+            setattr(row, name, value)
+        session.flush()
+        return row.id
+    stmt = insert(model).values(**values)
+    stmt = stmt.on_conflict_do_update(index_elements=[key],
+                                      set_={k: stmt.excluded[k] for k in values if k != key})
+    return session.execute(stmt.returning(model.id)).scalar_one()
+
+
 class Store:
     """Runs and their metric values in a SQL database.
 
     Args:
-        url: a SQLAlchemy URL; default `ARBENCH_DB_URL` or `sqlite:///results/arbench.db`.
+        url: a SQLAlchemy URL; default `ARBENCH_DB_URL`, else `arbench.db` in the user's results folder.
         read_only: open without creating or migrating anything (what the leaderboard does).
     """
 
@@ -224,7 +338,7 @@ class Store:
         except OSError as exc:
             raise ArbenchError(
                 f"cannot create the results folder {path.parent}: {exc.strerror}. "
-                "Run from a writable folder, or set ARBENCH_RESULTS (or ARBENCH_DB_URL) to a writable place."
+                "Set ARBENCH_RESULTS (or ARBENCH_DB_URL, or --db) to a writable place."
             ) from exc
         probe = path.parent / f".write-test-{uuid.uuid4().hex}"
         try:
@@ -239,14 +353,37 @@ class Store:
     def _check_reachable(self) -> None:
         try:
             with self.engine.connect() as conn:
-                if self.is_sqlite and not self.read_only:
-                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                if self.is_sqlite:
+                    self._check_sqlite_intact(conn)
+                    if not self.read_only:
+                        conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        except ArbenchError:
+            raise
         except (OperationalError, SQLAlchemyError) as exc:
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            if self.is_sqlite and isinstance(exc, DatabaseError) and _looks_damaged(reason):
+                raise self._damaged(reason) from exc
             raise ArbenchError(
                 f"cannot reach the database at {mask_url(self.url)}: {reason}. "
-                "Check that the server runs and that ARBENCH_DB_URL is right (unset it to use results/arbench.db)."
+                "Check that the server runs and that ARBENCH_DB_URL is right (unset it to use the default database)."
             ) from exc
+
+    def _check_sqlite_intact(self, conn) -> None:
+        """Refuse a damaged SQLite file before anything is read from it or written to it."""
+        problems = [row[0] for row in conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise self._damaged("; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3
+                                                            else ""))
+
+    def _damaged(self, reason: str) -> ArbenchError:
+        path = make_url(self.url).database or self.url
+        path = path.removeprefix("file:").split("?")[0]
+        return ArbenchError(
+            f"the SQLite database {path} is damaged ({reason}); nothing was read from it or written to it. "
+            f"Restore it from a backup, or salvage what is readable into a new file with "
+            f"`sqlite3 {path} .recover | sqlite3 recovered.db` and use that one (--db sqlite:///recovered.db); "
+            f"keep the damaged file until you have checked the copy."
+        )
 
     def upgrade(self) -> None:
         """Bring the schema to the newest revision (creates it on an empty database)."""
@@ -272,26 +409,13 @@ class Store:
     # -- registration -------------------------------------------------------------------------
     def _task_row(self, session: Session, name: str, version: str, modality: str, description: str,
                   primary_metric: str | None) -> TaskRow:
-        row = session.scalar(select(TaskRow).where(TaskRow.name == name))
-        if row is None:
-            row = TaskRow(name=name, version=version, modality=modality, description=description,
-                          primary_metric=primary_metric)
-            session.add(row)
-        else:
-            row.version, row.modality, row.description = version, modality, description
-            row.primary_metric = primary_metric
-        session.flush()
-        return row
+        row_id = _upsert(session, TaskRow, "name", dict(name=name, version=version, modality=modality,
+                                                          description=description, primary_metric=primary_metric))
+        return session.get(TaskRow, row_id, populate_existing=True)
 
     def _method_row(self, session: Session, name: str, family: str, description: str) -> MethodRow:
-        row = session.scalar(select(MethodRow).where(MethodRow.name == name))
-        if row is None:
-            row = MethodRow(name=name, family=family, description=description)
-            session.add(row)
-        else:
-            row.family, row.description = family, description
-        session.flush()
-        return row
+        row_id = _upsert(session, MethodRow, "name", dict(name=name, family=family, description=description))
+        return session.get(MethodRow, row_id, populate_existing=True)
 
     # -- runs ---------------------------------------------------------------------------------
     def create_run(
@@ -311,40 +435,104 @@ class Store:
         artifacts_path: str | None = None,
         run_id: str | None = None,
         status: str = "running",
+        run_key: str | None = None,
+        repeat_of: str | None = None,
+        owner: Owner | None = None,
     ) -> str:
-        """Insert a run in state `running` (or the given state) and return its id."""
+        """Insert a run in state `running` (or the given state) and return its id.
+
+        With a `run_key`, raises `RunKeyTaken` when a run with that key exists already (inserted by another
+        process a moment ago, say): the key is unique in the database, so at most one such insert succeeds."""
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
         run_id = run_id or uuid.uuid4().hex
-        with self.session() as s:
-            task_row = self._task_row(s, **task)
-            method_row = self._method_row(s, method["name"], method.get("family", ""),
-                                          method.get("description", "")) if method else None
-            s.add(RunRow(
-                id=run_id, task_id=task_row.id, task_version=task["version"],
-                method_id=method_row.id if method_row else None, kind=kind, source=source, label=label,
-                status=status, signature=signature, signature_hash=signature_hash,
-                eval_signature=eval_signature, eval_signature_hash=eval_signature_hash,
-                settings=settings, provenance=provenance or {}, artifacts_path=artifacts_path,
-                started_at=utcnow(),
-            ))
+        now = utcnow()
+        try:
+            with self.session() as s:
+                task_row = self._task_row(s, **task)
+                method_row = self._method_row(s, method["name"], method.get("family", ""),
+                                              method.get("description", "")) if method else None
+                s.add(RunRow(
+                    id=run_id, task_id=task_row.id, task_version=task["version"],
+                    method_id=method_row.id if method_row else None, kind=kind, source=source, label=label,
+                    status=status, signature=signature, signature_hash=signature_hash,
+                    eval_signature=eval_signature, eval_signature_hash=eval_signature_hash,
+                    settings=settings, provenance=provenance or {}, artifacts_path=artifacts_path,
+                    created_at=now, started_at=now, run_key=run_key, repeat_of=repeat_of,
+                    host=owner.host if owner else None, pid=owner.pid if owner else None,
+                    heartbeat_at=now if owner else None,
+                ))
+        except IntegrityError:
+            if run_key is not None and self.run_for_key(run_key) is not None:
+                raise RunKeyTaken(run_key) from None
+            raise
         return run_id
 
-    def find_resumable(self, signature_hash: str, kind: str) -> str | None:
-        """The newest unfinished run with this signature (a killed or failed attempt), if any."""
+    def run_for_key(self, run_key: str) -> dict[str, Any] | None:
+        """The run with this key, as far as deciding what to do with a request needs: id, `status` (as shown:
+        `abandoned` where its process is gone), `stored_status`, owner, heartbeat and artifacts folder."""
         with self.session() as s:
-            return s.scalar(
-                select(RunRow.id)
-                .where(RunRow.signature_hash == signature_hash, RunRow.kind == kind,
-                       RunRow.status.in_(("running", "failed")))
-                .order_by(RunRow.created_at.desc())
-                .limit(1)
-            )
+            row = s.execute(
+                select(RunRow.id, RunRow.status, RunRow.host, RunRow.pid, RunRow.heartbeat_at, RunRow.started_at,
+                       RunRow.artifacts_path).where(RunRow.run_key == run_key)
+            ).one_or_none()
+        if row is None:
+            return None
+        return dict(id=row.id, stored_status=row.status, host=row.host, pid=row.pid,
+                    heartbeat_at=row.heartbeat_at, artifacts_path=row.artifacts_path,
+                    status=effective_status(row.status, row.host, row.pid, row.heartbeat_at, row.started_at))
 
-    def mark_running(self, run_id: str) -> None:
+    def count_repeats(self, run_id: str) -> int:
+        """How many deliberate repeats of this run are stored."""
         with self.session() as s:
-            run = s.get(RunRow, run_id)
-            run.status, run.error, run.started_at, run.finished_at = "running", None, utcnow(), None
+            return s.scalar(select(func.count()).select_from(RunRow).where(RunRow.repeat_of == run_id))
+
+    def claim_run(self, seen: dict[str, Any], owner: Owner, artifacts_path: str | None = None) -> bool:
+        """Take over a failed or abandoned run (`seen`, from `run_for_key`) to resume it. True for the one process
+        that gets it; False when another process changed it since it was read."""
+        now = utcnow()
+        values: dict[str, Any] = dict(status="running", error=None, host=owner.host, pid=owner.pid, heartbeat_at=now,
+                                      started_at=now, finished_at=None)
+        if artifacts_path is not None:
+            values["artifacts_path"] = artifacts_path
+        with self.session() as s:
+            result = s.execute(update(RunRow).where(*_same_state(seen)).values(**values))
+            return result.rowcount == 1
+
+    def heartbeat(self, run_id: str, owner: Owner) -> bool:
+        """Say that `owner` still works on the run (a run wrongly marked abandoned meanwhile, e.g. while its
+        process was stopped, is running again). False when another process has taken the run over."""
+        with self.session() as s:
+            result = s.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.host == owner.host, RunRow.pid == owner.pid,
+                       RunRow.status.in_(("running", "abandoned")))
+                .values(heartbeat_at=utcnow(), status="running",
+                        error=case((RunRow.status == "abandoned", None), else_=RunRow.error)))
+            return result.rowcount == 1
+
+    def mark_abandoned(self) -> list[str]:
+        """Write `abandoned` on every `running` run whose process is gone; returns their ids (none when the store
+        is read-only: readers see the same status through `records`, derived on the fly)."""
+        if self.read_only:
+            return []
+        with self.session() as s:
+            rows = s.execute(select(RunRow.id, RunRow.status, RunRow.host, RunRow.pid, RunRow.heartbeat_at,
+                                    RunRow.started_at).where(RunRow.status == "running")).all()
+        marked = []
+        for row in rows:
+            if effective_status(row.status, row.host, row.pid, row.heartbeat_at, row.started_at) != "abandoned":
+                continue
+            seen = dict(id=row.id, stored_status=row.status, host=row.host, pid=row.pid,
+                        heartbeat_at=row.heartbeat_at)
+            try:
+                with self.session() as s:
+                    if s.execute(update(RunRow).where(*_same_state(seen)).values(
+                            status="abandoned", error=abandoned_message(row.host, row.pid, row.heartbeat_at))).rowcount:
+                        marked.append(row.id)
+            except (OperationalError, ProgrammingError):  # an account or file we may only read: shown, not written
+                break
+        return marked
 
     def finish_run(self, run_id: str, metrics: Sequence[Any], provenance: dict[str, Any]) -> None:
         """Store the metric values and mark the run finished, in one transaction."""
@@ -380,7 +568,9 @@ class Store:
     # -- reading ------------------------------------------------------------------------------
     def records(self, task: str | None = None, status: str | None = None,
                 run_id: str | None = None) -> list[dict[str, Any]]:
-        """Every run as a plain record (the `arbench export` format)."""
+        """Every run as a plain record (the `arbench export` format); a run whose process is gone is `abandoned`
+        (and is written so, where the store is writable)."""
+        self.mark_abandoned()
         with self.session() as s:
             query = (
                 select(RunRow)
@@ -389,11 +579,12 @@ class Store:
             )
             if task:
                 query = query.join(TaskRow).where(TaskRow.name == task)
-            if status:
+            if status and status not in ("running", "abandoned"):  # those two are told apart below
                 query = query.where(RunRow.status == status)
             if run_id:
                 query = query.where(RunRow.id == run_id)
-            return [run_record(r) for r in s.scalars(query)]
+            records = [run_record(r) for r in s.scalars(query)]
+        return [r for r in records if status is None or r["status"] == status]
 
     def table_names(self) -> list[str]:
         return inspect(self.engine).get_table_names()
@@ -505,6 +696,13 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z" if value else None
 
 
+def abandoned_message(host: str | None, pid: int | None, heartbeat_at: dt.datetime | None) -> str:
+    who = f"its process (pid {pid} on {host})" if pid is not None else "its process"
+    when = f"; last heard of at {_iso(heartbeat_at)}" if heartbeat_at else ""
+    return (f"abandoned: {who} stopped without finishing{when}. Rerun the same command to resume it "
+            "from its finished shards.")
+
+
 def run_record(run: RunRow) -> dict[str, Any]:
     metrics: dict[str, dict[str, Any]] = {}
     for m in run.metrics:
@@ -515,6 +713,10 @@ def run_record(run: RunRow) -> dict[str, Any]:
         if m.description:
             entry["description"] = m.description
         metrics[m.name] = entry
+    status = effective_status(run.status, run.host, run.pid, run.heartbeat_at, run.started_at)
+    error = run.error
+    if status == "abandoned" and error is None:  # derived on read (a read-only store writes nothing)
+        error = abandoned_message(run.host, run.pid, run.heartbeat_at)
     return {
         "run_id": run.id,
         "task": run.task.name,
@@ -525,14 +727,18 @@ def run_record(run: RunRow) -> dict[str, Any]:
         "label": run.label,
         "kind": run.kind,
         "source": run.source,
-        "status": run.status,
+        "status": status,
+        "repeat_of": run.repeat_of,
+        "host": run.host,
+        "pid": run.pid,
+        "heartbeat_at": _iso(run.heartbeat_at),
         "signature": run.signature,
         "signature_hash": run.signature_hash,
         "eval_signature": run.eval_signature,
         "eval_signature_hash": run.eval_signature_hash,
         "settings": run.settings or {},
         "provenance": run.provenance or {},
-        "error": run.error,
+        "error": error,
         "artifacts_path": run.artifacts_path,
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),

@@ -39,7 +39,9 @@ from sqlalchemy import select, update
 
 from harness.config import results_dir
 from harness.errors import ArbenchError
+from harness.inputs import read_text
 from harness.registry import METHODS, TASKS
+from harness.settings import build_settings
 from harness.store import Store, SubmissionEventRow, SubmissionRow, utcnow
 
 if sys.version_info >= (3, 11):
@@ -122,8 +124,8 @@ def load_manifest(path: str | Path) -> tuple[dict[str, Any], Path]:
     if not path.is_file():
         raise ArbenchError(f"no manifest at {path}: give the path of a TOML file (see the README, 'Submitting').")
     try:
-        manifest = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        manifest = tomllib.loads(read_text(path, "manifest"))  # a regular file under the text cap
+    except tomllib.TOMLDecodeError as exc:
         raise ArbenchError(f"{path} is not valid TOML: {exc}") from exc
     validate_manifest(manifest, path.parent)
     return manifest, path.parent
@@ -189,6 +191,11 @@ def _unknown_settings(key: str, values: dict[str, Any], config_cls: type) -> lis
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"key '{key}.{name}' is not a setting{hint}; known: {', '.join(known) or '(none)'}")
+    if not problems:  # each value against its declared domain (harness/settings.py)
+        try:
+            build_settings(config_cls, values, f"key '{key}'")
+        except ArbenchError as exc:
+            problems.append(str(exc))
     return problems
 
 

@@ -16,6 +16,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from harness.config import arbench_home
 from harness.errors import ArbenchError, MissingAssetError
@@ -113,3 +114,26 @@ def register_weights(spec: WeightSpec) -> WeightSpec:
         raise ValueError(f"weights {spec.name!r} are declared twice with different specs")
     WEIGHTS[spec.name] = spec
     return spec
+
+
+def require_all(checks: Iterable[Callable[[], Any]], what: str) -> list[Any]:
+    """Run every check (each resolves one weight file, data set or reference file) and return their results;
+    when any is missing, raise ONE MissingAssetError naming every missing file with where it goes and how to
+    get it, so a user fixes them all at once instead of meeting them one by one.
+
+    >>> require_all([lambda: 1, lambda: 2], "task t")
+    [1, 2]
+    """
+    results, missing = [], []
+    for check in checks:
+        try:
+            results.append(check())
+        except MissingAssetError as exc:
+            missing.extend(getattr(exc, "missing", None) or [str(exc)])  # a nested list is flattened
+    if len(missing) == 1:
+        raise MissingAssetError(missing[0])
+    if missing:
+        error = MissingAssetError(f"{what} needs {len(missing)} files that are missing:\n- " + "\n- ".join(missing))
+        error.missing = missing
+        raise error
+    return results

@@ -1,7 +1,9 @@
-"""ARBench leaderboard (Streamlit). Start it with `arbench leaderboard`; it reads `ARBENCH_DB_URL` (or
-results/arbench.db) through a read-only connection and never writes results.
+"""ARBench leaderboard (Streamlit). Start it with `arbench leaderboard`; it reads `ARBENCH_DB_URL` (or the per-user
+default database, `harness.config.default_db_url`) through a read-only connection and never writes results.
 
-Pages: the boards (one per task, chosen in the sidebar) and a run page (`?run=<id>`).
+Pages: the overview of every task (the landing page), the boards (one per task: `?task=<name>`, chosen in
+the sidebar or from the overview; protocol group, filters, tab and plot axes are query parameters too), a run
+page (`?run=<id>`) and the diff of two runs (`?compare=<id>,<id>`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import streamlit as st
 from harness.config import default_db_url
 from harness.errors import ArbenchError
 from harness.store import Store, mask_url
-from leaderboard.board import Board
+from leaderboard.board import Board, TaskSummary, summarize
 from leaderboard.data import load_board_tasks, load_snapshot, open_store, results_version
 from leaderboard.text import md_escape
-from leaderboard.views import EMPTY_HELP, render_boards, render_queue, render_run
+from leaderboard.views import EMPTY_HELP, render_boards, render_compare, render_overview, render_queue, render_run
 
 #: Boards are rebuilt when `results_version` changes; this only bounds how long a change that the
 #: fingerprint cannot see (an edit made by hand in the database) stays hidden.
@@ -45,15 +47,24 @@ def built_boards() -> set[tuple]:
     return set()
 
 
+@st.cache_data(ttl=SAFETY_TTL_SECONDS, max_entries=MAX_CACHED_BOARDS, show_spinner=False)
+def cached_summaries(url: str, tasks: tuple[str, ...], version: tuple) -> list[TaskSummary]:
+    """The overview cards, from one snapshot of every task (only each task's main group is ranked)."""
+    snapshot = load_snapshot(cached_store(url)[0])
+    return [summarize(snapshot, task) for task in tasks]
+
+
 def main() -> None:
     st.set_page_config(page_title="ARBench leaderboard", layout="wide")
     st.title("ARBench leaderboard")
     url = default_db_url()
     run_id = st.query_params.get("run")
+    compare = st.query_params.get("compare")
+    single = bool(run_id or compare)
     try:
         store, schema_note = cached_store(url)
-        version = () if run_id else results_version(store)
-        tasks = [] if run_id else cached_board_tasks(url, version)
+        version = () if single else results_version(store)
+        tasks = [] if single else cached_board_tasks(url, version)
     except ArbenchError as exc:
         st.error(md_escape(exc))
         st.info(EMPTY_HELP)
@@ -61,14 +72,23 @@ def main() -> None:
     if schema_note:
         st.toast(md_escape(schema_note))
     st.caption(f"results from {md_escape(mask_url(url))} · boards rebuilt whenever the results change")
-    with st.sidebar:
-        show_queue = not run_id and st.toggle("submission queue", key="queue-toggle")
-    if run_id:
+    task, show_queue = None, False
+    if not single:
+        with st.sidebar:
+            st.header("Board")
+            task = st.selectbox("task", tasks, index=None, placeholder="overview of all tasks", key="task",
+                                bind="query-params")
+            show_queue = st.toggle("submission queue", key="queue-toggle")
+    if compare:
+        render_compare(store, compare)
+    elif run_id:
         render_run(store, run_id)
     elif show_queue:
         render_queue(store)
     elif not tasks:
         st.info(EMPTY_HELP)
+    elif task is None:
+        render_overview(cached_summaries(url, tuple(tasks), version))
     else:
         built = built_boards()
 
@@ -79,7 +99,7 @@ def main() -> None:
             built.add((url, task, version))
             return board
 
-        render_boards(store, tasks, board_of, loaded=lambda task: (url, task, version) in built)
+        render_boards(store, task, board_of, loaded=lambda task: (url, task, version) in built)
 
 
 main()

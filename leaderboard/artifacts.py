@@ -25,6 +25,9 @@ MAX_DEPTH = 4
 MAX_FILES_SCANNED = 5000
 MAX_PER_KIND = {"image": 24, "audio": 8, "video": 4, "table": 4, "text": 4, "array": 4}
 GRID_SIDE = 8
+GAP = 4  # white pixels between tiles
+MIN_TILE = 72  # smaller tiles (28 px digits) are enlarged to at least this
+LABEL_HEIGHT = 16
 
 
 @dataclass
@@ -73,9 +76,15 @@ def discover(root: str | os.PathLike | None) -> Artifacts | None:
     return result
 
 
-def sample_grid(path: Path, side: int = GRID_SIDE) -> np.ndarray | None:
+def sample_grid(path: Path, side: int = GRID_SIDE, gap: int = GAP, min_tile: int = MIN_TILE,
+                labels: bool = True) -> np.ndarray | None:
     """A side x side grid of the first images of a uint8 image batch (N,H,W[,C]) or of the frames of the
-    first clip of a video batch (N,T,H,W,C); None for any other array. Never unpickles (allow_pickle=False)."""
+    first clip of a video batch (N,T,H,W,C); None for any other array. Never unpickles (allow_pickle=False).
+
+    Tiles are enlarged by a whole factor to at least `min_tile` pixels (nearest neighbour, so pixels stay
+    sharp) and separated by `gap` white pixels. Where the shard has a `labels.npy` beside it (the image
+    tasks' class labels), each tile gets its class under it. The grid is RGB, or grey for grey images
+    without labels."""
     try:
         batch = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError):
@@ -92,11 +101,52 @@ def sample_grid(path: Path, side: int = GRID_SIDE) -> np.ndarray | None:
         return None
     if len(tiles) == 0:
         return None
+    classes = _labels_beside(path, len(tiles)) if labels and batch.ndim != 5 else None
+    scale = max(1, -(-min_tile // max(tiles.shape[1], tiles.shape[2]))) if min_tile else 1
+    if scale > 1:
+        tiles = tiles.repeat(scale, axis=1).repeat(scale, axis=2)
     n, h, w, c = tiles.shape
+    if classes is not None and c == 1:
+        tiles, c = np.repeat(tiles, 3, axis=3), 3  # a coloured caption strip needs RGB
+    caption = LABEL_HEIGHT if classes is not None else 0
     cols = min(side, n)
     rows = -(-n // cols)
-    grid = np.zeros((rows * h, cols * w, c), dtype=np.uint8)
+    grid = np.full((rows * (h + caption + gap) - gap, cols * (w + gap) - gap, c), 255, dtype=np.uint8)
     for k, tile in enumerate(tiles):
         r, q = divmod(k, cols)
-        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = tile
+        top, left = r * (h + caption + gap), q * (w + gap)
+        grid[top:top + h, left:left + w] = tile
+    if classes is not None:
+        grid = _draw_labels(grid, classes, cols, h, w, caption, gap)
     return grid[..., 0] if c == 1 else grid
+
+
+def _labels_beside(path: Path, count: int) -> list[int] | None:
+    """The first `count` class labels of the shard (`labels.npy` beside the images), if there are."""
+    label_path = path.with_name("labels.npy")
+    if label_path == path or not label_path.is_file():
+        return None
+    try:
+        labels = np.load(label_path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError):
+        return None
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) < count:
+        return None
+    return [int(v) for v in labels[:count]]
+
+
+def _draw_labels(grid: np.ndarray, classes: list[int], cols: int, h: int, w: int, caption: int,
+                 gap: int) -> np.ndarray:
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.fromarray(grid)
+    draw = ImageDraw.Draw(image)
+    try:
+        font = ImageFont.load_default(size=LABEL_HEIGHT - 4)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    for k, label in enumerate(classes):
+        r, q = divmod(k, cols)
+        draw.text((q * (w + gap) + 2, r * (h + caption + gap) + h + 1), f"class {label}", fill=(40, 40, 40),
+                  font=font)
+    return np.asarray(image)

@@ -17,6 +17,8 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from harness.diff import distinguishing_settings
+from harness.signature import Signature
 from leaderboard.data import StoreSnapshot
 
 SOURCE_NAMES = {
@@ -64,7 +66,15 @@ class Filters:
 
 
 #: Columns a group table keeps for links, plots and the CSV export but never shows.
-HIDDEN_COLUMNS = ("run_id", "generate_seconds")
+HIDDEN_COLUMNS = ("run_id", "generate_seconds", "eval_signature_hash")
+#: Decoding boards: a metric the decoding task stores only for lossy strategies (its quality track). Runs
+#: that record `lossless` in their provenance are placed by that declaration instead.
+LOSSY_TRACK_METRICS = ("quality_target_nll",)
+TRACK_NAMES = {
+    "lossless": "lossless decoding: every output is checked against greedy AR decoding",
+    "lossy": "lossy decoding: outputs may differ from AR decoding, so these rows are ranked apart; judge each "
+             "speedup with its exact match and target NLL",
+}
 
 
 @dataclass
@@ -79,11 +89,23 @@ class Group:
     table: pd.DataFrame
     metrics: list[MetricInfo] = field(default_factory=list)
     ranked_by: MetricInfo | None = None
+    track: str = ""  # "lossless" or "lossy" on a decoding board with both kinds of strategy, else ""
     view: pd.DataFrame = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.view = self.table[[c for c in self.table.columns
-                                if c not in HIDDEN_COLUMNS and not _all_empty(self.table[c])]]
+        table = self.table
+        redundant = set()
+        if table["method"].eq(table["label"]).all():
+            redundant.add("method")  # the label says it already
+        if "runs" in table and table["runs"].le(1).all():
+            redundant.add("runs")
+        self.view = table[[c for c in table.columns
+                           if c not in HIDDEN_COLUMNS and c not in redundant and not _all_empty(table[c])]]
+
+    @property
+    def key(self) -> str:
+        """Tells groups of one board apart (in widget keys and links): the hash, and the track if any."""
+        return self.eval_signature_hash + (f"-{self.track}" if self.track else "")
 
     @property
     def sources(self) -> list[str]:
@@ -91,8 +113,9 @@ class Group:
 
     @property
     def export_columns(self) -> list[str]:
-        """The shown columns with the run id in place of the run-page link."""
-        return [c for c in self.view.columns if c != "run"] + ["run_id"]
+        """The shown columns with the run id in place of the run-page link, and the comparability key (the
+        evaluation signature hash; the app adds the signature's text as `eval_signature`)."""
+        return [c for c in self.view.columns if c != "run"] + ["run_id", "eval_signature_hash"]
 
 
 def _all_empty(column: pd.Series) -> bool:
@@ -211,8 +234,12 @@ def paper_values(runs: pd.DataFrame, values: pd.DataFrame, metric: str | None) -
 def build_groups(snapshot: StoreSnapshot, task: str, filters: Filters = Filters()) -> tuple[list[Group], str | None]:
     """The board of `task`: comparability groups (largest with reproduced rows first) and the primary metric."""
     all_runs = task_runs(snapshot, task).set_index("run_id", drop=False)
-    runs = apply_filters(all_runs, filters)
     task_metrics = snapshot.metrics[snapshot.metrics["run_id"].isin(all_runs.index)]
+    # Tracks and settings come from the unfiltered board, so a filter never renames or re-labels a row.
+    all_runs = all_runs.assign(track=decoding_tracks(all_runs, task_metrics), settings="")
+    for _, members in all_runs.groupby("eval_signature_hash", sort=False):  # across tracks: top_k=1 vs 3
+        all_runs.loc[members.index, "settings"] = distinguishing_settings(members["signature"].tolist())
+    runs = apply_filters(all_runs, filters)
     infos = metric_infos(task_metrics, None)
     primary = primary_metric(snapshot, task, infos)
     infos = metric_infos(task_metrics, primary)
@@ -221,14 +248,49 @@ def build_groups(snapshot: StoreSnapshot, task: str, filters: Filters = Filters(
     if runs.empty:
         return [], primary
     groups = []
-    for sig_hash, members in runs.groupby("eval_signature_hash", sort=False):
+    for (sig_hash, track), members in runs.groupby(["eval_signature_hash", "track"], sort=False):
+        members = collapse_reruns(members)
         group_values = values.loc[members.index]
-        present = [m for m in infos if group_values[m.name].notna().any()]
+        present = headline_order([m for m in infos if group_values[m.name].notna().any()], primary)
         table, ranked = _group_table(members, group_values, lows.loc[members.index], highs.loc[members.index],
                                      present, primary, papers)
-        groups.append(Group(sig_hash, table, present, ranked))
-    groups.sort(key=lambda g: ("reproduced" not in g.sources and "submitted" not in g.sources, -len(g.table)))
+        groups.append(Group(sig_hash, table, present, ranked, track))
+    groups.sort(key=lambda g: ("reproduced" not in g.sources and "submitted" not in g.sources, g.track == "lossy",
+                               -len(g.table)))
     return groups, primary
+
+
+def decoding_tracks(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.Series:
+    """"lossy" / "lossless" per run of a comparability group that has lossy decoding runs, else "".
+
+    A run's provenance `lossless` (declared by its strategy) decides; a run without it is lossy when it has
+    the decoding task's lossy-track metric. Paper rows keep "" (their papers' claims are not checked here).
+    Decided per evaluation signature, so a group's tracks do not depend on the board's other groups."""
+    if runs.empty:
+        return pd.Series("", index=runs.index, dtype=object)
+    declared = runs["lossless"] if "lossless" in runs else pd.Series(None, index=runs.index, dtype=object)
+    known = declared.notna()
+    marked = runs["run_id"].isin(metrics.loc[metrics["name"].isin(LOSSY_TRACK_METRICS), "run_id"])
+    own = runs["source"] != "reported"
+    lossy = ((known & ~declared.where(known, True).astype(bool)) | (~known & marked)) & own
+    split = lossy.groupby(runs["eval_signature_hash"]).transform("any") & own
+    return pd.Series(np.where(split, np.where(lossy, "lossy", "lossless"), ""), index=runs.index, dtype=object)
+
+
+def collapse_reruns(runs: pd.DataFrame) -> pd.DataFrame:
+    """Identical reruns (one full signature, one source) as one row: the newest, with `repeats` = how many.
+
+    `runs` are in creation order (as `load_snapshot` reads them)."""
+    key = runs["signature_hash"].astype(str) + "|" + runs["source"].astype(str)
+    counts = key.map(key.value_counts())
+    keep = ~key.duplicated(keep="last")
+    return runs[keep].assign(repeats=counts[keep].astype(int))
+
+
+def headline_order(metrics: Sequence[MetricInfo], primary: str | None) -> list[MetricInfo]:
+    """The primary metric first, then quality metrics (exact match and NLL beside a speedup), then the rest
+    (speed, counts, costs), each part in stored order."""
+    return sorted(metrics, key=lambda m: (m.name != primary, not is_quality(m)))
 
 
 @dataclass(frozen=True)
@@ -285,39 +347,58 @@ class Board:
 def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, highs: pd.DataFrame,
                  metrics: list[MetricInfo], primary: str | None,
                  papers: dict[str, float]) -> tuple[pd.DataFrame, MetricInfo | None]:
+    """One group's table, in reading order: rank, name, details link, the settings that tell rows apart, the
+    headline metrics (primary with its interval, then quality), source, then the other metrics and facts."""
     table = pd.DataFrame({
         "rank": np.nan,
         "label": runs["label"].where(runs["label"] != "", runs["method"]),
-        "method": runs["method"],
-        "family": _display(runs["family"], FAMILY_NAMES).replace("", "—"),
-        "source": _display(runs["source"], SOURCE_NAMES),
-        "params": runs["params"],
-        "hardware": runs["hardware"],
+        "run": run_links(runs["run_id"]),
+        "settings": runs["settings"],
+        "runs": runs["repeats"] if "repeats" in runs else 1,
     }, index=runs.index)
-    table["generate_seconds"] = runs["generate_seconds"]
     by_name = {m.name: m for m in metrics}
     ranked = by_name.get(primary) or (metrics[0] if metrics else None)  # a group may lack the task's primary
     if ranked is not None:
         table["rank"] = rank_with_ties(values[ranked.name], lows[ranked.name], highs[ranked.name],
                                        ranked.higher_is_better)
-    for m in metrics:
+    headline = [m for m in metrics if m is ranked or is_quality(m)]
+    for m in headline:
         table[m.header] = values[m.name]
+    if ranked is not None and lows[ranked.name].notna().any():  # after the headline: exact match beside speedup
+        table[ranked.ci_header] = _ci_texts(lows[ranked.name].to_numpy(), highs[ranked.name].to_numpy())
+    table["source"] = _display(runs["source"], SOURCE_NAMES)
+    table["verification"] = runs["verification"]
     for m in metrics:
-        if lows[m.name].notna().any():
+        if m not in headline:
+            table[m.header] = values[m.name]
+    table["method"] = runs["method"]
+    table["family"] = _display(runs["family"], FAMILY_NAMES).replace("", "—")
+    table["params"] = runs["params"]
+    table["hardware"] = runs["hardware"]
+    table["date"] = run_dates(runs)
+    for m in metrics:
+        if m is not ranked and lows[m.name].notna().any():
             table[m.ci_header] = _ci_texts(lows[m.name].to_numpy(), highs[m.name].to_numpy())
     if primary in by_name and papers:
         reproduced = runs["source"] != "reported"
         paper = runs["method"].map(papers).where(reproduced)
         table[f"paper {primary}"] = paper
         table[f"Δ vs paper ({primary})"] = values[primary] - paper
-    table["verification"] = runs["verification"]
     table["signature"] = runs["signature_hash"]
-    table["run"] = run_links(runs["run_id"])
+    table["generate_seconds"] = runs["generate_seconds"]
     table["run_id"] = runs["run_id"]
+    table["eval_signature_hash"] = runs["eval_signature_hash"]
     sort_cols = ["rank"] + ([ranked.header] if ranked else [])
     ascending = [True] + ([not ranked.higher_is_better] if ranked else [])
     table = table.sort_values(sort_cols, ascending=ascending, na_position="last", kind="stable")
     return table.reset_index(drop=True), ranked
+
+
+def run_dates(runs: pd.DataFrame) -> pd.Series:
+    """A paper row's publication year (from its paper reference); the day any other run was stored."""
+    stored = pd.to_datetime(runs["created_at"], errors="coerce").dt.strftime("%Y-%m-%d").fillna("")
+    published = runs["published"] if "published" in runs else pd.Series("", index=runs.index)
+    return stored.where(runs["source"] != "reported", published)  # a paper row without a year stays blank
 
 
 def _ci_texts(lows: np.ndarray, highs: np.ndarray) -> list[str]:
@@ -357,3 +438,58 @@ def to_csv(table: pd.DataFrame, columns: Sequence[str] | None = None) -> bytes:
     buf = io.StringIO()
     safe.to_csv(buf, index=False)
     return buf.getvalue().encode("utf-8")
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """One card of the overview: a task, its row counts by source, its main protocol group and last change."""
+
+    task: str
+    modality: str
+    description: str
+    counts: dict[str, int]  # display name of the source -> finished rows
+    main_group: Group | None
+    protocol: str
+    last_change: str
+
+
+def summarize(snapshot: StoreSnapshot, task: str) -> TaskSummary:
+    """The overview card of `task`. Only its main protocol group is built (the group the board shows as
+    P1: with reproduced or submitted rows, lossless before lossy, the most rows), so the landing page costs
+    a fraction of building every board."""
+    row = snapshot.tasks[snapshot.tasks["task"] == task]
+    runs = task_runs(snapshot, task)
+    counts = {name: int((runs["source"] == code).sum()) for code, name in SOURCE_NAMES.items()}
+    every = snapshot.runs[snapshot.runs["task"] == task]
+    stamps = pd.concat([pd.to_datetime(every[c], errors="coerce") for c in ("created_at", "finished_at")
+                        if c in every])
+    last = stamps.max() if len(stamps) else pd.NaT
+    group, protocol = _main_group(snapshot, runs, task), ""
+    if group is not None:
+        member = runs[runs["eval_signature_hash"] == group.eval_signature_hash]
+        entries = Signature.parse(member["signature"].iloc[0] if len(member) else "").entries
+        paper = entries.get("reported_protocol")
+        version = entries.get("task_version") or (row["version"].iloc[0] if len(row) else "")
+        protocol = f"paper protocol {paper}" if paper else f"ARBench protocol, task v{version}"
+    return TaskSummary(
+        task=task, modality=str(row["modality"].iloc[0]) if len(row) else "",
+        description=str(row["description"].iloc[0] or "") if len(row) else "", counts=counts, main_group=group,
+        protocol=protocol, last_change="" if pd.isna(last) else last.strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+def _main_group(snapshot: StoreSnapshot, runs: pd.DataFrame, task: str) -> Group | None:
+    """The first group of the task's board, chosen by the order `build_groups` sorts by, built alone."""
+    if runs.empty:
+        return None
+    keyed = runs.assign(track=decoding_tracks(runs, snapshot.metrics), own=runs["source"] != "reported",
+                        row=runs["signature_hash"].astype(str) + "|" + runs["source"].astype(str))
+    stats = (keyed.groupby(["eval_signature_hash", "track"], sort=False)
+             .agg(own=("own", "any"), rows=("row", "nunique")).reset_index())
+    stats["lossy"] = stats["track"] == "lossy"
+    best = stats.sort_values(["own", "lossy", "rows"], ascending=[False, True, False], kind="stable").iloc[0]
+    members = snapshot.runs["eval_signature_hash"] == best["eval_signature_hash"]
+    alone = StoreSnapshot(snapshot.tasks, snapshot.runs[members],
+                          snapshot.metrics[snapshot.metrics["run_id"].isin(snapshot.runs.loc[members, "run_id"])])
+    groups, _ = build_groups(alone, task)
+    return next((g for g in groups if g.track == best["track"]), groups[0] if groups else None)

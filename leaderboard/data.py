@@ -23,7 +23,9 @@ HARDWARE_KEYS = ("hardware", "gpu_name", "cpu")
 
 RUN_COLUMNS = ["run_id", "task", "method", "family", "kind", "source", "label", "status",
                "signature_hash", "eval_signature_hash", "params", "hardware", "generate_seconds",
-               "verification", "created_at", "has_error"]
+               "verification", "created_at", "has_error", "signature", "paper", "lossless", "finished_at"]
+#: A year in a reported row's `paper` ("Sun et al. 2024, ..."): its publication date on the board.
+PAPER_YEAR = r"\b((?:19|20)\d\d)\b"
 METRIC_COLUMNS = ["run_id", "name", "value", "ci_low", "ci_high", "higher_is_better", "unit", "version"]
 
 
@@ -108,7 +110,7 @@ def load_snapshot(store: Store, task: str | None = None) -> StoreSnapshot:
     Three plain queries read through the driver's cursor; a page loads only the board it shows.
     """
     if "runs" not in store.table_names():
-        return StoreSnapshot(pd.DataFrame(columns=TASK_COLUMNS), pd.DataFrame(columns=RUN_COLUMNS),
+        return StoreSnapshot(pd.DataFrame(columns=TASK_COLUMNS), pd.DataFrame(columns=RUN_COLUMNS + ["published"]),
                              pd.DataFrame(columns=METRIC_COLUMNS))
     family = func.coalesce(MethodRow.family, RunRow.provenance["family"].as_string())
     runs_q = (
@@ -120,7 +122,9 @@ def load_snapshot(store: Store, task: str | None = None) -> StoreSnapshot:
             _json_first(RunRow.provenance, HARDWARE_KEYS, "string").label("hardware"),
             RunRow.provenance["generate_seconds"].as_float().label("generate_seconds"),
             RunRow.provenance["verification"].as_string().label("verification"),
-            RunRow.created_at, RunRow.error.is_not(None).label("has_error"),
+            RunRow.created_at, RunRow.error.is_not(None).label("has_error"), RunRow.signature,
+            RunRow.provenance["paper"].as_string().label("paper"),
+            RunRow.provenance["lossless"].as_boolean().label("lossless"), RunRow.finished_at,
         )
         .join(TaskRow, RunRow.task_id == TaskRow.id)
         .outerjoin(MethodRow, RunRow.method_id == MethodRow.id)
@@ -129,7 +133,7 @@ def load_snapshot(store: Store, task: str | None = None) -> StoreSnapshot:
     metrics_q = select(MetricRow.run_id, MetricRow.name, MetricRow.value, MetricRow.ci_low, MetricRow.ci_high,
                        MetricRow.higher_is_better, MetricRow.unit, MetricRow.version)
     tasks_q = select(TaskRow.name.label("task"), TaskRow.version, TaskRow.modality, TaskRow.description,
-                     TaskRow.primary_metric)
+                     TaskRow.primary_metric).order_by(TaskRow.name)
     with store.engine.connect() as conn:
         if task is not None:
             task_id = int(conn.execute(select(TaskRow.id).where(TaskRow.name == task)).scalar() or -1)
@@ -138,8 +142,9 @@ def load_snapshot(store: Store, task: str | None = None) -> StoreSnapshot:
         runs = _frame(conn, runs_q, RUN_COLUMNS)
         metrics = _frame(conn, metrics_q, METRIC_COLUMNS)
         tasks = _frame(conn, tasks_q, TASK_COLUMNS)
-    for col in ("method", "family", "label", "hardware", "verification"):
+    for col in ("method", "family", "label", "hardware", "verification", "signature", "paper"):
         runs[col] = runs[col].fillna("")
+    runs["published"] = runs["paper"].str.extract(PAPER_YEAR, expand=False).fillna("")
     for col in ("params", "generate_seconds"):
         runs[col] = pd.to_numeric(runs[col], errors="coerce")
     runs["has_error"] = runs["has_error"].astype(bool)

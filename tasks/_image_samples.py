@@ -2,8 +2,10 @@
 generated shards, validated up front and read in chunks (a 50k x 256 x 256 x 3 batch is 9.8 GB).
 
 ADM's format: an `.npz` whose `arr_0` is uint8 NHWC RGB; labels, where given, are `arr_1` (or `labels`)
-of integers. The array header is checked without reading the data; the data is streamed out of the zip
-member as ADM's `StreamingNpzArrayReader` does, so memory stays at one chunk.
+of integers. Every member's header and declared size are checked against the protocol before any data is
+read (`harness.inputs.npz_members`), labels only once their shape is right; the images are streamed out of
+the zip member as ADM's `StreamingNpzArrayReader` does, so memory stays at one chunk. A folder's images are
+each decoded once up front (truncated files are found before a run is stored).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 
 from harness.api import Request, Task
 from harness.errors import InputError
+from harness.inputs import (InputCaps, NpyMember, decode_image, load_member, npz_members, read_npy_header, regular_file,
+                            verify_member)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LABEL_KEYS = ("arr_1", "labels")
@@ -73,16 +77,6 @@ class ImageSamples:
         return np.concatenate(list(self.chunks()))
 
 
-def read_npy_header(stream) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """(shape, fortran_order, dtype) of a .npy stream, leaving it at the start of the data."""
-    version = np.lib.format.read_magic(stream)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(stream)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(stream)
-    raise ValueError(f"unsupported .npy format version {version}")
-
-
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -93,67 +87,50 @@ def _read_image(path: Path) -> np.ndarray:
         raise InputError(f"{path} cannot be decoded ({exc}); re-save it as PNG.") from exc
 
 
-def _npz_member_header(archive: zipfile.ZipFile, path: Path, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
-    with archive.open(f"{name}.npy") as stream:
-        try:
-            shape, fortran, dtype = read_npy_header(stream)
-        except ValueError as exc:
-            raise InputError(f"{path}: {name} is not a NumPy array ({exc}).") from exc
-    if dtype.hasobject:
-        raise InputError(f"{path}: {name} is an object (pickled) array; refusing to unpickle it. Save plain "
-                         f"numeric arrays: np.savez(path, arr_0=images.astype(np.uint8)).")
-    return shape, fortran, dtype
+def read_labels(path: Path, member: NpyMember, count: int, caps: InputCaps = InputCaps()) -> np.ndarray:
+    """The labels member, once its header shows one integer per image (nothing is read before)."""
+    if member.dtype.kind not in "iu" or len(member.shape) != 1:
+        raise InputError(f"{path}: labels ({member.name}) must be a 1-D integer array; got {member.dtype} {member.shape}.")
+    if member.shape != (count,):
+        raise InputError(f"{path}: {member.shape[0]:,} labels for {count} images; give one label per image.")
+    return np.asarray(load_member(member, caps), dtype=np.int64)
 
 
-def open_npz(path: Path) -> zipfile.ZipFile:
-    try:
-        return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"{path} is not a readable .npz file ({exc}). Write samples with "
-                         f"np.savez(path, arr_0=images) where images is uint8 (N, H, W, 3).") from exc
-
-
-def read_labels(path: Path, archive: zipfile.ZipFile, names: set[str]) -> np.ndarray | None:
-    key = next((k for k in LABEL_KEYS if k in names), None)
-    if key is None:
-        return None
-    shape, _, dtype = _npz_member_header(archive, path, key)
-    if dtype.kind not in "iu" or len(shape) != 1:
-        raise InputError(f"{path}: labels ({key}) must be a 1-D integer array; got {dtype} {shape}.")
-    with np.load(path, allow_pickle=False) as data:
-        return np.asarray(data[key], dtype=np.int64)
-
-
-def load_image_samples(path: Path, expected_count: int, image_size: int, num_classes: int) -> ImageSamples:
-    """Open and fully validate samples (npz or folder) without reading the image data itself.
+def load_image_samples(path: Path, expected_count: int, image_size: int, num_classes: int,
+                       caps: InputCaps = InputCaps()) -> ImageSamples:
+    """Open and fully validate samples (npz or folder) before anything is scored.
 
     Checks: format, dtype uint8, NHWC with 3 channels, `image_size` square, exactly `expected_count`
     images, and for labels: integers in [0, num_classes) with exactly expected_count / num_classes each.
+    An npz is judged from its headers (and a compressed member read through once); every image of a
+    folder is decoded once.
     """
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise InputError(f"{path} holds no {'/'.join(IMAGE_SUFFIXES)} images.")
         _check_count(path, len(files), expected_count)
-        _check_folder_images(files, image_size)
+        _check_folder_images(files, image_size, caps)
         return ImageSamples([files], len(files), image_size, image_size, None, str(path))
     if path.suffix != ".npz":
+        regular_file(path, "samples")
         raise InputError(f"{path}: give an ADM-format .npz (arr_0 = uint8 N x H x W x 3) or a folder of PNG/JPEG files.")
-    with open_npz(path) as archive:
-        names = {n[:-4] for n in archive.namelist() if n.endswith(".npy")}
-        if "arr_0" not in names:
-            raise InputError(f"{path} has no arr_0 (it has {sorted(names)}). ADM's format keeps the images in "
-                             f"arr_0: np.savez(path, arr_0=images).")
-        shape, fortran, dtype = _npz_member_header(archive, path, "arr_0")
-        labels = read_labels(path, archive, names)
-    check_image_array_header(path, shape, dtype, image_size)
-    if fortran:
+    members = npz_members(path)
+    if "arr_0" not in members:
+        raise InputError(f"{path} has no arr_0 (it has {sorted(members)}). ADM's format keeps the images in "
+                         f"arr_0: np.savez(path, arr_0=images).")
+    images = members["arr_0"]
+    check_image_array_header(path, images.shape, images.dtype, image_size)
+    if images.fortran_order:
         raise InputError(f"{path}: arr_0 is Fortran-ordered; save np.ascontiguousarray(images) instead.")
-    _check_count(path, shape[0], expected_count)
+    _check_count(path, images.shape[0], expected_count)
+    label_key = next((k for k in LABEL_KEYS if k in members), None)
+    labels = read_labels(path, members[label_key], images.shape[0], caps) if label_key else None
     if labels is not None:
-        check_labels(path, labels, shape[0], num_classes)
-    return ImageSamples([ArraySource(path, "arr_0.npy", shape, dtype)], shape[0], shape[1], shape[2], labels,
-                        str(path))
+        check_labels(path, labels, images.shape[0], num_classes)
+    verify_member(images)  # a compressed member is read through once; a stored one was checked by its size
+    return ImageSamples([ArraySource(path, "arr_0.npy", images.shape, images.dtype)], images.shape[0],
+                        images.shape[1], images.shape[2], labels, str(path))
 
 
 def check_image_array_header(path, shape: tuple[int, ...], dtype: np.dtype, image_size: int) -> None:
@@ -189,17 +166,9 @@ def check_labels(path, labels: np.ndarray, count: int, num_classes: int) -> None
         raise InputError(f"{path}: the protocol needs {want} samples of each of the {num_classes} classes; {detail}.")
 
 
-def _check_folder_images(files: list[Path], image_size: int) -> None:
-    from PIL import Image
-
-    for file in files:
-        try:
-            with Image.open(file) as img:  # reads the header only
-                size, mode = img.size, img.mode
-        except OSError as exc:
-            raise InputError(f"{file} is not a readable image ({exc}).") from exc
-        if size != (image_size, image_size):
-            raise InputError(f"{file} is {size[0]}x{size[1]}; this protocol scores {image_size}x{image_size}.")
+def _check_folder_images(files: list[Path], image_size: int, caps: InputCaps = InputCaps()) -> None:
+    for file in files:  # each decoded once: a truncated PNG/JPEG is refused before anything is stored
+        mode = decode_image(file, caps, size=(image_size, image_size))
         if mode not in ("RGB", "RGBA", "L", "P"):
             raise InputError(f"{file} has mode {mode}; save 8-bit RGB images.")
 
@@ -256,4 +225,5 @@ class ClassToImageTask(Task):
         return read_image_shards(shard_dirs, self.config.image_size)
 
     def load_samples(self, path: Path) -> ImageSamples:
-        return load_image_samples(path, self.config.num_samples, self.config.image_size, self.config.num_classes)
+        return load_image_samples(path, self.config.num_samples, self.config.image_size, self.config.num_classes,
+                                  self.caps)

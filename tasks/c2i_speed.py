@@ -22,6 +22,7 @@ from harness.api import Method, Request, Task
 from harness.errors import ArbenchError
 from harness.metrics.base import MetricValue
 from harness.registry import METHODS, register_task
+from harness.settings import Annotated, BatchSizes, Field, Literal, Seed
 from harness.signature import Signature
 from harness.timing import TimingConfig, compare
 
@@ -31,21 +32,14 @@ TIMING_VERSION = "1"
 @dataclass
 class C2ISpeedConfig:
     baseline: str = "digits-ar-raster"
-    num_classes: int = 10
-    image_size: int = 32
-    items: int = 5  # timed batches per batch size (labels 0.., seeds from the item index)
-    batch_sizes: tuple = (1, 16)
-    warmup: int = 1
-    rounds: int = 2
-    threads: int = 1
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.items < 1 or self.rounds < 1 or self.warmup < 0 or self.threads < 1:
-            raise ArbenchError("c2i-speedup-digits needs items >= 1, rounds >= 1, warmup >= 0 and threads >= 1.")
-        if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
-            raise ArbenchError(f"batch_sizes must be positive integers, e.g. --set batch_sizes=1,16; "
-                               f"got {self.batch_sizes!r}.")
+    num_classes: Literal[10] = 10
+    image_size: Annotated[int, Field(ge=8, le=256)] = 32
+    items: Annotated[int, Field(ge=1, le=10_000)] = 5  # timed batches per batch size (labels 0.., seeds from the item index)
+    batch_sizes: BatchSizes = (1, 16)
+    warmup: Annotated[int, Field(ge=0, le=1000)] = 1
+    rounds: Annotated[int, Field(ge=1, le=1000)] = 2
+    threads: Annotated[int, Field(ge=1, le=1024)] = 1
+    seed: Seed = 0
 
 
 @register_task("c2i-speedup-digits")

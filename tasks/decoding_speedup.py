@@ -36,6 +36,7 @@ from harness.protocols.decoding.generation import GenerationResult, validate_res
 from harness.protocols.decoding.interface import ARModel
 from harness.protocols.decoding.strategy import MODALITY, DecodingStrategy, Models
 from harness.registry import METHODS, register_task
+from harness.settings import Annotated, BatchSizes, Field, NonNegativeFloat
 from harness.signature import Signature
 from harness.timing import TimingConfig, TimingResult, compare
 
@@ -49,21 +50,13 @@ class DecodingSpeedupConfig:
     model: str = "tiny-kjv-target"
     draft_model: str = "tiny-kjv-draft"
     prompts: str = ""
-    max_new_tokens: int = 128
-    max_prompts: int = 0
-    batch_sizes: tuple = (1, 4, 16)
-    warmup: int = 2
-    rounds: int = 3
-    near_tie: float = 1e-3
-    threads: int = 1
-
-    def __post_init__(self):
-        if self.max_new_tokens < 1 or self.max_prompts < 0 or self.rounds < 1 or self.warmup < 0 or self.threads < 1:
-            raise ArbenchError("decoding-speedup needs max_new_tokens >= 1, max_prompts >= 0 (0: all), rounds >= 1, "
-                               "warmup >= 0 and threads >= 1.")
-        if not self.batch_sizes or any(not isinstance(b, int) or b < 1 for b in self.batch_sizes):
-            raise ArbenchError(f"batch_sizes must be positive integers, e.g. --set batch_sizes=1,4; "
-                               f"got {self.batch_sizes!r}.")
+    max_new_tokens: Annotated[int, Field(ge=1, le=32_768)] = 128
+    max_prompts: Annotated[int, Field(ge=0, le=1_000_000, description="0: all prompts")] = 0
+    batch_sizes: BatchSizes = (1, 4, 16)
+    warmup: Annotated[int, Field(ge=0, le=1000)] = 2
+    rounds: Annotated[int, Field(ge=1, le=1000)] = 3
+    near_tie: NonNegativeFloat = 1e-3
+    threads: Annotated[int, Field(ge=1, le=1024)] = 1
 
 
 @dataclass
@@ -71,7 +64,7 @@ class MiniConfig(DecodingSpeedupConfig):
     prompts: str = str(BUNDLED_PROMPTS)
     max_new_tokens: int = 32
     max_prompts: int = 8
-    batch_sizes: tuple = (1, 4)
+    batch_sizes: BatchSizes = (1, 4)
     warmup: int = 1
     rounds: int = 2
 
@@ -207,6 +200,7 @@ class DecodingSpeedup(Task):
         max_new = self.config.max_new_tokens
         ctx.extra_provenance["hardware_fingerprint"] = self.hardware_fingerprint(device)
         ctx.extra_provenance["strategy"] = method.describe()
+        ctx.extra_provenance["lossless"] = method.lossless  # declared by the strategy; the board ranks lossy apart
         ctx.log(f"timing {method.name} against AR on {len(requests)} prompts, batch sizes {self.config.batch_sizes}")
 
         metrics: list[MetricValue] = []

@@ -18,30 +18,45 @@ import numpy as np
 
 from harness.datasets.digits import digits_to_images, load_digits_arrays
 from harness.features.digits_net import digits_features, load_digits_net
-from harness.api import Request
 from harness.errors import InputError
 from harness.metrics.base import MetricValue
 from harness.metrics.frechet import feature_statistics, frechet_distance
 from harness.metrics.image import PR_NEIGHBOURHOOD, inception_score, precision_recall
 from harness.registry import register_task
+from harness.settings import Annotated, Field, Literal, PositiveInt, Seed
 from harness.signature import Signature
 from tasks._image_samples import ClassToImageTask, ImageSamples
 
 METRIC_VERSIONS = {"fd_digits": "1", "is_digits": "1", "precision_recall_digits": "1", "class_accuracy_digits": "1"}
 
 
+#: scikit-learn's digits: the reference set of this task.
+REFERENCE_COUNT = 1797
+#: Protocol cap on the sample count (the protocol is 1,000; far more only costs time and memory).
+MAX_SAMPLES = 100_000
+
+
 @dataclass
 class DigitsC2IConfig:
-    num_samples: int = 1000
-    num_classes: int = 10
-    image_size: int = 32
-    seed: int = 0
-    is_splits: int = 10
-    pr_k: int = PR_NEIGHBOURHOOD
+    num_samples: Annotated[int, Field(ge=10, le=MAX_SAMPLES, description=f"digits-c2i scores 10..{MAX_SAMPLES:,} "
+                                                                          f"samples; its protocol is 1,000")] = 1000
+    num_classes: Literal[10] = 10
+    image_size: Annotated[int, Field(ge=8, le=256)] = 32
+    seed: Seed = 0
+    is_splits: PositiveInt = 10
+    pr_k: PositiveInt = PR_NEIGHBOURHOOD
 
     def __post_init__(self):
-        if self.is_splits < 1 or self.pr_k < 1:
-            raise InputError(f"is_splits and pr_k must be >= 1; got {self.is_splits} and {self.pr_k}.")
+        if self.num_samples % self.num_classes:
+            raise InputError(f"num_samples ({self.num_samples}) must be a multiple of num_classes "
+                             f"({self.num_classes}): the requests are class-balanced.")
+        if self.is_splits > self.num_samples:
+            raise InputError(f"is_splits={self.is_splits} is more than num_samples={self.num_samples}: each "
+                             f"Inception Score split needs at least one sample.")
+        if self.pr_k >= min(self.num_samples, REFERENCE_COUNT):
+            raise InputError(f"pr_k={self.pr_k}: Precision/Recall compare each sample with its pr_k-th nearest "
+                             f"neighbour, so pr_k must be below num_samples ({self.num_samples}) and the "
+                             f"{REFERENCE_COUNT} reference digits; the protocol uses {PR_NEIGHBOURHOOD}.")
 
 
 def reference_images(size: int) -> np.ndarray:
@@ -61,11 +76,6 @@ class DigitsC2I(ClassToImageTask):
 
     def condition(self, label: int) -> dict:
         return {"label": label, "image_size": self.config.image_size}
-
-    def requests(self) -> list[Request]:
-        if self.config.num_classes != 10:
-            raise InputError("digits-c2i has 10 classes; leave num_classes at 10.")
-        return super().requests()
 
     def signature(self) -> Signature:
         sig = super().signature()

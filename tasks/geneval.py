@@ -24,13 +24,15 @@ from PIL import Image
 
 from harness.api import Method, Request, Task
 from harness.errors import ArbenchError, InputError, MissingAssetError
+from harness.inputs import InputCaps, decode_image, read_text
 from harness.features import clip_color, geneval_detector
 from harness.metrics.base import MetricValue
 from harness.metrics.geneval import GenEvalRules, GenEvalScore, evaluate_image, keep_detections
 from harness.protocols.text_to_image import TextToImage  # noqa: F401 - re-exported: methods subclass it
 from harness.registry import register_task
+from harness.settings import Annotated, Field, Probability, Seed
 from harness.signature import Signature
-from harness.weights import WeightSpec, register_weights
+from harness.weights import WeightSpec, register_weights, require_all
 
 GENEVAL_COMMIT = "af4902f24d3ca90ebbb446dd9891a59e0f82725f"
 METADATA = register_weights(WeightSpec(
@@ -65,12 +67,12 @@ class GenEvalImage:
 
 @dataclass
 class GenEvalConfig:
-    images_per_prompt: int = 4
-    seed: int = 42
-    threshold: float = GenEvalRules.threshold
-    counting_threshold: float = GenEvalRules.counting_threshold
-    max_objects: int = GenEvalRules.max_objects
-    position_threshold: float = GenEvalRules.position_threshold
+    images_per_prompt: Annotated[int, Field(ge=1, le=64)] = 4
+    seed: Seed = 42
+    threshold: Probability = GenEvalRules.threshold
+    counting_threshold: Probability = GenEvalRules.counting_threshold
+    max_objects: Annotated[int, Field(ge=1, le=1000)] = GenEvalRules.max_objects
+    position_threshold: Probability = GenEvalRules.position_threshold
 
 
 @register_task("geneval")
@@ -111,14 +113,7 @@ class GenEval(Task):
         super().check_method(method)
         # refuse before generating for hours, and before a run row is stored, naming every missing file at once:
         # the method's own weights (resolved by checkpoint_sha256) and the scoring networks
-        missing = []
-        for check in (method.checkpoint_sha256, self.require_assets):
-            try:
-                check()
-            except MissingAssetError as exc:
-                missing.append(str(exc))
-        if missing:
-            raise MissingAssetError("\n".join(missing))
+        require_all([method.checkpoint_sha256, self.require_assets], f"geneval with {method.name}")
 
     # -- generation ----------------------------------------------------------------------------
     def requests(self) -> list[Request]:
@@ -257,22 +252,18 @@ def check_prompt_metadata(path: Path, record: dict) -> None:
         raise InputError(f"{path} is missing: each prompt folder needs its line of evaluation_metadata.jsonl "
                          "(one JSON object) as metadata.jsonl")
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        text = read_text(path, "metadata").strip()
         theirs = json.loads(text.splitlines()[0]) if text else None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise InputError(f"{path} is not JSON ({exc}); write the prompt's metadata line there") from exc
     if theirs != record:
         raise InputError(f"{path} does not match the official prompt for this folder: expected {json.dumps(record)}, "
                          f"found {text[:300]}. Folder i must hold prompt line i of evaluation_metadata.jsonl.")
 
 
-def check_image(path: Path) -> None:
-    try:
-        with Image.open(path) as image:
-            mode = image.mode
-            image.verify()
-    except Exception as exc:  # PIL raises many types for broken files
-        raise InputError(f"{path} is not a readable PNG ({exc}); regenerate or re-save it") from exc
+def check_image(path: Path, caps: InputCaps = InputCaps()) -> None:
+    """Decoded once, under the pixel cap: a truncated or oversized file is refused before scoring."""
+    mode = decode_image(path, caps, "task 'geneval'")
     if mode != "RGB":
         raise InputError(f"{path} is a {mode} image; GenEval scores 8-bit RGB images. Save it with "
                          "Image.convert('RGB') (no alpha channel, no palette, no greyscale).")

@@ -13,6 +13,7 @@ once per (reference file, network) and cached under `$ARBENCH_HOME/cache/`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tempfile
 from dataclasses import dataclass
@@ -23,15 +24,17 @@ import torch
 
 from harness.config import arbench_home
 from harness.errors import InputError
+from harness.inputs import open_npz
 from harness.features.inception import (CLEANFID_INCEPTION, FID_INCEPTION, InceptionConfig, extract_cleanfid_features,
                                         extract_inception_features, load_cleanfid_inception, load_fid_inception)
 from harness.metrics.base import MetricValue
 from harness.metrics.frechet import feature_statistics, frechet_distance
 from harness.metrics.image import ADM_IS_SPLIT_SIZE, PR_NEIGHBOURHOOD, inception_score, precision_recall
 from harness.registry import register_task
+from harness.settings import Annotated, Field, Literal, PositiveInt, Seed
 from harness.signature import Signature
-from harness.weights import WeightSpec, register_weights
-from tasks._image_samples import ClassToImageTask, ImageSamples, check_image_array_header, open_npz
+from harness.weights import WeightSpec, register_weights, require_all
+from tasks._image_samples import ClassToImageTask, ImageSamples, check_image_array_header
 
 ADM_REFERENCE_256 = register_weights(WeightSpec(
     name="adm-imagenet256-reference",
@@ -50,17 +53,23 @@ METRIC_VERSIONS = {"fid": "1", "sfid": "1", "inception_score": "2", "precision_r
 PR_DISTANCE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
+#: Protocol cap on the sample count (ADM scores 50,000; a larger set only costs time and memory).
+MAX_SAMPLES = 200_000
+
+
 @dataclass
 class ImageNet256Config:
-    num_samples: int = 50_000
-    num_classes: int = 1000
-    image_size: int = 256
-    seed: int = 0
-    is_split_size: int = ADM_IS_SPLIT_SIZE  # ADM fixes the split size, not the number of splits
-    pr_k: int = PR_NEIGHBOURHOOD
+    num_samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES, description=f"imagenet256-c2i scores at most "
+                                                                        f"{MAX_SAMPLES:,} samples; ADM's is 50,000")] = 50_000
+    num_classes: Annotated[int, Field(ge=1, le=1000)] = 1000
+    image_size: Annotated[int, Field(ge=8, le=1024)] = 256
+    seed: Seed = 0
+    is_split_size: PositiveInt = ADM_IS_SPLIT_SIZE  # ADM fixes the split size, not the number of splits
+    pr_k: PositiveInt = PR_NEIGHBOURHOOD
     #: ADM computes the k-NN distances in float16; "float32" is exact but not what ADM reports.
-    pr_distance_dtype: str = "float16"
-    feature_batch_size: int = 64  # fp32 Inception outputs move by ~1e-6 with the batch size (torch-fidelity #43)
+    pr_distance_dtype: Literal["float16", "float32"] = "float16"
+    #: fp32 Inception outputs move by ~1e-6 with the batch size (torch-fidelity #43)
+    feature_batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
     clean_fid: bool = True
     #: Local files (default: the `arbench weights` cache). Their sha256, not their paths, enter the signature.
     reference: str = ""
@@ -68,11 +77,13 @@ class ImageNet256Config:
     cleanfid_weights: str = ""
 
     def __post_init__(self):
-        if self.pr_distance_dtype not in PR_DISTANCE_DTYPES:
-            raise ValueError(f"pr_distance_dtype must be one of {', '.join(PR_DISTANCE_DTYPES)}; "
-                             f"got {self.pr_distance_dtype!r}")
-        if self.is_split_size < 1:
-            raise ValueError(f"is_split_size must be >= 1; got {self.is_split_size}")
+        if self.is_split_size > self.num_samples:
+            raise InputError(f"is_split_size={self.is_split_size} is more than num_samples={self.num_samples}: "
+                             f"the Inception Score needs at least one full split (ADM: {ADM_IS_SPLIT_SIZE}).")
+        if self.pr_k >= self.num_samples:
+            raise InputError(f"pr_k={self.pr_k}: Precision/Recall compare each sample with its pr_k-th nearest "
+                             f"neighbour, so pr_k must be below num_samples ({self.num_samples}); ADM uses "
+                             f"{PR_NEIGHBOURHOOD}.")
 
 
 @dataclass
@@ -105,13 +116,19 @@ class ImageNet256(ClassToImageTask):
         return spec.locate(explicit)
 
     def signature(self) -> Signature:
+        c = self.config
+        files = [(ADM_REFERENCE_256, c.reference), (FID_INCEPTION, c.inception_weights)]
+        if c.clean_fid:
+            files.append((CLEANFID_INCEPTION, c.cleanfid_weights))
+        # every missing reference or evaluator file is named at once
+        found = require_all([functools.partial(self._file, spec, path) for spec, path in files], f"task {self.name}")
         sig = Signature().add("task", self.name).add("task_version", self.version)
         sig.update("task", {k: v for k, v in self.settings().items() if k not in PATH_SETTINGS})
-        sig.add("reference_sha256", self._file(ADM_REFERENCE_256, self.config.reference)[1])
-        sig.add("inception_sha256", self._file(FID_INCEPTION, self.config.inception_weights)[1])
+        sig.add("reference_sha256", found[0][1])
+        sig.add("inception_sha256", found[1][1])
         sig.update("features", dataclasses.asdict(self.features))
-        if self.config.clean_fid:
-            sig.add("cleanfid_sha256", self._file(CLEANFID_INCEPTION, self.config.cleanfid_weights)[1])
+        if c.clean_fid:
+            sig.add("cleanfid_sha256", found[2][1])
             sig.add("cleanfid_mode", "clean")
         sig.update("metric_version", METRIC_VERSIONS)
         return sig

@@ -27,10 +27,12 @@ from typing import Any, ClassVar, Sequence
 
 from harness.api import Method, Request, Task
 from harness.errors import ArbenchError, InputError, MissingAssetError
+from harness.inputs import InputCaps, read_bytes
 from harness.metrics.base import MetricValue
 from harness.metrics.text import (bleu_score, bleu_signature, chrf_pp_score, chrf_pp_signature, legacy_signature,
                                   legacy_tokenized_bleu_score, paired_bleu_difference, sacrebleu_version)
 from harness.registry import METHODS, register_task
+from harness.settings import Annotated, Field
 from harness.signature import Signature
 
 MODALITY = "translation"
@@ -78,12 +80,10 @@ TEST_SETS = {
 }
 
 
-def read_lines(path: Path, what: str) -> list[str]:
-    """Lines of a UTF-8 text file (a final newline is optional); clear errors for everything else."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read the {what} file {path}: {exc}") from exc
+def read_lines(path: Path, what: str, caps: InputCaps = InputCaps()) -> list[str]:
+    """Lines of a UTF-8 text file (a final newline is optional) of at most `caps.text_bytes`; a regular file
+    only (a FIFO or /dev/zero is refused before it is opened); clear errors for everything else."""
+    data = read_bytes(path, what, caps)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -108,16 +108,16 @@ class TranslationConfig:
 
     reference: str = ""
     source: str = ""
-    bootstrap: int = 1000
+    bootstrap: Annotated[int, Field(ge=0, le=100_000, description="0: no bootstrap interval")] = 1000
     latency: bool = False
-    latency_sentences: int = 100
-    max_batch: int = 250
-    timing_rounds: int = 3
-    timing_warmup: int = 3
+    latency_sentences: Annotated[int, Field(ge=1, le=100_000)] = 100
+    max_batch: Annotated[int, Field(ge=1, le=100_000)] = 250
+    timing_rounds: Annotated[int, Field(ge=1, le=1000)] = 3
+    timing_warmup: Annotated[int, Field(ge=0, le=1000)] = 3
     baseline: str = "ar-transformer"
     #: torch CPU threads during `arbench run` (0: leave as is). On a shared CPU, more threads than free
     #: cores make small models many times slower and timings meaningless.
-    threads: int = 0
+    threads: Annotated[int, Field(ge=0, le=1024)] = 0
 
 
 class TranslationTask(Task):
@@ -131,10 +131,6 @@ class TranslationTask(Task):
 
     def __init__(self, config: Any = None):
         super().__init__(config)
-        if self.config.bootstrap < 0 or self.config.threads < 0 or min(
-                self.config.latency_sentences, self.config.max_batch, self.config.timing_rounds) < 1:
-            raise InputError("bootstrap and threads must be >= 0; latency_sentences, max_batch and "
-                             "timing_rounds >= 1.")
         self._data: tuple[list[str] | None, list[str]] | None = None
 
     @property
@@ -151,8 +147,8 @@ class TranslationTask(Task):
         """(source lines or None, reference lines), validated against the spec."""
         spec = self.test_set
         if self.config.reference:
-            references = read_lines(Path(self.config.reference).expanduser(), "reference")
-            sources = read_lines(Path(self.config.source).expanduser(), "source") if self.config.source else None
+            references = read_lines(Path(self.config.reference).expanduser(), "reference", self.caps)
+            sources = read_lines(Path(self.config.source).expanduser(), "source", self.caps) if self.config.source else None
         else:
             sources, references = self._from_sacrebleu_cache()
         if len(references) != spec.lines:
@@ -239,7 +235,7 @@ class TranslationTask(Task):
         """A detokenized hypothesis file: one line per reference line, UTF-8, no empty line."""
         if path.is_dir():
             raise InputError(f"{path} is a folder; give the hypothesis file (one translation per line).")
-        hypotheses = read_lines(path, "hypothesis")
+        hypotheses = read_lines(path, "hypothesis", self.caps)
         _, references = self.data()
         if len(hypotheses) != len(references):
             raise InputError(f"{path} has {len(hypotheses)} lines but the reference has {len(references)}: "

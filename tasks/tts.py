@@ -31,6 +31,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import soundfile as sf
 
+from harness import provenance
 from harness.api import Method, Request, Task
 import harness.features.asr  # noqa: F401  (importing a feature module registers its weight specs)
 import harness.features.utmos  # noqa: F401
@@ -38,9 +39,11 @@ import harness.features.wavlm_ecapa  # noqa: F401
 from harness.config import arbench_home
 from harness.errors import InputError, MissingAssetError
 from harness.features.audio import RESAMPLER, SAMPLE_RATE, to_16k_mono
+from harness.inputs import InputCaps, audio_duration, read_text, regular_file
 from harness.metrics.base import MetricValue
 from harness.metrics.speech import NORMALIZER_VERSIONS, corpus_wer, normalize, per_utterance_wer
 from harness.registry import register_task
+from harness.settings import Annotated, Field
 from harness.signature import Signature
 
 #: Fraction of samples at full scale above which a file is flagged as clipped (it is still scored).
@@ -65,10 +68,15 @@ class Audio:
     duration_s: float = 0.0
 
 
-def read_audio(path: Path | None) -> Audio:
-    """Read and check one file; never raises for a bad file (the problem is recorded instead)."""
-    if path is None or not path.is_file():
+def read_audio(path: Path | None, caps: InputCaps = InputCaps()) -> Audio:
+    """Read and check one file; never raises for a bad file (the problem is recorded instead). Only regular
+    files are opened, and the duration is checked from the header before any sample is read."""
+    if path is None or not path.exists():
         return Audio(None, "missing")
+    try:
+        audio_duration(path, caps, unreadable_ok=True)
+    except InputError as exc:
+        return Audio(None, f"refused: {exc}")
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for corrupt or unknown containers
@@ -97,15 +105,10 @@ class TTSItem:
     prompt_text: str = ""
 
 
-def read_text_lines(path: Path) -> list[str]:
-    """Non-empty lines of a UTF-8 list file; other encodings are refused with the line that fails."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[:exc.start].count(b"\n") + 1
-        raise InputError(f"{path} is not UTF-8 (line {line}, byte {exc.start}). Convert it, e.g. "
-                         f"`iconv -f latin1 -t utf-8 {path.name} > fixed.lst`.") from exc
+def read_text_lines(path: Path, caps: InputCaps = InputCaps()) -> list[str]:
+    """Non-empty lines of a UTF-8 list file (a regular file under the text cap); other encodings are refused
+    with the line that fails."""
+    text = read_text(path, "list", caps)
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
 
@@ -169,7 +172,8 @@ def parse_closed_list(path: Path) -> list[TTSItem]:
 
 
 def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    regular_file(path, "list or reference audio")  # never hash a FIFO or a device (it would not end)
+    return provenance.sha256_file(path)
 
 
 # -- the tasks ------------------------------------------------------------------------------------
@@ -187,8 +191,8 @@ class TTSConfig:
     asr: str = "whisper-large-v3"
     speaker_model: str = "wavlm-large-ecapa"
     utmos: bool = True
-    rtf_items: int = 20
-    rtf_warmup: int = 3
+    rtf_items: Annotated[int, Field(ge=0, le=10_000, description="0: no RTF")] = 20
+    rtf_warmup: Annotated[int, Field(ge=0, le=1000)] = 3
 
 
 class TTSTask(Task):
@@ -198,6 +202,8 @@ class TTSTask(Task):
     primary_metric = "wer_seed_utt_mean"
     version = "1"
     Config = TTSConfig
+    #: Seed-TTS-eval and LibriSpeech-PC utterances last seconds; a file over two minutes is not a TTS sample.
+    caps = InputCaps(audio_seconds=120.0)
     default_list: ClassVar[str] = ""
     #: Length of the published list (0: no published list).
     official_items: ClassVar[int] = 0
@@ -220,7 +226,7 @@ class TTSTask(Task):
         """16 kHz audio each generated utterance is compared with (its prompt); bad prompts are refused."""
         refs: dict[str, np.ndarray | None] = {}
         for item in items:
-            audio = read_audio(item.prompt_wav)
+            audio = read_audio(item.prompt_wav, self.caps)
             if audio.problem:
                 raise InputError(f"prompt {item.prompt_wav} of utterance {item.id!r} is {audio.problem}: "
                                  f"the test set is incomplete; restore it before scoring.")
@@ -330,6 +336,8 @@ class TTSTask(Task):
                              f"Name each file after its utterance id, or remove the extra files.")
         if not files:
             raise InputError(f"{path} has no .wav files; expected files named like {items[0].id}.wav.")
+        for file in files.values():  # regular files under the duration cap; unreadable ones score as failures
+            audio_duration(file, self.caps, f"task {self.name!r}", "wav", unreadable_ok=True)
         self.speaker_reference(items)  # refuses a broken test set before anything is stored
         return {item.id: files.get(item.id) for item in items}
 
@@ -349,7 +357,7 @@ class TTSTask(Task):
         rows: list[dict[str, Any]] = []
         hypotheses, similarities, naturalness = [], [], []
         for item in ctx.progress(items, total=len(items), desc="score"):
-            audio = read_audio(samples.get(item.id))
+            audio = read_audio(samples.get(item.id), self.caps)
             row: dict[str, Any] = {"id": item.id, "reference": item.text, "problem": audio.problem,
                                    "flags": audio.flags, "source_rate": audio.source_rate,
                                    "duration_s": round(audio.duration_s, 3)}
@@ -483,7 +491,7 @@ class ClosedSpeakerTTS(TTSTask):
         """Every item is compared with all held-out recordings (the encoder averages their embeddings)."""
         clips = []
         for path in self.reference_files():
-            audio = read_audio(path)
+            audio = read_audio(path, self.caps)
             if audio.problem:
                 raise InputError(f"speaker reference {path} is {audio.problem}; remove or replace it.")
             clips.append(audio.samples)

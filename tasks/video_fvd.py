@@ -41,7 +41,9 @@ from harness.metrics.video import (FVD_VERSION, VideoSamples, clip_indices, clip
                                    load_video_samples, maximum_likelihood_covariance, random_clip_offset, read_video,
                                    resize_short_side_center_crop)
 from harness.registry import register_task
+from harness.settings import Annotated, Field, Literal, Seed
 from harness.signature import Signature
+from harness.weights import require_all
 
 UCF101_ENV = "ARBENCH_UCF101"
 UCF101_CLASSES = 101
@@ -113,7 +115,7 @@ class VideoFVDTask(Task):
         self.check_assets()
         samples = load_video_samples(path, count=p.num_generated * p.repeats, num_frames=p.num_frames,
                                      stride=p.stride, resolution=p.resolution, num_classes=p.num_classes,
-                                     what=f"task {self.name}")
+                                     what=f"task {self.name}", caps=self.caps)
         expected = np.array([r.condition["label"] for r in self.requests()])
         if not np.array_equal(samples.labels, expected):
             first = int(np.flatnonzero(samples.labels != expected)[0])
@@ -171,11 +173,11 @@ class UCF101Config:
     """Where the data and weights are, and the seed of the real-clip draw (in the signature)."""
 
     ucf101_root: str = ""  # holds UCF-101/<Class>/*.avi and ucfTrainTestlist/; default $ARBENCH_UCF101
-    i3d_backend: str = "tats"  # "tats" (project I3D + i3d_pretrained_400.pt) or "torchscript" (StyleGAN-V)
+    i3d_backend: Literal["tats", "torchscript"] = "tats"  # project I3D + i3d_pretrained_400.pt, or StyleGAN-V's
     i3d_weights: str = ""  # explicit weights path; default: the weights cache
-    i3d_resize: str = "torch-halfpixel"  # or "tf1-legacy", the original TF FVD code's resize_bilinear
-    seed: int = 0
-    feature_batch_size: int = 8
+    i3d_resize: Literal["torch-halfpixel", "tf1-legacy"] = "torch-halfpixel"  # tf1-legacy: TF FVD's resize_bilinear
+    seed: Seed = 0
+    feature_batch_size: Annotated[int, Field(ge=1, le=4096)] = 8
     cd_fvd: bool = False  # also content-debiased FVD (VideoMAE-v2 features), a separate, non-comparable metric
     videomae_weights: str = ""  # explicit weights path for cd-FVD; default: the weights cache
 
@@ -257,9 +259,14 @@ class UCF101FVD(VideoFVDTask):
         c = self.config
         if c.i3d_resize not in i3d.RESIZE_MODES:
             raise InputError(f"unknown i3d_resize {c.i3d_resize!r}: use one of {', '.join(i3d.RESIZE_MODES)}")
+        try:
+            real_sha = self.real_list()[2]
+        except MissingAssetError:
+            self.check_assets()  # without the data: name it and every missing weight file in one message
+            raise
         sig = Signature().add("task", self.name).add("task_version", self.version)
         self.protocol_signature(sig)
-        sig.add("real_set", "ucf101-split1").add("real_list_sha256", self.real_list()[2]).add("seed", c.seed)
+        sig.add("real_set", "ucf101-split1").add("real_list_sha256", real_sha).add("seed", c.seed)
         sig.add("real_selection", "class-stratified-round-robin+seeded-window").add("real_preprocess", REAL_PREPROCESS)
         spec = i3d.weights_spec(c.i3d_backend)
         sig.add("features", f"i3d-k400-logits:{c.i3d_backend}").add("features_git_blob", spec.git_blob_sha1)
@@ -279,10 +286,11 @@ class UCF101FVD(VideoFVDTask):
         return ucf101_split(ucf101_root(self.config.ucf101_root), self.protocol.real_splits)
 
     def check_assets(self) -> None:
-        self.real_list()
-        i3d.weights_spec(self.config.i3d_backend).resolve(self.config.i3d_weights or None)
+        c = self.config
+        checks = [self.real_list, lambda: i3d.weights_spec(c.i3d_backend).resolve(c.i3d_weights or None)]
         if self.config.cd_fvd:
-            videomae.VIDEOMAE_V2_G.resolve(self.config.videomae_weights or None)
+            checks.append(lambda: videomae.VIDEOMAE_V2_G.resolve(self.config.videomae_weights or None))
+        require_all(checks, f"task {self.name}")  # every missing file named at once
 
     def cd_feature_extractor(self, device: str) -> Callable[[np.ndarray], torch.Tensor]:
         """The cd-FVD feature function (VideoMAE-v2 ViT-g)."""
@@ -400,12 +408,8 @@ _register_protocols()
 
 @dataclass
 class MovingDigitsConfig:
-    seed: int = 0
-    feature_batch_size: int = 128
-
-    def __post_init__(self):
-        if self.feature_batch_size < 1:
-            raise InputError(f"feature_batch_size must be >= 1; got {self.feature_batch_size}.")
+    seed: Seed = 0
+    feature_batch_size: Annotated[int, Field(ge=1, le=4096)] = 128
 
 
 @register_task("moving-digits-fvd")

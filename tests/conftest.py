@@ -19,6 +19,18 @@ if str(TESTS_DIR) not in sys.path:
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_writes_to_the_users_results(tmp_path_factory):
+    """A test that stores results without choosing where gets a throw-away folder, never the user's own
+    (~/.local/share/arbench) database."""
+    if os.environ.get("ARBENCH_RESULTS"):
+        yield
+        return
+    os.environ["ARBENCH_RESULTS"] = str(tmp_path_factory.mktemp("default-results"))
+    yield
+    os.environ.pop("ARBENCH_RESULTS", None)
+
+
 @pytest.fixture
 def results_dir(tmp_path, monkeypatch) -> Path:
     """A fresh results folder (database + artifacts) for one test."""

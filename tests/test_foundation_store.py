@@ -8,6 +8,7 @@ import stat
 import pytest
 import sqlalchemy as sa
 
+from harness import store as store_module
 from harness.errors import ArbenchError
 from harness.metrics.base import MetricValue
 from harness.migrations import head_revision, upgrade_to
@@ -39,13 +40,13 @@ def _round_trip(store: Store) -> None:
     assert record["metrics"]["fid"] == {"value": 12.5, "higher_is_better": False, "unit": "", "version": "2",
                                         "description": "Fréchet"}
     assert record["metrics"]["speedup"]["ci_low"] == 1.8 and record["metrics"]["speedup"]["ci_high"] == 2.2
-    failed = _create(store, signature_hash="xyz")
+    failed = _create(store, signature_hash="xyz", run_key="xyz")
     store.fail_run(failed, "boom: out of memory")
     (rec,) = store.records(run_id=failed)
     assert rec["status"] == "failed" and rec["error"] == "boom: out of memory" and rec["metrics"] == {}
     assert store.records(task="toy-gauss", status="finished")[0]["run_id"] == run_id
-    assert store.find_resumable("xyz", "run") == failed
-    assert store.find_resumable("abc", "run") is None
+    assert store.run_for_key("xyz")["id"] == failed and store.run_for_key("xyz")["status"] == "failed"
+    assert store.run_for_key("abc") is None  # created without a key: not idempotent by signature
 
 
 def test_sqlite_round_trip(tmp_path):
@@ -159,3 +160,39 @@ def test_the_fast_revision_check_agrees_with_alembic(tmp_path):
     engine.dispose()
     store = Store(url)  # opening it migrates the rest of the way
     assert _stored_revision(store.engine) == current_revision(store.engine) == head_revision()
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migration_gives_old_duplicates_keys_without_losing_a_row(backend, tmp_path, request):
+    """Runs stored before requests were idempotent: per signature the finished one keeps the plain key, the other
+    copies become its repeats; a submission's run and a score run get no key; every metric value stays."""
+    url = f"sqlite:///{tmp_path / 'old.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    engine = sa.create_engine(url)
+    upgrade_to(engine, "0003")
+    rows = [("a", "failed", "run", "h1"), ("b", "finished", "run", "h1"), ("c", "finished", "run", "h1"),
+            ("s", "finished", "run", "h1"), ("d", "finished", "score", "h2")]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO tasks (id, name, version, modality, description, created_at) "
+                             "VALUES (1, 'toy-gauss', '1', 'vector', '', '2026-01-01 00:00:00')")
+        for n, (run_id, status, kind, sig) in enumerate(rows):
+            conn.exec_driver_sql(
+                "INSERT INTO runs (id, task_id, task_version, kind, source, label, status, signature, signature_hash, "
+                "eval_signature, eval_signature_hash, settings, provenance, created_at) VALUES "
+                f"('{run_id}', 1, '1', '{kind}', 'reproduced', '', '{status}', 's', '{sig}', 's', '{sig}', '{{}}', "
+                f"'{{}}', '2026-01-01 00:00:0{n}')")
+            conn.exec_driver_sql("INSERT INTO metrics (run_id, name, value, higher_is_better, unit, version, "
+                                 f"description) VALUES ('{run_id}', 'm', {n}, true, '', '1', '')")
+        conn.exec_driver_sql("INSERT INTO submissions (id, task, method, label, submitter, license, manifest, "
+                             "bundle_path, state, attempts, max_attempts, run_id, created_at, updated_at) VALUES "
+                             "('sub', 'toy-gauss', 'x', '', 'me', '', '{}', '/x', 'finished', 1, 3, 's', "
+                             "'2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+    engine.dispose()
+    store = Store(url)
+    with store.session() as s:
+        keys = {r.id: (r.run_key, r.repeat_of) for r in s.scalars(sa.select(store_module.RunRow))}
+    assert keys == {"b": ("h1", None), "a": ("h1.r1", "b"), "c": ("h1.r2", "b"), "s": (None, None),
+                    "d": (None, None)}
+    assert {r["run_id"]: r["metrics"]["m"]["value"] for r in store.records()} == {
+        "a": 0, "b": 1, "c": 2, "s": 3, "d": 4}
+    assert store.run_for_key("h1")["id"] == "b"
+    store.dispose()
+

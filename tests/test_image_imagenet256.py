@@ -199,4 +199,15 @@ def test_missing_official_files_are_named_before_anything_is_stored(tmp_path, mo
     assert main(["score", "imagenet256-c2i", str(samples), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "VIRTUAL_imagenet256_labeled.npz" in err and "openaipublic.blob.core.windows.net" in err
+    # every missing file at once, each with where it goes and its fetch command
+    from harness.features.inception import CLEANFID_INCEPTION, FID_INCEPTION
+    from tasks.imagenet256 import ADM_REFERENCE_256
+
+    assert "needs 3 files that are missing" in err  # the reference batch, FID's and clean-fid's Inception
+    for spec in (ADM_REFERENCE_256, FID_INCEPTION, CLEANFID_INCEPTION):
+        assert f"arbench weights fetch {spec.name}" in err and str(spec.cache_path) in err
+    assert main(["run", "imagenet256-c2i", "llamagen-b", "--no-progress"]) == 2  # the method's checkpoint too
+    err = capsys.readouterr().err
+    assert "imagenet256-c2i with llamagen-b needs 4 files that are missing" in err
+    assert "arbench weights fetch llamagen-c2i-b-256" in err and ADM_REFERENCE_256.filename in err
     assert not (results_dir / "arbench.db").exists() or _no_runs(results_dir)

@@ -196,7 +196,11 @@ def test_samples_do_not_depend_on_the_batch_and_follow_the_seed():
     whole = generate_mar(model, labels, request_generators(seeds), SAMPLER)
     parts = torch.cat([generate_mar(model, labels[i:i + 1], request_generators(seeds[i:i + 1]), SAMPLER)
                        for i in range(4)])
-    torch.testing.assert_close(whole, parts, atol=1e-4, rtol=1e-4)  # float rounding only
+    # float rounding only: the random tiny model's tokens reach ~7e4, where one float32 ulp is ~0.008, and batching
+    # changes GEMM summation order; so the bound is relative to the tensor's scale (a wrong seed or class moves
+    # elements by the scale itself, as the assertion below shows)
+    scale = float(whole.abs().max())
+    torch.testing.assert_close(whole, parts, atol=1e-6 * scale, rtol=0)
     assert not torch.allclose(whole[1], whole[3])  # same class, other seed
     again = generate_mar(model, labels, request_generators(seeds), SAMPLER)
     assert torch.equal(whole, again)

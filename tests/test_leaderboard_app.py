@@ -25,10 +25,13 @@ def fresh_caches():
     st.cache_resource.clear()
 
 
-def app(run_id: str | None = None) -> AppTest:
+def app(run_id: str | None = None, **params: str) -> AppTest:
+    """The app at `?run=run_id` or at the query parameters `params` (e.g. task="toy-board": a linked board)."""
     at = AppTest.from_file(APP, default_timeout=60)
     if run_id:
         at.query_params["run"] = run_id
+    for key, value in params.items():
+        at.query_params[key] = value
     at.run()
     assert not at.exception, at.exception
     return at
@@ -60,14 +63,14 @@ def test_board_groups_ties_sources_and_csv(results_dir):
     add_run(store, method="m-c", metrics=[fid(5.00, 0.2), score(90)])
     add_run(store, method="m-a", source="reported", label="m-a (paper)", protocol="paper", metrics=[fid(1.9)])
     add_run(store, method="m-d", error="CUDA out of memory")
-    at = app()
+    at = app(task="toy-board")
     assert at.sidebar.selectbox[0].value == "toy-board"
     tables = [d.value for d in at.dataframe]
     board = tables[0]
-    assert board["method"].tolist() == ["m-a", "m-b", "m-c"]
+    assert board["label"].tolist() == ["m-a", "m-b", "m-c"]
     assert board["rank"].tolist() == [1, 1, 3]
     assert set(board["source"]) == {"reproduced by ARBench"}
-    assert board.loc[board["method"] == "m-a", "Δ vs paper (fid)"].iloc[0] == pytest.approx(0.1)
+    assert board.loc[board["label"] == "m-a", "Δ vs paper (fid)"].iloc[0] == pytest.approx(0.1)
     assert tables[1]["source"].tolist() == ["reported in a paper"]
     assert tables[-1]["status"].tolist() == ["failed"]  # failed runs stay reachable, unranked
     assert all(link.startswith("?run=") for link in board["run"])
@@ -81,7 +84,7 @@ def test_plots_tab_is_built_only_when_opened(results_dir):
     store = Store()
     add_run(store, method="m-a", metrics=[fid(2.0, 0.2), score(200)], provenance={"params": 1e8})
     add_run(store, method="m-b", metrics=[fid(3.0, 0.2), score(150)], provenance={"params": 3e8})
-    at = app()
+    at = app(task="toy-board")
     assert [t.label for t in at.tabs] == ["tables", "plots: quality against cost"]
     assert len(at.dataframe) == 1 and not at.get("vega_lite_chart")  # no chart before the tab is opened
     at.session_state["board-view"] = "plots: quality against cost"
@@ -109,28 +112,28 @@ def test_board_is_built_once_per_version_of_the_results(results_dir, monkeypatch
                         lambda task, board_of: placeholders.append(task) or behind_placeholder(task, board_of))
     store = Store()
     add_run(store, method="m-a", metrics=[fid(2.0, 0.2)])
-    at = app()
+    at = app(task="toy-board")
     at.run()
     assert builds == ["toy-board"] and placeholders == ["toy-board"]  # the rerun reuses the board, shown at once
     add_run(store, method="m-b", metrics=[fid(1.0, 0.2)])
     at.run()
     assert builds == ["toy-board"] * 2 and placeholders == ["toy-board"] * 2
-    assert at.dataframe[0].value["method"].tolist() == ["m-b", "m-a"]  # the loading table is gone
+    assert at.dataframe[0].value["label"].tolist() == ["m-b", "m-a"]  # the loading table is gone
 
 
 def test_sidebar_filters_narrow_the_board(results_dir):
     store = Store()
     add_run(store, method="llamagen-b", family="raster-ar", metrics=[fid(5.0)])
     add_run(store, method="var-d16", family="next-scale", source="submitted", metrics=[fid(3.0)])
-    at = app()
+    at = app(task="toy-board")
     at.sidebar.text_input(key="search").input("llama").run()
-    assert [d.value["method"].tolist() for d in at.dataframe] == [["llamagen-b"]]
+    assert [d.value["label"].tolist() for d in at.dataframe] == [["llamagen-b"]]
     at.sidebar.text_input(key="search").input("").run()
     at.sidebar.multiselect(key="sources-toy-board").select("submitted").run()
-    assert [d.value["method"].tolist() for d in at.dataframe] == [["var-d16"]]
+    assert [d.value["label"].tolist() for d in at.dataframe] == [["var-d16"]]
     at.sidebar.multiselect(key="sources-toy-board").unselect("submitted").run()
     at.sidebar.multiselect(key="families-toy-board").select("raster-ar").run()
-    assert [d.value["method"].tolist() for d in at.dataframe] == [["llamagen-b"]]
+    assert [d.value["label"].tolist() for d in at.dataframe] == [["llamagen-b"]]
     at.sidebar.text_input(key="search").input("nothing like it").run()
     assert "No row matches the filters" in texts(at)
 
@@ -222,3 +225,96 @@ def test_public_queue_and_submitted_run_show_no_contact_data(results_dir, tmp_pa
     body = texts(run_page) + "\n".join(str(j.value) for j in run_page.json)
     assert "Submitted by the author" in body and "Jane Doe" in body
     assert "jane-secret" not in body
+
+
+# -- overview, links, diff ----------------------------------------------------------------------------------
+def test_overview_lists_every_task_and_opens_a_board_in_one_click(results_dir):
+    store = Store()
+    add_run(store, method="m-a", settings={"cfg": 2.0}, metrics=[fid(2.0)])
+    add_run(store, method="m-a", settings={"cfg": 4.0}, metrics=[fid(3.0)])
+    add_run(store, method="m-a", source="reported", protocol="paper", metrics=[fid(1.9)])
+    add_run(store, task="other-board", method="m-z", source="reported", metrics=[score(5.0)], primary="inception_score")
+    at = app()  # no ?task=: the landing page
+    body = texts(at)
+    body = body.replace("\\", "")  # Markdown escapes
+    assert "All tasks" in body and "toy-board" in body and "other-board" in body
+    assert "2 reproduced by ARBench · 1 reported in a paper" in body and "main protocol group P1" in body
+    toy, other = (d.value for d in at.dataframe)  # the cards' top rows (AppTest does not expose their keys)
+    assert toy["label"].tolist() == ["m-a · cfg=2.0", "m-a · cfg=4.0"] and toy["rank"].tolist() == [1, 2]
+    assert other["label"].tolist() == ["m-z"] and "fid ↓" in toy and "inception_score ↑" in other
+    at.button(key="open-other-board").click().run()
+    assert not at.exception and at.sidebar.selectbox(key="task").value == "other-board"
+    assert "Protocol group P1" in texts(at) and "All tasks" not in texts(at)
+
+
+def test_a_link_reproduces_task_group_and_filters(results_dir):
+    store = Store()
+    add_run(store, method="m-a", metrics=[fid(2.0)])
+    add_run(store, method="m-b", source="submitted", metrics=[fid(2.5)])
+    add_run(store, method="m-a", source="reported", protocol="paper", metrics=[fid(1.9)])
+    board = app(task="toy-board")
+    groups = board.sidebar.selectbox(key="group-toy-board").options
+    assert len(groups) == 2 and groups[0].startswith("P1 · 2 rows")
+    from leaderboard.board import Board
+    from leaderboard.data import load_snapshot
+
+    paper_key = Board.build(load_snapshot(store, "toy-board"), "toy-board").groups[1].key
+    at = app(task="toy-board", group=paper_key)
+    assert [d.value["label"].tolist() for d in at.dataframe] == [["m-a"]]
+    assert "Protocol group P2" in texts(at) and "Protocol group P1" not in texts(at)
+    at = app(task="toy-board", **{"sources-toy-board": "submitted"})
+    assert [d.value["label"].tolist() for d in at.dataframe] == [["m-b"]]
+
+
+def test_compare_page_names_what_differs_and_why(results_dir):
+    store = Store()
+    a = add_run(store, method="m-a", settings={"cfg": 2.0}, metrics=[fid(2.0)],
+                provenance={"packages": {"torch": "2.5.1"}})
+    b = add_run(store, method="m-a", settings={"cfg": 4.0}, metrics=[fid(2.5)],
+                provenance={"packages": {"torch": "2.6.0"}})
+    paper = add_run(store, method="m-a", source="reported", protocol="paper", metrics=[fid(1.9)])
+    at = app(compare=f"{a[:8]},{b}")
+    verdict = at.success[0].value.replace("\\", "")  # Markdown escapes
+    assert verdict.startswith("**Comparable.**") and "settings (method.cfg)" in verdict
+    metrics, signature, settings, provenance = (d.value for d in at.dataframe)
+    assert signature[["key", "A", "B", "kind"]].values.tolist() == [["method.cfg", "2.0", "4.0", "method"]]
+    assert settings[["key", "A", "B"]].values.tolist() == [["method.cfg", "2.0", "4.0"]]
+    assert provenance["key"].tolist() == ["packages.torch"]
+    assert metrics[["metric", "differs in", "comparable"]].values.tolist() == [["fid", "value", "yes"]]
+    at = app(compare=f"{a},{paper}")
+    verdict = at.error[0].value.replace("\\", "")
+    assert verdict.startswith("**Not comparable.**") and "evaluation signatures differ (in protocol)" in verdict
+    at = app(compare=f"{a},nosuchrun")
+    assert "no run 'nosuchrun'" in at.warning[0].value.replace("\\", "")
+
+
+def test_board_offers_a_comparison_of_any_two_rows(results_dir):
+    store = Store()
+    a = add_run(store, method="m-a", metrics=[fid(2.0)])
+    b = add_run(store, method="m-b", metrics=[fid(2.5)])
+    at = app(task="toy-board")
+    assert at.selectbox(key="compare-a-toy-board").value == a and at.selectbox(key="compare-b-toy-board").value == b
+    (button,) = at.get("link_button")
+    assert button.proto.url == f"?compare={a},{b}"
+
+
+def assert_no_none_cells(at: AppTest) -> int:
+    """Streamlit draws a missing value as a grey "None" unless the table sets a placeholder: every table with
+    a missing value must set it to "" (blank), and no text cell may hold the word. Returns the tables checked."""
+    for table in at.dataframe:
+        frame = table.value
+        if frame.isna().to_numpy().any():
+            assert table.proto.HasField("placeholder") and table.proto.placeholder == "", list(frame.columns)
+        assert not frame.astype(str).isin(["None", "nan"]).to_numpy().any() or frame.isna().to_numpy().any()
+    return len(at.dataframe)
+
+
+def test_no_cell_renders_none_on_any_page(results_dir, tmp_path):
+    store = Store()
+    a = add_run(store, method="m-a", metrics=[fid(2.0, 0.1), score(100)], provenance={"params": 1e8})
+    b = add_run(store, method="m-b", metrics=[fid(3.0)], artifacts=artifact_folder(tmp_path / "run"))  # no IS
+    add_run(store, method="m-c", error="boom")
+    checked = 0
+    for page in (app(), app(task="toy-board"), app(run_id=b), app(compare=f"{a},{b}")):
+        checked += assert_no_none_cells(page)
+    assert checked >= 6

@@ -134,8 +134,13 @@ def test_cached_board_view_export_and_filter_choices_on_a_synthetic_store(store)
         assert not set(HIDDEN_COLUMNS) & set(group.view.columns) and len(group.view) == len(group.table)
         assert "verification" not in group.view.columns  # empty in every synthetic row: not shown
         rows = list(csv.reader(io.StringIO(to_csv(group.table, group.export_columns).decode())))
-        assert rows[0] == [c for c in group.view.columns if c != "run"] + ["run_id"]
-        assert [r[-1] for r in rows[1:]] == group.table["run_id"].tolist()  # every row, not only the visible ones
+        assert rows[0] == [c for c in group.view.columns if c != "run"] + ["run_id", "eval_signature_hash"]
+        assert [r[-2] for r in rows[1:]] == group.table["run_id"].tolist()  # every row, not only the visible ones
+        assert {r[-1] for r in rows[1:]} == {group.eval_signature_hash} and "settings" in rows[0]
+    from leaderboard.views import _group_csv  # the board's download: the signature's text on every row too
+
+    rows = list(csv.DictReader(io.StringIO(_group_csv(group.table, group.export_columns, "task:t|p:1").decode())))
+    assert {r["eval_signature"] for r in rows} == {"task:t|p:1"} and len(rows) == len(group.table)
     options = board.options
     assert options.sources == ["reproduced", "submitted", "reported"]
     assert len(options.hardware) == 3 and options.params_millions[0] < options.params_millions[1]
@@ -185,12 +190,15 @@ def test_artifacts_are_found_by_type_and_links_are_not_followed(tmp_path):
 def test_image_and_video_shards_become_sample_grids_and_pickles_are_refused(tmp_path):
     images = np.arange(5 * 4 * 6 * 3, dtype=np.uint8).reshape(5, 4, 6, 3)
     np.save(tmp_path / "images.npy", images)
-    grid = sample_grid(tmp_path / "images.npy", side=2)
+    grid = sample_grid(tmp_path / "images.npy", side=2, gap=0, min_tile=0)
     assert grid.shape == (8, 12, 3)  # 2x2 tiles of the first 4 images
     assert (grid[4:8, 6:12] == images[3]).all()
+    grid = sample_grid(tmp_path / "images.npy", side=2, gap=2, min_tile=12)  # enlarged x2, 2 white pixels apart
+    assert grid.shape == (2 * 8 + 2, 2 * 12 + 2, 3) and (grid[8:10] == 255).all() and (grid[:, 12:14] == 255).all()
+    assert (grid[10:18, 14:26] == images[3].repeat(2, 0).repeat(2, 1)).all()
     clip_frames = np.arange(3, dtype=np.uint8)[:, None, None, None]  # frame t is filled with t
     np.save(tmp_path / "videos.npy", np.zeros((2, 3, 4, 4, 3), np.uint8) + clip_frames)
-    frames = sample_grid(tmp_path / "videos.npy", side=8)
+    frames = sample_grid(tmp_path / "videos.npy", side=8, gap=0, min_tile=0)
     assert frames.shape == (4, 12, 3) and frames[0, 4, 0] == 1  # the 3 frames of the first clip, in a row
     np.save(tmp_path / "labels.npy", np.arange(5))
     np.save(tmp_path / "floats.npy", images.astype(np.float32))
@@ -275,7 +283,7 @@ def test_snapshot_and_board_on_postgresql(pg_url, tmp_path):
 
 
 def test_plots_put_quality_against_speed_parameters_and_link_points(store):
-    for method, speedup, exact, passes, params in (("ar", 1.0, 1.0, 1.0, 1e8), ("spec", 2.1, 1.0, 0.4, 2e8),
+    for method, speedup, exact, passes, params in (("ar", 1.0, 1.0, 1.0, 1e8), ("spec", 2.1, 0.8, 0.4, 2e8),
                                                    ("jacobi", 0.9, 0.5, 0.9, 3e8)):
         add_run(store, task="decode", method=method, primary="speedup", provenance={"params": params}, metrics=[
             MetricValue("speedup", speedup, True, "x"),
@@ -287,7 +295,90 @@ def test_plots_put_quality_against_speed_parameters_and_link_points(store):
     assert [(x.title, y.title) for x, y in charts] == [("speedup ↑ (x)", "exact_match_rate ↑"),
                                                        ("parameters", "exact_match_rate ↑")]
     spec = scatter(frame, *charts[0]).to_dict()
-    assert spec["encoding"]["href"]["field"] == "run"
-    points = next(iter(spec["datasets"].values()))
+    line, points_layer = spec["layer"]  # the Pareto front under the points
+    assert points_layer["encoding"]["href"]["field"] == "run" and line["mark"]["type"] == "line"
+    data = list(spec["datasets"].values())
+    points = max(data, key=len)
     assert sorted(p["run"] for p in points) == sorted(groups[0].table["run"])
     assert all(p["run"].startswith("?run=") for p in points)
+    front = min(data, key=len)  # speedup up, exact match up: ar (1.0, 1.0) and spec (2.1, 0.8); jacobi is beaten
+    assert sorted(p["label"] for p in front) == ["ar", "spec"]
+    assert spec["layer"][1]["encoding"]["x"]["axis"]["format"] == "~g"
+    assert scatter(frame, *charts[1]).to_dict()["layer"][-1]["encoding"]["x"]["axis"]["format"] == "~s"  # 100M
+
+
+# -- rows you can tell apart -----------------------------------------------------------------------------
+def test_settings_column_tells_rows_of_one_method_apart_and_reruns_show_once(store):
+    add_run(store, method="m-a", settings={"cfg": 2.0, "top_k": 0}, metrics=[fid(3.0)])
+    add_run(store, method="m-a", settings={"cfg": 4.0, "top_k": 0}, metrics=[fid(2.5)])
+    rerun = add_run(store, method="m-a", settings={"cfg": 4.0, "top_k": 0}, metrics=[fid(2.4)])  # same signature
+    add_run(store, method="m-b", settings={"cfg": 4.0}, metrics=[fid(2.0)])
+    (group,), _ = build_groups(load_snapshot(store), "toy-board")
+    table = group.table
+    assert table[["label", "settings", "runs"]].values.tolist() == [
+        ["m-b", "", 1], ["m-a", "cfg=4.0", 2], ["m-a", "cfg=2.0", 1]]
+    assert table.loc[1, "run_id"] == rerun and table.loc[1, "fid ↓"] == 2.4  # the newest of the reruns
+    assert "method" not in group.view and "runs" in group.view  # labels say the method; a count is shown
+
+
+def decoding_run(store, method, speedup, exact, nll=None, lossless=None, settings=None):
+    metrics = [MetricValue("speedup", speedup, True, "x"), MetricValue("tokens_per_s", 100 * speedup, True, "tokens/s"),
+               MetricValue("exact_match_rate", exact, True)]
+    if nll is not None:
+        metrics.append(MetricValue("quality_target_nll", nll, False, "nats/token"))
+    provenance = {} if lossless is None else {"lossless": lossless}
+    return add_run(store, task="decode", method=method, primary="speedup", metrics=metrics, provenance=provenance,
+                   settings=settings)
+
+
+def test_lossy_decoding_rows_are_never_ranked_with_lossless_ones(store):
+    decoding_run(store, "speculative", 1.8, 1.0, lossless=True)
+    decoding_run(store, "blockwise", 1.5, 1.0, settings={"top_k": 1})  # no declaration, no lossy metric
+    decoding_run(store, "blockwise", 2.6, 0.0, nll=2.9, settings={"top_k": 3})  # the lossy track's metric
+    decoding_run(store, "early-exit", 3.0, 0.2, nll=3.1, lossless=False)
+    groups, _ = build_groups(load_snapshot(store), "decode")
+    assert [(g.track, g.table["label"].tolist()) for g in groups] == [
+        ("lossless", ["speculative", "blockwise"]), ("lossy", ["early-exit", "blockwise"])]
+    assert groups[1].table["rank"].tolist() == [1, 2]  # ranked among the lossy rows only
+    assert groups[0].eval_signature_hash == groups[1].eval_signature_hash and groups[0].key != groups[1].key
+    columns = groups[1].table.columns.tolist()  # exact match and NLL right beside the speedup
+    assert columns[columns.index("speedup ↑ (x)") + 1:][:2] == ["exact_match_rate ↑", "quality_target_nll ↓ (nats/token)"]
+    assert columns.index("tokens_per_s ↑ (tokens/s)") > columns.index("source")
+    board = Board.build(load_snapshot(store, "decode"), "decode")  # a filter that leaves no lossy row keeps
+    (only,), _ = board.filtered("decode", Filters(search="speculative"))  # the group's track (and its number)
+    assert only.key == groups[0].key and only.table["label"].tolist() == ["speculative"]
+    other = add_run(store, task="decode", method="speculative", protocol="p2", primary="speedup",
+                    metrics=[MetricValue("speedup", 1.2, True, "x")])
+    groups, _ = build_groups(load_snapshot(store), "decode")  # no lossy row under p2: no split there
+    assert next(g for g in groups if other in set(g.table["run_id"])).track == ""
+
+
+def test_reported_rows_are_dated_by_publication(store):
+    add_run(store, method="m-a", source="reported", protocol="paper", metrics=[fid(2.0)],
+            provenance={"paper": "Sun et al. 2024, Autoregressive Model Beats Diffusion"})
+    add_run(store, method="m-b", source="reported", protocol="paper", metrics=[fid(3.0)],
+            provenance={"paper": "a paper without a year"})
+    add_run(store, method="m-c", metrics=[fid(1.0)])
+    groups, _ = build_groups(load_snapshot(store), "toy-board")
+    dates = {label: date for g in groups for label, date in zip(g.table["label"], g.table["date"])}
+    assert dates["m-a"] == "2024" and dates["m-b"] == ""
+    assert dates["m-c"] == pd.Timestamp.now("UTC").strftime("%Y-%m-%d")
+
+
+def test_overview_summary_counts_sources_and_names_the_main_group(store):
+    from leaderboard.board import summarize
+
+    add_run(store, method="m-a", metrics=[fid(2.0)])
+    add_run(store, method="m-b", source="submitted", metrics=[fid(1.0)])
+    add_run(store, method="m-a", source="reported", protocol="paper", metrics=[fid(1.9)])
+    add_run(store, method="m-c", error="boom")
+    add_run(store, task="other", method="m-z", metrics=[fid(0.5)])
+    summary = summarize(load_snapshot(store), "toy-board")
+    assert summary.counts == {"reproduced by ARBench": 1, "submitted by the author": 1, "reported in a paper": 1}
+    assert summary.main_group.table["label"].tolist() == ["m-b", "m-a"]
+    board = Board.build(load_snapshot(store, "toy-board"), "toy-board")  # the board's own P1, built alone
+    paper = ["paper fid", "Δ vs paper (fid)"]  # paper gaps need the other groups: not on the card
+    pd.testing.assert_frame_equal(summary.main_group.table.drop(columns=paper, errors="ignore"),
+                                  board.groups[0].table.drop(columns=paper))
+    assert summary.protocol == "ARBench protocol, task v1" and summary.modality == "class-to-image"
+    assert summary.last_change.startswith(pd.Timestamp.now("UTC").strftime("%Y-%m-%d"))

@@ -150,6 +150,7 @@ def test_ucf_real_selection_is_stratified_seeded_and_cached(results_dir, tmp_pat
     first = runner.score("test-ucf101-tiny", tmp_path / "gen.npz", {"ucf101_root": str(root)})
     cached = list((tmp_path / "home" / "fvd-stats").glob("test-ucf101-tiny-r0-*.npz"))
     assert len(cached) == 1
+    runner.options.repeat = True  # an identical request is otherwise answered from the store, computing nothing
     second = runner.score("test-ucf101-tiny", tmp_path / "gen.npz", {"ucf101_root": str(root)})
     assert second.metrics[0].value == pytest.approx(first.metrics[0].value, rel=1e-12)
     assert first.metrics[0].name == "fvd" and first.metrics[0].value > 0
@@ -162,8 +163,9 @@ def test_ucf_without_data_or_weights_fails_before_storing(results_dir, tmp_path,
     monkeypatch.delenv("ARBENCH_UCF101", raising=False)
     np.savez(tmp_path / "gen.npz", videos=np.zeros((2, 16, 128, 128, 3), np.uint8), labels=np.zeros(2, int))
     runner = _runner(results_dir)
-    with pytest.raises(MissingAssetError, match="no UCF-101 copy at .*crcv.ucf.edu"):
+    with pytest.raises(MissingAssetError, match="no UCF-101 copy at .*crcv.ucf.edu") as both:
         runner.score("ucf101-fvd2048-16f-128", tmp_path / "gen.npz")
+    assert "needs 2 files" in str(both.value) and "i3d_pretrained_400.pt" in str(both.value)  # named at once
     root = make_fake_ucf(tmp_path)
     with pytest.raises(MissingAssetError, match="i3d_pretrained_400.pt"):
         runner.score("ucf101-fvd2048-16f-128", tmp_path / "gen.npz", {"ucf101_root": str(root)})

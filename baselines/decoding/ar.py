@@ -15,6 +15,7 @@ from harness.protocols.decoding.generation import GenerationResult, Lockstep, Sa
 from harness.protocols.decoding.interface import ARModel
 from harness.protocols.decoding.strategy import Models, SampledStrategy
 from harness.registry import register_method
+from harness.settings import Temperature, TopK, TopP
 
 
 def choose(logits: torch.Tensor, sampling: SamplingConfig, generators: list[torch.Generator] | None) -> torch.Tensor:
@@ -44,9 +45,9 @@ def ar_decode(model: ARModel, prompt: torch.Tensor, max_new_tokens: int, samplin
 
 @dataclass
 class ARConfig:
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
+    temperature: Temperature = 0.0
+    top_k: TopK = 0
+    top_p: TopP = 1.0
 
 
 @register_method("ar")

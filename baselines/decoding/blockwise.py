@@ -19,6 +19,7 @@ from harness.protocols.decoding.generation import GenerationResult, Lockstep
 from harness.protocols.decoding.interface import ARModel
 from harness.protocols.decoding.strategy import DecodingStrategy, Models
 from harness.registry import register_method
+from harness.settings import Annotated, Field, PositiveInt
 
 
 def blockwise_decode(model: ARModel, prompt: torch.Tensor, max_new_tokens: int, block: int, top_k: int = 1,
@@ -52,12 +53,8 @@ def blockwise_decode(model: ARModel, prompt: torch.Tensor, max_new_tokens: int, 
 
 @dataclass
 class BlockwiseConfig:
-    block: int = 4
-    top_k: int = 1
-
-    def __post_init__(self):
-        if self.block < 2 or self.top_k < 1:
-            raise ValueError(f"block must be >= 2 and top_k >= 1, got block={self.block}, top_k={self.top_k}")
+    block: Annotated[int, Field(ge=2, le=1024)] = 4
+    top_k: PositiveInt = 1
 
 
 @register_method("blockwise")

@@ -22,14 +22,15 @@ from harness.protocols.decoding.interface import ARModel
 from harness.protocols.decoding.strategy import DecodingStrategy, Models
 from harness.errors import ArbenchError
 from harness.registry import register_method
+from harness.settings import NonNegativeInt, PositiveInt
 
 
 @dataclass
 class EarlyExitConfig:
-    max_layers: int = 8
-    min_layers: int = 4
-    full_depth_tokens: int = 4
-    decay_tokens: int = 64
+    max_layers: PositiveInt = 8
+    min_layers: PositiveInt = 4
+    full_depth_tokens: NonNegativeInt = 4
+    decay_tokens: NonNegativeInt = 64
 
     def __post_init__(self):
         if (not 1 <= self.min_layers <= self.max_layers or self.full_depth_tokens < 0

@@ -18,6 +18,7 @@ from harness.protocols.decoding.generation import GenerationResult, Lockstep
 from harness.protocols.decoding.interface import ARModel
 from harness.protocols.decoding.strategy import DecodingStrategy, Models
 from harness.registry import register_method
+from harness.settings import Annotated, Field
 
 
 def jacobi_decode(model: ARModel, prompt: torch.Tensor, max_new_tokens: int, window: int,
@@ -47,11 +48,7 @@ def jacobi_decode(model: ARModel, prompt: torch.Tensor, max_new_tokens: int, win
 
 @dataclass
 class JacobiConfig:
-    window: int = 4
-
-    def __post_init__(self):
-        if self.window < 1:
-            raise ValueError(f"window must be >= 1, got {self.window}")
+    window: Annotated[int, Field(ge=1, le=1024)] = 4
 
 
 @register_method("jacobi")

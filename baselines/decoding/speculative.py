@@ -22,6 +22,7 @@ from harness.protocols.decoding.generation import GenerationResult, Lockstep, Sa
 from harness.protocols.decoding.interface import ARModel
 from harness.protocols.decoding.strategy import Models, SampledStrategy
 from harness.registry import register_method
+from harness.settings import Annotated, Field, Temperature, TopK, TopP
 
 
 def speculative_decode(target: ARModel, draft: ARModel, prompt: torch.Tensor, max_new_tokens: int, k: int,
@@ -101,14 +102,10 @@ def _accept_sampled(target_logits: torch.Tensor, drafted: torch.Tensor, draft_pr
 
 @dataclass
 class SpeculativeConfig:
-    k: int = 4
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-
-    def __post_init__(self):
-        if self.k < 1:
-            raise ValueError(f"k (draft tokens per step) must be >= 1, got {self.k}")
+    k: Annotated[int, Field(ge=1, le=256, description="draft tokens per step")] = 4
+    temperature: Temperature = 0.0
+    top_k: TopK = 0
+    top_p: TopP = 1.0
 
 
 @register_method("speculative")

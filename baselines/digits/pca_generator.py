@@ -19,14 +19,15 @@ from harness.api import Method, Request
 from harness.errors import InputError, MissingAssetError
 from harness.provenance import sha256_file
 from harness.registry import register_method
+from harness.settings import Annotated, Field, Temperature
 
 WEIGHTS_PATH = Path(__file__).resolve().parent / "pca_generator.safetensors"
 
 
 @dataclass
 class PCAGaussianConfig:
-    temperature: float = 1.0  # scales the class covariance's square root
-    image_size: int = 32
+    temperature: Temperature = 1.0  # scales the class covariance's square root
+    image_size: Annotated[int, Field(ge=8, le=256)] = 32
 
 
 def load_pca_generator(path: Path = WEIGHTS_PATH) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ upstream draws a batch from one global generator), so an image does not depend o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,10 @@ from baselines.imagegen.llamagen_t2i import CAPTION_DIM, CAPTION_TOKENS, LlamaGe
 from baselines.imagegen.sampling import SamplerConfig, request_generators
 from baselines.imagegen.vq_decoder import ENCODER_PREFIXES, VQConfig, VQDecoder, to_uint8
 from harness.api import Request
-from harness.errors import ArbenchError, InputError, MissingAssetError
+from harness.errors import ArbenchError, InputError
 from harness.protocols.text_to_image import TextToImage
 from harness.registry import register_method
-from harness.weights import WeightSpec, register_weights
+from harness.weights import WeightSpec, register_weights, require_all
 
 HF_T2I = "https://huggingface.co/peizesun/llamagen_t2i/resolve/main/"
 T2I_LICENSE = "MIT (FoundationVision/LlamaGen); trained on LAION-COCO and internal data (research use)"
@@ -153,14 +154,8 @@ class LlamaGenT2IMethod(TextToImage):
         if self._files is None:
             wanted = [(self.gpt_spec, self.config.gpt_weights), (LLAMAGEN_VQ_T2I, self.config.vq_weights),
                       *self.t5_specs()]
-            files, missing = [], []
-            for spec, explicit in wanted:
-                try:
-                    files.append(spec.locate(explicit or None))
-                except MissingAssetError as exc:
-                    missing.append(str(exc))
-            if missing:
-                raise MissingAssetError(f"{self.name} needs these files:\n- " + "\n- ".join(missing))
+            files = require_all([functools.partial(spec.locate, explicit or None) for spec, explicit in wanted],
+                                f"method {self.name}")
             self._files = files
         return self._files
 

@@ -23,6 +23,7 @@ from harness.api import Method, Request
 from harness.errors import InputError
 from harness.provenance import sha256_file
 from harness.registry import register_method
+from harness.settings import Annotated, Field
 
 MODALITY = "translation"
 #: Bumped whenever decoding code changes outputs (it is in the signature, so stale shards are not resumed).
@@ -94,7 +95,7 @@ class CheckpointTranslator(Method):
 @dataclass
 class ARConfig:
     checkpoint: str = ""
-    beam: int = 1
+    beam: Annotated[int, Field(ge=1, le=128)] = 1
     length_penalty: float = 1.0
 
 
@@ -115,7 +116,7 @@ class ARTranslator(CheckpointTranslator):
 @dataclass
 class NATConfig:
     checkpoint: str = ""
-    length_beam: int = 1
+    length_beam: Annotated[int, Field(ge=1, le=128)] = 1
 
 
 @register_method("vanilla-nat")
@@ -160,8 +161,8 @@ class CTCTranslator(CheckpointTranslator):
 @dataclass
 class CMLMConfig:
     checkpoint: str = ""
-    iterations: int = 10
-    length_beam: int = 3
+    iterations: Annotated[int, Field(ge=1, le=1000)] = 10
+    length_beam: Annotated[int, Field(ge=1, le=128)] = 3
 
 
 @register_method("cmlm")

@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from harness.errors import ArbenchError
+from harness.settings import Annotated, Field
 
 
 @dataclass
@@ -23,8 +24,8 @@ class EspeakConfig:
     """espeak-ng voice (`-v`), words per minute (`-s`) and pitch 0-99 (`-p`)."""
 
     voice: str = "en-us"
-    speed: int = 160
-    pitch: int = 50
+    speed: Annotated[int, Field(ge=80, le=450)] = 160  # espeak-ng's useful range of -s
+    pitch: Annotated[int, Field(ge=0, le=99)] = 50
 
 
 @lru_cache(maxsize=1)

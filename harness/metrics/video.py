@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.errors import InputError
+from harness.inputs import InputCaps, load_member, npy_header, npz_members, read_text, regular_file
 from harness.metrics.frechet import FeatureStatistics, frechet_distance
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".gif", ".webm", ".mkv", ".mov")
@@ -145,12 +146,15 @@ class VideoSamples:
 
 
 def load_video_samples(path: Path, *, count: int, num_frames: int, stride: int = 1, resolution: int | None = None,
-                       num_classes: int | None = None, min_frames: int = 10, what: str = "the protocol") -> VideoSamples:
+                       num_classes: int | None = None, min_frames: int = 10, what: str = "the protocol",
+                       caps: InputCaps = InputCaps()) -> VideoSamples:
     """Read and validate generated videos for scoring: `.npy`/`.npz` uint8 `[N, T, H, W, 3]` or a folder of
     video files, with class labels (`labels` in the npz, or `labels.txt` beside the array or in the folder:
     one integer per line, in sorted file-name order) when `num_classes` is given.
 
-    Checks count, frame count, dtype, shape, resolution and labels, and raises InputError with the fix.
+    Checks count, frame count, dtype, shape, resolution and labels from the array headers before any data is
+    read (arrays are then memory-mapped; a compressed npz member is read into memory under
+    `caps.in_memory_bytes`), decodes the clip frames of every video file once, and raises InputError with the fix.
     """
     needed = clip_span(num_frames, stride)
     if num_frames < min_frames:
@@ -162,34 +166,53 @@ def load_video_samples(path: Path, *, count: int, num_frames: int, stride: int =
             raise InputError(f"{path} holds no video files ({', '.join(VIDEO_EXTENSIONS)}); put one file per sample there")
         samples = VideoSamples(num_frames, stride, files=files)
         _check_count(len(files), count, what, path)
-        for file in files:  # cheap header probe here; full decode happens batch by batch when scoring
+        for file in files:  # header probe, then the frames scoring reads are decoded once (a truncated file fails now)
             _probe_video(file, needed, resolution)
+            frames = read_video(file, max_frames=needed)
+            if len(frames) < needed:
+                raise InputError(f"{file} decodes to {len(frames)} frames; {what} needs {needed} "
+                                 f"({num_frames} frames at stride {stride})")
         label_file = path / "labels.txt"
     elif path.suffix.lower() in ARRAY_EXTENSIONS:
-        array, labels = _load_array(path)
-        if array.dtype != np.uint8:
-            raise InputError(f"{path} has dtype {array.dtype}; FVD takes uint8 frames in 0..255 "
+        members = npz_members(path) if path.suffix.lower() == ".npz" else {}
+        if path.suffix.lower() == ".npy":
+            shape, fortran, dtype = npy_header(path)
+        else:
+            key = "videos" if "videos" in members else ("arr_0" if "arr_0" in members else None)
+            if key is None:
+                raise InputError(f"{path} has arrays {sorted(members)}; put the videos under 'videos' (or 'arr_0')")
+            shape, fortran, dtype = members[key].shape, members[key].fortran_order, members[key].dtype
+        if dtype != np.uint8:
+            raise InputError(f"{path} has dtype {dtype}; FVD takes uint8 frames in 0..255 "
                              f"(convert with (x * 255).round().clip(0, 255).astype(np.uint8) from [0, 1])")
-        if array.ndim != 5 or array.shape[-1] != 3:
-            raise InputError(f"{path} has shape {array.shape}; expected [N, T, H, W, 3] RGB "
+        if len(shape) != 5 or shape[-1] != 3:
+            raise InputError(f"{path} has shape {shape}; expected [N, T, H, W, 3] RGB "
                              f"(for [N, T, 3, H, W] use array.transpose(0, 1, 3, 4, 2))")
-        _check_count(len(array), count, what, path)
-        if array.shape[1] < needed:
-            raise InputError(f"{path} has {array.shape[1]} frames per video; {what} needs {needed} "
+        _check_count(shape[0], count, what, path)
+        if shape[1] < needed:
+            raise InputError(f"{path} has {shape[1]} frames per video; {what} needs {needed} "
                              f"({num_frames} frames at stride {stride})")
-        if resolution is not None and array.shape[2:4] != (resolution, resolution):
-            raise InputError(f"{path} has {array.shape[2]}x{array.shape[3]} frames; {what} is defined at "
+        if resolution is not None and shape[2:4] != (resolution, resolution):
+            raise InputError(f"{path} has {shape[2]}x{shape[3]} frames; {what} is defined at "
                              f"{resolution}x{resolution}: generate at that size (ARBench never resizes samples)")
+        if fortran:
+            raise InputError(f"{path} is Fortran-ordered; save np.ascontiguousarray(videos) instead")
+        if "labels" in members:
+            member = members["labels"]
+            if member.shape != (count,) or member.dtype.kind not in "iu":
+                raise InputError(f"labels must be {count} integers (one per sample); got {member.dtype} {member.shape}")
+            labels = load_member(member, caps)
+        array = np.load(path, mmap_mode="r", allow_pickle=False) if not members else load_member(members[key], caps)
         samples = VideoSamples(num_frames, stride, arrays=[array])
         label_file = path.with_name("labels.txt")
     else:
         raise InputError(f"{path} is neither a folder of videos nor an .npy/.npz array")
     if num_classes is not None:
         if labels is None:
-            if not label_file.is_file():
+            if not label_file.exists():
                 raise InputError(f"{what} is class-conditional: give class labels (a 'labels' array in the .npz, "
                                  f"or {label_file} with one 0-based class index per line in sample order)")
-            labels = _read_labels(label_file)
+            labels = _read_labels(label_file, caps)
         labels = np.asarray(labels)
         if labels.shape != (len(samples),) or not np.issubdtype(labels.dtype, np.integer):
             raise InputError(f"labels must be {len(samples)} integers (one per sample); got {labels.dtype} {labels.shape}")
@@ -205,23 +228,9 @@ def _check_count(found: int, count: int, what: str, path: Path) -> None:
                          f"({'generate more' if found < count else 'remove the extra ones'})")
 
 
-def _load_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_labels(path: Path, caps: InputCaps = InputCaps()) -> np.ndarray:
     try:
-        if path.suffix.lower() == ".npy":
-            return np.load(path, mmap_mode="r", allow_pickle=False), None
-        with np.load(path, allow_pickle=False) as data:
-            keys = list(data.keys())
-            key = "videos" if "videos" in keys else ("arr_0" if "arr_0" in keys else None)
-            if key is None:
-                raise InputError(f"{path} has arrays {keys}; put the videos under 'videos' (or 'arr_0')")
-            return data[key], (data["labels"] if "labels" in keys else None)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"cannot read {path} as a plain NumPy array ({exc}); save it with np.save / np.savez") from exc
-
-
-def _read_labels(path: Path) -> np.ndarray:
-    try:
-        return np.array([int(line) for line in path.read_text().split()], dtype=np.int64)
+        return np.array([int(line) for line in read_text(path, "labels", caps).split()], dtype=np.int64)
     except ValueError as exc:
         raise InputError(f"{path} must hold one integer class index per line ({exc})") from exc
 
@@ -229,6 +238,7 @@ def _read_labels(path: Path) -> np.ndarray:
 def _probe_video(path: Path, needed_frames: int, resolution: int | None) -> None:
     import av
 
+    regular_file(path, "video")  # FFmpeg would block on a FIFO
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:

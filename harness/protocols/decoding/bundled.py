@@ -12,6 +12,7 @@ from pathlib import Path
 from harness.protocols.decoding.gpt import GPTModel, encode
 from harness.protocols.decoding.interface import ARModel
 from harness.errors import ArbenchError, InputError
+from harness.inputs import read_text
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 BUNDLED_MODELS = {
@@ -49,7 +50,7 @@ def read_prompts(path: Path, model_path: str | None = None) -> list[dict]:
                          f"\"prompt\" or \"prompt_ids\"}} object per line.")
     tokenizer = None
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "prompts").splitlines(), start=1):
         if not line.strip():
             continue
         try:
