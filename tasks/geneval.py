@@ -99,15 +99,9 @@ class GenEval(Task):
 
     def require_assets(self) -> None:
         """Resolve (and hash-check) every file scoring needs; one MissingAssetError names all that are missing."""
-        missing = []
-        for spec in (METADATA, geneval_detector.MASK2FORMER_SWIN_S_COCO, clip_color.CLIP_VIT_L14_OPENAI):
-            try:
-                spec.resolve()
-            except MissingAssetError as exc:
-                missing.append(str(exc))
-        if missing:
-            raise MissingAssetError("GenEval cannot score without these files (it has no offline variant):\n- "
-                                    + "\n- ".join(missing))
+        require_all([spec.resolve for spec in (METADATA, geneval_detector.MASK2FORMER_SWIN_S_COCO,
+                                                clip_color.CLIP_VIT_L14_OPENAI)],
+                    "GenEval scoring (it has no offline variant)")
 
     def check_method(self, method: Method) -> None:
         super().check_method(method)
