@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,10 +28,11 @@ from harness.inputs import InputCaps, decode_image, read_text
 from harness.features import clip_color, geneval_detector
 from harness.metrics.base import MetricValue
 from harness.metrics.geneval import GenEvalRules, GenEvalScore, evaluate_image, keep_detections
+from harness.protocols.text_to_image import TextToImage  # noqa: F401 - re-exported: methods subclass it
 from harness.registry import register_task
 from harness.settings import Annotated, Field, Probability, Seed
 from harness.signature import Signature
-from harness.weights import WeightSpec, register_weights
+from harness.weights import WeightSpec, register_weights, require_all
 
 GENEVAL_COMMIT = "af4902f24d3ca90ebbb446dd9891a59e0f82725f"
 METADATA = register_weights(WeightSpec(
@@ -54,20 +54,6 @@ def load_metadata(path: str | Path | None = None) -> list[dict]:
     if len(records) != NUM_PROMPTS:
         raise ArbenchError(f"{resolved} has {len(records)} prompts, expected {NUM_PROMPTS}")
     return records
-
-
-class TextToImage(Method):
-    """The text-to-image protocol: each request's condition carries {"prompt": str, ...}.
-
-    `generate` returns one uint8 RGB image per request, stacked as an array (N, H, W, 3). Seed each image from
-    its `Request.seed` so that outputs do not depend on batching.
-    """
-
-    modality = "text-to-image"
-
-    @abstractmethod
-    def generate(self, requests: Sequence[Request]) -> np.ndarray:
-        """uint8 (N, H, W, 3) images for the requests' prompts, in request order."""
 
 
 @dataclass(frozen=True)
@@ -115,19 +101,15 @@ class GenEval(Task):
 
     def require_assets(self) -> None:
         """Resolve (and hash-check) every file scoring needs; one MissingAssetError names all that are missing."""
-        missing = []
-        for spec in (METADATA, geneval_detector.MASK2FORMER_SWIN_S_COCO, clip_color.CLIP_VIT_L14_OPENAI):
-            try:
-                spec.resolve()
-            except MissingAssetError as exc:
-                missing.append(str(exc))
-        if missing:
-            raise MissingAssetError("GenEval cannot score without these files (it has no offline variant):\n- "
-                                    + "\n- ".join(missing))
+        require_all([spec.resolve for spec in (METADATA, geneval_detector.MASK2FORMER_SWIN_S_COCO,
+                                                clip_color.CLIP_VIT_L14_OPENAI)],
+                    "GenEval scoring (it has no offline variant)")
 
     def check_method(self, method: Method) -> None:
         super().check_method(method)
-        self.require_assets()  # refuse before generating for hours, and before a run row is stored
+        # refuse before generating for hours, and before a run row is stored, naming every missing file at once:
+        # the method's own weights (resolved by checkpoint_sha256) and the scoring networks
+        require_all([method.checkpoint_sha256, self.require_assets], f"geneval with {method.name}")
 
     # -- generation ----------------------------------------------------------------------------
     def requests(self) -> list[Request]:
