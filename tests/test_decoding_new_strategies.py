@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from baselines.decoding.ar import ar_decode
+from baselines.decoding.lookahead import NGramPool, lookahead_decode, step_layout
 from baselines.decoding.prompt_lookup import lookup_candidates, prompt_lookup_decode
+from harness.errors import ArbenchError
 from harness.protocols.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts
-from test_decoding_strategies import random_gpt
+from test_decoding_strategies import BigramModel, random_gpt
 
 torch.set_num_threads(1)
 
@@ -90,8 +92,114 @@ def test_prompt_lookup_bundled_model():
         assert out.tokens == ref.tokens and out.target_passes < ref.target_passes
 
 
+# -- lookahead ---------------------------------------------------------------------------------------
+def _models():
+    from harness.protocols.decoding.hf import HFCausalLM
+
+    return [random_gpt(0, vocab_size=12), HFCausalLM(tiny_llama(6), "llama", 3)]
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_forward_tree_and_keep_equal_plain_causal_decoding(which):
+    """Two branches fed in one masked pass give each branch's plain causal logits; keeping one branch's
+    keys/values leaves the cache as if only that branch had been fed."""
+    model = _models()[which]
+    prompt = torch.tensor([[4, 5, 6, 7, 8, 9, 10]])
+    x, a, b = [11], [5, 6], [7, 8, 9]
+
+    def plain(tokens):
+        cache = model.new_cache(1, 32)
+        model.forward(prompt, cache)
+        return model.forward(torch.tensor([tokens]), cache).logits[0], cache
+
+    cache = model.new_cache(1, 32)
+    model.forward(prompt, cache)
+    mask = torch.zeros(6, 6, dtype=torch.bool)
+    mask[:, 0] = True
+    mask[1:3, 1:3] = torch.ones(2, 2, dtype=torch.bool).tril()
+    mask[3:, 3:] = torch.ones(3, 3, dtype=torch.bool).tril()
+    positions = torch.tensor([0, 1, 2, 1, 2, 3]) + 7
+    tree = model.forward_tree(torch.tensor([x + a + b]), cache, positions, mask).logits[0]
+    ref_a, _ = plain(x + a)
+    ref_b, ref_cache = plain(x + b)
+    torch.testing.assert_close(tree[[0, 1, 2]], ref_a, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tree[[0, 3, 4, 5]], ref_b, atol=1e-5, rtol=1e-5)
+    model.keep(cache, 7, [[0, 3, 4, 5]])
+    assert model.cache_length(cache) == 11
+    nxt = torch.tensor([[3 if which == 0 else 12]])
+    torch.testing.assert_close(model.forward(nxt, cache).logits, model.forward(nxt, ref_cache).logits,
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_lookahead_equals_greedy_and_is_batch_independent(which):
+    model = _models()[which]
+    prompt = torch.randint(4, 12, (3, 16), generator=torch.Generator().manual_seed(which))
+    ref = ar_decode(model, prompt, 48)
+    out = lookahead_decode(model, prompt, 48, ngram=4, window=5, guesses=5, seeds=[1, 2, 3])
+    assert out.tokens == ref.tokens
+    singles = [lookahead_decode(model, prompt[i:i + 1], 48, ngram=4, window=5, guesses=5, seeds=[i + 1])
+               for i in range(3)]
+    assert [s.tokens[0] for s in singles] == ref.tokens
+    assert sum(s.target_passes for s in singles) < 3 * ref.target_passes
+
+
+def test_lookahead_bundled_model():
+    target = load_model("tiny-kjv-target")
+    for row in read_prompts(BUNDLED_PROMPTS)[::8][:3]:
+        prompt = torch.tensor([row["ids"]])
+        ref = ar_decode(target, prompt, 48)
+        out = lookahead_decode(target, prompt, 48, seeds=[0])
+        assert out.tokens == ref.tokens and out.target_passes < ref.target_passes
+
+
+class TreeBigram(BigramModel):
+    """Next token depends only on the current token, so any attention mask gives the same logits."""
+
+    supports_tree = True
+
+    def forward_tree(self, ids, cache, positions, mask):
+        return self.forward(ids, cache)
+
+    def keep(self, cache, start, indices):
+        cache[0] = start + len(indices[0])
+
+
+def test_lookahead_acceptance_on_a_repetitive_text():
+    """On a text that cycles through 6 tokens, every Jacobi column is a true n-gram of the output, so once
+    the window is full and the pool holds the pending token, each step accepts N-1 tokens + the target's."""
+    cycle = [4, 9, 2, 7, 5, 11]
+    table = torch.zeros(12, 12)
+    for a, b in zip(cycle, cycle[1:] + cycle[:1]):
+        table[a, b] = 10.0
+    model = TreeBigram(table)
+    prompt = torch.tensor([cycle * 2])
+    ref = ar_decode(model, prompt, 60)
+    assert ref.tokens[0][:6] == cycle
+    out = lookahead_decode(model, prompt, 60, ngram=4, window=6, guesses=3, seeds=[0])
+    assert out.tokens == ref.tokens
+    assert out.accepted[:2] == [1, 1]  # the window fills (N-2 = 2 steps) before any n-gram is pooled
+    assert set(out.accepted[3:-1]) == {4}  # then N = 4 tokens per step
+    wide = lookahead_decode(model, prompt, 60, ngram=6, window=6, guesses=3, seeds=[0])
+    assert wide.tokens == ref.tokens and wide.target_passes < out.target_passes  # longer n-grams, fewer passes
+
+
+def test_lookahead_layout_pool_and_refusal():
+    offsets, mask = step_layout(levels=3, window=2, n_cand=2, cand_len=3)
+    assert offsets.tolist() == [0, 1, 2, 2, 3, 3, 4, 1, 2, 3, 1, 2, 3]
+    assert mask.diagonal().all() and mask[:, 0].all()
+    assert not mask[7:10, 10:].any() and not mask[10:, 1:10].any()  # candidates see only x and themselves
+    pool = NGramPool(2)
+    for cont in [(1,), (2,), (1,), (3,)]:
+        pool.add(0, cont)
+    assert pool.get(0) == [(1,), (3,)]  # (1,) refreshed, (2,) the least recent, dropped
+    with pytest.raises(ArbenchError, match="tree-masked"):
+        BigramModel(torch.zeros(3, 3)).require_tree("lookahead")
+
+
 # -- through the task ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,settings", [("prompt-lookup", {"num_tokens": 6})])
+@pytest.mark.parametrize("name,settings", [("prompt-lookup", {"num_tokens": 6}),
+                                           ("lookahead", {"ngram": 4, "window": 5})])
 def test_training_free_lossless_strategies_pass_the_task_exactness_check(name, settings):
     from harness.registry import METHODS
     from run_context_double import FakeContext

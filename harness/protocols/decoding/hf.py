@@ -78,6 +78,35 @@ class HFCausalLM(ARModel):
         hidden = out.hidden_states[-1] if want_hidden else None
         return ModelOutput(out.logits, hidden)
 
+    supports_tree = True
+
+    @torch.inference_mode()
+    def forward_tree(self, ids: torch.Tensor, cache: Any, positions: torch.Tensor,
+                     mask: torch.Tensor) -> ModelOutput:
+        """A custom 4D additive mask and explicit position ids (transformers uses a 4D mask as given)."""
+        start, t = self.cache_length(cache), ids.shape[1]
+        dtype = self.model.dtype
+        allowed = torch.cat([torch.ones(t, start, dtype=torch.bool), mask.cpu()], 1).to(self.device)
+        additive = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min)
+        batch = ids.shape[0]
+        out = self.model(input_ids=ids.to(self.device), **{self._cache_arg: cache}, use_cache=True,
+                         attention_mask=additive[None, None].expand(batch, 1, t, start + t),
+                         position_ids=positions.to(self.device)[None].expand(batch, t),
+                         cache_position=torch.arange(start, start + t, device=self.device))
+        return ModelOutput(out.logits)
+
+    def keep(self, cache: Any, start: int, indices: list[list[int]]) -> None:
+        idx = torch.tensor(indices, dtype=torch.long, device=self.device) + start  # (B, n)
+        layers = getattr(cache, "layers", None)
+        if layers is None:
+            raise ArbenchError("keep() needs a transformers >= 4.56 cache (DynamicCache with .layers).")
+        for layer in layers:
+            b, h, _, d = layer.keys.shape
+            where = idx[:, None, :, None].expand(b, h, idx.shape[1], d)
+            layer.keys = torch.cat([layer.keys[..., :start, :], layer.keys.gather(2, where)], -2)
+            layer.values = torch.cat([layer.values[..., :start, :], layer.values.gather(2, where)], -2)
+
 
 def _folder_digest(path: Path) -> str:
     """SHA-256 over the weight files of a model folder (names and contents)."""
