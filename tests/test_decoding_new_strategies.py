@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from baselines.decoding.ar import ar_decode
+from baselines.decoding.ffn_skip import FFNSkipConfig, SaturationGate, ffn_skip_decode
 from baselines.decoding.lookahead import NGramPool, lookahead_decode, step_layout
 from baselines.decoding.prompt_lookup import lookup_candidates, prompt_lookup_decode
 from harness.errors import ArbenchError
@@ -195,6 +196,100 @@ def test_lookahead_layout_pool_and_refusal():
     assert pool.get(0) == [(1,), (3,)]  # (1,) refreshed, (2,) the least recent, dropped
     with pytest.raises(ArbenchError, match="tree-masked"):
         BigramModel(torch.zeros(3, 3)).require_tree("lookahead")
+
+
+# -- FFN skipping ------------------------------------------------------------------------------------
+class FixedGate:
+    """Skips the FFN of `layers` for the rows in `rows`; records what it saw."""
+
+    def __init__(self, layers, rows, batch):
+        self.layers, self.rows, self.batch, self.seen = set(layers), set(rows), batch, []
+
+    def skip(self, layer):
+        if layer not in self.layers:
+            return None
+        return torch.tensor([b in self.rows for b in range(self.batch)])
+
+    def observe(self, layer, before, after):
+        self.seen.append((layer, torch.equal(before, after)))
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_ffn_gated_forward_skips_per_row_and_otherwise_equals_forward(which):
+    model = _models()[which]
+    prompt = torch.tensor([[4, 5, 6, 7, 8], [9, 10, 11, 4, 5]])
+
+    def step(gate, rows=slice(None)):
+        cache = model.new_cache(prompt[rows].shape[0], 16)
+        model.forward(prompt[rows], cache)
+        nxt = torch.tensor([[6], [7]])[rows]
+        return model.forward(nxt, cache).logits if gate is None else model.forward_ffn_gated(nxt, cache, gate).logits
+
+    plain = step(None)
+    none = FixedGate([], [], 2)
+    torch.testing.assert_close(step(none), plain, atol=1e-5, rtol=1e-5)
+    assert len(none.seen) == model.num_layers and not any(equal for _, equal in none.seen)
+    mixed = step(FixedGate([1], [0], 2))
+    alone = step(FixedGate([1], [0], 1), slice(0, 1))
+    torch.testing.assert_close(mixed[1:], plain[1:], atol=1e-5, rtol=1e-5)  # row 1 ran every FFN
+    torch.testing.assert_close(mixed[:1], alone, atol=1e-5, rtol=1e-5)  # row 0 as if decoded alone
+    assert not torch.allclose(mixed[:1], plain[:1])
+
+
+def test_saturation_gate_rule():
+    config = FFNSkipConfig(threshold=0.9, max_skip=2, cold_first=1, cold_last=1)
+    gate = SaturationGate(config, num_layers=6, batch=2)
+    same, diff = torch.ones(2, 1, 4), torch.tensor([[[1.0, 0, 0, 0]], [[0, 1.0, 0, 0]]])
+    decisions = []
+    for layer in range(6):
+        skip = gate.skip(layer)
+        decisions.append(None if skip is None else skip.tolist())
+        # row 0 saturates at once (output = input); row 1 never does (orthogonal output)
+        gate.observe(layer, same, torch.stack([same[0], diff[0] if layer % 2 else diff[1]]))
+    assert decisions == [None, [False, False], [True, False], [True, False], [False, False], None]
+    assert gate.skipped_blocks == 2 and gate.total_blocks == 12
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_ffn_skip_without_budget_is_greedy_and_skips_with_one(which):
+    model = _models()[which]
+    prompt = torch.randint(4, 12, (2, 10), generator=torch.Generator().manual_seed(which))
+    ref = ar_decode(model, prompt, 24)
+    cold = 1 if model.num_layers > 2 else 0
+    out, gate = ffn_skip_decode(model, prompt, 24, FFNSkipConfig(max_skip=0, cold_first=cold, cold_last=0))
+    assert out.tokens == ref.tokens and gate.skipped_blocks == 0
+    out, gate = ffn_skip_decode(model, prompt, 24, FFNSkipConfig(threshold=-1.0, max_skip=1, cold_first=0,
+                                                                 cold_last=0, warmup_tokens=3))
+    gated_tokens = sum(len(t) for t in ref.tokens) - 2 * 3  # the first 3 tokens per row run the full model
+    assert gate.skipped_blocks == gated_tokens and gate.total_blocks == gated_tokens * model.num_layers
+    singles = [ffn_skip_decode(model, prompt[i:i + 1], 24, FFNSkipConfig(threshold=-1.0, max_skip=1, cold_first=0,
+                                                                         cold_last=0, warmup_tokens=3))[0].tokens[0]
+               for i in range(2)]
+    assert singles == out.tokens  # skipping is decided per row
+
+
+def test_ffn_skip_refuses_models_without_the_layout():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from harness.protocols.decoding.hf import HFCausalLM
+
+    gpt2 = HFCausalLM(GPT2LMHeadModel(GPT2Config(vocab_size=20, n_embd=16, n_layer=2, n_head=2)), "gpt2", None)
+    with pytest.raises(ArbenchError, match="feed-forward"):
+        gpt2.require_ffn_skip("ffn-skip")
+
+
+def test_ffn_skip_task_reports_quality_beside_speed():
+    from harness.registry import METHODS
+    from run_context_double import FakeContext
+    from tasks.decoding_speedup import DecodingSpeedupMini, MiniConfig
+
+    task = DecodingSpeedupMini(MiniConfig(max_prompts=2, max_new_tokens=24, batch_sizes=(1,), rounds=1, warmup=0))
+    method = METHODS.get("ffn-skip")()
+    assert not method.lossless
+    task.check_method(method)
+    values = {m.name: m.value for m in task.run(method, FakeContext())}
+    assert {"speedup", "exact_match_rate", "quality_target_nll", "quality_target_nll_baseline"} <= set(values)
+    assert values["quality_target_nll"] > 0
 
 
 # -- through the task ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from harness.protocols.decoding.interface import ARModel, ModelOutput
+from harness.protocols.decoding.interface import ARModel, FFNGate, ModelOutput
 from harness.errors import ArbenchError
 from harness.provenance import sha256_file
 
@@ -108,6 +108,19 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, cache=None):
         x = x + self.attn(self.ln1(x), cos, sin, cache)
         return x + self.mlp(self.ln2(x))
+
+    def forward_gated(self, x, cos, sin, cache, layer: int, gate: FFNGate):
+        """`forward` with the FFN block skipped for the rows the gate names."""
+        x = x + self.attn(self.ln1(x), cos, sin, cache)
+        skip = gate.skip(layer)
+        if skip is not None and bool(skip.all()):
+            out = x  # no row runs the FFN: nothing to compute
+        else:
+            out = x + self.mlp(self.ln2(x))
+            if skip is not None and bool(skip.any()):
+                out = torch.where(skip.to(x.device)[:, None, None], x, out)
+        gate.observe(layer, x, out)
+        return out
 
 
 class ProposalHead(nn.Module):
@@ -231,6 +244,21 @@ class GPTModel(ARModel):
         return ModelOutput(net.logits(x), x if want_hidden else None)
 
     supports_tree = True
+    supports_ffn_skip = True
+
+    @torch.inference_mode()
+    def forward_ffn_gated(self, ids: torch.Tensor, cache: GPTCache, gate: FFNGate) -> ModelOutput:
+        net, c = self.net, self.net.config
+        start, t = cache.lengths[0], ids.shape[1]
+        if start + t > cache.max_len or any(n != start for n in cache.lengths):
+            raise ArbenchError("forward_ffn_gated needs room in the cache and every layer at the same length.")
+        cos, sin = rope_tables(c.head_dim, torch.arange(start, start + t, device=ids.device), c.rope_base)
+        x = net.tok_emb(ids)
+        for layer in range(c.n_layers):
+            x = net.blocks[layer].forward_gated(x, cos, sin, (cache.keys[layer], cache.values[layer], start),
+                                                layer, gate)
+            cache.lengths[layer] = start + t
+        return ModelOutput(net.logits(x))
 
     @torch.inference_mode()
     def forward_tree(self, ids: torch.Tensor, cache: GPTCache, positions: torch.Tensor,
