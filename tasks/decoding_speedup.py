@@ -31,7 +31,7 @@ from harness import provenance
 from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError
 from harness.metrics.base import MetricValue
-from harness.protocols.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts
+from harness.protocols.decoding.bundled import BUNDLED_SUITE, load_model, read_prompts
 from harness.protocols.decoding.generation import GenerationResult, validate_result
 from harness.protocols.decoding.interface import ARModel
 from harness.protocols.decoding.strategy import MODALITY, DecodingStrategy, Models
@@ -61,9 +61,9 @@ class DecodingSpeedupConfig:
 
 @dataclass
 class MiniConfig(DecodingSpeedupConfig):
-    prompts: str = str(BUNDLED_PROMPTS)
+    prompts: str = str(BUNDLED_SUITE)
     max_new_tokens: int = 32
-    max_prompts: int = 8
+    max_prompts: int = 0
     batch_sizes: BatchSizes = (1, 4)
     warmup: int = 1
     rounds: int = 2
@@ -315,13 +315,14 @@ class DecodingSpeedup(Task):
 
 @register_task("decoding-speedup-mini")
 class DecodingSpeedupMini(DecodingSpeedup):
-    """Offline: the bundled tiny-kjv target/draft pair on 8 held-out King James prompts (4 categories)."""
+    """Offline: the bundled tiny-kjv target/draft pair on the bundled suite (`suite-kjv.jsonl`: 10 held-out
+    King James prompts in 5 categories, one of them Spec-Bench-RAG-like `retrieval`)."""
 
     description = ("decoding-speedup on the bundled byte-level King James models (CPU, offline): timing is real, "
                    "on a tiny model, so speedups show the method's mechanics, not what a large model gets")
     Config = MiniConfig
     offline = True
-    demo_methods = ("speculative", "blockwise", "jacobi", "early-exit")
+    demo_methods = ("speculative", "blockwise", "jacobi", "early-exit", "prompt-lookup", "lookahead", "ffn-skip")
 
 
 #: The registered method the protocol times every strategy against (baselines/decoding/ar.py): AR decoding

@@ -101,7 +101,7 @@ def test_user_task_needs_prompts_and_validates_them(tmp_path):
     with pytest.raises(ArbenchError, match="needs prompts"):
         DecodingSpeedup().requests()
     bad = tmp_path / "prompts.jsonl"
-    bad.write_text(json.dumps({"id": "a", "prompt_ids": [1, -2]}) + "\n")
+    bad.write_text(json.dumps({"id": "a", "category": "qa", "prompt_ids": [1, -2]}) + "\n")
     with pytest.raises(ArbenchError, match="prompt_ids must be"):
         DecodingSpeedup(DecodingSpeedup.Config(prompts=str(bad))).requests()
     good = tmp_path / "good.jsonl"

@@ -7,7 +7,7 @@ top-k and top-p, each row from its own seeded generator.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -39,6 +39,24 @@ def ar_decode(model: ARModel, prompt: torch.Tensor, max_new_tokens: int, samplin
         logits = model.forward(token[:, None], cache).logits[:, -1]
         state.target_passes += 1
         token = choose(logits, sampling, generators)
+        state.append(token[:, None])
+    return state.result()
+
+
+def greedy_with_steps(model: ARModel, prompt: torch.Tensor, max_new_tokens: int, device: str,
+                      step: Callable[[torch.Tensor, Any, Lockstep], torch.Tensor]) -> GenerationResult:
+    """Greedy decoding, one token per pass: the prompt through the full model, then each next token
+    from `step(token (B, 1), cache, state) -> logits (B, 1, V)` (a strategy's own forward)."""
+    state = Lockstep(prompt, max_new_tokens, model.eos_id, device)
+    cache = model.new_cache(prompt.shape[0], prompt.shape[1] + max_new_tokens)
+    logits = model.forward(prompt.to(device), cache).logits[:, -1]
+    state.target_passes += 1
+    token = logits.argmax(-1)
+    state.append(token[:, None])
+    while not state.done():
+        logits = step(token[:, None].to(device), cache, state)[:, -1]
+        state.target_passes += 1
+        token = logits.argmax(-1)
         state.append(token[:, None])
     return state.result()
 

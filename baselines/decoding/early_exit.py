@@ -17,9 +17,10 @@ from typing import Sequence
 
 import torch
 
-from harness.protocols.decoding.generation import GenerationResult, Lockstep
+from baselines.decoding.ar import greedy_with_steps
+from harness.protocols.decoding.generation import GenerationResult
 from harness.protocols.decoding.interface import ARModel
-from harness.protocols.decoding.strategy import DecodingStrategy, Models
+from harness.protocols.decoding.strategy import LossyStrategy, Models
 from harness.errors import ArbenchError
 from harness.registry import register_method
 from harness.settings import NonNegativeInt, PositiveInt
@@ -57,33 +58,17 @@ def exit_schedule(config: EarlyExitConfig, allowed: Sequence[int], length: int) 
 
 def early_exit_decode(model: ARModel, prompt: torch.Tensor, max_new_tokens: int, config: EarlyExitConfig,
                       device: str = "cpu") -> GenerationResult:
-    batch, prompt_len = prompt.shape
     allowed = sorted(set(model.exit_layers) | {model.num_layers})
     depths = exit_schedule(config, allowed, max_new_tokens)
-    state = Lockstep(prompt, max_new_tokens, model.eos_id, device)
-    cache = model.new_cache(batch, prompt_len + max_new_tokens)
-    logits = model.forward(prompt.to(device), cache).logits[:, -1]
-    state.target_passes += 1
-    token = logits.argmax(-1)
-    state.append(token[:, None])
-    while not state.done():
-        depth = depths[state.generated]
-        logits = model.forward(token[:, None], cache, exit_layer=depth).logits[:, -1]
-        state.target_passes += 1
-        token = logits.argmax(-1)
-        state.append(token[:, None])
-    return state.result()
+    return greedy_with_steps(model, prompt, max_new_tokens, device, lambda token, cache, state: model.forward(
+        token, cache, exit_layer=depths[state.generated]).logits)
 
 
 @register_method("early-exit")
-class EarlyExitDecoding(DecodingStrategy):
+class EarlyExitDecoding(LossyStrategy):
     description = "early exit with a monotone per-position depth schedule that keeps the KV cache valid (lossy)"
     paper = "Del Corro et al. 2023, SkipDecode (arXiv 2307.02628)"
     Config = EarlyExitConfig
-
-    @property
-    def lossless(self) -> bool:
-        return False
 
     def check(self, models: Models) -> None:
         super().check(models)

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from harness.protocols.decoding.interface import ARModel, ModelOutput
+from harness.protocols.decoding.interface import ARModel, FFNGate, ModelOutput
 from harness.errors import ArbenchError
 from harness.provenance import sha256_file
 
@@ -83,12 +83,14 @@ class Attention(nn.Module):
         if cache is None:  # training: the whole sequence at once
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            keys, values, start = cache
+            keys, values, start, *tree = cache
             keys[:, :, start:start + t] = k
             values[:, :, start:start + t] = v
             k, v = keys[:, :, :start + t], values[:, :, :start + t]
             mask = None
-            if t > 1:  # new position i sees cached positions and new positions <= i
+            if tree:  # (t, start + t): an explicit mask over cached and new positions (tree branches)
+                mask = tree[0]
+            elif t > 1:  # new position i sees cached positions and new positions <= i
                 mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(diagonal=start)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
@@ -106,6 +108,19 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, cache=None):
         x = x + self.attn(self.ln1(x), cos, sin, cache)
         return x + self.mlp(self.ln2(x))
+
+    def forward_gated(self, x, cos, sin, cache, layer: int, gate: FFNGate):
+        """`forward` with the FFN block skipped for the rows the gate names."""
+        x = x + self.attn(self.ln1(x), cos, sin, cache)
+        skip = gate.skip(layer)
+        if skip is not None and bool(skip.all()):
+            out = x  # no row runs the FFN: nothing to compute
+        else:
+            out = x + self.mlp(self.ln2(x))
+            if skip is not None and bool(skip.any()):
+                out = torch.where(skip.to(x.device)[:, None, None], x, out)
+        gate.observe(layer, x, out)
+        return out
 
 
 class ProposalHead(nn.Module):
@@ -227,6 +242,49 @@ class GPTModel(ARModel):
             x = net.blocks[layer](x, cos, sin, (cache.keys[layer], cache.values[layer], start))
             cache.lengths[layer] = start + t
         return ModelOutput(net.logits(x), x if want_hidden else None)
+
+    supports_tree = True
+    supports_ffn_skip = True
+
+    @torch.inference_mode()
+    def forward_ffn_gated(self, ids: torch.Tensor, cache: GPTCache, gate: FFNGate) -> ModelOutput:
+        net, c = self.net, self.net.config
+        start, t = cache.lengths[0], ids.shape[1]
+        if start + t > cache.max_len or any(n != start for n in cache.lengths):
+            raise ArbenchError("forward_ffn_gated needs room in the cache and every layer at the same length.")
+        cos, sin = rope_tables(c.head_dim, torch.arange(start, start + t, device=ids.device), c.rope_base)
+        x = net.tok_emb(ids)
+        for layer in range(c.n_layers):
+            x = net.blocks[layer].forward_gated(x, cos, sin, (cache.keys[layer], cache.values[layer], start),
+                                                layer, gate)
+            cache.lengths[layer] = start + t
+        return ModelOutput(net.logits(x))
+
+    @torch.inference_mode()
+    def forward_tree(self, ids: torch.Tensor, cache: GPTCache, positions: torch.Tensor,
+                     mask: torch.Tensor) -> ModelOutput:
+        net, c = self.net, self.net.config
+        start, t = cache.lengths[0], ids.shape[1]
+        if start + t > cache.max_len:
+            raise ArbenchError(f"KV cache overflow: {start + t} positions > {cache.max_len} allocated.")
+        if any(n != start for n in cache.lengths):
+            raise ArbenchError("forward_tree needs every layer's cache at the same length (no early exits).")
+        full = torch.cat([torch.ones(t, start, dtype=torch.bool, device=ids.device), mask.to(ids.device)], 1)
+        cos, sin = rope_tables(c.head_dim, positions.to(ids.device), c.rope_base)
+        x = net.tok_emb(ids)
+        for layer in range(c.n_layers):
+            x = net.blocks[layer](x, cos, sin, (cache.keys[layer], cache.values[layer], start, full))
+            cache.lengths[layer] = start + t
+        return ModelOutput(net.logits(x))
+
+    def keep(self, cache: GPTCache, start: int, indices: list[list[int]]) -> None:
+        idx = torch.tensor(indices, dtype=torch.long, device=self.device) + start  # (B, n)
+        n = idx.shape[1]
+        for layer in range(len(cache.keys)):
+            for store in (cache.keys[layer], cache.values[layer]):
+                b, h, _, d = store.shape
+                store[:, :, start:start + n] = store.gather(2, idx[:, None, :, None].expand(b, h, n, d))
+        cache.lengths = [start + n] * len(cache.lengths)
 
     @torch.inference_mode()
     def draft_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from harness.protocols.decoding.interface import ARModel, ModelOutput
+from harness.protocols.decoding.interface import ARModel, FFNGate, ModelOutput
 from harness.errors import ArbenchError
 from harness.provenance import sha256_file
 
@@ -77,6 +77,89 @@ class HFCausalLM(ARModel):
                          cache_position=positions, output_hidden_states=want_hidden)
         hidden = out.hidden_states[-1] if want_hidden else None
         return ModelOutput(out.logits, hidden)
+
+    supports_tree = True
+
+    @torch.inference_mode()
+    def forward_tree(self, ids: torch.Tensor, cache: Any, positions: torch.Tensor,
+                     mask: torch.Tensor) -> ModelOutput:
+        """A custom 4D additive mask and explicit position ids (transformers uses a 4D mask as given)."""
+        start, t = self.cache_length(cache), ids.shape[1]
+        dtype = self.model.dtype
+        allowed = torch.cat([torch.ones(t, start, dtype=torch.bool), mask.cpu()], 1).to(self.device)
+        additive = torch.zeros(allowed.shape, dtype=dtype, device=self.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min)
+        batch = ids.shape[0]
+        out = self.model(input_ids=ids.to(self.device), **{self._cache_arg: cache}, use_cache=True,
+                         attention_mask=additive[None, None].expand(batch, 1, t, start + t),
+                         position_ids=positions.to(self.device)[None].expand(batch, t),
+                         cache_position=torch.arange(start, start + t, device=self.device))
+        return ModelOutput(out.logits)
+
+    @property
+    def supports_ffn_skip(self) -> bool:
+        return self._decoder_layers() is not None
+
+    def _decoder_layers(self) -> list | None:
+        """Decoder layers with the Llama-family layout (`post_attention_layernorm` then `mlp` on the
+        residual stream: Llama, Mistral, Qwen2, ...), else None."""
+        layers = getattr(getattr(self.model, "model", None), "layers", None)
+        if layers is None or not all(hasattr(l, "mlp") and hasattr(l, "post_attention_layernorm") for l in layers):
+            return None
+        return list(layers)
+
+    @torch.inference_mode()
+    def forward_ffn_gated(self, ids: torch.Tensor, cache: Any, gate: FFNGate) -> ModelOutput:
+        layers = self._decoder_layers()
+        if layers is None:
+            self.require_ffn_skip("FFN skipping")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer.mlp, _GatedMLP):  # installed once; a pass-through while no gate is set
+                layer.mlp = _GatedMLP(layer.mlp, i)
+                layer.post_attention_layernorm.register_forward_pre_hook(layer.mlp.capture)
+            layer.mlp.gate = gate
+        try:
+            return self.forward(ids, cache)
+        finally:
+            for layer in layers:
+                layer.mlp.gate = None
+
+    def keep(self, cache: Any, start: int, indices: list[list[int]]) -> None:
+        idx = torch.tensor(indices, dtype=torch.long, device=self.device) + start  # (B, n)
+        layers = getattr(cache, "layers", None)
+        if layers is None:
+            raise ArbenchError("keep() needs a transformers >= 4.56 cache (DynamicCache with .layers).")
+        for layer in layers:
+            b, h, _, d = layer.keys.shape
+            where = idx[:, None, :, None].expand(b, h, idx.shape[1], d)
+            layer.keys = torch.cat([layer.keys[..., :start, :], layer.keys.gather(2, where)], -2)
+            layer.values = torch.cat([layer.values[..., :start, :], layer.values.gather(2, where)], -2)
+
+
+class _GatedMLP(torch.nn.Module):
+    """Wraps a decoder layer's MLP: with a gate set, skipped rows get a zero update (the residual stream
+    passes unchanged) and the MLP is not run at all when every row skips."""
+
+    def __init__(self, mlp: torch.nn.Module, layer: int):
+        super().__init__()
+        self.inner, self.layer, self.gate = mlp, layer, None
+        self.residual: torch.Tensor | None = None
+
+    def capture(self, module, args):  # pre-hook of post_attention_layernorm: the residual stream
+        self.residual = args[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is None:
+            return self.inner(x)
+        skip = self.gate.skip(self.layer)
+        if skip is not None and bool(skip.all()):
+            update = torch.zeros_like(x)
+        else:
+            update = self.inner(x)
+            if skip is not None and bool(skip.any()):
+                update = update.masked_fill(skip.to(x.device)[:, None, None], 0.0)
+        self.gate.observe(self.layer, self.residual, self.residual + update)
+        return update
 
 
 def _folder_digest(path: Path) -> str:

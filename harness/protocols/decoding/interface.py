@@ -7,7 +7,12 @@ pass over `t` positions, whatever came before. Strategies only ever:
 * `forward(ids, cache)` -> logits for the `t` new positions (and the cache grows by `t`);
 * `crop(cache, length)` -> forget positions >= length (rejected speculation);
 * optionally `draft_logits(hidden)` (blockwise proposal heads) and `forward(..., exit_layer=e)`
-  (intermediate-layer exits sharing the final norm and LM head).
+  (intermediate-layer exits sharing the final norm and LM head);
+* optionally `forward_tree(ids, cache, positions, mask)` + `keep(cache, start, indices)`: feed several
+  branches in one pass (each new token at an explicit position, seeing the cached prefix and the new
+  tokens its mask allows), then keep only the accepted branch's keys/values (lookahead decoding);
+* optionally `forward_ffn_gated(ids, cache, gate)`: a forward pass whose feed-forward blocks an
+  `FFNGate` may skip per row (FFN skipping; attention and the KV cache are always computed).
 
 A strategy that needs an optional capability checks it with `require_*` before doing anything, so a
 model without it is refused up front with a message that says what is missing.
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -31,6 +36,16 @@ class ModelOutput:
 
     logits: torch.Tensor
     hidden: torch.Tensor | None = None
+
+
+class FFNGate(Protocol):
+    """Decides, layer by layer, which rows skip a feed-forward block (`forward_ffn_gated`)."""
+
+    def skip(self, layer: int) -> torch.Tensor | None:
+        """(B,) bool: rows whose FFN of `layer` (0-based) is skipped; None: no row skips."""
+
+    def observe(self, layer: int, before: torch.Tensor, after: torch.Tensor) -> None:
+        """The residual stream (B, t, D) before and after `layer`'s FFN block (equal for skipped rows)."""
 
 
 class ARModel(ABC):
@@ -62,6 +77,28 @@ class ARModel(ABC):
     def cache_length(self, cache: Any) -> int:
         """How many positions the cache holds (as seen by the first layer)."""
 
+    #: True when `forward_tree` and `keep` are implemented.
+    supports_tree: bool = False
+
+    def forward_tree(self, ids: torch.Tensor, cache: Any, positions: torch.Tensor,
+                     mask: torch.Tensor) -> ModelOutput:
+        """Feed `ids` (B, t) at absolute `positions` (t,): new token i sees every cached position and the
+        new tokens j with `mask[i, j]` (t, t, bool, True on the diagonal). The cache grows by `t`."""
+        raise ArbenchError(f"model {self.name!r} cannot feed tree-masked branches (forward_tree).")
+
+    def keep(self, cache: Any, start: int, indices: list[list[int]]) -> None:
+        """Keep cached positions < `start`, then for row b the new positions `start + i` for i in
+        `indices[b]`, in order (every row keeps as many)."""
+        raise ArbenchError(f"model {self.name!r} cannot compact its cache (keep).")
+
+    #: True when `forward_ffn_gated` is implemented.
+    supports_ffn_skip: bool = False
+
+    def forward_ffn_gated(self, ids: torch.Tensor, cache: Any, gate: FFNGate) -> ModelOutput:
+        """`forward`, with each layer's FFN block skipped for the rows `gate.skip(layer)` names (the
+        residual stream passes unchanged); attention runs in every layer, so the KV cache stays complete."""
+        raise ArbenchError(f"model {self.name!r} cannot skip feed-forward blocks (forward_ffn_gated).")
+
     def draft_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Proposal-head logits (B, t, num_draft_heads, V) from `hidden` (B, t, D)."""
         raise ArbenchError(f"model {self.name!r} has no blockwise proposal heads.")
@@ -91,6 +128,16 @@ class ARModel(ABC):
                 f"{sorted(allowed) if self.exit_layers else 'its last layer (no intermediate exits)'}. "
                 f"Choose exit layers among those, or use a model trained with intermediate exits."
             )
+
+    def require_tree(self, strategy: str) -> None:
+        if not self.supports_tree:
+            raise ArbenchError(f"{strategy} feeds tree-masked branches in one pass, which model {self.name!r} "
+                               f"({type(self).__name__}) does not implement (forward_tree/keep).")
+
+    def require_ffn_skip(self, strategy: str) -> None:
+        if not self.supports_ffn_skip:
+            raise ArbenchError(f"{strategy} skips feed-forward blocks, which model {self.name!r} "
+                               f"({type(self).__name__}) does not expose (forward_ffn_gated).")
 
     def require_compatible_draft(self, draft: "ARModel", strategy: str) -> None:
         if draft.vocab_size != self.vocab_size or draft.eos_id != self.eos_id:

@@ -100,3 +100,11 @@ class SampledStrategy(DecodingStrategy):
     @property
     def greedy(self) -> bool:
         return self.sampling.greedy
+
+
+class LossyStrategy(DecodingStrategy):
+    """A greedy strategy that trades quality for speed: the task reports its quality beside its speed."""
+
+    @property
+    def lossless(self) -> bool:
+        return False
