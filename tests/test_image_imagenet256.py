@@ -208,6 +208,7 @@ def test_missing_official_files_are_named_before_anything_is_stored(tmp_path, mo
         assert f"arbench weights fetch {spec.name}" in err and str(spec.cache_path) in err
     assert main(["run", "imagenet256-c2i", "llamagen-b", "--no-progress"]) == 2  # the method's checkpoint too
     err = capsys.readouterr().err
-    assert "imagenet256-c2i with llamagen-b needs 4 files that are missing" in err
+    assert "imagenet256-c2i with llamagen-b needs 5 files that are missing" in err  # GPT and VQ tokenizer too
     assert "arbench weights fetch llamagen-c2i-b-256" in err and ADM_REFERENCE_256.filename in err
+    assert "arbench weights fetch llamagen-vq-ds16-c2i" in err
     assert not (results_dir / "arbench.db").exists() or _no_runs(results_dir)

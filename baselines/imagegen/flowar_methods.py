@@ -82,8 +82,8 @@ class KL16LatentMethod(ReleasedClassToImage):
         raise NotImplementedError
 
     def weight_files(self):
-        return (self.model_spec.locate(getattr(self.config, self.weights_setting)),
-                MAR_VAE.locate(self.config.vae_weights))
+        return self.locate_all((self.model_spec, getattr(self.config, self.weights_setting)),
+                               (MAR_VAE, self.config.vae_weights))
 
     def load(self) -> None:
         precision_context(self.config.precision, self.device, self.name)  # refuse fp16 on CPU before reading

@@ -92,7 +92,7 @@ class MARMethod(ReleasedClassToImage):
     mar_spec: ClassVar[WeightSpec]
 
     def weight_files(self):
-        return self.mar_spec.locate(self.config.mar_weights), MAR_VAE.locate(self.config.vae_weights)
+        return self.locate_all((self.mar_spec, self.config.mar_weights), (MAR_VAE, self.config.vae_weights))
 
     def load(self) -> None:
         self._precision()  # refuse fp16 on a CPU before reading a gigabyte of weights

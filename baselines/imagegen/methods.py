@@ -29,7 +29,7 @@ from harness.api import Method, Request
 from harness.errors import ArbenchError
 from harness.provenance import sha256_file
 from harness.registry import register_method
-from harness.weights import WeightSpec, register_weights
+from harness.weights import WeightSpec, register_weights, require_all
 
 HF_LLAMAGEN = "https://huggingface.co/FoundationVision/LlamaGen/resolve/main/"
 LLAMAGEN_LICENSE = "MIT (FoundationVision/LlamaGen); trained on ImageNet (research use)"
@@ -85,6 +85,11 @@ class ReleasedClassToImage(ClassToImage):
     def weight_files(self) -> Sequence[tuple[Path, str]]:
         """(path, sha256) of every file the method reads, generator first."""
         raise NotImplementedError
+
+    def locate_all(self, *wanted: tuple[WeightSpec, str]) -> list[tuple[Path, str]]:
+        """(path, sha256) of each (spec, explicit setting); one MissingAssetError names every missing file at once."""
+        return require_all([lambda spec=spec, explicit=explicit: spec.locate(explicit) for spec, explicit in wanted],
+                           f"method {self.name}")
 
     def load(self) -> None:
         raise NotImplementedError
@@ -149,7 +154,7 @@ class LlamaGen(ReleasedClassToImage):
         return dataclasses.replace(GPT_CONFIGS[self.gpt_model], block_size=tokens)
 
     def weight_files(self):
-        return self.gpt_spec.locate(self.config.gpt_weights), LLAMAGEN_VQ.locate(self.config.vq_weights)
+        return self.locate_all((self.gpt_spec, self.config.gpt_weights), (LLAMAGEN_VQ, self.config.vq_weights))
 
     def load(self) -> None:
         (gpt_path, _), (vq_path, _) = self.weight_files()
@@ -240,7 +245,7 @@ class VARMethod(ReleasedClassToImage):
     var_spec: ClassVar[WeightSpec]
 
     def weight_files(self):
-        return self.var_spec.locate(self.config.var_weights), VAR_VAE.locate(self.config.vae_weights)
+        return self.locate_all((self.var_spec, self.config.var_weights), (VAR_VAE, self.config.vae_weights))
 
     def load(self) -> None:
         (var_path, _), (vae_path, _) = self.weight_files()

@@ -54,7 +54,7 @@ class RARMethod(ReleasedClassToImage):
     rar_spec: ClassVar[WeightSpec]
 
     def weight_files(self):
-        return self.rar_spec.locate(self.config.rar_weights), MASKGIT_VQ.locate(self.config.tokenizer_weights)
+        return self.locate_all((self.rar_spec, self.config.rar_weights), (MASKGIT_VQ, self.config.tokenizer_weights))
 
     def load(self) -> None:
         (rar_path, _), (vq_path, _) = self.weight_files()
