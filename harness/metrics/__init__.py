@@ -9,7 +9,8 @@ from harness.metrics.frechet import FeatureStatistics, FrechetDistance, feature_
 from harness.metrics.image import InceptionScore, PrecisionRecall, inception_score, precision_recall
 from harness.metrics.geneval import GenEvalRules, GenEvalScore, evaluate_image, keep_detections, relative_position
 from harness.metrics.speech import cosine_similarity, mean_utterance_wer, per_utterance_wer, wer
-from harness.metrics.text import bleu, chrf_pp, legacy_tokenized_bleu
+from harness.metrics.text import (BLEUScore, CHRFppScore, LegacyTokenizedBLEUScore, bleu_score, chrf_pp_score,
+                                  legacy_tokenized_bleu_score)
 from harness.metrics.video import clip_statistics, fvd, fvd_from_clips, load_video_samples
 
 __all__ = [
@@ -18,6 +19,6 @@ __all__ = [
     "InceptionScore", "PrecisionRecall", "inception_score", "precision_recall",
     "GenEvalRules", "GenEvalScore", "evaluate_image", "keep_detections", "relative_position",
     "cosine_similarity", "mean_utterance_wer", "per_utterance_wer", "wer",
-    "bleu", "chrf_pp", "legacy_tokenized_bleu",
+    "BLEUScore", "CHRFppScore", "LegacyTokenizedBLEUScore", "bleu_score", "chrf_pp_score", "legacy_tokenized_bleu_score",
     "clip_statistics", "fvd", "fvd_from_clips", "load_video_samples",
 ]
