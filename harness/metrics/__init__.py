@@ -19,6 +19,7 @@ __all__ = [
     "InceptionScore", "PrecisionRecall", "inception_score", "precision_recall",
     "GenEvalRules", "GenEvalScore", "evaluate_image", "keep_detections", "relative_position",
     "WordErrorRate", "cosine_similarity", "mean_utterance_wer", "per_utterance_wer", "wer",
-    "BLEUScore", "CHRFppScore", "LegacyTokenizedBLEUScore", "bleu_score", "chrf_pp_score", "legacy_tokenized_bleu_score",
+    "BLEUScore", "CHRFppScore", "LegacyTokenizedBLEUScore",
+    "bleu_score", "chrf_pp_score", "legacy_tokenized_bleu_score",
     "clip_statistics", "fvd", "fvd_from_clips", "load_video_samples",
 ]
