@@ -136,6 +136,7 @@ def test_accumulator_equals_one_call_whatever_the_batches(cls, function, options
         metric.update(HYPOTHESES[start:stop], REFERENCES[start:stop])
     assert metric.compute() == whole
     metric.reset()
+    metric.update([], [])
     metric.update(HYPOTHESES[:2], REFERENCES[:2])
     assert metric.compute() == function(HYPOTHESES[:2], REFERENCES[:2], **options)
 

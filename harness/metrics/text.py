@@ -119,7 +119,10 @@ class _CorpusScore:
         self.references: list[str] = []
 
     def update(self, hypotheses: Sequence[str], references: Sequence[str]) -> None:
-        """Add a batch of hypotheses, one per reference line (checked as by `check_parallel`)."""
+        """Add a batch of hypotheses, one per reference line (checked as by `check_parallel`; an empty batch,
+        e.g. a rank with nothing to score, adds nothing)."""
+        if len(hypotheses) == 0 and len(references) == 0:
+            return
         check_parallel(hypotheses, references)
         self.hypotheses.extend(hypotheses)
         self.references.extend(references)
