@@ -29,9 +29,9 @@ from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError, InputError, MissingAssetError
 from harness.inputs import InputCaps, read_bytes
 from harness.metrics.base import MetricValue
-from harness.metrics.text import (LEGACY_TOKENIZER_VERSION, bleu_score, bleu_signature, chrf_pp_score,
-                                  chrf_pp_signature, legacy_signature,
-                                  legacy_tokenized_bleu_score, paired_bleu_difference, sacrebleu_version)
+from harness.metrics.text import (LEGACY_TOKENIZER_VERSION, BLEUScore, CHRFppScore, LegacyTokenizedBLEUScore,
+                                  bleu_score, chrf_pp_score, legacy_tokenized_bleu_score, paired_bleu_difference,
+                                  sacrebleu_version)
 from harness.registry import METHODS, register_task
 from harness.settings import Annotated, Field
 from harness.signature import Signature
@@ -193,9 +193,10 @@ class TranslationTask(Task):
         sig = Signature().add("task", self.name).add("task_version", self.version)
         sig.add("test_set", self.test_set.description).add("langpair", self.test_set.langpair)
         sig.add("reference_sha256", sha256_text(references)).add("sentences", len(references))
-        sig.add("sacrebleu.bleu", bleu_signature(self.lowercase, n_bootstrap=self.config.bootstrap))
-        sig.add("sacrebleu.chrf", chrf_pp_signature(self.lowercase, n_bootstrap=self.config.bootstrap))
-        sig.add("legacy", legacy_signature(self.test_set.tgt_lang, self.compound_split, self.lowercase))
+        sig.add("sacrebleu.bleu", BLEUScore(lowercase=self.lowercase, n_bootstrap=self.config.bootstrap).signature)
+        sig.add("sacrebleu.chrf", CHRFppScore(lowercase=self.lowercase, n_bootstrap=self.config.bootstrap).signature)
+        sig.add("legacy", LegacyTokenizedBLEUScore(lang=self.test_set.tgt_lang, compound_split=self.compound_split,
+                                                   lowercase=self.lowercase).signature)
         if self.config.latency:
             sig.update("timing", {k: getattr(self.config, k) for k in (
                 "latency_sentences", "max_batch", "timing_rounds", "timing_warmup", "baseline", "threads")})
@@ -258,7 +259,8 @@ class TranslationTask(Task):
         ctx.log(f"scoring {len(samples)} hypotheses with sacreBLEU {sacrebleu_version()}")
         b = bleu_score(samples, references, lowercase=self.lowercase, n_bootstrap=self.config.bootstrap)
         c = chrf_pp_score(samples, references, lowercase=self.lowercase, n_bootstrap=self.config.bootstrap)
-        legacy = legacy_tokenized_bleu_score(samples, references, spec.tgt_lang, self.compound_split, self.lowercase)
+        legacy = legacy_tokenized_bleu_score(samples, references, lang=spec.tgt_lang,
+                                             compound_split=self.compound_split, lowercase=self.lowercase)
         return [
             MetricValue("bleu", b.score, True, "BLEU", "1", b.ci_low, b.ci_high, description=b.signature),
             MetricValue("chrf_pp", c.score, True, "chrF++", "1", c.ci_low, c.ci_high, description=c.signature),

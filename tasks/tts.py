@@ -378,7 +378,7 @@ class TTSTask(Task):
         metrics: list[MetricValue] = []
         texts = [item.text for item in items]
         for normalizer in WER_NORMALIZERS:
-            utt = per_utterance_wer(texts, hypotheses, normalizer)
+            utt = per_utterance_wer(hypotheses, texts, normalizer=normalizer)
             for row, u in zip(rows, utt):
                 row[f"wer_{normalizer}"] = u.as_row()
             metrics += wer_metrics(utt, normalizer)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.errors import InputError
 from harness.features.geneval_detector import COCO_CLASSES
 from harness.metrics.geneval import (COLORS, TAGS, Detection, GenEvalRules, GenEvalScore, evaluate_image,
                                      keep_detections, relative_position)
@@ -168,8 +169,12 @@ def test_accumulator_is_batch_invariant_and_averages_tags():
 def test_accumulator_refuses_a_missing_tag():
     metric = GenEvalScore()
     metric.update(["colors"], [True])
-    with pytest.raises(ValueError, match="single_object"):
+    with pytest.raises(InputError, match="single_object"):
         metric.compute()
+    with pytest.raises(InputError, match="unknown GenEval tag"):
+        metric.update(["colour"], [True])
+    with pytest.raises(InputError, match="1 tags but 2 verdicts"):
+        metric.update(["colors"], [True, False])
 
 
 def test_rules_defaults_are_the_official_ones():

@@ -10,10 +10,21 @@ from pathlib import Path
 import pytest
 
 from harness.errors import InputError
-from harness.metrics import bleu
-from harness.metrics.text import (bleu_score, bleu_signature, chrf_pp, chrf_pp_score, legacy_tokenize,
-                                  legacy_tokenized_bleu, legacy_tokenized_bleu_score, paired_bleu_difference,
-                                  split_compounds)
+from harness.metrics import BLEUScore, CHRFppScore, LegacyTokenizedBLEUScore
+from harness.metrics.text import (bleu_score, chrf_pp_score, legacy_tokenize, legacy_tokenized_bleu_score,
+                                  paired_bleu_difference, split_compounds)
+
+
+def bleu(hypotheses, references, **options) -> float:
+    return bleu_score(hypotheses, references, **options).score
+
+
+def chrf_pp(hypotheses, references) -> float:
+    return chrf_pp_score(hypotheses, references).score
+
+
+def legacy_tokenized_bleu(hypotheses, references, lang, compound_split=None) -> float:
+    return legacy_tokenized_bleu_score(hypotheses, references, lang=lang, compound_split=compound_split).score
 
 HYPOTHESES = [
     "The cat sat on the mat.",
@@ -56,7 +67,7 @@ def test_chrf_pp_equals_sacrebleu_cli(tmp_path):
 
 def test_signature_and_bootstrap_interval():
     score = bleu_score(HYPOTHESES, REFERENCES, n_bootstrap=200)
-    assert score.signature == bleu_signature(n_bootstrap=200)
+    assert score.signature == BLEUScore(n_bootstrap=200).signature
     assert "tok:13a" in score.signature and "bs:200" in score.signature and "nrefs:1" in score.signature
     assert score.ci_low < score.score < score.ci_high
     chrf = chrf_pp_score(HYPOTHESES, REFERENCES)
@@ -88,7 +99,7 @@ def test_legacy_tokenized_bleu_hand_counted():
     assert legacy_tokenized_bleu(hyp, ref, "de") == pytest.approx(expected, abs=1e-9)
     # without splitting: 5 tokens, 4-gram precision 0/2 and no smoothing -> 0, as multi-bleu.perl
     assert legacy_tokenized_bleu(hyp, ref, "de", compound_split=False) == 0.0
-    assert "compound-split:yes" in legacy_tokenized_bleu_score(hyp, ref, "de", True).signature
+    assert "compound-split:yes" in legacy_tokenized_bleu_score(hyp, ref, lang="de", compound_split=True).signature
 
 
 @pytest.mark.parametrize("hyps, refs, message", [
@@ -98,8 +109,36 @@ def test_legacy_tokenized_bleu_hand_counted():
     ([None], ["a"], "not a string"),
 ])
 def test_bad_input_is_refused_with_a_fix(hyps, refs, message):
-    with pytest.raises(InputError, match=message):
-        bleu(hyps, refs)
+    for score in (bleu_score, chrf_pp_score, legacy_tokenized_bleu_score):
+        with pytest.raises(InputError, match=message):
+            score(hyps, refs)
+    if hyps:
+        with pytest.raises(InputError, match=message):
+            BLEUScore().update(hyps, refs)
+
+
+def test_bad_bootstrap_count_is_refused():
+    for make in (lambda: BLEUScore(n_bootstrap=-1), lambda: CHRFppScore(n_bootstrap=-1)):
+        with pytest.raises(InputError, match="n_bootstrap must be an integer >= 0"):
+            make()
+
+
+@pytest.mark.parametrize("cls, function, options", [
+    (BLEUScore, bleu_score, {"n_bootstrap": 100}),
+    (CHRFppScore, chrf_pp_score, {"n_bootstrap": 100}),
+    (LegacyTokenizedBLEUScore, legacy_tokenized_bleu_score, {"lang": "de"}),
+])
+def test_accumulator_equals_one_call_whatever_the_batches(cls, function, options):
+    whole = function(HYPOTHESES, REFERENCES, **options)
+    metric = cls(**options)
+    assert metric.signature == whole.signature
+    for start, stop in ((0, 1), (1, 4), (4, 6)):
+        metric.update(HYPOTHESES[start:stop], REFERENCES[start:stop])
+    assert metric.compute() == whole
+    metric.reset()
+    metric.update([], [])
+    metric.update(HYPOTHESES[:2], REFERENCES[:2])
+    assert metric.compute() == function(HYPOTHESES[:2], REFERENCES[:2], **options)
 
 
 GOLDEN_MOSES = json.loads((Path(__file__).parent / "golden" / "moses" / "legacy_bleu.json").read_text("utf-8"))
@@ -127,4 +166,5 @@ def test_final_dot_after_a_nonbreaking_prefix_is_split():
     assert legacy_tokenize(["Bring fruit, e.g."], "en", False) == ["Bring fruit , e.g ."]
     # only the last word: a prefix inside the line stays whole, and multi-dots stay one token
     assert legacy_tokenize(["Herr Dr. Schmidt wartet..."], "de", False) == ["Herr Dr. Schmidt wartet ..."]
-    assert legacy_tokenized_bleu_score(["a"], ["a"], "de", False).signature.startswith("legacy-tok-bleu:2|")
+    legacy = legacy_tokenized_bleu_score(["a"], ["a"], lang="de", compound_split=False)
+    assert legacy.signature.startswith("legacy-tok-bleu:2|")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from harness.metrics.speech import (cosine_similarity, mean_utterance_wer, normalize, per_utterance_wer,
-                                    seed_normalize, wer)
+from harness.errors import InputError
+from harness.metrics.speech import (WordErrorRate, cosine_similarity, mean_utterance_wer, normalize,
+                                    per_utterance_wer, seed_normalize, wer)
 
 REFS = ["the cat sat on the mat", "hello world", "a b c d e"]
 HYPS = ["the cat sat on mat", "hello there world", "a x c d e f"]
@@ -16,35 +17,50 @@ HYPS = ["the cat sat on mat", "hello there world", "a x c d e f"]
 
 def test_corpus_wer_matches_jiwer_on_lists():
     expected = jiwer.process_words(REFS, HYPS).wer
-    assert wer(REFS, HYPS, normalizer="none") == pytest.approx(expected, abs=1e-12)
+    assert wer(HYPS, REFS, normalizer="none") == pytest.approx(expected, abs=1e-12)
     # hand count: (1 deletion) + (1 insertion) + (1 substitution + 1 insertion) over 6 + 2 + 5 words
     assert expected == pytest.approx(4 / 13, abs=1e-12)
 
 
 def test_per_utterance_rows_and_mean():
-    rows = per_utterance_wer(REFS, HYPS, normalizer="none")
+    rows = per_utterance_wer(HYPS, REFS, normalizer="none")
     assert [(r.substitutions, r.deletions, r.insertions) for r in rows] == [(0, 1, 0), (0, 0, 1), (1, 0, 1)]
     assert [r.wer for r in rows] == pytest.approx([1 / 6, 1 / 2, 2 / 5])
-    assert mean_utterance_wer(REFS, HYPS, "none") == pytest.approx((1 / 6 + 1 / 2 + 2 / 5) / 3)
+    assert mean_utterance_wer(HYPS, REFS, normalizer="none") == pytest.approx((1 / 6 + 1 / 2 + 2 / 5) / 3)
     for ref, hyp, row in zip(REFS, HYPS, rows):
         assert row.wer == pytest.approx(jiwer.wer(ref, hyp))
 
 
+@pytest.mark.parametrize("aggregation, function", [("corpus", wer), ("utterance_mean", mean_utterance_wer)])
+def test_accumulator_equals_one_call_whatever_the_batches(aggregation, function):
+    metric = WordErrorRate(normalizer="none", aggregation=aggregation)
+    metric.update(HYPS[:1], REFS[:1])
+    metric.update(HYPS[1:], REFS[1:])
+    assert float(metric.compute()) == pytest.approx(function(HYPS, REFS, normalizer="none"), abs=1e-12)
+    metric.reset()
+    with pytest.raises(InputError, match="no utterances"), pytest.warns(UserWarning, match="before the ``update``"):
+        metric.compute()
+    with pytest.raises(InputError, match="aggregation"):
+        WordErrorRate(aggregation="median")
+
+
 def test_empty_hypothesis_is_all_deletions():
-    rows = per_utterance_wer(["one two three"], [""], "seed")
+    rows = per_utterance_wer([""], ["one two three"], normalizer="seed")
     assert rows[0].wer == 1.0 and rows[0].deletions == 3
 
 
 def test_empty_reference_is_refused():
-    with pytest.raises(ValueError, match="no words"):
-        per_utterance_wer(["?!"], ["x"], "seed")
+    with pytest.raises(InputError, match="no words"):
+        per_utterance_wer(["x"], ["?!"], normalizer="seed")
 
 
 def test_mismatched_lengths_and_bare_strings_are_refused():
-    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
-        wer(["a", "b"], ["a"])
-    with pytest.raises(TypeError):
+    with pytest.raises(InputError, match="1 hypotheses but 2 references"):
+        wer(["a"], ["a", "b"])
+    with pytest.raises(InputError, match="not single strings"):
         wer("a b", "a b")
+    with pytest.raises(InputError, match="no utterances"):
+        wer([], [])
 
 
 def test_seed_normaliser_keeps_apostrophe_and_deletes_other_punctuation():
@@ -81,23 +97,23 @@ def test_seed_normaliser_and_wer_match_seed_tts_eval_process_one():
         hypo = "".join(rng.choice(alphabet, size=rng.integers(0, 40)))
         ref_n, hyp_n, expected = seed_process_one(hypo, truth)
         assert (seed_normalize(truth), seed_normalize(hypo)) == (ref_n, hyp_n)
-        assert per_utterance_wer([truth], [hypo], "seed")[0].wer == pytest.approx(expected, abs=1e-12)
+        assert per_utterance_wer([hypo], [truth], normalizer="seed")[0].wer == pytest.approx(expected, abs=1e-12)
 
 
 def test_seed_normaliser_wer_is_whitespace_insensitive():
-    assert wer(["It's fifty-five, Mr. Smith."], ["its fiftyfive mr smith"], "seed") == pytest.approx(1 / 4)
+    assert wer(["its fiftyfive mr smith"], ["It's fifty-five, Mr. Smith."], normalizer="seed") == pytest.approx(1 / 4)
 
 
 def test_whisper_normaliser_on_numbers_contractions_and_spelling():
     out = normalize("Mr. Smith won't pay $2.70 for the colour TV: it's fifty-five percent off!", "whisper")
     assert out == "mister smith will not pay $2.70 for the color tv it is 55% off"
     # the two normalisers disagree on numbers: seed counts "fifty" vs "50" as an error, whisper does not
-    assert wer(["Type fifty"], ["type 50"], "seed") == pytest.approx(0.5)
-    assert wer(["Type fifty"], ["type 50"], "whisper") == 0.0
+    assert wer(["type 50"], ["Type fifty"], normalizer="seed") == pytest.approx(0.5)
+    assert wer(["type 50"], ["Type fifty"], normalizer="whisper") == 0.0
 
 
 def test_unknown_normaliser():
-    with pytest.raises(ValueError, match="seed, whisper, none"):
+    with pytest.raises(InputError, match="seed, whisper, none"):
         normalize("x", "kaldi")
 
 
@@ -110,5 +126,5 @@ def test_cosine_similarity_on_synthetic_embeddings():
     assert sim.numpy() == pytest.approx(expected, abs=1e-6)
     assert cosine_similarity(a, 3 * a).numpy() == pytest.approx(np.ones(8))
     assert cosine_similarity(a, -a).numpy() == pytest.approx(-np.ones(8))
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(InputError, match="same shape"):
         cosine_similarity(a, b[:, :10])

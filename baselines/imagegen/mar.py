@@ -28,9 +28,9 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from baselines.imagegen.mar_diffusion import RespacedSchedule, p_sample, respaced_schedule
+from baselines.imagegen.vit_layers import Attention, Mlp, modulate
 
 CFG_SCHEDULES = ("linear", "constant")
 
@@ -76,29 +76,6 @@ MAR_CONFIGS = {
 
 
 # -- transformer ------------------------------------------------------------------------------------
-class Attention(nn.Module):
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
 class Block(nn.Module):
     """timm's pre-norm ViT `Block` (qkv bias, exact GELU, LayerNorm eps 1e-6, no layer scale); dropout is
     inactive at inference."""
@@ -116,10 +93,6 @@ class Block(nn.Module):
 
 
 # -- Diffusion Loss head ----------------------------------------------------------------------------
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
-
-
 class TimestepEmbedder(nn.Module):
     """DiT's sinusoidal timestep features (cos half first, max period 10000) through a two-layer MLP."""
 

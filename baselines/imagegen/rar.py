@@ -32,10 +32,10 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from baselines.imagegen.llamagen_gpt import KVCache
 from baselines.imagegen.sampling import draw
+from baselines.imagegen.vit_layers import Attention, Mlp, modulate
 
 
 @dataclass(frozen=True)
@@ -79,51 +79,13 @@ RAR_CONFIGS = {
 }
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with LayerNorm on queries and keys, extending a KV cache when given one."""
-
-    def __init__(self, config: RARConfig):
-        super().__init__()
-        self.config = config
-        self.qkv = nn.Linear(config.dim, 3 * config.dim, bias=True)
-        self.q_norm = nn.LayerNorm(config.head_dim, eps=config.norm_eps)
-        self.k_norm = nn.LayerNorm(config.head_dim, eps=config.norm_eps)
-        self.proj = nn.Linear(config.dim, config.dim)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None, layer: int) -> torch.Tensor:
-        c = self.config
-        b, s, _ = x.shape
-        q, k, v = self.qkv(x).view(b, s, 3, c.heads, c.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = self.q_norm(q), self.k_norm(k)
-        if cache is not None:
-            k, v = cache.extend(layer, k, v)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.proj(out.transpose(1, 2).reshape(b, s, c.dim))
-
-
-class Mlp(nn.Module):
-    """timm's `Mlp` as RAR uses it: fc1, exact GELU, fc2."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
 class Block(nn.Module):
     """Pre-norm block with adaLN-zero modulation (shift, scale, gate for attention and MLP)."""
 
     def __init__(self, config: RARConfig):
         super().__init__()
         self.norm1 = nn.LayerNorm(config.dim, eps=config.norm_eps)
-        self.attn = Attention(config)
+        self.attn = Attention(config.dim, config.heads, qk_norm=True, norm_eps=config.norm_eps)
         self.norm2 = nn.LayerNorm(config.dim, eps=config.norm_eps)
         self.mlp = Mlp(config.dim, config.intermediate_size)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(config.dim, 6 * config.dim))

@@ -34,7 +34,7 @@ from baselines.translation.ctc import CTCNAT
 from baselines.translation.layers import TransformerConfig, parameter_count
 from baselines.translation.nat import VanillaNAT
 from baselines.translation.vocab import Vocabulary, detokenize, tokenize
-from harness.metrics.text import bleu
+from harness.metrics.text import bleu_score
 
 LANGPAIR = "en-de"
 
@@ -101,7 +101,7 @@ def translate_all(translate: Callable[[torch.Tensor], list[list[int]]], sources:
 def corpus_bleu(translate, pairs_text, vocab: Vocabulary) -> float:
     sources = [vocab.encode(tokenize(en, "en")) for en, _ in pairs_text]
     hyps = [detokenize(vocab.decode(ids), "de") for ids in translate_all(translate, sources, vocab)]
-    return bleu(hyps, [de for _, de in pairs_text])
+    return bleu_score(hyps, [de for _, de in pairs_text]).score
 
 
 def main() -> None:

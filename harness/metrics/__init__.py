@@ -8,8 +8,9 @@ from harness.metrics.base import Accumulator, MetricValue
 from harness.metrics.frechet import FeatureStatistics, FrechetDistance, feature_statistics, frechet_distance
 from harness.metrics.image import InceptionScore, PrecisionRecall, inception_score, precision_recall
 from harness.metrics.geneval import GenEvalRules, GenEvalScore, evaluate_image, keep_detections, relative_position
-from harness.metrics.speech import cosine_similarity, mean_utterance_wer, per_utterance_wer, wer
-from harness.metrics.text import bleu, chrf_pp, legacy_tokenized_bleu
+from harness.metrics.speech import WordErrorRate, cosine_similarity, mean_utterance_wer, per_utterance_wer, wer
+from harness.metrics.text import (BLEUScore, CHRFppScore, LegacyTokenizedBLEUScore, bleu_score, chrf_pp_score,
+                                  legacy_tokenized_bleu_score)
 from harness.metrics.video import clip_statistics, fvd, fvd_from_clips, load_video_samples
 
 __all__ = [
@@ -17,7 +18,8 @@ __all__ = [
     "FeatureStatistics", "FrechetDistance", "feature_statistics", "frechet_distance",
     "InceptionScore", "PrecisionRecall", "inception_score", "precision_recall",
     "GenEvalRules", "GenEvalScore", "evaluate_image", "keep_detections", "relative_position",
-    "cosine_similarity", "mean_utterance_wer", "per_utterance_wer", "wer",
-    "bleu", "chrf_pp", "legacy_tokenized_bleu",
+    "WordErrorRate", "cosine_similarity", "mean_utterance_wer", "per_utterance_wer", "wer",
+    "BLEUScore", "CHRFppScore", "LegacyTokenizedBLEUScore",
+    "bleu_score", "chrf_pp_score", "legacy_tokenized_bleu_score",
     "clip_statistics", "fvd", "fvd_from_clips", "load_video_samples",
 ]

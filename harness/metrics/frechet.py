@@ -54,7 +54,19 @@ def _eigvalsh(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
-    """tr sqrt(sigma1 @ sigma2) for symmetric PSD float64 matrices, via a symmetric eigenvalue problem."""
+    """tr sqrt(sigma1 @ sigma2) for symmetric PSD float64 matrices, via a symmetric eigenvalue problem.
+
+    Args:
+        sigma1: (d, d) symmetric positive semi-definite float64 matrix.
+        sigma2: (d, d) symmetric positive semi-definite float64 matrix on the same device.
+
+    Returns:
+        A float64 scalar tensor.
+
+    Example:
+        >>> trace_sqrt_product(torch.eye(3, dtype=torch.float64) * 4, torch.eye(3, dtype=torch.float64)).item()
+        6.0
+    """
     # tr sqrt(S1 S2) = tr sqrt(S2 S1): factor whichever matrix is positive definite.
     for first, second in ((sigma1, sigma2), (sigma2, sigma1)):
         factor, info = torch.linalg.cholesky_ex(first)
@@ -80,6 +92,26 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     dimensions) and much faster. Runs on `device` (default: CUDA when available). If the result is
     not finite, it is computed again with `eps` added to both diagonals, as ADM does, and `log` (or a
     warning) says so.
+
+    Args:
+        mu1: (d,) mean of the first set's features.
+        sigma1: (d, d) covariance of the first set's features.
+        mu2: (d,) mean of the second set's features.
+        sigma2: (d, d) covariance of the second set's features.
+        eps: diagonal offset of the retry when the square root is not finite.
+        device: where to compute (default: CUDA when available).
+        log: receives the retry message (default: a `RuntimeWarning`).
+
+    Returns:
+        The distance, a float (0 for identical statistics).
+
+    Raises:
+        InputError: when the shapes do not match or a statistic is not finite.
+
+    Example:
+        >>> identity = np.eye(2)
+        >>> frechet_distance(np.zeros(2), identity, np.array([3.0, 4.0]), identity, device="cpu")
+        25.0
     """
     device = torch.device(device) if device is not None else _default_device()
     m1, m2 = _as_float64(mu1, device).reshape(-1), _as_float64(mu2, device).reshape(-1)
@@ -109,7 +141,22 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
 
 
 def feature_statistics(features: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and unbiased covariance (float64) of an (N, d) feature matrix, as ADM's `np.cov(rowvar=False)`."""
+    """Mean and unbiased covariance (float64) of an (N, d) feature matrix, as ADM's `np.cov(rowvar=False)`.
+
+    Args:
+        features: (N, d) array or tensor, N >= 2.
+
+    Returns:
+        (mean (d,), covariance (d, d)), float64 NumPy arrays.
+
+    Raises:
+        InputError: when the features are not (N, d) with N >= 2.
+
+    Example:
+        >>> mean, cov = feature_statistics(np.array([[0.0, 1.0], [2.0, 3.0]]))
+        >>> mean.tolist(), cov.tolist()
+        ([1.0, 2.0], [[2.0, 2.0], [2.0, 2.0]])
+    """
     feats = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features,
                        dtype=np.float64)
     if feats.ndim != 2 or feats.shape[0] < 2:
@@ -147,6 +194,20 @@ class FeatureStatistics(torchmetrics.Metric):
 
     All states are sum-reduced across ranks, so `statistics()` is the same for any batch size and world
     size (up to float64 summation order).
+
+    Args:
+        num_features: d, the feature width.
+        kwargs: passed to `torchmetrics.Metric`.
+
+    Raises:
+        InputError: (from `update`) for features that are not (N, d); (from `compute`) before 2 samples.
+
+    Example:
+        >>> stats = FeatureStatistics(2)
+        >>> stats.update(torch.tensor([[0.0, 1.0]]))
+        >>> stats.update(torch.tensor([[2.0, 3.0]]))
+        >>> [a.tolist() for a in stats.statistics()]
+        [[1.0, 2.0], [[2.0, 2.0], [2.0, 2.0]]]
     """
 
     full_state_update = False
@@ -172,6 +233,25 @@ class FrechetDistance(Accumulator):
 
     `metric_name` names what it is: "fid" only on the ADM Inception pool3 features, "sfid" on its
     spatial features, otherwise after the feature network (e.g. "fd_digits").
+
+    Args:
+        ref_mu: (d,) mean of the reference features.
+        ref_sigma: (d, d) covariance of the reference features.
+        metric_name: the stored metric's name.
+        description: the stored metric's description.
+        version: the stored metric's version.
+        eps: see `frechet_distance`.
+        log: see `frechet_distance`.
+        kwargs: passed to `torchmetrics.Metric`.
+
+    Raises:
+        InputError: as `FeatureStatistics` and `frechet_distance`.
+
+    Example:
+        >>> metric = FrechetDistance(np.zeros(2), np.eye(2) * 2, "fd_example")
+        >>> metric.update(torch.tensor([[2.0, 3.0], [4.0, 5.0]]))
+        >>> round(float(metric.compute()), 6)  # 25 + 4 + 4 - 2 sqrt(8)
+        27.343146
     """
 
     higher_is_better = False

@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from harness.errors import InputError
 from harness.metrics.base import Accumulator, MetricValue
 
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
@@ -28,7 +29,19 @@ RULES_VERSION = "2"
 
 @dataclass(frozen=True)
 class GenEvalRules:
-    """The evaluator's options (GenEval's `--options`), at their official defaults."""
+    """The evaluator's options (GenEval's `--options`), at their official defaults.
+
+    Args:
+        threshold: detection score a kept instance must exceed.
+        counting_threshold: the same for every class of a counting prompt.
+        max_objects: kept instances per class, highest scores first.
+        position_threshold: the margin of the relative-position rule.
+
+    Example:
+        >>> rules = GenEvalRules()
+        >>> rules.threshold_for("counting"), rules.threshold_for("colors")
+        (0.9, 0.3)
+    """
 
     threshold: float = 0.3
     counting_threshold: float = 0.9
@@ -67,7 +80,16 @@ def keep_detections(detections: Mapping[str, Sequence[Detection]], tag: str,
     float32(0.3) is dropped although it is above the float64 0.3). Classes with nothing left are dropped.
     There is no NMS: at GenEval's default `max_overlap` of 1.0 its greedy suppression keeps every box.
 
-    >>> dets = [Detection((x, 0, x + 1, 1), s) for x, s in enumerate((0.5, 0.8, 0.5, float(np.float32(0.3))))]
+    Args:
+        detections: per class name, the detector's instances.
+        tag: the prompt's tag (`TAGS`); counting prompts use `rules.counting_threshold`.
+        rules: the evaluator's options.
+
+    Returns:
+        Per class with something left, the kept detections, highest score first.
+
+    Example:
+        >>> dets = [Detection((x, 0, x + 1, 1), s) for x, s in enumerate((0.5, 0.8, 0.5, float(np.float32(0.3))))]
     >>> [int(d.box[0]) for d in keep_detections({"dog": dets}, "colors")["dog"]]
     [1, 2, 0]
     """
@@ -88,6 +110,18 @@ def relative_position(a: Detection, b: Detection, margin: float = 0.1) -> set[st
     The centre offset is shrunk per axis by `margin` times the summed box sizes; what is left, divided by the
     length of the unshrunk offset, must exceed 0.5 on an axis for the relation along it to hold. Computed in
     float32, as upstream does on mmdet's float32 boxes.
+
+    Args:
+        a: the detection the relation is about.
+        b: the target detection.
+        margin: GenEval's `position_threshold`.
+
+    Returns:
+        A subset of `RELATIONS` (empty when the boxes are centred on each other).
+
+    Example:
+        >>> relative_position(Detection((0, 0, 10, 10), 1.0), Detection((50, 0, 60, 10), 1.0))
+        {'left of'}
     """
     boxes = np.array([a.box, b.box], dtype=np.float32).reshape(2, 2, 2)
     centre = boxes.mean(axis=-2)
@@ -111,7 +145,26 @@ def relative_position(a: Detection, b: Detection, margin: float = 0.1) -> set[st
 
 def evaluate_image(metadata: Mapping, kept: Mapping[str, Sequence[Detection]], color_fn: ColorFn | None = None,
                    rules: GenEvalRules = GenEvalRules()) -> ImageResult:
-    """GenEval's per-image verdict on the kept detections (see `keep_detections`) with its reason text."""
+    """GenEval's per-image verdict on the kept detections (see `keep_detections`) with its reason text.
+
+    Args:
+        metadata: the prompt's line of `evaluation_metadata.jsonl` (`include` and `exclude` clauses).
+        kept: per class, the kept detections.
+        color_fn: the colour classifier, needed by prompts with a colour clause.
+        rules: the evaluator's options.
+
+    Returns:
+        An `ImageResult`: `correct` and the reasons it is not, one per line.
+
+    Raises:
+        ValueError: when a colour clause comes without a colour classifier (a caller's mistake, not the
+            input's).
+
+    Example:
+        >>> dog = Detection((0, 0, 10, 10), 0.9)
+        >>> evaluate_image({"include": [{"class": "dog", "count": 2}]}, {"dog": [dog]})
+        ImageResult(correct=False, reason='expected dog>=2, found 1')
+    """
     correct = True
     reasons: list[str] = []
     matched_groups: list[list[Detection] | None] = []
@@ -163,6 +216,20 @@ class GenEvalScore(Accumulator):
     """Per-tag fraction of correct images and GenEval's overall score (unweighted mean of the 6 tag means).
 
     States are per-tag sums, so the result does not depend on batching or the number of ranks.
+
+    Args:
+        kwargs: passed to `torchmetrics.Metric`.
+
+    Raises:
+        InputError: (from `update`) for an unknown tag or lists of different lengths; (from `compute`) when a
+            tag has no images.
+
+    Example:
+        >>> metric = GenEvalScore()
+        >>> metric.update(list(TAGS), [True, True, False, True, False, True])
+        >>> metric.update(list(TAGS), [True] * 6)
+        >>> [round(v, 4) for v in metric.compute().tolist()]
+        [1.0, 1.0, 0.5, 1.0, 0.5, 1.0, 0.8333]
     """
 
     metric_name = "geneval"
@@ -171,13 +238,18 @@ class GenEvalScore(Accumulator):
     higher_is_better = True
     description = "GenEval overall: unweighted mean over the 6 tags of the fraction of correct images"
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.add_state("correct", default=torch.zeros(len(TAGS), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", default=torch.zeros(len(TAGS), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, tags: Sequence[str], correct: Sequence[bool]) -> None:
-        for tag, ok in zip(tags, correct, strict=True):
+        if len(tags) != len(correct):
+            raise InputError(f"{len(tags)} tags but {len(correct)} verdicts: give one tag per image verdict")
+        unknown = sorted(set(tags) - set(TAGS))
+        if unknown:
+            raise InputError(f"unknown GenEval tag(s) {', '.join(map(repr, unknown))}; the tags are {', '.join(TAGS)}")
+        for tag, ok in zip(tags, correct):
             k = TAGS.index(tag)
             self.total[k] += 1
             self.correct[k] += float(ok)
@@ -186,7 +258,7 @@ class GenEvalScore(Accumulator):
         """The six tag scores followed by the overall score."""
         if bool((self.total == 0).any()):
             missing = [t for t, n in zip(TAGS, self.total.tolist()) if n == 0]
-            raise ValueError(f"no images for tag(s) {', '.join(missing)}: GenEval needs all six tags")
+            raise InputError(f"no images for tag(s) {', '.join(missing)}: GenEval needs all six tags")
         per_tag = self.correct / self.total
         return torch.cat([per_tag, per_tag.mean().reshape(1)])
 

@@ -48,6 +48,22 @@ def inception_score(logits, splits: int = 10, *, split_size: int | None = None) 
     `logits` (N, C) are unnormalised class scores; ADM uses pool3 @ W^T without the bias (1008 classes).
     Split i holds rows [i*s, (i+1)*s), the last one possibly shorter, as ADM's `range(0, N, split_size)`:
     s = `split_size` when given (ADM: 5,000), otherwise s = ceil(N / splits).
+
+    Args:
+        logits: (N, C) array or tensor.
+        splits: number of contiguous splits (ignored when `split_size` is given).
+        split_size: rows per split (ADM: `ADM_IS_SPLIT_SIZE`).
+
+    Returns:
+        (mean, std) over the splits, floats; std is the population standard deviation (0 for one split).
+
+    Raises:
+        InputError: when the logits are not (N, C) with N >= splits, are not finite, or `split_size` < 1.
+
+    Example:
+        >>> mean, std = inception_score(torch.eye(4) * 50, splits=1)  # four confident, distinct classes
+        >>> round(mean, 4), std
+        (4.0, 0.0)
     """
     logits = _tensor(logits, torch.float64)
     if split_size is not None:
@@ -84,7 +100,19 @@ def _float32_accumulation() -> Iterator[None]:
 
 
 def pairwise_squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """||a_i - b_j||^2 by the expansion ADM uses (|a|^2 - 2 a.b + |b|^2), clamped at 0."""
+    """||a_i - b_j||^2 by the expansion ADM uses (|a|^2 - 2 a.b + |b|^2), clamped at 0.
+
+    Args:
+        a: (N, d) rows.
+        b: (M, d) rows.
+
+    Returns:
+        (N, M) squared distances in the inputs' dtype.
+
+    Example:
+        >>> pairwise_squared_distances(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0], [0.0, 1.0]])).tolist()
+        [[25.0, 1.0]]
+    """
     dist = (a * a).sum(1, keepdim=True) - 2 * a @ b.T + (b * b).sum(1)[None, :]
     return dist.clamp_min(0)
 
@@ -99,7 +127,24 @@ def _distances(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> torch.Te
 
 def manifold_radii(features: torch.Tensor, k: int = PR_NEIGHBOURHOOD, block_size: int = PR_BLOCK_SIZE,
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Squared distance of each row to its k-th nearest other row (position k of the sorted row, self at 0)."""
+    """Squared distance of each row to its k-th nearest other row (position k of the sorted row, self at 0).
+
+    Args:
+        features: (N, d) rows, N > k.
+        k: the neighbour whose distance is the radius.
+        block_size: rows per distance block (ADM: 10,000).
+        dtype: the distances' arithmetic (ADM: float16).
+
+    Returns:
+        (N,) float32 squared radii.
+
+    Raises:
+        InputError: when there are no more than k rows.
+
+    Example:
+        >>> manifold_radii(torch.tensor([[0.0], [1.0], [3.0]]), k=1).tolist()
+        [1.0, 1.0, 4.0]
+    """
     if features.shape[0] <= k:
         raise InputError(f"Precision/Recall with k={k} needs more than {k} feature rows per set; "
                          f"got {features.shape[0]}.")
@@ -119,6 +164,27 @@ def precision_recall(real_features, fake_features, k: int = PR_NEIGHBOURHOOD, *,
     Precision: fraction of fake rows within the k-NN ball of some real row. Recall: fraction of real rows
     within the k-NN ball of some fake row. Balls are closed (<=), radii are squared distances.
     `distance_dtype=torch.float16` is ADM's arithmetic (its published numbers); float32 is exact.
+    The reference set comes first, as in ADM's evaluator (`ManifoldEstimator` of the reference batch).
+
+    Args:
+        real_features: (N, d) reference features.
+        fake_features: (M, d) sample features.
+        k: the neighbourhood size (ADM: 3).
+        block_size: rows per distance block (ADM: 10,000).
+        distance_dtype: the distances' arithmetic.
+        device: where to compute (default: CUDA when available).
+
+    Returns:
+        (precision, recall), fractions.
+
+    Raises:
+        InputError: when the sets are not (N, d) of one d, hold NaN or infinity, or have no more than k rows.
+
+    Example:
+        >>> real = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+        >>> fake = torch.tensor([[0.5], [1.5], [10.0], [11.0]])
+        >>> precision_recall(real, fake, k=1, device="cpu")
+        (0.5, 0.75)
     """
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     real, fake = _tensor(real_features, torch.float32, device), _tensor(fake_features, torch.float32, device)
@@ -163,7 +229,26 @@ class _OrderedRows(Accumulator):
 
 
 class InceptionScore(_OrderedRows):
-    """Inception Score (ADM convention) of bias-free Inception logits; `values()` gives mean and std."""
+    """Inception Score (ADM convention) of bias-free Inception logits; `values()` gives mean and std.
+
+    Rows are kept with their sample index and scored in sample order, so batching and ranks do not matter.
+
+    Args:
+        splits: number of contiguous splits.
+        metric_name: the stored metric's name (default `inception_score`).
+        description: the stored metric's description.
+        kwargs: passed to `torchmetrics.Metric`.
+
+    Raises:
+        InputError: (from `compute`) as `inception_score`.
+
+    Example:
+        >>> metric = InceptionScore(splits=1)
+        >>> metric.update(torch.eye(4)[2:] * 50, torch.tensor([2, 3]))
+        >>> metric.update(torch.eye(4)[:2] * 50, torch.tensor([0, 1]))
+        >>> [round(v.value, 4) for v in metric.values()]
+        [4.0, 0.0]
+    """
 
     metric_name = "inception_score"
     higher_is_better = True
@@ -187,7 +272,23 @@ class InceptionScore(_OrderedRows):
 
 
 class PrecisionRecall(_OrderedRows):
-    """Precision and Recall of accumulated sample features against fixed reference features."""
+    """Precision and Recall of accumulated sample features against fixed reference features.
+
+    Args:
+        real_features: (N, d) reference features.
+        k: the neighbourhood size.
+        prefix: prepended to the stored names (`precision`, `recall`).
+        kwargs: passed to `torchmetrics.Metric`.
+
+    Raises:
+        InputError: (from `compute`) as `precision_recall`.
+
+    Example:
+        >>> metric = PrecisionRecall(torch.tensor([[0.0], [1.0], [2.0], [3.0]]), k=1)
+        >>> metric.update(torch.tensor([[0.5], [1.5], [10.0], [11.0]]), torch.arange(4))
+        >>> [(v.name, v.value) for v in metric.values()]
+        [('precision', 0.5), ('recall', 0.75)]
+    """
 
     metric_name = "precision"
     higher_is_better = True

@@ -37,12 +37,34 @@ FVD_VERSION = "1"
 
 
 def clip_span(num_frames: int, stride: int) -> int:
-    """How many source frames a clip of `num_frames` frames at `stride` covers."""
+    """How many source frames a clip of `num_frames` frames at `stride` covers.
+
+    Example:
+        >>> clip_span(16, 2)
+        31
+    """
     return (num_frames - 1) * stride + 1
 
 
 def clip_indices(length: int, num_frames: int, stride: int = 1, offset: int = 0) -> np.ndarray:
-    """Frame indices of one clip; raises InputError when the video is too short for it."""
+    """Frame indices of one clip.
+
+    Args:
+        length: frames in the video.
+        num_frames: frames in the clip.
+        stride: step between the clip's frames.
+        offset: the clip's first frame.
+
+    Returns:
+        (num_frames,) int array of frame indices.
+
+    Raises:
+        InputError: when the settings are invalid or the video is too short for the clip.
+
+    Example:
+        >>> clip_indices(10, 4, stride=2, offset=1).tolist()
+        [1, 3, 5, 7]
+    """
     if num_frames < 1 or stride < 1 or offset < 0:
         raise InputError(f"invalid clip: num_frames={num_frames}, stride={stride}, offset={offset}")
     last = offset + clip_span(num_frames, stride) - 1
@@ -155,6 +177,31 @@ def load_video_samples(path: Path, *, count: int, num_frames: int, stride: int =
     Checks count, frame count, dtype, shape, resolution and labels from the array headers before any data is
     read (arrays are then memory-mapped; a compressed npz member is read into memory under
     `caps.in_memory_bytes`), decodes the clip frames of every video file once, and raises InputError with the fix.
+
+    Args:
+        path: the `.npy`/`.npz` file or the folder of videos.
+        count: how many videos the protocol scores.
+        num_frames: frames per clip.
+        stride: step between a clip's frames.
+        resolution: the frames' required height and width, if fixed.
+        num_classes: the number of classes of a class-conditional protocol (labels required), else None.
+        min_frames: the fewest clip frames the feature network takes.
+        what: the protocol's name, for messages.
+        caps: size limits on what is read.
+
+    Returns:
+        The validated `VideoSamples`.
+
+    Raises:
+        InputError: for every problem found, with what to do about it.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "videos.npy"
+        >>> np.save(path, np.zeros((2, 16, 8, 8, 3), np.uint8))
+        >>> samples = load_video_samples(path, count=2, num_frames=16, resolution=8)
+        >>> len(samples), samples.clip(1).shape
+        (2, (16, 8, 8, 3))
     """
     needed = clip_span(num_frames, stride)
     if num_frames < min_frames:
@@ -262,7 +309,26 @@ FeatureFn = Callable[[np.ndarray], torch.Tensor]
 
 def clip_statistics(batches: Iterator[np.ndarray], features: FeatureFn, feature_dim: int,
                     progress: Callable[[Iterator], Iterator] = lambda it: it) -> tuple[np.ndarray, np.ndarray, int]:
-    """Float64 mean, unbiased covariance and count of the features of every clip in `batches`."""
+    """Float64 mean, unbiased covariance and count of the features of every clip in `batches`.
+
+    Args:
+        batches: uint8 clip batches `[B, T, H, W, 3]`.
+        features: the feature network, a batch to (B, feature_dim) features.
+        feature_dim: the features' width.
+        progress: wraps the iterator (e.g. a progress bar).
+
+    Returns:
+        (mean (d,), covariance (d, d), number of clips).
+
+    Raises:
+        InputError: when a batch's features are not (B, feature_dim) or there are fewer than 2 clips.
+
+    Example:
+        >>> clips = np.stack([np.full((2, 1, 1, 3), v, np.uint8) for v in (0, 2, 4, 6)])
+        >>> mean, cov, count = clip_statistics(iter([clips[:3], clips[3:]]), _mean_colour, 3)
+        >>> mean.tolist(), count
+        ([3.0, 3.0, 3.0], 4)
+    """
     stats = FeatureStatistics(feature_dim)
     for batch in progress(batches):
         stats.update(features(batch))
@@ -270,23 +336,67 @@ def clip_statistics(batches: Iterator[np.ndarray], features: FeatureFn, feature_
     return mean, cov, int(stats.count)
 
 
+def _mean_colour(clips: np.ndarray) -> torch.Tensor:
+    """A stand-in feature network for the examples: each clip's mean colour, (B, 3)."""
+    return torch.from_numpy(clips.mean(axis=(1, 2, 3), dtype=np.float64))
+
+
 def maximum_likelihood_covariance(cov: np.ndarray, count: int) -> np.ndarray:
     """The covariance divided by N instead of N - 1, from the unbiased one: what StyleGAN-V's and cd-fvd's
     `FeatureStats.get_mean_cov` return, and so part of cd-FVD's definition (FVD here follows the TF
-    reference and TATS, which use the unbiased one)."""
+    reference and TATS, which use the unbiased one).
+
+    Example:
+        >>> maximum_likelihood_covariance(np.eye(2) * 3, 4).tolist()
+        [[2.25, 0.0], [0.0, 2.25]]
+    """
     if count < 2:
         raise InputError(f"a covariance needs at least 2 clips; got {count}")
     return np.asarray(cov) * ((count - 1) / count)
 
 
 def fvd(real: tuple[np.ndarray, np.ndarray], generated: tuple[np.ndarray, np.ndarray]) -> float:
-    """Fréchet video distance between (mean, covariance) pairs of real and generated clip features."""
+    """Fréchet video distance between (mean, covariance) pairs of real and generated clip features.
+
+    Args:
+        real: (mean, covariance) of the real clips' features.
+        generated: (mean, covariance) of the generated clips' features.
+
+    Returns:
+        The Fréchet distance.
+
+    Raises:
+        InputError: as `harness.metrics.frechet.frechet_distance`.
+
+    Example:
+        >>> fvd((np.zeros(2), np.eye(2)), (np.ones(2), np.eye(2)))
+        2.0
+    """
     return frechet_distance(real[0], real[1], generated[0], generated[1])
 
 
 def fvd_from_clips(real: np.ndarray, generated: np.ndarray, features: FeatureFn, feature_dim: int,
                    batch_size: int = 8) -> float:
-    """FVD of two uint8 clip arrays `[N, T, H, W, 3]` (convenience for small sets and tests)."""
+    """FVD of two uint8 clip arrays `[N, T, H, W, 3]` (convenience for small sets and tests).
+
+    Args:
+        real: the real clips.
+        generated: the generated clips.
+        features: the feature network (I3D in the protocols), a batch to (B, feature_dim) features.
+        feature_dim: the features' width.
+        batch_size: clips per call of `features`.
+
+    Returns:
+        The Fréchet distance of the two clip sets' feature statistics.
+
+    Raises:
+        InputError: as `clip_statistics` and `fvd`.
+
+    Example:
+        >>> real = np.stack([np.full((2, 1, 1, 3), v, np.uint8) for v in (0, 2, 4, 6)])
+        >>> round(fvd_from_clips(real, real + 10, _mean_colour, 3), 6)  # only the means differ: 3 * 10^2
+        300.0
+    """
     def chunks(a):
         return (a[i:i + batch_size] for i in range(0, len(a), batch_size))
     r = clip_statistics(chunks(real), features, feature_dim)
