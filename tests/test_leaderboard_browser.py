@@ -5,6 +5,8 @@ inert text. Screenshots are saved under test-artifacts/."""
 
 from __future__ import annotations
 
+import re
+
 import time
 from pathlib import Path
 
@@ -85,7 +87,7 @@ def test_overview_board_diff_and_run_page_render_in_chromium(served):
 
         page.locator(".st-key-open-toy-board button").click()  # one click to a board
         page.wait_for_selector("[data-testid=stDataFrame] td:has-text('var-d16')", state="attached", timeout=90_000)
-        assert "task=" in page.url
+        page.wait_for_url(re.compile(r"[?&]task=toy-board"), timeout=30_000)  # the board's link (sent after its rows)
         assert page.locator(".vega-embed").count() == 0  # the plots tab is built only when opened
 
         page.goto(f"{base}/?task=toy-board", timeout=90_000)  # a linked board
