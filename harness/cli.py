@@ -155,10 +155,9 @@ def format_table(records: list[dict[str, Any]], metrics: Sequence[str] | None = 
 def _primary_metric(task: str) -> str | None:
     from harness.registry import TASKS
 
-    try:
-        return TASKS.get(task).primary_metric
-    except Exception:  # noqa: BLE001 - a task only the store knows (reported rows, a removed plugin)
-        return None
+    # from the registry's index, not the task's class: importing every task module (and torch) cost `show` 6 s
+    entry = next((e for e in TASKS.entries() if e["name"] == task), None)  # None: a task only the store knows
+    return entry.get("primary_metric") if entry else None
 
 
 def _table_lines(rows: list[dict[str, Any]], names: list[str], settings: list[str] | None) -> str:
