@@ -589,6 +589,122 @@ class Store:
     def table_names(self) -> list[str]:
         return inspect(self.engine).get_table_names()
 
+    # -- the submission queue (harness/submissions.py and harness/worker.py call these) ------------------------
+    def add_submission(self, *, max_attempts: int, **fields: Any) -> None:
+        """A new pending job with its first history entry."""
+        with self.session() as s:
+            row = SubmissionRow(state="pending", max_attempts=max_attempts, **fields)
+            row.events.append(SubmissionEventRow(state="pending", message="submitted"))
+            s.add(row)
+
+    def list_submissions(self, state: str | None = None) -> list[dict[str, Any]]:
+        with self.session() as s:
+            query = select(SubmissionRow).order_by(SubmissionRow.created_at, SubmissionRow.id)
+            if state:
+                query = query.where(SubmissionRow.state == state)
+            return [submission_record(r) for r in s.scalars(query)]
+
+    def get_submission(self, sub_id: str) -> dict[str, Any]:
+        with self.session() as s:
+            row = s.get(SubmissionRow, sub_id)
+            if row is None:
+                raise ArbenchError(f"no submission {sub_id!r}; see `arbench submissions`")
+            return submission_record(row)
+
+    def _queue_lock(self, query):
+        return query if self.is_sqlite else query.with_for_update(skip_locked=True)
+
+    def reap_expired_submissions(self) -> int:
+        """Return jobs whose worker's lease ran out to pending (or fail them after max_attempts)."""
+        now = utcnow()
+        reaped = 0
+        with self.session() as s:
+            rows = s.scalars(self._queue_lock(select(SubmissionRow).where(
+                SubmissionRow.state.in_(("validating", "running")), SubmissionRow.lease_expires_at < now))).all()
+            for row in rows:
+                who = row.lease_owner
+                row.lease_owner, row.lease_expires_at = None, None
+                if row.attempts >= row.max_attempts:
+                    row.error = f"the worker's lease expired {row.attempts} times; giving up"
+                    _submission_event(s, row, "failed", row.error, who)
+                else:
+                    _submission_event(s, row, "pending", f"lease of worker {who} expired (worker presumed dead); "
+                                      f"back in the queue (attempt {row.attempts} of {row.max_attempts} used)", who)
+                reaped += 1
+        return reaped
+
+    def claim_submission(self, worker: str, tasks: list[str] | None = None,
+                         lease_seconds: float = 60.0) -> str | None:
+        """Atomically take the oldest pending job (of the given tasks); returns its id or None."""
+        self.reap_expired_submissions()
+        for _ in range(20):  # a few rounds: another worker may win the compare-and-set for the same row
+            with self.session() as s:
+                query = select(SubmissionRow.id).where(SubmissionRow.state == "pending")
+                if tasks:
+                    query = query.where(SubmissionRow.task.in_(tasks))
+                sub_id = s.scalar(self._queue_lock(query.order_by(SubmissionRow.created_at, SubmissionRow.id).limit(1)))
+                if sub_id is None:
+                    return None
+                now = utcnow()
+                taken = s.execute(
+                    update(SubmissionRow)
+                    .where(SubmissionRow.id == sub_id, SubmissionRow.state == "pending")
+                    .values(state="validating", lease_owner=worker, attempts=SubmissionRow.attempts + 1,
+                            lease_expires_at=now + dt.timedelta(seconds=lease_seconds), updated_at=now)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                if taken == 1:
+                    s.add(SubmissionEventRow(submission_id=sub_id, state="validating", message="claimed",
+                                             worker=worker, at=now))
+                    return sub_id
+        return None
+
+    def renew_submission(self, sub_id: str, worker: str, lease_seconds: float) -> bool:
+        """Extend the lease; False means the job is no longer this worker's (cancelled, or reaped)."""
+        now = utcnow()
+        with self.session() as s:
+            return s.execute(
+                update(SubmissionRow)
+                .where(SubmissionRow.id == sub_id, SubmissionRow.lease_owner == worker,
+                       SubmissionRow.state.in_(("validating", "running")))
+                .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+                .execution_options(synchronize_session=False)
+            ).rowcount == 1
+
+    def advance_submission(self, sub_id: str, worker: str, state: str, message: str, **values: Any) -> bool:
+        """A worker moves its job to the next state; False if the job is no longer its own."""
+        with self.session() as s:
+            row = s.get(SubmissionRow, sub_id, with_for_update=not self.is_sqlite)
+            if row is None or row.lease_owner != worker or row.state not in ("validating", "running"):
+                return False
+            for key, value in values.items():
+                setattr(row, key, value)
+            if state in ("finished", "failed"):
+                row.lease_owner, row.lease_expires_at = None, None
+            _submission_event(s, row, state, message, worker)
+            return True
+
+    def cancel_submission(self, sub_id: str) -> None:
+        with self.session() as s:
+            row = s.get(SubmissionRow, sub_id, with_for_update=not self.is_sqlite)
+            if row is None:
+                raise ArbenchError(f"no submission {sub_id!r}; see `arbench submissions`")
+            if row.state in ("finished", "failed", "cancelled"):
+                raise ArbenchError(f"submission {sub_id} is already {row.state}; nothing to cancel")
+            row.lease_owner, row.lease_expires_at = None, None
+            _submission_event(s, row, "cancelled", "cancelled by request", None)
+
+    def retry_submission(self, sub_id: str) -> None:
+        with self.session() as s:
+            row = s.get(SubmissionRow, sub_id, with_for_update=not self.is_sqlite)
+            if row is None:
+                raise ArbenchError(f"no submission {sub_id!r}; see `arbench submissions`")
+            if row.state not in ("failed", "cancelled"):
+                raise ArbenchError(f"submission {sub_id} is {row.state}; only failed or cancelled ones can be "
+                                   "retried")
+            row.attempts, row.error, row.run_id = 0, None, None
+            _submission_event(s, row, "pending", "retry requested", None)
+
     # -- runs whose values were not computed here: paper-reported figures, synthetic test stores ---------
     # (the one write path for them: harness/reported.py and leaderboard/synthetic.py build the values, the
     # store writes the rows)
@@ -745,3 +861,25 @@ def run_record(run: RunRow) -> dict[str, Any]:
         "finished_at": _iso(run.finished_at),
         "metrics": metrics,
     }
+
+
+def submission_record(row: SubmissionRow, private: bool = False) -> dict[str, Any]:
+    """A submission as a plain dict; the contact is included only when `private` is asked for."""
+    out = {
+        "id": row.id, "task": row.task, "method": row.method, "label": row.label, "submitter": row.submitter,
+        "license": row.license, "state": row.state, "attempts": row.attempts, "max_attempts": row.max_attempts,
+        "lease_owner": row.lease_owner, "run_id": row.run_id, "error": row.error, "manifest": row.manifest,
+        "bundle_path": row.bundle_path,
+        "created_at": row.created_at.isoformat(timespec="seconds") + "Z",
+        "updated_at": row.updated_at.isoformat(timespec="seconds") + "Z",
+        "history": [{"at": e.at.isoformat(timespec="seconds") + "Z", "state": e.state, "message": e.message,
+                     "worker": e.worker} for e in row.events],
+    }
+    if private:
+        out["contact"] = row.contact
+    return out
+
+
+def _submission_event(s: Session, row: SubmissionRow, state: str, message: str, worker: str | None) -> None:
+    row.state, row.updated_at = state, utcnow()
+    s.add(SubmissionEventRow(submission_id=row.id, state=state, message=message, worker=worker, at=utcnow()))

@@ -24,7 +24,6 @@ whose lease ran out (its worker died) goes back to pending, at most `max_attempt
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import os
 import re
@@ -36,7 +35,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
-from sqlalchemy import select, update
 
 from harness.config import arbench_home, results_dir
 from harness.errors import ArbenchError
@@ -44,7 +42,7 @@ from harness.inputs import read_text
 from harness.isolation import inside
 from harness.registry import METHODS, TASKS
 from harness.settings import build_settings
-from harness.store import Store, SubmissionEventRow, SubmissionRow, utcnow
+from harness.store import Store
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -260,150 +258,47 @@ def submit(store: Store, manifest_path: str | Path, max_attempts: int = DEFAULT_
             shutil.copyfile(source, target)
     public = {k: manifest[k] for k in PUBLIC_FIELDS if k in manifest}
     public["submitter"] = manifest["submitter"]["name"]
-    with store.session() as s:
-        row = SubmissionRow(
-            id=sub_id, task=manifest["task"], method=manifest["method"],
-            label=manifest.get("label", manifest["method"]), submitter=manifest["submitter"]["name"],
-            contact=manifest["submitter"].get("contact"), license=manifest["license"], manifest=public,
-            bundle_path=str(bundle), state="pending", max_attempts=max_attempts,
-        )
-        row.events.append(SubmissionEventRow(state="pending", message="submitted"))
-        s.add(row)
+    store.add_submission(
+        id=sub_id, task=manifest["task"], method=manifest["method"],
+        label=manifest.get("label", manifest["method"]), submitter=manifest["submitter"]["name"],
+        contact=manifest["submitter"].get("contact"), license=manifest["license"], manifest=public,
+        bundle_path=str(bundle), max_attempts=max_attempts,
+    )
     return sub_id
 
 
-def record(row: SubmissionRow, private: bool = False) -> dict[str, Any]:
-    """A submission as a plain dict; the contact is included only when `private` is asked for."""
-    out = {
-        "id": row.id, "task": row.task, "method": row.method, "label": row.label, "submitter": row.submitter,
-        "license": row.license, "state": row.state, "attempts": row.attempts, "max_attempts": row.max_attempts,
-        "lease_owner": row.lease_owner, "run_id": row.run_id, "error": row.error, "manifest": row.manifest,
-        "bundle_path": row.bundle_path,
-        "created_at": row.created_at.isoformat(timespec="seconds") + "Z",
-        "updated_at": row.updated_at.isoformat(timespec="seconds") + "Z",
-        "history": [{"at": e.at.isoformat(timespec="seconds") + "Z", "state": e.state, "message": e.message,
-                     "worker": e.worker} for e in row.events],
-    }
-    if private:
-        out["contact"] = row.contact
-    return out
-
-
+# The queue's rows are written by `Store` only (one write path); these are the queue's names for its methods.
 def list_submissions(store: Store, state: str | None = None) -> list[dict[str, Any]]:
-    with store.session() as s:
-        query = select(SubmissionRow).order_by(SubmissionRow.created_at, SubmissionRow.id)
-        if state:
-            query = query.where(SubmissionRow.state == state)
-        return [record(r) for r in s.scalars(query)]
+    return store.list_submissions(state)
 
 
 def get_submission(store: Store, sub_id: str) -> dict[str, Any]:
-    with store.session() as s:
-        row = s.get(SubmissionRow, sub_id)
-        if row is None:
-            raise ArbenchError(f"no submission {sub_id!r}; see `arbench submissions`")
-        return record(row)
-
-
-def _event(s, row: SubmissionRow, state: str, message: str, worker: str | None) -> None:
-    row.state, row.updated_at = state, utcnow()
-    s.add(SubmissionEventRow(submission_id=row.id, state=state, message=message, worker=worker, at=utcnow()))
-
-
-def _lock(query, store: Store):
-    return query if store.is_sqlite else query.with_for_update(skip_locked=True)
+    return store.get_submission(sub_id)
 
 
 def reap_expired(store: Store) -> int:
     """Return jobs whose worker's lease ran out to pending (or fail them after max_attempts)."""
-    now = utcnow()
-    reaped = 0
-    with store.session() as s:
-        rows = s.scalars(_lock(select(SubmissionRow).where(
-            SubmissionRow.state.in_(("validating", "running")), SubmissionRow.lease_expires_at < now), store)).all()
-        for row in rows:
-            who = row.lease_owner
-            row.lease_owner, row.lease_expires_at = None, None
-            if row.attempts >= row.max_attempts:
-                row.error = f"the worker's lease expired {row.attempts} times; giving up"
-                _event(s, row, "failed", row.error, who)
-            else:
-                _event(s, row, "pending", f"lease of worker {who} expired (worker presumed dead); back in the "
-                                          f"queue (attempt {row.attempts} of {row.max_attempts} used)", who)
-            reaped += 1
-    return reaped
+    return store.reap_expired_submissions()
 
 
 def claim(store: Store, worker: str, tasks: list[str] | None = None, lease_seconds: float = 60.0) -> str | None:
     """Atomically take the oldest pending job (of the given tasks); returns its id or None."""
-    reap_expired(store)
-    for _ in range(20):  # a few rounds: another worker may win the compare-and-set for the same row
-        with store.session() as s:
-            query = select(SubmissionRow.id).where(SubmissionRow.state == "pending")
-            if tasks:
-                query = query.where(SubmissionRow.task.in_(tasks))
-            sub_id = s.scalar(_lock(query.order_by(SubmissionRow.created_at, SubmissionRow.id).limit(1), store))
-            if sub_id is None:
-                return None
-            now = utcnow()
-            taken = s.execute(
-                update(SubmissionRow)
-                .where(SubmissionRow.id == sub_id, SubmissionRow.state == "pending")
-                .values(state="validating", lease_owner=worker, attempts=SubmissionRow.attempts + 1,
-                        lease_expires_at=now + dt.timedelta(seconds=lease_seconds), updated_at=now)
-                .execution_options(synchronize_session=False)
-            ).rowcount
-            if taken == 1:
-                s.add(SubmissionEventRow(submission_id=sub_id, state="validating", message="claimed",
-                                         worker=worker, at=now))
-                return sub_id
-    return None
+    return store.claim_submission(worker, tasks, lease_seconds)
 
 
 def renew(store: Store, sub_id: str, worker: str, lease_seconds: float) -> bool:
     """Extend the lease; False means the job is no longer this worker's (cancelled, or reaped)."""
-    now = utcnow()
-    with store.session() as s:
-        return s.execute(
-            update(SubmissionRow)
-            .where(SubmissionRow.id == sub_id, SubmissionRow.lease_owner == worker,
-                   SubmissionRow.state.in_(("validating", "running")))
-            .values(lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
-            .execution_options(synchronize_session=False)
-        ).rowcount == 1
+    return store.renew_submission(sub_id, worker, lease_seconds)
 
 
 def advance(store: Store, sub_id: str, worker: str, state: str, message: str, **values: Any) -> bool:
     """A worker moves its job to the next state; False if the job is no longer its own."""
-    with store.session() as s:
-        row = s.get(SubmissionRow, sub_id, with_for_update=not store.is_sqlite)
-        if row is None or row.lease_owner != worker or row.state not in ("validating", "running"):
-            return False
-        for key, value in values.items():
-            setattr(row, key, value)
-        if state in ("finished", "failed"):
-            row.lease_owner, row.lease_expires_at = None, None
-        _event(s, row, state, message, worker)
-        return True
+    return store.advance_submission(sub_id, worker, state, message, **values)
 
 
 def cancel(store: Store, sub_id: str) -> None:
-    with store.session() as s:
-        row = s.get(SubmissionRow, sub_id, with_for_update=not store.is_sqlite)
-        if row is None:
-            raise ArbenchError(f"no submission {sub_id!r}; see `arbench submissions`")
-        if row.state in ("finished", "failed", "cancelled"):
-            raise ArbenchError(f"submission {sub_id} is already {row.state}; nothing to cancel")
-        row.lease_owner, row.lease_expires_at = None, None
-        _event(s, row, "cancelled", "cancelled by request", None)
+    store.cancel_submission(sub_id)
 
 
 def retry(store: Store, sub_id: str) -> None:
-    with store.session() as s:
-        row = s.get(SubmissionRow, sub_id, with_for_update=not store.is_sqlite)
-        if row is None:
-            raise ArbenchError(f"no submission {sub_id!r}; see `arbench submissions`")
-        if row.state not in ("failed", "cancelled"):
-            raise ArbenchError(f"submission {sub_id} is {row.state}; only failed or cancelled ones can be retried")
-        row.attempts, row.error, row.run_id = 0, None, None
-        _event(s, row, "pending", "retry requested", None)
+    store.retry_submission(sub_id)

@@ -42,3 +42,20 @@ def test_the_contract_catches_a_harness_module_importing_a_task(tmp_path):
                           timeout=300)
     assert done.returncode != 0
     assert "harness.errors -> tasks.tts" in done.stdout
+
+
+def test_only_the_store_opens_database_sessions():
+    """One write path: outside `harness/store.py` no module opens an ORM session (the store's own methods write
+    runs, reported rows, synthetic stores and the submission queue; readers such as the board query read-only)."""
+    import ast
+
+    offenders = []
+    for package in ("harness", "tasks", "baselines", "leaderboard"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel == "harness/store.py" or rel.startswith("harness/migrations/"):
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), rel)):
+                if isinstance(node, ast.Attribute) and node.attr in ("session", "sessionmaker", "begin"):
+                    offenders.append(f"{rel}:{node.lineno} .{node.attr}")
+    assert not offenders, offenders
