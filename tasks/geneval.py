@@ -23,12 +23,11 @@ import numpy as np
 from PIL import Image
 
 from harness.api import Method, Request, SubmissionSpec, Task
-from harness.errors import ArbenchError, InputError, MissingAssetError
+from harness.errors import ArbenchError, InputError
 from harness.inputs import InputCaps, decode_image, read_text
 from harness.features import clip_color, geneval_detector
 from harness.metrics.base import MetricValue
 from harness.metrics.geneval import GenEvalRules, GenEvalScore, evaluate_image, keep_detections
-from harness.protocols.text_to_image import TextToImage  # noqa: F401 - re-exported: methods subclass it
 from harness.registry import register_task
 from harness.settings import Annotated, Field, Probability, Seed
 from harness.signature import Signature

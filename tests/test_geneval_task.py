@@ -16,8 +16,8 @@ from harness.metrics.geneval import TAGS, Detection, GenEvalRules
 from harness.registry import TASKS, register_method
 from harness.runner import Runner, RunOptions
 from harness.store import Store
-from tasks.geneval import (METADATA, GenEval, GenEvalConfig, TextToImage, load_metadata, read_folder,
-                           score_images)
+from harness.protocols.text_to_image import TextToImage
+from tasks.geneval import METADATA, GenEval, GenEvalConfig, load_metadata, read_folder, score_images
 
 DATA = Path(__file__).parent / "data" / "geneval_evaluation_metadata.jsonl"
 

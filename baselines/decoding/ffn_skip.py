@@ -20,9 +20,10 @@ on its batch (rows that skip get a zero FFN update; the FFN is not run when ever
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import torch
+from pydantic import Field
 import torch.nn.functional as F
 
 from baselines.decoding.ar import greedy_with_steps
@@ -31,21 +32,16 @@ from harness.protocols.decoding.interface import ARModel
 from harness.protocols.decoding.strategy import LossyStrategy, Models
 from harness.errors import ArbenchError
 from harness.registry import register_method
+from harness.settings import NonNegativeInt
 
 
 @dataclass
 class FFNSkipConfig:
-    threshold: float = 0.95
-    max_skip: int = 2
-    cold_first: int = 2
-    cold_last: int = 1
-    warmup_tokens: int = 4
-
-    def __post_init__(self):
-        if not -1.0 <= self.threshold <= 1.0 or min(self.max_skip, self.cold_first, self.cold_last,
-                                                    self.warmup_tokens) < 0:
-            raise ValueError(f"need -1 <= threshold <= 1 and non-negative max_skip, cold_first, cold_last, "
-                             f"warmup_tokens: {self}")
+    threshold: Annotated[float, Field(ge=-1, le=1, description="cosine similarity")] = 0.95
+    max_skip: NonNegativeInt = 2
+    cold_first: NonNegativeInt = 2
+    cold_last: NonNegativeInt = 1
+    warmup_tokens: NonNegativeInt = 4
 
 
 class SaturationGate:

@@ -27,14 +27,16 @@ window is not re-aligned when more than one token is accepted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Annotated, Sequence
 
 import torch
+from pydantic import Field
 
 from harness.protocols.decoding.generation import GenerationResult, Lockstep, row_generators
 from harness.protocols.decoding.interface import ARModel
 from harness.protocols.decoding.strategy import DecodingStrategy, Models
 from harness.registry import register_method
+from harness.settings import PositiveInt
 
 
 class NGramPool:
@@ -151,13 +153,9 @@ def lookahead_decode(model: ARModel, prompt: torch.Tensor, max_new_tokens: int, 
 class LookaheadConfig:
     """Upstream's defaults: LEVEL (ngram) 5, WINDOW_SIZE 7, GUESS_SET_SIZE 7."""
 
-    ngram: int = 5
-    window: int = 7
-    guesses: int = 7
-
-    def __post_init__(self):
-        if self.ngram < 2 or self.window < 1 or self.guesses < 1:
-            raise ValueError(f"need ngram >= 2, window >= 1 and guesses >= 1, got {self}")
+    ngram: Annotated[int, Field(ge=2)] = 5
+    window: PositiveInt = 7
+    guesses: PositiveInt = 7
 
 
 @register_method("lookahead")

@@ -29,6 +29,7 @@ from harness.protocols.decoding.generation import GenerationResult, Lockstep
 from harness.protocols.decoding.interface import ARModel
 from harness.protocols.decoding.strategy import DecodingStrategy, Models
 from harness.registry import register_method
+from harness.settings import PositiveInt
 
 
 def lookup_candidates(seq: Sequence[int], num_tokens: int, max_ngram: int, max_length: int,
@@ -93,13 +94,8 @@ class PromptLookupConfig:
     """`num_tokens`: draft length (HF `prompt_lookup_num_tokens`); `max_ngram`: longest suffix n-gram
     searched (HF `max_matching_ngram_size`, default 2)."""
 
-    num_tokens: int = 10
-    max_ngram: int = 2
-
-    def __post_init__(self):
-        if self.num_tokens < 1 or self.max_ngram < 1:
-            raise ValueError(f"num_tokens and max_ngram must be >= 1, got num_tokens={self.num_tokens}, "
-                             f"max_ngram={self.max_ngram}")
+    num_tokens: PositiveInt = 10
+    max_ngram: PositiveInt = 2
 
 
 @register_method("prompt-lookup")

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.registry import register_method
-from tasks.geneval import GenEval, TextToImage
+from harness.protocols.text_to_image import TextToImage
+from tasks.geneval import GenEval
 
 if Path(sys.argv[0]).name == "sandbox.py" and Path(sys.argv[0]).parent.name == "harness":
     GenEval.require_assets = lambda self: None
