@@ -34,7 +34,7 @@ from pydantic import ConfigDict, Field, ValidationError, create_model
 from harness.errors import ArbenchError, InputError
 
 __all__ = ["Field", "Literal", "Annotated", "PositiveInt", "NonNegativeInt", "Seed", "Temperature", "TopP", "TopK", "Probability",
-           "NonNegativeFloat", "BatchSizes", "build_settings"]
+           "NonNegativeFloat", "PositiveFloat", "GuidanceScale", "BatchSizes", "Precision", "build_settings"]
 
 #: Domains that recur across tasks and methods.
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -44,6 +44,13 @@ Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 #: 0 = greedy / deterministic where the method says so; softmax temperatures are never negative.
 Temperature = Annotated[float, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+#: A softmax temperature that divides logits (0 would divide by zero), a step size, ...
+PositiveFloat = Annotated[float, Field(gt=0)]
+#: Classifier-free guidance written as uncond + s (cond - uncond): 1 = no guidance, below 1 is extrapolation away
+#: from the condition, which no released evaluation uses.
+GuidanceScale = Annotated[float, Field(ge=1, description="1 = no guidance")]
+#: How a released generator's evaluation arithmetic runs: upstream's float16 autocast (CUDA only) or float32.
+Precision = Literal["fp16-autocast", "fp32"]
 #: Nucleus sampling keeps the smallest set of tokens with this much mass (1: no truncation).
 TopP = Annotated[float, Field(gt=0, le=1)]
 #: Top-k sampling (0: no truncation).

@@ -46,3 +46,25 @@ def test_every_problem_is_named_at_once():
     for part in ("k=2.5: it is an integer setting", "temperature=-inf: it must be a finite number",
                  "top_p=2: Input should be less than or equal to 1"):
         assert part in message
+
+
+@pytest.mark.parametrize("method, values, expected", [
+    ("llamagen-b", {"temperature": "0", "resize": "nearest"},
+     ["temperature=0: Input should be greater than 0", "resize=nearest: Input should be 'bicubic', 'bilinear' or 'area'"]),
+    ("var-d16", {"cfg_schedule": "constant"}, ["cfg_schedule=constant: Input should be 'linear' (VAR's guidance ramps"]),
+    ("mar-b", {"num_iter": "300", "precision": "fp8"}, ["num_iter=300: Input should be less than or equal to 256",
+                                                        "precision=fp8: Input should be 'fp16-autocast' or 'fp32'"]),
+    # flowar-s only changes cfg's default: it keeps the parent's guidance domain
+    ("flowar-s", {"cfg": "0.5", "guidance": "2"}, ["cfg=0.5: Input should be greater than or equal to 1 (1 = no guidance)",
+                                                   "guidance=2: Input should be less than or equal to 1"]),
+    ("xar-b", {"num_steps": "2"}, ["num_steps=2: Input should be greater than or equal to 3"]),
+    ("rar-b", {"randomize_temperature": "0"}, ["randomize_temperature=0: Input should be greater than 0"]),
+    ("npp-b", {"top_k": "-1"}, ["top_k=-1: Input should be greater than or equal to 0"]),
+    ("llamagen-t2i-xl-256", {"precision": "fp16"}, ["precision=fp16: Input should be 'bf16' or 'fp32'"]),
+])
+def test_image_generators_declare_their_domains(method, values, expected):
+    """Released image generators declare each sampler setting's domain on the Config (not hand-written checks)."""
+    with pytest.raises(ArbenchError) as info:
+        build_config(METHODS.get(method).Config, values, method)
+    for part in expected:
+        assert part in str(info.value)

@@ -14,7 +14,7 @@ from baselines.imagegen.llamagen_gpt import GPT_CONFIGS, GPTConfig, LlamaGenGPT
 from baselines.imagegen.methods import LLAMAGEN_VQ, VAR_VAE
 from baselines.imagegen.var import VAE_ENCODER_PREFIXES, VAR, VARConfig, VQVAEConfig, VQVAEDecoder
 from baselines.imagegen.vq_decoder import ENCODER_PREFIXES, VQConfig, VQDecoder
-from harness.api import Request
+from harness.api import Request, build_config
 from harness.errors import ArbenchError, MissingAssetError
 from harness.registry import METHODS
 
@@ -159,8 +159,8 @@ def test_methods_are_registered_with_weight_specs_and_refuse_missing_files(tmp_p
     assert settings["cfg_scale"] == 1.75 and settings["image_size_eval"] == 256 and "gpt_weights" not in settings
     assert METHODS.get("var-d16")().settings() == {"cfg": 1.5, "cfg_schedule": "linear", "top_k": 900, "top_p": 0.96,
                                                    "more_smooth": False, "to_uint8": "truncate"}
-    with pytest.raises(ValueError, match="linear"):
-        METHODS.get("var-d16").Config(cfg_schedule="constant")
+    with pytest.raises(ArbenchError, match="linear"):
+        build_config(METHODS.get("var-d16").Config, {"cfg_schedule": "constant"}, "var-d16")
 
 
 def test_llamagen_and_var_methods_generate_uint8_at_the_eval_size():

@@ -283,7 +283,7 @@ def test_methods_are_registered_with_readme_settings_and_weight_specs(tmp_path, 
     config = METHODS.get("rar-b").Config
     with pytest.raises(ArbenchError, match="Did you mean: guidance_scale"):
         build_config(config, {"guidance_scal": 3}, "rar-b")
-    with pytest.raises(ArbenchError, match="randomize_temperature must be > 0"):
+    with pytest.raises(ArbenchError, match="randomize_temperature=0: Input should be greater than 0"):
         build_config(config, {"randomize_temperature": 0}, "rar-b")
     assert build_config(config, {"guidance_scale": "4"}, "rar-b").guidance_scale == 4.0
 

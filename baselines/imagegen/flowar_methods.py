@@ -24,6 +24,7 @@ from baselines.imagegen.mar_methods import MAR_VAE, PRECISIONS
 from baselines.imagegen.methods import ReleasedClassToImage
 from harness.errors import ArbenchError
 from harness.registry import register_method
+from harness.settings import Annotated, Field, GuidanceScale, Precision
 from harness.weights import WeightSpec, register_weights
 
 HF_FLOWAR = "https://huggingface.co/OliverRen/FlowAR/resolve/main/"
@@ -49,17 +50,12 @@ def precision_context(precision: str, device: str, name: str):
 class FlowARSettings:
     """Upstream `eval.py` flags; `num_steps`, `cfg`, `guidance` are replaced per size by the README's values."""
 
-    num_steps: int = 25
-    cfg: float = 4.3
-    guidance: float = 0.9
-    precision: str = "fp16-autocast"
+    num_steps: Annotated[int, Field(ge=2)] = 25
+    cfg: GuidanceScale = 4.3
+    guidance: Annotated[float, Field(ge=0, le=1, description="the highest t that is guided")] = 0.9
+    precision: Precision = "fp16-autocast"
     flowar_weights: str = ""
     vae_weights: str = ""
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        self.sampler()  # the sampler checks the rest
 
     def sampler(self) -> FlowARSampler:
         return FlowARSampler(self.num_steps, self.cfg, self.guidance)

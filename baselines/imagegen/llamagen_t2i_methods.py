@@ -33,6 +33,7 @@ from harness.api import Request
 from harness.errors import ArbenchError, InputError
 from harness.protocols.text_to_image import TextToImage
 from harness.registry import register_method
+from harness.settings import Annotated, Field, Literal, NonNegativeFloat, PositiveFloat, TopK, TopP
 from harness.weights import WeightSpec, register_weights, require_all
 
 HF_T2I = "https://huggingface.co/peizesun/llamagen_t2i/resolve/main/"
@@ -105,21 +106,15 @@ class T5CaptionEncoder:
 class LlamaGenT2ISettings:
     """Upstream `sample_t2i.py` / `sample_t2i_ddp.py` defaults."""
 
-    cfg_scale: float = 7.5
-    cfg_interval: int = -1  # upstream's generate(): guide every token
-    temperature: float = 1.0
-    top_k: int = 1000
-    top_p: float = 1.0
-    precision: str = "bf16"  # upstream --precision bf16 (T5 and GPT); "fp32" for float32
+    cfg_scale: NonNegativeFloat = 7.5
+    cfg_interval: Annotated[int, Field(ge=-1)] = -1  # upstream's generate(): guide every token
+    temperature: PositiveFloat = 1.0
+    top_k: TopK = 1000
+    top_p: TopP = 1.0
+    precision: Literal["bf16", "fp32"] = "bf16"  # upstream --precision bf16 (T5 and GPT); "fp32" for float32
     gpt_weights: str = ""
     vq_weights: str = ""
     t5_dir: str = ""  # a folder with FLAN_T5_XL_FILES; default $ARBENCH_HOME/weights/flan-t5-xl
-
-    def __post_init__(self):
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be bf16 or fp32, not {self.precision!r}")
-        if self.temperature <= 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ValueError("need temperature > 0, top_k >= 0 and 0 < top_p <= 1")
 
 
 class LlamaGenT2IMethod(TextToImage):

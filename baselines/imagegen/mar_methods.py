@@ -10,6 +10,7 @@ generator seeded with `Request.seed`, so it does not depend on its batch or rank
 from __future__ import annotations
 
 import contextlib
+import typing
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +24,11 @@ from baselines.imagegen.mar import MAR, MAR_CONFIGS, MARSampler, generate_mar
 from baselines.imagegen.methods import ReleasedClassToImage
 from harness.errors import ArbenchError
 from harness.registry import register_method
+from harness.settings import Annotated, Field, Literal, NonNegativeFloat, PositiveFloat, Precision
 from harness.weights import WeightSpec, register_weights
 
 MAR_LICENSE = "MIT (LTH14/mar, Copyright (c) 2024 Tianhong Li); trained on ImageNet (research use)"
-PRECISIONS = ("fp16-autocast", "fp32")
+PRECISIONS = typing.get_args(Precision)
 # Upstream's `util/download.py` links (Dropbox, `dl=0` fetched with a wget user agent); `dl=1` asks Dropbox
 # for the file itself. The publishers list no checksums: sha256=None puts the digest of the file used into
 # every run signature. Every MAR checkpoint is called checkpoint-last.pth upstream, so the cache names differ.
@@ -41,23 +43,14 @@ MAR_VAE = register_weights(WeightSpec(
 class MARSettings:
     """MAR's evaluation sampler; `cfg` defaults to MAR-B's 2.9 and is replaced per model."""
 
-    num_iter: int = 256
-    num_sampling_steps: int = 100
-    cfg: float = 2.9
-    cfg_schedule: str = "linear"
-    temperature: float = 1.0
-    precision: str = "fp16-autocast"  # upstream evaluates under torch.cuda.amp.autocast()
+    num_iter: Annotated[int, Field(ge=1, le=256, description="at most the 256 tokens of a 256 px image")] = 256
+    num_sampling_steps: Annotated[int, Field(ge=2, le=1000, description="at most the 1000 training steps")] = 100
+    cfg: NonNegativeFloat = 2.9
+    cfg_schedule: Literal["linear", "constant"] = "linear"  # upstream evaluates with linear
+    temperature: PositiveFloat = 1.0
+    precision: Precision = "fp16-autocast"  # upstream evaluates under torch.cuda.amp.autocast()
     mar_weights: str = ""
     vae_weights: str = ""
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.num_iter > 256:
-            raise ValueError(f"num_iter must be at most the 256 tokens of a 256 px image, not {self.num_iter}")
-        if self.num_sampling_steps > 1000:
-            raise ValueError("num_sampling_steps must be at most the 1000 training steps")
-        self.sampler()  # the sampler checks the rest (schedule, step counts, temperature, cfg)
 
     def sampler(self) -> MARSampler:
         return MARSampler(self.num_iter, self.num_sampling_steps, self.cfg, self.cfg_schedule, self.temperature)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from harness.api import Method, Request
 from harness.errors import ArbenchError
 from harness.provenance import sha256_file
 from harness.registry import register_method
+from harness.settings import Field, NonNegativeFloat, PositiveFloat, PositiveInt, TopK, TopP
 from harness.weights import WeightSpec, register_weights, require_all
 
 HF_LLAMAGEN = "https://huggingface.co/FoundationVision/LlamaGen/resolve/main/"
@@ -115,26 +116,21 @@ class ReleasedClassToImage(ClassToImage):
 # -- LlamaGen ---------------------------------------------------------------------------------------
 @dataclass
 class LlamaGenSettings:
-    """LlamaGen's sampler (`sample_c2i_ddp.py` defaults) plus the evaluation resize."""
+    """LlamaGen's sampler (`sample_c2i_ddp.py` defaults) plus the evaluation resize; the field types declare
+    each setting's domain (harness.settings)."""
 
-    cfg_scale: float = 2.0
-    cfg_schedule: str = "constant"  # upstream: uncond + s (cond - uncond) on every token
-    cfg_interval: int = -1
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    image_size_eval: int = 256
-    resize: str = "bicubic"  # upstream resizes 384 px samples to 256 with F.interpolate(mode="bicubic")
+    cfg_scale: NonNegativeFloat = 2.0
+    # upstream: uncond + s (cond - uncond) on every token
+    cfg_schedule: Annotated[Literal["constant"], Field(description="LlamaGen's guidance is constant over tokens")] = "constant"
+    cfg_interval: Annotated[int, Field(ge=-1, description="-1: guide every token")] = -1
+    temperature: PositiveFloat = 1.0
+    top_k: TopK = 0
+    top_p: TopP = 1.0
+    image_size_eval: PositiveInt = 256
+    # upstream resizes 384 px samples to 256 with F.interpolate(mode="bicubic")
+    resize: Literal["bicubic", "bilinear", "area"] = "bicubic"
     gpt_weights: str = ""
     vq_weights: str = ""
-
-    def __post_init__(self):
-        if self.cfg_schedule != "constant":
-            raise ValueError("LlamaGen's guidance is constant over tokens: cfg_schedule must be 'constant'")
-        if self.resize not in ("bicubic", "bilinear", "area"):
-            raise ValueError(f"resize must be bicubic, bilinear or area, not {self.resize!r}")
-        if self.temperature <= 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ValueError("need temperature > 0, top_k >= 0 and 0 < top_p <= 1")
 
 
 class LlamaGen(ReleasedClassToImage):
@@ -215,25 +211,20 @@ VAR_VAE = register_weights(WeightSpec(
 class VARSettings:
     """VAR's README/FID sampler; the paper's FID used cfg 2.0 (VAR#86), so it is a setting, not a constant."""
 
-    cfg: float = 1.5
-    cfg_schedule: str = "linear"  # t = cfg * si / (K - 1); logits = (1 + t) cond - t uncond
-    top_k: int = 900
-    top_p: float = 0.96
+    cfg: NonNegativeFloat = 1.5
+    # t = cfg * si / (K - 1); logits = (1 + t) cond - t uncond
+    cfg_schedule: Annotated[Literal["linear"], Field(description="VAR's guidance ramps linearly over scales")] = "linear"
+    top_k: TopK = 900
+    top_p: Annotated[float, Field(ge=0, le=1, description="0 or 1 = off")] = 0.96
     more_smooth: bool = False
-    to_uint8: str = "truncate"  # upstream demo: img.mul(255) then astype(uint8)
+    to_uint8: Literal["truncate", "round"] = "truncate"  # upstream demo: img.mul(255) then astype(uint8)
     var_weights: str = ""
     vae_weights: str = ""
 
     def __post_init__(self):
-        if self.cfg_schedule != "linear":
-            raise ValueError("VAR's guidance ramps linearly over scales: cfg_schedule must be 'linear'")
         if self.more_smooth:
             raise ValueError("more_smooth (Gumbel smoothing) is a visualisation option upstream does not use for FID; "
                              "it is not implemented")
-        if self.to_uint8 not in ("truncate", "round"):
-            raise ValueError("to_uint8 must be 'truncate' or 'round'")
-        if self.top_k < 0 or not 0 <= self.top_p <= 1:
-            raise ValueError("need top_k >= 0 and 0 <= top_p <= 1 (0 or 1 = off)")
 
 
 class VARMethod(ReleasedClassToImage):
@@ -280,14 +271,10 @@ VAR_METHODS = [_var(16, "310M"), _var(20, "600M"), _var(24, "1.0B"), _var(30, "2
 # -- offline mini models ----------------------------------------------------------------------------
 @dataclass
 class DigitsMiniSettings:
-    cfg_scale: float = 1.0
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-
-    def __post_init__(self):
-        if self.temperature <= 0 or self.top_k < 0 or not 0 < self.top_p <= 1:
-            raise ValueError("need temperature > 0, top_k >= 0 and 0 < top_p <= 1")
+    cfg_scale: NonNegativeFloat = 1.0
+    temperature: PositiveFloat = 1.0
+    top_k: TopK = 0
+    top_p: TopP = 1.0
 
 
 class DigitsMini(ClassToImage):

@@ -17,6 +17,7 @@ from baselines.imagegen.maskgit_vq import ENCODER_PREFIXES, MaskGITVQDecoder, to
 from baselines.imagegen.methods import ReleasedClassToImage
 from baselines.imagegen.rar import RAR, RAR_CONFIGS, RARSampler, generate_rar
 from harness.registry import register_method
+from harness.settings import Annotated, Field, PositiveFloat
 from harness.weights import WeightSpec, register_weights
 
 RAR_LICENSE = "Apache-2.0 code (bytedance/1d-tokenizer); weights for research purposes only (README_RAR.md)"
@@ -32,17 +33,11 @@ MASKGIT_VQ = register_weights(WeightSpec(
 class RARSettings:
     """RAR's sampler (`rar.yaml` / README_RAR.md); upstream has no top-k or top-p for RAR."""
 
-    guidance_scale: float = 16.0
-    guidance_scale_pow: float = 2.75
-    randomize_temperature: float = 1.0  # RAR divides the guided logits by it (a plain softmax temperature)
+    guidance_scale: Annotated[float, Field(ge=0, description="0 = no guidance")] = 16.0
+    guidance_scale_pow: Annotated[float, Field(ge=0, description="0 = constant")] = 2.75
+    randomize_temperature: PositiveFloat = 1.0  # RAR divides the guided logits by it (a plain softmax temperature)
     rar_weights: str = ""
     tokenizer_weights: str = ""
-
-    def __post_init__(self):
-        if self.guidance_scale < 0 or self.guidance_scale_pow < 0:
-            raise ValueError("need guidance_scale >= 0 (0 = no guidance) and guidance_scale_pow >= 0 (0 = constant)")
-        if self.randomize_temperature <= 0:
-            raise ValueError("randomize_temperature must be > 0")
 
 
 class RARMethod(ReleasedClassToImage):

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from baselines.imagegen.flowar_methods import KL16LatentMethod
-from baselines.imagegen.mar_methods import PRECISIONS
 from baselines.imagegen.xar import XAR, XAR_CONFIGS, XARSampler, generate_xar
 from harness.registry import register_method
+from harness.settings import Annotated, Field, GuidanceScale, Precision
 from harness.weights import WeightSpec, register_weights
 
 HF_XAR = "https://huggingface.co/OliverRen/xAR/resolve/main/"
@@ -29,16 +29,12 @@ XAR_LICENSE = ("no licence stated (OliverRensu/xAR has no LICENSE file; HF Olive
 class XARSettings:
     """Upstream `eval.py` flags; `num_steps` and `cfg` are replaced per size by the README's values."""
 
-    num_steps: int = 40
-    cfg: float = 2.7
-    precision: str = "fp16-autocast"
+    # upstream's last step re-feeds the context when its loop ran only once
+    num_steps: Annotated[int, Field(ge=3)] = 40
+    cfg: GuidanceScale = 2.7
+    precision: Precision = "fp16-autocast"
     xar_weights: str = ""
     vae_weights: str = ""
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        self.sampler()  # the sampler checks the rest
 
     def sampler(self) -> XARSampler:
         return XARSampler(self.num_steps, self.cfg)
