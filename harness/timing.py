@@ -7,6 +7,11 @@ Protocol (docs/decoding.md, "The protocol"):
 * within each round, every item is run by every callable back to back (A B A B ...), the order
   rotating from item to item and round to round, so clock and thermal drift hit all callables alike;
 * every per-call time is kept; an item's time is the median over rounds (robust to outliers);
+* on a CUDA device every call is also bracketed by CUDA events on the current stream (`device_times`: the GPU's
+  own clock, a cross-check of the wall clock that shows how much of a call the GPU was not given work, e.g. launch
+  overhead of small decoding steps) and its peak allocated memory is kept per callable (`peak_bytes`, with the
+  allocator's peak statistic reset before each call). Speedups use the wall clock: it is what a user waits for;
+  the event clock alone would hide host-side overhead that a strategy adds or removes;
 * speedup = baseline time / candidate time as a ratio of totals over items, with a paired bootstrap
   95% interval that resamples items (the same items for both), seeded.
 
@@ -71,6 +76,33 @@ def timed_call(fn: Callable[[], Any], device: str | torch.device = "cpu") -> tup
     return time.perf_counter() - start, result
 
 
+@dataclass(frozen=True)
+class CallMeasurement:
+    """One timed call: wall seconds; on CUDA also the CUDA-event seconds and the peak bytes allocated."""
+
+    seconds: float
+    device_seconds: float | None = None
+    peak_bytes: int | None = None
+
+
+def measured_call(fn: Callable[[], Any], device: str | torch.device = "cpu") -> tuple[CallMeasurement, Any]:
+    """`timed_call`, plus CUDA events around the call and the allocator's peak during it on a CUDA device."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        seconds, result = timed_call(fn, dev)
+        return CallMeasurement(seconds), result
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start = time.perf_counter()
+    begin.record()
+    result = fn()
+    end.record()
+    torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - start
+    return CallMeasurement(seconds, begin.elapsed_time(end) / 1e3, int(torch.cuda.max_memory_allocated(dev))), result
+
+
 @dataclass
 class TimingResult:
     """Per-call times of every callable: `times[name]` has shape (rounds, items), in seconds.
@@ -85,21 +117,32 @@ class TimingResult:
     config: TimingConfig
     hardware: str
     order: list[tuple[int, int, str]] = field(default_factory=list)
+    #: CUDA-event seconds, shaped as `times` (None off CUDA).
+    device_times: dict[str, np.ndarray] | None = None
+    #: The highest allocated bytes seen during any timed call of each callable (None off CUDA).
+    peak_bytes: dict[str, int] | None = None
 
-    def per_item(self, name: str) -> np.ndarray:
-        """Median over rounds of each item's time (seconds)."""
-        return np.median(self.times[name], axis=0)
+    def per_item(self, name: str, clock: str = "wall") -> np.ndarray:
+        """Median over rounds of each item's time (seconds), by the wall clock or the CUDA events ("device")."""
+        return np.median(self._times(clock)[name], axis=0)
+
+    def _times(self, clock: str) -> dict[str, np.ndarray]:
+        if clock == "wall":
+            return self.times
+        if clock == "device" and self.device_times is not None:
+            return self.device_times
+        raise ValueError(f"no {clock!r} clock in this result (CUDA-event times exist only for CUDA devices)")
 
     def total(self, name: str, items: Sequence[int] | None = None) -> float:
         per_item = self.per_item(name)
         return float(per_item.sum() if items is None else per_item[list(items)].sum())
 
-    def speedup(self, name: str, baseline: str, items: Sequence[int] | None = None) -> Speedup:
+    def speedup(self, name: str, baseline: str, items: Sequence[int] | None = None, clock: str = "wall") -> Speedup:
         """Total baseline time / total candidate time over `items` (default all), paired bootstrap CI."""
         index = np.arange(self.times[name].shape[1]) if items is None else np.asarray(list(items), dtype=int)
         if index.size == 0:
             raise ValueError("speedup over an empty set of items")
-        base, cand = self.per_item(baseline)[index], self.per_item(name)[index]
+        base, cand = self.per_item(baseline, clock)[index], self.per_item(name, clock)[index]
         value = float(base.sum() / cand.sum())
         rng = np.random.default_rng(self.config.seed)
         draws = rng.integers(0, index.size, size=(self.config.bootstrap, index.size))
@@ -136,16 +179,23 @@ def compare(callables: Mapping[str, Callable[[Any], Any]], items: Sequence[Any],
         for name in _rotated(names, w):
             timed_call(lambda: callables[name](items[w % n_items]), device)
     times = {name: np.zeros((config.rounds, n_items)) for name in names}
+    on_cuda = torch.device(device).type == "cuda"
+    device_times = {name: np.zeros((config.rounds, n_items)) for name in names} if on_cuda else None
+    peak_bytes = {name: 0 for name in names} if on_cuda else None
     outputs: dict[str, list[Any]] = {name: [None] * n_items for name in names}
     order: list[tuple[int, int, str]] = []
     for r in range(config.rounds):
         for i, item in enumerate(items):
             for name in _rotated(names, r + i):
-                seconds, out = timed_call(lambda: callables[name](item), device)
-                times[name][r, i] = seconds
+                measured, out = measured_call(lambda: callables[name](item), device)
+                times[name][r, i] = measured.seconds
+                if device_times is not None and peak_bytes is not None:
+                    device_times[name][r, i] = measured.device_seconds
+                    peak_bytes[name] = max(peak_bytes[name], measured.peak_bytes or 0)
                 outputs[name][i] = out
                 order.append((r, i, name))
-    return TimingResult(names, times, outputs, config, hardware_fingerprint(str(device)), order)
+    return TimingResult(names, times, outputs, config, hardware_fingerprint(str(device)), order, device_times,
+                        peak_bytes)
 
 
 def _rotated(names: list[str], shift: int) -> list[str]:

@@ -128,3 +128,51 @@ def test_config_validation():
         TimingConfig(rounds=0)
     with pytest.raises(ValueError):
         compare({}, [1])
+
+
+def test_cuda_calls_keep_event_times_and_peak_memory_per_callable(clock, monkeypatch):
+    """On a CUDA device each call is bracketed by CUDA events and the allocator's peak is reset before it.
+    A fake CUDA runtime whose GPU clock moves only with kernel time: 'a' spends 1 ms of host overhead and
+    2 ms of GPU time per call, 'b' 0.5 ms and 3 ms; 'a' allocates 100 bytes at most, 'b' 300."""
+    state = {"gpu": 0.0, "peak": 0, "syncs": 0, "resets": 0}
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.at = None
+
+        def record(self):
+            self.at = state["gpu"]
+
+        def elapsed_time(self, end):  # milliseconds, as torch.cuda.Event
+            return (end.at - self.at) * 1e3
+
+    def reset(device):
+        state["resets"] += 1
+        state["peak"] = 0
+
+    fake_cuda = types.SimpleNamespace(
+        synchronize=lambda device=None: state.__setitem__("syncs", state["syncs"] + 1), Event=Event,
+        reset_peak_memory_stats=reset, max_memory_allocated=lambda device=None: state["peak"])
+    monkeypatch.setattr(timing, "torch", types.SimpleNamespace(device=timing.torch.device, cuda=fake_cuda))
+
+    def workload(host, gpu, peak):
+        def run(item):
+            clock.now += host + gpu
+            state["gpu"] += gpu
+            state["peak"] = max(state["peak"], peak - item)
+            return item
+        return run
+
+    result = compare({"a": workload(1e-3, 2e-3, 100), "b": workload(0.5e-3, 3e-3, 300)}, [0, 1, 2],
+                     TimingConfig(warmup=1, rounds=2, bootstrap=100), device="cuda")
+    assert result.device_times is not None and result.device_times["a"].shape == (2, 3)
+    np.testing.assert_allclose(result.device_times["a"], 2e-3)
+    np.testing.assert_allclose(result.times["a"], 3e-3)
+    assert result.speedup("b", "a").value == pytest.approx(3.0 / 3.5)             # wall clock: b is slower
+    assert result.speedup("b", "a", clock="device").value == pytest.approx(2.0 / 3.0)  # GPU time alone
+    assert result.peak_bytes == {"a": 100, "b": 300}
+    assert state["resets"] == 2 * 3 * 2  # before every timed call (not the warm-up)
+    with pytest.raises(ValueError, match="CUDA-event times exist only for CUDA devices"):
+        compare({"a": lambda _: None}, [0], TimingConfig(warmup=0, rounds=1, bootstrap=10)).speedup(
+            "a", "a", clock="device")
