@@ -262,7 +262,7 @@ class GPTModel(ARModel):
 
     @torch.inference_mode()
     def forward_tree(self, ids: torch.Tensor, cache: GPTCache, positions: torch.Tensor,
-                     mask: torch.Tensor) -> ModelOutput:
+                     mask: torch.Tensor, want_hidden: bool = False) -> ModelOutput:
         net, c = self.net, self.net.config
         start, t = cache.lengths[0], ids.shape[1]
         if start + t > cache.max_len:
@@ -275,7 +275,7 @@ class GPTModel(ARModel):
         for layer in range(c.n_layers):
             x = net.blocks[layer](x, cos, sin, (cache.keys[layer], cache.values[layer], start, full))
             cache.lengths[layer] = start + t
-        return ModelOutput(net.logits(x))
+        return ModelOutput(net.logits(x), x if want_hidden else None)
 
     def keep(self, cache: GPTCache, start: int, indices: list[list[int]]) -> None:
         idx = torch.tensor(indices, dtype=torch.long, device=self.device) + start  # (B, n)

@@ -82,7 +82,7 @@ class HFCausalLM(ARModel):
 
     @torch.inference_mode()
     def forward_tree(self, ids: torch.Tensor, cache: Any, positions: torch.Tensor,
-                     mask: torch.Tensor) -> ModelOutput:
+                     mask: torch.Tensor, want_hidden: bool = False) -> ModelOutput:
         """A custom 4D additive mask and explicit position ids (transformers uses a 4D mask as given)."""
         start, t = self.cache_length(cache), ids.shape[1]
         dtype = self.model.dtype
@@ -93,8 +93,9 @@ class HFCausalLM(ARModel):
         out = self.model(input_ids=ids.to(self.device), **{self._cache_arg: cache}, use_cache=True,
                          attention_mask=additive[None, None].expand(batch, 1, t, start + t),
                          position_ids=positions.to(self.device)[None].expand(batch, t),
-                         cache_position=torch.arange(start, start + t, device=self.device))
-        return ModelOutput(out.logits)
+                         cache_position=torch.arange(start, start + t, device=self.device),
+                         output_hidden_states=want_hidden)
+        return ModelOutput(out.logits, out.hidden_states[-1] if want_hidden else None)
 
     @property
     def supports_ffn_skip(self) -> bool:

@@ -10,7 +10,7 @@ pass over `t` positions, whatever came before. Strategies only ever:
   (intermediate-layer exits sharing the final norm and LM head);
 * optionally `forward_tree(ids, cache, positions, mask)` + `keep(cache, start, indices)`: feed several
   branches in one pass (each new token at an explicit position, seeing the cached prefix and the new
-  tokens its mask allows), then keep only the accepted branch's keys/values (lookahead decoding);
+  tokens its mask allows), then keep only the accepted branch's keys/values (lookahead decoding, Medusa);
 * optionally `forward_ffn_gated(ids, cache, gate)`: a forward pass whose feed-forward blocks an
   `FFNGate` may skip per row (FFN skipping; attention and the KV cache are always computed).
 
@@ -81,9 +81,10 @@ class ARModel(ABC):
     supports_tree: bool = False
 
     def forward_tree(self, ids: torch.Tensor, cache: Any, positions: torch.Tensor,
-                     mask: torch.Tensor) -> ModelOutput:
+                     mask: torch.Tensor, want_hidden: bool = False) -> ModelOutput:
         """Feed `ids` (B, t) at absolute `positions` (t,): new token i sees every cached position and the
-        new tokens j with `mask[i, j]` (t, t, bool, True on the diagonal). The cache grows by `t`."""
+        new tokens j with `mask[i, j]` (t, t, bool, True on the diagonal). The cache grows by `t`.
+        `want_hidden`: also the last layer's output (Medusa heads read it)."""
         raise ArbenchError(f"model {self.name!r} cannot feed tree-masked branches (forward_tree).")
 
     def keep(self, cache: Any, start: int, indices: list[list[int]]) -> None:
