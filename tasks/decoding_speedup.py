@@ -337,7 +337,8 @@ class DecodingSpeedupMini(DecodingSpeedup):
                    "on a tiny model, so speedups show the method's mechanics, not what a large model gets")
     Config = MiniConfig
     offline = True
-    demo_methods = ("speculative", "blockwise", "jacobi", "early-exit", "prompt-lookup", "lookahead", "medusa", "ffn-skip")
+    demo_methods = ("speculative", "blockwise", "jacobi", "early-exit", "prompt-lookup", "lookahead", "medusa",
+                    "recycle-gpt", "ffn-skip")
 
 
 #: The registered method the protocol times every strategy against (baselines/decoding/ar.py): AR decoding

@@ -29,7 +29,6 @@ was trained for (sha256 in its metadata) and is refused with any other target. T
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,16 +36,17 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from baselines.decoding.addons import WEIGHTS, AddonStrategy, load_state, read_addon, save_addon
 from harness.errors import ArbenchError
 from harness.protocols.decoding.generation import GenerationResult, Lockstep
 from harness.protocols.decoding.interface import ARModel
-from harness.protocols.decoding.strategy import DecodingStrategy, Models
+from harness.protocols.decoding.strategy import Models
 from harness.registry import register_method
 from harness.settings import Literal
 
 #: Upstream's TOPK: every head offers its 10 best tokens to the tree.
 TOPK = 10
-BUNDLED_HEADS = Path(__file__).resolve().parent / "weights" / "medusa-tiny-kjv-target.safetensors"
+BUNDLED_HEADS = WEIGHTS / "medusa-tiny-kjv-target.safetensors"
 
 #: Paths of top-k ranks, one per tree node besides the root. `kjv-31` is a hand-built 31-node tree for 4 heads,
 #: weighted towards the top ranks of the first heads (the bundled heads' held-out top-1 / top-10 accuracy is
@@ -95,49 +95,18 @@ class MedusaHeads(nn.Module):
         return torch.stack([head(hidden) for head in self.medusa_head], dim=0)
 
     def save(self, path: str | Path, target_sha256: str | None, extra: dict[str, Any] | None = None) -> None:
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().to(torch.float16).contiguous() for k, v in self.state_dict().items()}
-        meta = {"config": json.dumps({"hidden_size": self.hidden_size, "vocab_size": self.vocab_size,
-                                      "num_heads": self.num_heads}),
-                "target_sha256": target_sha256 or "", **{k: json.dumps(v) for k, v in (extra or {}).items()}}
-        save_file(state, str(path), metadata=meta)
+        save_addon(self, path, {"hidden_size": self.hidden_size, "vocab_size": self.vocab_size,
+                                "num_heads": self.num_heads}, target_sha256, extra)
 
     @classmethod
     def load(cls, path: str | Path, target: ARModel) -> "MedusaHeads":
-        """Heads from a safetensors file saved by `save`, checked against the target they were trained for."""
-        from safetensors import SafetensorError, safe_open
-
-        path = Path(path)
-        if not path.is_file():
-            raise ArbenchError(f"no Medusa heads file at {path}. For the bundled target run "
-                               f"`python -m baselines.decoding.train_medusa`; for another target give "
-                               f"--set heads=FILE (safetensors with upstream's medusa_head.* names).")
-        try:
-            with safe_open(str(path), framework="pt") as fh:
-                meta = fh.metadata() or {}
-                state = {k: fh.get_tensor(k).float() for k in fh.keys()}
-        except SafetensorError as exc:
-            raise ArbenchError(f"{path} is not a readable safetensors file ({exc}).") from exc
-        if "config" not in meta:
-            raise ArbenchError(f"{path} has no Medusa heads config in its metadata; save heads with "
-                               f"MedusaHeads.save().")
-        config = json.loads(meta["config"])
-        expected_sha = meta.get("target_sha256") or None
-        actual_sha = target.checkpoint_sha256()
-        if expected_sha and actual_sha and expected_sha != actual_sha:
-            raise ArbenchError(f"the Medusa heads in {path} were trained for a target with sha256 "
-                               f"{expected_sha[:16]}..., not {target.name!r} ({actual_sha[:16]}...); heads only work "
-                               f"with the model they were trained on.")
+        """Heads from a file saved by `save`, checked against the target they were trained for."""
+        config, state = read_addon(path, target, "Medusa heads file", "python -m baselines.decoding.train_medusa")
         if config["vocab_size"] != target.vocab_size:
             raise ArbenchError(f"the Medusa heads in {path} predict {config['vocab_size']} tokens, the target "
                                f"{target.name!r} has {target.vocab_size}.")
         heads = cls(config["hidden_size"], config["vocab_size"], config["num_heads"])
-        missing, unexpected = heads.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ArbenchError(f"{path} does not hold Medusa-1 heads (one ResBlock each): missing {missing[:4]}, "
-                               f"unexpected {unexpected[:4]}.")
-        return heads.eval()
+        return load_state(heads, state, path, "Medusa-1 heads (one ResBlock each)")
 
 
 # -- the tree (upstream's buffers) -------------------------------------------------------------------
@@ -268,36 +237,25 @@ class MedusaConfig:
 
 
 @register_method("medusa")
-class MedusaDecoding(DecodingStrategy):
+class MedusaDecoding(AddonStrategy):
     description = ("Medusa-1: 4 extra heads guess the next tokens, a tree of their top-k candidates is verified in "
                    "one pass with tree attention (greedy, lossless)")
     paper = "Cai et al., ICML 2024 (arXiv 2401.10774), github.com/FasterDecoding/Medusa"
     Config = MedusaConfig
-
-    def __init__(self, config: Any = None, device: str = "cpu"):
-        super().__init__(config, device)
-        self._heads: MedusaHeads | None = None
+    bundled = BUNDLED_HEADS
+    addon_setting = "heads"
 
     @property
     def lossless(self) -> bool:
         return True
 
-    def heads_path(self) -> Path:
-        return Path(self.config.heads).expanduser() if self.config.heads else BUNDLED_HEADS
-
     def check(self, models: Models) -> None:
-        super().check(models)
         models.target.require_tree(self.name)
-        self._heads = MedusaHeads.load(self.heads_path(), models.target)
+        super().check(models)
 
-    def describe(self) -> dict[str, Any]:
-        from harness.provenance import sha256_file
-
-        path = self.heads_path()
-        return {**super().describe(), "heads_sha256": sha256_file(path) if path.is_file() else None}
+    def load_addon(self, target: ARModel) -> MedusaHeads:
+        return MedusaHeads.load(self.addon_path(), target)
 
     def decode(self, models: Models, prompt, max_new_tokens, seeds: Sequence[int]) -> GenerationResult:
-        if self._heads is None:
-            self._heads = MedusaHeads.load(self.heads_path(), models.target)
-        return medusa_decode(models.target, self._heads, prompt, max_new_tokens, TREES[self.config.tree],
-                             self.device)
+        return medusa_decode(models.target, self.bound_addon(models), prompt, max_new_tokens,
+                             TREES[self.config.tree], self.device)

@@ -15,14 +15,14 @@ training record in its metadata).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
+from baselines.decoding.addons import frozen_bundled_target, train_on_frozen_target
 from baselines.decoding.medusa import BUNDLED_HEADS, MedusaHeads
-from harness.protocols.decoding.bundled import BUNDLED_MODELS, load_model
-from harness.protocols.decoding.train_tiny_kjv import HELD_OUT, TRAIN_RANGES, batches, corpus, lr_at
+from harness.protocols.decoding.bundled import BUNDLED_MODELS
+from harness.protocols.decoding.train_tiny_kjv import HELD_OUT, corpus
 
 DECAY = 0.8
 
@@ -63,39 +63,20 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    target = load_model("tiny-kjv-target")
-    net = target.net.float().eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
+    target, net = frozen_bundled_target()
     heads = MedusaHeads(net.config.d_model, net.config.vocab_size, args.heads)
     for head in heads.medusa_head:
         head[-1].weight.data.copy_(net.tok_emb.weight.data)  # upstream: start from the base LM head
-    data = corpus(TRAIN_RANGES)
-    held_out = torch.cat([corpus([ref])[:16384] for ref in HELD_OUT.values()])
-    optimiser = torch.optim.AdamW(heads.parameters(), lr=args.lr, weight_decay=0.0)
-    start, history = time.time(), []
-    for step, (x, _) in enumerate(batches(data, args.steps, args.batch, args.length, 1)):
-        for group in optimiser.param_groups:
-            group["lr"] = lr_at(step, args.steps, args.lr)
+
+    def loss(heads, net, x):
         with torch.no_grad():
             hidden = net.forward_train(x)[-1]
-        losses = head_losses(heads, hidden, x)
-        loss = sum(DECAY ** k * l for k, l in enumerate(losses))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        if step % 50 == 0 or step == args.steps - 1:
-            history.append({"step": step, "losses": [round(v.item(), 4) for v in losses]})
-            print(f"step {step}/{args.steps} losses {[round(v.item(), 3) for v in losses]} "
-                  f"({time.time() - start:.0f}s)", flush=True)
-    heads.eval()
-    record = {"steps": args.steps, "batch": args.batch, "length": args.length, "lr": args.lr, "decay": DECAY,
-              "seconds": round(time.time() - start, 1), "held_out_accuracy": accuracy(heads, net, held_out),
-              "history": history, "target": BUNDLED_MODELS["tiny-kjv-target"].name}
+        return sum(DECAY ** k * loss for k, loss in enumerate(head_losses(heads, hidden, x)))
+
+    record = train_on_frozen_target(heads, loss, net, args.steps, args.batch, args.length, args.lr, seed=1)
+    held_out = torch.cat([corpus([ref])[:16384] for ref in HELD_OUT.values()])
+    record.update(decay=DECAY, held_out_accuracy=accuracy(heads, net, held_out), target=BUNDLED_MODELS["tiny-kjv-target"].name)
     print(f"held-out accuracy (top-1, top-10 per head): {record['held_out_accuracy']}")
-    BUNDLED_HEADS.parent.mkdir(parents=True, exist_ok=True)
     heads.save(BUNDLED_HEADS, target.checkpoint_sha256(), {"training": record})
     print(f"wrote {BUNDLED_HEADS}")
 
