@@ -55,9 +55,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from golden_weights import save_golden, seeded_fill  # noqa: E402
-
 UPSTREAM = ("open-mmlab/mmdetection@v2.28.2 + open-mmlab/mmcv@7a13f995784087ace7cf17ae5f965b6190fe0aea (v1.7.1), "
             "config mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco as djghosh13/geneval@af4902f runs it")
 MMDET_WHEEL_SHA256 = "30ac4dc275f838397872a4d43f77541e46cf8dc8431f796ddf10d7e4adfd9fe4"
@@ -140,6 +137,9 @@ def config_path(mmdet_root: Path) -> Path:
 
 
 def main(mmcv_root: Path, mmdet_root: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))  # here, not at import: the test imports this module
+    from golden_weights import save_golden, seeded_fill
+
     mmcv, mmdet, init_detector, inference_detector = import_upstream(mmcv_root, mmdet_root)
     cfg = mmcv.Config.fromfile(str(config_path(mmdet_root)))
     cfg.model.backbone.init_cfg = None
