@@ -236,7 +236,10 @@ def test_preprocess_is_mmdets_test_pipeline():
     assert x[0, :, 400, 400].tolist() == pytest.approx(expected.tolist(), abs=1e-6)
     x, size = gd.preprocess(Image.new("RGB", (640, 480), (255, 0, 0)), cfg)
     assert size == (800, 1067) and x.shape == (1, 3, 800, 1088)
-    assert float(x[0, :, :, 1067:].abs().max()) == 0.0  # padding after normalisation is 0
+    # the config pads with 128 before Normalize: padded pixels are (128 - mean) / std (port v1 padded zeros)
+    pad = (128 - np.array(cfg.mean)) / np.array(cfg.std)
+    assert x[0, :, :, 1067:].amax((1, 2)).tolist() == pytest.approx(pad.tolist(), abs=1e-6)
+    assert x[0, :, :, 1067:].amin((1, 2)).tolist() == pytest.approx(pad.tolist(), abs=1e-6)
     x, size = gd.preprocess(Image.new("RGB", (2000, 500)), cfg)
     assert size == (333, 1333)  # the long side bounds the scale
 

@@ -40,8 +40,11 @@ MASK2FORMER_SWIN_S_COCO = register_weights(WeightSpec(
     license="Apache-2.0 (OpenMMLab mmdetection model zoo)",
     description=f"GenEval's detector; sha256 must start with {CHECKPOINT_SHA256_PREFIX} (checked on load)",
 ))
-DETECTOR_ID = f"mmdet2-mask2former-swin-s-coco:{CHECKPOINT_SHA256_PREFIX};arbench-torch-port-v1"
-PREPROCESS_ID = "cv2-bilinear-short800-long1333;imagenet-mean-std;pad32;fp32"
+# Port v2 / preprocessing "pad32-128" (issue 16): the input is padded to /32 with 128 before normalising, as GenEval's
+# config does; v1 padded normalised zeros, which changed every output of images whose resized size is not a
+# multiple of 32 (square images, resized to 800 x 800, were unaffected).
+DETECTOR_ID = f"mmdet2-mask2former-swin-s-coco:{CHECKPOINT_SHA256_PREFIX};arbench-torch-port-v2"
+PREPROCESS_ID = "cv2-bilinear-short800-long1333;pad32-128;imagenet-mean-std;fp32"
 
 #: COCO's 80 thing classes in detector index order, with GenEval's names (evaluation/object_names.txt).
 COCO_CLASSES = (
@@ -82,6 +85,7 @@ class Mask2FormerConfig:
     mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     size_divisor: int = 32
+    pad_value: int = 128  # the config's `pad_cfg`; `Pad` runs before `Normalize`
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -473,7 +477,9 @@ class Mask2Former(nn.Module):
 
 
 def preprocess(image: Image.Image, cfg: Mask2FormerConfig = Mask2FormerConfig()) -> tuple[torch.Tensor, tuple]:
-    """mmdet 2.x test pipeline: keep-ratio resize into (1333, 800) with cv2 bilinear on uint8, normalise, pad /32.
+    """mmdet 2.x test pipeline of GenEval's config: keep-ratio resize into (1333, 800) with cv2 bilinear on uint8,
+    pad to /32 with the value 128, then normalise (the config pads *before* `Normalize`, so padded pixels become
+    (128 - mean) / std, not 0).
 
     Returns the (1, 3, H_pad, W_pad) input and the resized (unpadded) size (h, w).
     """
@@ -485,10 +491,10 @@ def preprocess(image: Image.Image, cfg: Mask2FormerConfig = Mask2FormerConfig())
     factor = min(long_side / max(h, w), short_side / min(h, w))
     new_w, new_h = int(w * factor + 0.5), int(h * factor + 0.5)
     resized = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    x = (resized.astype(np.float32) - np.array(cfg.mean, np.float32)) * (1.0 / np.array(cfg.std, np.float64)).astype(
-        np.float32)
     d = cfg.size_divisor
-    x = np.pad(x, ((0, -new_h % d), (0, -new_w % d), (0, 0)))
+    padded = np.pad(resized, ((0, -new_h % d), (0, -new_w % d), (0, 0)), constant_values=cfg.pad_value)
+    x = (padded.astype(np.float32) - np.array(cfg.mean, np.float32)) * (1.0 / np.array(cfg.std, np.float64)).astype(
+        np.float32)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None], (new_h, new_w)
 
 
@@ -513,6 +519,27 @@ def instance_postprocess(cls_logits: torch.Tensor, mask_logits: torch.Tensor, ma
     y2 = rows.shape[1] - rows.flip(1).float().argmax(dim=1)
     boxes = torch.stack([x1, y1, x2, y2], dim=1).float() * cols.any(dim=1, keepdim=True)
     return labels, top_scores * mask_scores, boxes, binary
+
+
+def postprocess(cls_logits: torch.Tensor, mask_logits: torch.Tensor, input_hw: tuple[int, int],
+                resized_hw: tuple[int, int], image_hw: tuple[int, int], max_per_image: int = 100
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mmdet 2.x's test-time chain for one image, `rescale=True`: `MaskFormerHead.simple_test` upsamples the final
+    mask logits (1, q, h/4, w/4) to the padded input size, `MaskFormerFusionHead.simple_test` crops the padding,
+    resizes to the original image (bilinear, align_corners=False) and runs `instance_postprocess`."""
+    h, w = resized_hw
+    masks = F.interpolate(mask_logits, size=input_hw, mode="bilinear", align_corners=False)[:, :, :h, :w]
+    masks = F.interpolate(masks, size=image_hw, mode="bilinear", align_corners=False)
+    return instance_postprocess(cls_logits[0], masks[0], max_per_image)
+
+
+def to_detections(labels: torch.Tensor, scores: torch.Tensor, boxes: torch.Tensor, binary: torch.Tensor
+                  ) -> dict[str, list[Detection]]:
+    """Per class, in the post-processing's order: what mmdet's `bbox2result` and mask lists hand GenEval."""
+    detections: dict[str, list[Detection]] = {}
+    for label, score, box, mask in zip(labels.tolist(), scores.tolist(), boxes.tolist(), binary.cpu().numpy()):
+        detections.setdefault(COCO_CLASSES[label], []).append(Detection(tuple(box), score, mask))
+    return detections
 
 
 def numpy_safe_globals() -> list:
@@ -567,12 +594,5 @@ class GenEvalDetector:
         cfg = self.model.cfg
         x, (h, w) = preprocess(image, cfg)
         cls_logits, mask_logits = self.model(x.to(self.device))
-        masks = F.interpolate(mask_logits, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, :, :h, :w]
-        masks = F.interpolate(masks, size=(image.height, image.width), mode="bilinear", align_corners=False)
-        labels, scores, boxes, binary = (t.cpu() for t in instance_postprocess(cls_logits[0], masks[0],
-                                                                               cfg.max_per_image))
-        detections: dict[str, list[Detection]] = {}
-        binary = binary.numpy()
-        for label, score, box, mask in zip(labels.tolist(), scores.tolist(), boxes.tolist(), binary):
-            detections.setdefault(COCO_CLASSES[label], []).append(Detection(tuple(box), score, mask))
-        return detections
+        return to_detections(*(t.cpu() for t in postprocess(cls_logits, mask_logits, tuple(x.shape[-2:]), (h, w),
+                                                           (image.height, image.width), cfg.max_per_image)))
