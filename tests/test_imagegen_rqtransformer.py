@@ -96,7 +96,9 @@ def method(release):
     config = build_config(TinyRQ.Config, {"release_weights": str(release), "precision": "fp32", "top_k": 1},
                           "rq-tiny")
     m = TinyRQ(config)
-    m.load()
+    # the archive's own sampling section (top-k 256, as the released 480M and 1.4B ones) differs from this run's
+    with pytest.warns(UserWarning, match=r"samples with \{'top_k': 256\}, this run with \{'top_k': 1\}"):
+        m.load()
     m._loaded = True
     return m
 
@@ -227,3 +229,14 @@ def test_images_do_not_depend_on_the_batch(method):
     together = m.generate(requests).astype(int)
     alone = np.stack([m.generate([r])[0] for r in requests]).astype(int)
     assert np.abs(together - alone).max() <= 1 and (together == alone).mean() > 0.99
+
+
+def test_a_missing_archive_names_its_spec_url_and_destination(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARBENCH_HOME", str(tmp_path))
+    method = METHODS.get("rq-transformer-821m")(build_config(METHODS.get("rq-transformer-821m").Config,
+                                                             {"precision": "fp32"}, "rq-821m"))
+    with pytest.raises(ArbenchError, match=r"rq-transformer-821m: the file rq-transformer/imagenet_821M.tar.gz is not "
+                                           r"at .*https://twg.kakaocdn.net/brainrepo/models/RQVAE/"
+                                           r"dcd39292319104da5577dec3956bfdcc/imagenet_821M.tar.gz"):
+        method.load()
+    assert not any(tmp_path.rglob("*.d"))

@@ -153,11 +153,14 @@ class RQTransformerMethod(ReleasedClassToImage):
         return {**super().settings(), "weights_license": RQ_LICENSE_SHORT}
 
     def weight_files(self):
-        explicit = self.config.release_weights
-        if explicit and Path(explicit).expanduser().is_dir():
-            folder = unpack_release(Path(explicit).expanduser())
-            return [(folder, combined_sha256(sha256_file(folder / m) for m in MEMBERS))]
-        return self.locate_all((self.spec, explicit))
+        if getattr(self, "_files", None) is None:
+            explicit = self.config.release_weights
+            if explicit and Path(explicit).expanduser().is_dir():  # an unpacked release: its four files' digests
+                folder = unpack_release(Path(explicit).expanduser())
+                self._files = [(folder, combined_sha256(sha256_file(folder / m) for m in MEMBERS))]
+            else:
+                self._files = self.locate_all((self.spec, explicit))
+        return self._files
 
     def load(self) -> None:
         precision_context(self.config.precision, self.device, self.name)  # refuse fp16 on CPU before reading
@@ -206,15 +209,16 @@ class RQTransformerMethod(ReleasedClassToImage):
 
 def _rq(size: str, archive: str, md5: str, transformer: RQTransformerConfig, yaml_name: str, fid: str) -> type:
     name = f"rq-transformer-{size.lower()}"
+    label = size.replace("-rqvae50e", " with the 50-epoch RQ-VAE")
     spec = register_weights(WeightSpec(
         name, f"rq-transformer/{archive}", f"{KAKAO_CDN}{md5}/{archive}", None, RQ_LICENSE,
-        f"RQ-Transformer {size} + its RQ-VAE (8x8x4, codebook 16384 x 256), class-conditional ImageNet 256; one "
+        f"RQ-Transformer {label} + its RQ-VAE (8x8x4, codebook 16384 x 256), class-conditional ImageNet 256; one "
         f"archive holding stage1/ and stage2/ (model.pt + config.yaml); architecture as upstream's {yaml_name}; "
         f"the path segment {md5} is the archive's MD5 (a third party checked the 480M one); no sha256 published"))
     cls = type(f"RQTransformer{size.replace('.', '_').replace('-', '_')}", (RQTransformerMethod,), {
-        "description": f"RQ-Transformer {size} (README FID {fid}), 8x8 positions x 4 residual codes (spatial + depth "
-                       f"transformer), top-k 256, top-p 0.95, temperature 1.0, no guidance; weights {archive} "
-                       f"({RQ_LICENSE_SHORT})",
+        "description": f"RQ-Transformer {label} (README FID {fid}), 8x8 positions x 4 residual codes (spatial + depth "
+                       f"transformer), top-k 256, top-p 0.95, temperature 1.0, no guidance; weights {archive}, "
+                       f"{RQ_LICENSE_SHORT}",
         "spec": spec, "transformer_config": transformer, "Config": RQTransformerSettings, "__module__": __name__})
     return register_method(name)(cls)
 
