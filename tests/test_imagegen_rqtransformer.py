@@ -153,7 +153,7 @@ def test_release_archive_is_unpacked_by_member_name_only(release, tmp_path):
         tar.addfile(info)
     with pytest.raises(ArbenchError, match="not the one regular file stage1/model.pt"):
         unpack_release(evil)
-    assert not (tmp_path.parent / "outside").exists()
+    assert not (tmp_path.parent / "outside").exists() and not list(tmp_path.glob("evil.tar.gz.d*"))
     (tmp_path / "junk.tar.gz").write_bytes(b"not an archive")
     with pytest.raises(ArbenchError, match="could not be read as a release archive"):
         unpack_release(tmp_path / "junk.tar.gz")

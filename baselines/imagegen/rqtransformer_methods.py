@@ -84,6 +84,9 @@ def unpack_release(archive: Path) -> Path:
     except (tarfile.TarError, OSError) as exc:
         shutil.rmtree(partial, ignore_errors=True)
         raise ArbenchError(f"{archive} could not be read as a release archive ({exc}). Download it again.") from exc
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # nothing half-unpacked stays behind
+        raise
     missing = [m for m in MEMBERS if m not in found]
     if missing:
         shutil.rmtree(partial, ignore_errors=True)
