@@ -104,7 +104,7 @@ class SelfAttention(nn.Module):
             cache[:] = [k, v]
         past = k.shape[2] - t
         mask = torch.ones(t, past + t, dtype=torch.bool, device=x.device).tril(diagonal=past)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.shape[-1]))
+        att = q @ (k.transpose(-2, -1) * (1.0 / math.sqrt(k.shape[-1])))  # scaled before the product, as upstream
         att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
         return self.proj((att @ v).transpose(1, 2).reshape(b, t, c))
 
