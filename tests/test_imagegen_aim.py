@@ -171,7 +171,7 @@ def test_scan_path_dispatch(methods, golden, monkeypatch):
     from the plain functions stand in for them)."""
     assert mamba2.resolve_scan("auto", "cpu") == "plain" and mamba2.resolve_scan("plain", "cuda") == "plain"
     assert methods["block"].settings()["scan"] == "plain"
-    with pytest.raises(ValueError, match="needs the mamba-ssm package"):
+    with pytest.raises(ArbenchError, match="needs the mamba-ssm package"):
         mamba2.resolve_scan("fused", "cpu")
     calls = []
 

@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from harness.errors import InputError
+
 ScanPath = Literal["auto", "plain", "fused"]
 
 
@@ -77,13 +79,13 @@ def resolve_scan(requested: str, device: str | torch.device) -> str:
     'plain'
     """
     if requested not in ("auto", "plain", "fused"):
-        raise ValueError(f"scan must be auto, plain or fused, not {requested!r}")
+        raise InputError(f"scan must be auto, plain or fused, not {requested!r}")
     on_cuda = torch.device(device).type == "cuda"
     if requested == "plain" or (requested == "auto" and not on_cuda):
         return "plain"
     if fused_kernels() is None or not on_cuda:
         if requested == "fused":
-            raise ValueError("scan=fused needs the mamba-ssm package (pip install mamba-ssm) and a CUDA device; "
+            raise InputError("scan=fused needs the mamba-ssm package (pip install mamba-ssm) and a CUDA device; "
                              "use scan=plain (or auto) to run the PyTorch scan")
         return "plain"
     return "fused"

@@ -196,8 +196,6 @@ def main(aim: str, mamba: str, conv: str) -> None:
     aim_module.VQ_models["VQ-f16"] = VQ_f16
     shapes = {}
     for size, build in aim_module.AiM_models.items():
-        if size == "AiM-1B":
-            continue
         with torch.device("meta"):
             model = build()
         shapes[size] = {k: list(v.shape) for k, v in model.state_dict().items()}
