@@ -41,7 +41,7 @@ def test_run_show_export(results_dir, capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["run", "toy-gaus", "toy-sampler"], "unknown task 'toy-gaus'. Did you mean: toy-gauss?"),
-    (["run", "toy-gauss", "toy-sample"], "unknown method 'toy-sample'. Did you mean: toy-sampler?"),
+    (["run", "toy-gauss", "toy-sample"], "unknown method 'toy-sample'. Did you mean: toy-sampler"),
     (["run", "toy-gauss", "toy-sampler", "--set", "shift"], "malformed --set 'shift'"),
     (["run", "toy-gauss", "toy-sampler", "--set", "shfit=1"], "Did you mean: shift?"),
     (["run", "toy-gauss", "toy-sampler", "--batch-size", "0"], "--batch-size and --shard-size must be positive"),
