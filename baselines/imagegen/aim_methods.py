@@ -28,7 +28,7 @@ from baselines.imagegen.methods import ReleasedClassToImage
 from baselines.imagegen.sampling import SamplerConfig
 from baselines.imagegen.vq_decoder import ENCODER_PREFIXES, VQConfig, VQDecoder, to_uint8
 from harness.registry import register_method
-from harness.settings import Temperature, TopK, TopP
+from harness.settings import NonNegativeFloat, Temperature, TopK, TopP
 from harness.weights import WeightSpec, register_weights
 
 HF_AIM = "https://huggingface.co/hp-l33/{repo}/resolve/main/model.safetensors"
@@ -58,7 +58,7 @@ def read_aim_checkpoint(path) -> dict[str, torch.Tensor]:
 class AiMSettings:
     """The README's `generate` call; `scan` picks the selective-scan path (the signature records the one used)."""
 
-    cfg_scale: float = 5.0
+    cfg_scale: NonNegativeFloat = 5.0
     temperature: Temperature = 1.0
     top_k: TopK = 600
     top_p: TopP = 0.98

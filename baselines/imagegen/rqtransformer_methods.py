@@ -30,13 +30,13 @@ import yaml
 
 from baselines.imagegen.checkpoints import combined_sha256, load_checkpoint_file, load_into
 from baselines.imagegen.flowar_methods import precision_context
-from baselines.imagegen.mar_methods import PRECISIONS
 from baselines.imagegen.methods import ReleasedClassToImage
 from baselines.imagegen.rqtransformer import RQSampler, RQTransformer, RQTransformerConfig, generate_rq
 from baselines.imagegen.rqvae import RQVAEConfig, RQVAEDecoder, unused_prefixes
 from harness.errors import ArbenchError
 from harness.provenance import sha256_file
 from harness.registry import register_method
+from harness.settings import PositiveFloat, PositiveInt, Precision, TopP
 from harness.weights import WeightSpec, register_weights
 
 KAKAO_CDN = "https://twg.kakaocdn.net/brainrepo/models/RQVAE/"
@@ -128,16 +128,11 @@ def config_mismatches(expected: Any, found: Any) -> list[str]:
 class RQTransformerSettings:
     """`main_sampling_fid.py`'s sampler (the stage-2 config's `sampling` section) and precision."""
 
-    temperature: float = 1.0
-    top_k: int = 256
-    top_p: float = 0.95
-    precision: str = "fp16-autocast"  # upstream: model_ar.sample(..., amp=True); "fp32" for float32
+    temperature: PositiveFloat = 1.0
+    top_k: PositiveInt = 256
+    top_p: TopP = 0.95
+    precision: Precision = "fp16-autocast"  # upstream: model_ar.sample(..., amp=True); "fp32" for float32
     release_weights: str = ""  # the release .tar.gz (or the folder it unpacks to) instead of the cached one
-
-    def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        self.sampler()
 
     def sampler(self) -> RQSampler:
         return RQSampler(self.temperature, self.top_k, self.top_p)
