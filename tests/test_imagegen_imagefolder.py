@@ -181,6 +181,10 @@ def test_registered_defaults_are_the_readme_command():
 
 def test_non_commercial_licence_is_declared_and_listed():
     from harness.cli import main
+    from harness.reported import read_data_file
+
+    row = next(e for e in read_data_file()[1] if e.method == "imagefolder")  # the board's reported row
+    assert "NON-COMMERCIAL" in row.provenance["note"] and row.metrics["fid"] == 2.60
 
     assert "NON-COMMERCIAL" in IMAGEFOLDER_LICENSE and METHODS.get("imagefolder").weights_license == IMAGEFOLDER_LICENSE
     out = io.StringIO()
@@ -196,3 +200,12 @@ def test_images_do_not_depend_on_the_batch(checkpoint):
     alone = np.stack([m.generate([r])[0] for r in requests]).astype(int)
     assert np.abs(together - alone).max() <= 1 and (together == alone).mean() > 0.99
     assert np.abs(together[0] - together[1]).mean() > 1  # different requests, different images
+
+
+def test_runs_record_the_weights_licence_in_their_provenance(method):
+    from harness.runner import Plan, RunOptions, Runner
+    from harness.signature import Signature
+
+    plan = Plan(task=None, method=method, kind="score", signature=Signature(), eval_signature=Signature(), settings={})
+    assert Runner(options=RunOptions(progress=False))._provenance(plan, "cpu", 1)["weights_license"] == \
+        IMAGEFOLDER_LICENSE
