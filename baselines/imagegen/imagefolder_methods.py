@@ -97,11 +97,12 @@ class ImageFolder(ReleasedClassToImage):
         precision_context(self.config.precision, self.device, self.name)  # refuse fp16 on CPU before reading
         ((path, _),) = self.weight_files()
         var_state, vae_state = read_training_checkpoint(path)
-        model = VAR(generator_config(self.depth, self.num_classes, self.tokenizer_config))
-        load_into(model, var_state, f"{self.name} generator ({path.name} trainer.var_wo_ddp)")
-        tokenizer = FoldedTokenizer(self.tokenizer_config)
+        with torch.device("meta"):  # nothing allocated or initialised: the file's tensors are assigned after the check
+            model = VAR(generator_config(self.depth, self.num_classes, self.tokenizer_config))
+            tokenizer = FoldedTokenizer(self.tokenizer_config)
+        load_into(model, var_state, f"{self.name} generator ({path.name} trainer.var_wo_ddp)", assign=True)
         load_into(tokenizer, vae_state, f"{self.name} tokenizer ({path.name} trainer.vae_local)",
-                  tokenizer.encoder_prefixes())
+                  tokenizer.encoder_prefixes(), assign=True)
         self._model, self._tokenizer = model.to(self.device).eval(), tokenizer.to(self.device).eval()
 
     def images(self, labels, generators):
