@@ -99,6 +99,9 @@ class Method(ABC):
     #: Bump whenever the method's outputs for the same settings could change (it is in the signature,
     #: so a rerun after such a change never resumes from shards the old code generated).
     version: ClassVar[str] = "1"
+    #: Licence of the released weights the method loads where it restricts their use (e.g. non-commercial);
+    #: recorded in each run's provenance (`weights_license`) and shown on the board's run page.
+    weights_license: ClassVar[str] = ""
     Config: ClassVar[type] = NoSettings
 
     def __init__(self, config: Any = None, device: str = "cpu"):

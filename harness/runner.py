@@ -462,6 +462,8 @@ class Runner:
             prov["request_seeds_sha256"] = hashlib.sha256(json.dumps(seeds).encode()).hexdigest()
         if plan.checkpoint_sha256:
             prov["checkpoint_sha256"] = plan.checkpoint_sha256
+        if plan.method is not None and plan.method.weights_license:
+            prov["weights_license"] = plan.method.weights_license
         return prov
 
     def _create(self, plan: Plan, run_dir: Path, default_label: str | None, prov: dict[str, Any],

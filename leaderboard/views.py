@@ -409,6 +409,8 @@ def render_run(store: Store, run_id: str) -> None:
         "source": SOURCE_NAMES.get(record["source"], record["source"]), "kind": record["kind"],
         "status": record["status"], "created": record["created_at"], "run id": record["run_id"],
     }
+    if (record["provenance"] or {}).get("weights_license"):  # declared by the method (e.g. non-commercial)
+        facts["weights licence"] = record["provenance"]["weights_license"]
     st.dataframe(pd.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]}), hide_index=True,
                  key="facts", placeholder="")
     if record["error"]:

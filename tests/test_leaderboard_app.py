@@ -151,6 +151,13 @@ def test_run_page_shows_signature_provenance_and_artifacts(results_dir, tmp_path
     assert any("A100" in j.value for j in at.json)
 
 
+def test_run_page_shows_the_weights_licence_a_method_declares(results_dir):
+    store = Store()
+    run_id = add_run(store, method="m-a", provenance={"weights_license": "Adobe Research License: NON-COMMERCIAL"})
+    facts = app(run_id).dataframe[0].value
+    assert "weights licence" in list(facts[""]) and "NON-COMMERCIAL" in " ".join(facts["value"])
+
+
 def test_failed_run_page_shows_its_error_as_text(results_dir):
     store = Store()
     run_id = add_run(store, method="m-a", error="Traceback:\n  <b>boom</b> **not bold**")

@@ -76,8 +76,11 @@ def mismatches(expected: Mapping[str, Sequence[int]], state: Mapping[str, torch.
 
 
 def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], what: str,
-              ignore_prefixes: Sequence[str] = ()) -> None:
-    """Load `state` into `module` after checking every name and shape; refuse with the first mismatches."""
+              ignore_prefixes: Sequence[str] = (), assign: bool = False) -> None:
+    """Load `state` into `module` after checking every name and shape; refuse with the first mismatches.
+
+    With `assign`, the checkpoint's tensors replace the module's own, so a module built on the meta device
+    allocates and initialises nothing before the check (and a refused checkpoint costs no memory)."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     problems = mismatches(expected, state, ignore_prefixes)
     if problems:
@@ -85,7 +88,7 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], what: str,
         more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
         raise ArbenchError(f"{what}: the checkpoint does not match this architecture: {listed}{more}. "
                            "Check that the file is the one this method names (`arbench weights list`).")
-    module.load_state_dict({k: state[k] for k in expected}, strict=True)
+    module.load_state_dict({k: state[k] for k in expected}, strict=True, assign=assign)
 
 
 def combined_sha256(digests: Iterable[str]) -> str:

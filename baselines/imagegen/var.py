@@ -219,12 +219,17 @@ class MultiScaleQuantizer(nn.Module):
 class VQVAEDecoder(nn.Module):
     """The decoding half of VAR's VQVAE: multi-scale codes -> f_hat -> image in [-1, 1]."""
 
+    branches = 1  # one codebook; ImageFolder's tokenizer has several (`generate_var` splits the logits by branch)
+
     def __init__(self, config: VQVAEConfig = VQVAEConfig()):
         super().__init__()
         self.config = config
         self.quantize = MultiScaleQuantizer(config)
         self.post_quant_conv = nn.Conv2d(config.z_channels, config.z_channels, 3, padding=1)
         self.decoder = Decoder(config)
+
+    def add_scale(self, si: int, f_hat: torch.Tensor, codes: list[torch.Tensor]):
+        return self.quantize.add_scale(si, f_hat, codes[0])
 
     def fhat_to_img(self, f_hat: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.post_quant_conv(f_hat)).clamp(-1, 1)
@@ -335,12 +340,14 @@ class VARSampler:
 
 
 @torch.no_grad()
-def generate_var(model: VAR, vae: VQVAEDecoder, labels: torch.Tensor, generators: Sequence[torch.Generator],
+def generate_var(model: VAR, vae: nn.Module, labels: torch.Tensor, generators: Sequence[torch.Generator],
                  sampler: VARSampler, record: list | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Images (B, 3, H, W) in [-1, 1] and the code maps of every scale, one forward pass per scale.
 
     Each scale's tokens attend to every earlier scale (KV cache) and to each other, as upstream's
-    inference with `attn_bias=None`. `record` collects each scale's guided logits.
+    inference with `attn_bias=None`. `record` collects each scale's guided logits. A tokenizer with several
+    branches (`vae.branches`, ImageFolder's product quantisation) gets one draw per branch from its slice of the
+    logits (in branch order), and its codes per scale as a list.
     """
     c = model.config
     batch = labels.shape[0]
@@ -357,9 +364,10 @@ def generate_var(model: VAR, vae: VQVAEDecoder, labels: torch.Tensor, generators
         guided = (1 + t) * logits[:batch] - t * logits[batch:]
         if record is not None:
             record.append(guided)
-        idx = draw(filter_logits(guided, sampler.top_k, sampler.top_p).softmax(-1), generators)
-        codes.append(idx)
-        f_hat, nxt = vae.quantize.add_scale(si, f_hat, idx)
+        idx = [draw(filter_logits(part, sampler.top_k, sampler.top_p).softmax(-1), generators)
+               for part in guided.chunk(vae.branches, dim=-1)]
+        codes.append(idx[0] if vae.branches == 1 else idx)
+        f_hat, nxt = vae.add_scale(si, f_hat, idx)
         if nxt is not None:
             begin, end = spans[si + 1]
             x = model.word_embed(nxt.flatten(2).transpose(1, 2)) + lvl_pos[:, begin:end]
