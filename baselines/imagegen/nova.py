@@ -114,6 +114,10 @@ class NOVAConfig:
                                f"{sorted(MLP_ARCHS)}")
         size = config["image_size"]
         size = (size, size) if isinstance(size, int) else tuple(size)
+        grid = [s // int(config["image_stride"]) // (15 // int(config["image_stride"]) + 1) for s in size]
+        if list(config["image_base_size"]) != grid:  # the mask schedule and position table assume the full grid
+            raise ArbenchError(f"{where}: image_base_size {config['image_base_size']} is not the patch grid {grid} of "
+                               f"{size[0]}x{size[1]} px images; ARBench samples at the trained size only")
         return cls(VIT_ARCHS[arch[0]], VIT_ARCHS[arch[1]], MLP_ARCHS[arch[2]], size, int(config["image_dim"]),
                    int(config["image_stride"]), int(config["text_token_dim"]), int(config["text_token_len"]),
                    tuple(config["image_base_size"]), tuple(config["video_base_size"]), arch)
