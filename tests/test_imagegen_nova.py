@@ -277,3 +277,24 @@ def test_geneval_run_writes_all_553_prompts(snapshot, tmp_path, monkeypatch, res
         **SAMPLE, "num_pred_steps": 2, "num_diffusion_steps": 1, "model_dir": str(snapshot), "images_per_prompt": 1}, tmp_path, monkeypatch, results_dir)
     first = np.asarray(Image.open(samples[0].path))
     assert first.shape == (16, 16, 3) and first.dtype == np.uint8
+
+
+def test_512_px_method_reads_its_config_and_refuses_other_vits(tmp_path):
+    """The 512 px model declares its image size and ViTs; the diffusion MLP and base sizes come from its config."""
+    folder = write_snapshot(tmp_path / "nova-d48w1024-sd512")
+    cls = METHODS.get("nova-d48w1024-sd512")
+    m = cls(build_config(cls.Config, {"model_dir": str(folder), "precision": "fp32"}, "x"))
+    config = {"image_dim": 4, "image_size": 512, "image_stride": 8, "text_token_dim": 2560, "text_token_len": 256,
+              "image_base_size": [32, 32], "video_base_size": [1, 16, 16], "rotary_pos_embed": False,
+              "arch": ["vit_d16w1024", "vit_d32w1024", "mlp_d3w1280"]}
+    (folder / "transformer" / "config.json").write_text(json.dumps(config))
+    got = m.transformer_config()
+    assert (got.image_encoder, got.image_decoder, got.latent_size, got.num_patches) == (
+        ViTConfig(32, 1024, 16), DiffusionMLPConfig(3, 1280), (64, 64), 1024)
+    (folder / "transformer" / "config.json").write_text(json.dumps({**config, "arch": ["vit_d16w768", "vit_d32w768",
+                                                                                       "mlp_d6w768"]}))
+    with pytest.raises(ArbenchError, match="arch is"):
+        m.transformer_config()
+    (folder / "transformer" / "config.json").write_text(json.dumps({**config, "image_base_size": [64, 64]}))
+    with pytest.raises(ArbenchError, match="not the patch grid"):
+        m.transformer_config()

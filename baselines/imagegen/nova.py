@@ -426,7 +426,7 @@ def denoise(model: NOVATransformer, scheduler, z: torch.Tensor, noise: torch.Ten
 
 @torch.no_grad()
 def generate_frame(model: NOVATransformer, context: torch.Tensor, scheduler, generators: Sequence[torch.Generator],
-                   num_steps: int, guidance_scale: float, record: list | None = None) -> torch.Tensor:
+                   num_steps: int, guidance_scale: float) -> torch.Tensor:
     """Set-by-set masked generation of one latent frame (B, C, h, w) given the temporal context (2B with guidance).
 
     Per request: a random order of the patches (argsort of uniform draws), then at every step fresh Gaussian noise
@@ -455,8 +455,6 @@ def generate_frame(model: NOVATransformer, context: torch.Tensor, scheduler, gen
         noise = torch.stack([torch.randn(cfg.image_dim, h, w, generator=g) for g in generators]).to(device, dtype)
         noise = enc.patch_embed.patchify(noise).gather(1, pred_ids.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
         sample = denoise(model, scheduler, z, noise, guidance_scale)
-        if record is not None:
-            record.append({"pred_ids": pred_ids.cpu(), "z": z.float().cpu(), "sample": sample.float().cpu()})
         patches = patches.scatter(1, pred_ids.unsqueeze(-1).expand(-1, -1, patches.shape[-1]), sample)
         known, pos = torch.cat([known, pred_ids], dim=1), pos + n
     return enc.patch_embed.unpatchify(patches, hw)
@@ -465,9 +463,9 @@ def generate_frame(model: NOVATransformer, context: torch.Tensor, scheduler, gen
 @torch.no_grad()
 def generate_image(model: NOVATransformer, scheduler, states: Sequence[torch.Tensor],
                    generators: Sequence[torch.Generator], num_steps: int, num_diffusion_steps: int,
-                   guidance_scale: float, record: list | None = None) -> torch.Tensor:
+                   guidance_scale: float) -> torch.Tensor:
     """Latents (B, C, h, w) for Phi-2 prompt states: upstream's pipeline for `max_latent_length=1`."""
     scheduler.set_timesteps(num_diffusion_steps)
     text = text_context(model, states, guidance_scale > 1)
     context = image_context(model, text)
-    return generate_frame(model, context, scheduler, generators, num_steps, guidance_scale, record)
+    return generate_frame(model, context, scheduler, generators, num_steps, guidance_scale)
