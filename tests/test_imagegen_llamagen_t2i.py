@@ -29,6 +29,7 @@ from baselines.imagegen.vq_decoder import VQConfig, VQDecoder
 from harness.api import Request, build_config
 from harness.errors import InputError, MissingAssetError
 from harness.registry import METHODS, register_method
+from imagegen_fixtures import run_geneval_counting
 
 torch.set_num_threads(1)
 GOLDEN = Path(__file__).parent / "golden" / "llamagen_t2i"
@@ -258,30 +259,8 @@ def test_geneval_run_writes_all_553_prompts(tiny_files, tmp_path, monkeypatch, r
     """`arbench run geneval <llamagen t2i>` through the real runner and GenEval's folder writer and reader; the
     detector and CLIP (no weights here) are replaced by a count of what was read. One image per prompt keeps it
     fast (the protocol's 4 are the task's default, `images_per_prompt`)."""
-    from harness.metrics.base import MetricValue
-    from harness.runner import Runner, RunOptions
-    from harness.store import Store
-    from tasks.geneval import METADATA, GenEval
-
-    home = tmp_path / "home"
-    (home / "weights").mkdir(parents=True)
-    (home / "weights" / METADATA.filename).write_bytes(GENEVAL_PROMPTS.read_bytes())
-    monkeypatch.setenv("ARBENCH_HOME", str(home))
-    seen = {}
-
-    def count(self, samples, ctx):
-        seen["samples"] = samples
-        return [MetricValue("geneval", len(samples) / 553, True)]
-
-    monkeypatch.setattr(GenEval, "require_assets", lambda self: None)
-    monkeypatch.setattr(GenEval, "score", count)
-    runner = Runner(store=Store(f"sqlite:///{results_dir / 'db.sqlite'}"),
-                    options=RunOptions(batch_size=256, shard_size=300, device="cpu", progress=False))
-    result = runner.run("geneval", "llamagen-t2i-tiny-runner-test", {
+    samples = run_geneval_counting("llamagen-t2i-tiny-runner-test", {
         "gpt_weights": str(GOLDEN / "t2i_tiny.pt"), "vq_weights": str(tiny_files / "vq.pt"),
-        "t5_dir": str(tiny_files / "t5"), "precision": "fp32", "images_per_prompt": 1})
-    assert [m.value for m in result.metrics] == [1.0]
-    samples = seen["samples"]
-    assert len({s.prompt_index for s in samples}) == 553 and len(samples) == 553
+        "t5_dir": str(tiny_files / "t5"), "precision": "fp32", "images_per_prompt": 1}, tmp_path, monkeypatch, results_dir)
     first = np.asarray(Image.open(samples[0].path))
     assert first.shape == (8, 8, 3) and first.dtype == np.uint8
