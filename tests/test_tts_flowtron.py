@@ -22,6 +22,7 @@ from harness.api import Request
 from harness.errors import ArbenchError, InputError, MissingAssetError
 from golden.golden_weights import seeded_state
 
+torch.set_num_threads(1)  # tiny networks: threads only add overhead on the shared test machine
 GOLDEN = dict(np.load(Path(__file__).parent / "golden" / "flowtron" / "golden.npz"))
 SEED = 22
 SMALL_FLOWTRON = FlowtronConfig(n_speakers=3, n_speaker_dim=8, n_text_dim=16, n_hidden=32, n_attn_channels=24)
@@ -41,7 +42,9 @@ def seeded(key: str, seed: int) -> dict[str, torch.Tensor]:
 
 
 def folded_layout(names: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in fold_weight_norm({k: torch.zeros(s) for k, s in names.items()}).items()}
+    """Names and shapes after `fold_weight_norm` (computed on meta tensors: no memory at the released size)."""
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in fold_weight_norm({k: torch.empty(s) for k, s in names.items()}).items()}
 
 
 # -- layouts ------------------------------------------------------------------------------------------------
