@@ -115,24 +115,39 @@ def test_flowtron_reader_refuses_mismatched_and_pickled_files(tmp_path):
 
 
 # -- WaveGlow -----------------------------------------------------------------------------------------------
-def pickle_like_upstream(model: WaveGlow, path) -> None:
+class _ThnnBackend:
+    """What torch < 1.0 modules held as `_backend`: it pickles as a call of
+    `torch.nn.backends.thnn._get_thnn_function_backend()`."""
+
+    def __reduce__(self):
+        return (sys.modules["torch.nn.backends.thnn"]._get_thnn_function_backend, ())
+
+
+def pickle_like_upstream(model: WaveGlow, path, legacy: bool = False) -> None:
     """Save `model` as upstream's released files are: `{'model': <glow.WaveGlow>}`, WN convs weight-normalised,
-    classes named glow.WaveGlow / glow.WN / glow.Invertible1x1Conv (a throwaway module `glow` while saving)."""
+    classes named glow.WaveGlow / glow.WN / glow.Invertible1x1Conv (a throwaway module `glow` while saving);
+    `legacy`: torch's pre-1.6 file format with every module's old `_backend` attribute."""
+    thnn = types.ModuleType("torch.nn.backends.thnn")
+    thnn._get_thnn_function_backend = lambda: None
+    thnn._get_thnn_function_backend.__module__, thnn._get_thnn_function_backend.__qualname__ = (
+        "torch.nn.backends.thnn", "_get_thnn_function_backend")
     glow = types.ModuleType("glow")
     for cls in (WaveGlow, fm_wn(), fm_conv()):
         setattr(glow, cls.__name__, type(cls.__name__, (cls,), {"__module__": "glow"}))
     for module in model.modules():
         module.__dict__.pop("cfg", None)  # upstream's modules keep plain numbers, not a config object
+        if legacy:
+            module._backend = _ThnnBackend()
         if type(module).__name__ in ("WaveGlow", "WN", "Invertible1x1Conv"):
             module.__class__ = getattr(glow, type(module).__name__)
         if type(module).__name__ == "WN":
             for conv in [module.start, module.cond_layer, *module.in_layers, *module.res_skip_layers]:
                 torch.nn.utils.weight_norm(conv)
-    sys.modules["glow"] = glow
+    sys.modules.update({"glow": glow, "torch.nn.backends.thnn": thnn})
     try:
-        torch.save({"model": model, "iteration": 1}, path)
+        torch.save({"model": model, "iteration": 1}, path, _use_new_zipfile_serialization=not legacy)
     finally:
-        del sys.modules["glow"]
+        del sys.modules["glow"], sys.modules["torch.nn.backends.thnn"]
 
 
 def fm_wn():
@@ -150,12 +165,13 @@ def test_allow_list_covers_what_upstream_pickles():
     assert set(GOLDEN["wg_pickle_globals"].tolist()) <= set(fm.WAVEGLOW_PICKLED_CLASSES) | torch_allows
 
 
-def test_waveglow_inference_equals_upstream_through_the_pickle_reader(tmp_path):
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-format"])
+def test_waveglow_inference_equals_upstream_through_the_pickle_reader(tmp_path, legacy):
     upstream_state = seeded("waveglow_layout", SEED + 1)
     source = WaveGlow(SMALL_WAVEGLOW)
     source.load_state_dict(fold_weight_norm(upstream_state), strict=True)
     path = tmp_path / "waveglow_small.pt"
-    pickle_like_upstream(source, path)
+    pickle_like_upstream(source, path, legacy)
     state = fm.read_waveglow_state(path)
     model = WaveGlow(SMALL_WAVEGLOW)
     fm.load_into(model, state, "small waveglow")
@@ -170,9 +186,10 @@ def test_waveglow_inference_equals_upstream_through_the_pickle_reader(tmp_path):
         torch.testing.assert_close(state[name], tensor, rtol=1e-5, atol=1e-6)
 
 
-def test_waveglow_reader_refuses_other_code_with_the_conversion_command(tmp_path):
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-format"])
+def test_waveglow_reader_refuses_other_code_with_the_conversion_command(tmp_path, legacy):
     path = tmp_path / "waveglow_256channels_v4.pt"
-    torch.save({"model": torch.nn.GRU(2, 2)}, path)  # a class outside the allow-list
+    torch.save({"model": torch.nn.GRU(2, 2)}, path, _use_new_zipfile_serialization=not legacy)  # not allow-listed
     with pytest.raises(ArbenchError, match="python -c .*save_file.*waveglow_256channels_v4.safetensors"):
         fm.read_waveglow_state(path)
 

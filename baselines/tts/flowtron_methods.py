@@ -9,16 +9,22 @@ ARPAbet choices (`random.Random(Request.seed)`) on its own, so a waveform never 
 Upstream runs WaveGlow in float16 on the GPU (its 1x1 convs in float32); here it runs in float32.
 
 Weights: the Google Drive files of upstream's README. Flowtron's files hold a `state_dict` and are read with
-`torch.load(weights_only=True)`. WaveGlow's file pickles the whole upstream module (`glow.WaveGlow`); it is read
-with `weights_only=True` too, with upstream's module classes mapped to an inert placeholder that only holds
-attributes (no upstream code is imported or run), and its tensors taken by their state-dict names. A file that
-needs anything else is refused with the command that converts it to safetensors in upstream's environment.
+`torch.load(weights_only=True)`. WaveGlow's file pickles the whole upstream module (`glow.WaveGlow`); in torch's
+zip format it is read with `weights_only=True` too, upstream's module classes mapped to an inert placeholder that
+only holds attributes (no upstream code is imported or run); in the pre-1.6 format (which `weights_only` cannot
+read when it holds modules) by an explicit allow-list unpickler with the same mapping and otherwise only torch's
+tensor-rebuild functions. Its tensors are then taken by their state-dict names. A file that needs anything else
+is refused with the command that converts it to safetensors in upstream's environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import random
+import types
+import warnings
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +98,38 @@ class PickledObject:
     """Stands in for an allow-listed class while unpickling: it only receives the pickled attributes (the pickle
     BUILD step sets `__dict__`); nothing of the original class is imported or called."""
 
+    dump_patches = False  # read by torch's legacy loader when the saved class source differs (it always does)
+
 
 def _legacy_backend():
     return None
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    """For torch's pre-1.6 file format, which `weights_only=True` cannot read when it holds modules (that format
+    stores each module class's source as a persistent id): resolves only torch's tensor-rebuild functions, plain
+    containers, and upstream's classes (as `PickledObject`); any other global is refused."""
+
+    SAFE = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor"),
+            ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"),
+            ("collections", "OrderedDict"), ("builtins", "set")}
+
+    def find_class(self, module: str, name: str):
+        module = "builtins" if module == "__builtin__" else module  # protocol-2 pickles name Python 2's module
+        full = f"{module}.{name}"
+        if full in WAVEGLOW_PICKLED_CLASSES:
+            return PickledObject
+        if full == LEGACY_BACKEND:
+            return _legacy_backend
+        if (module, name) in self.SAFE:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"Unsupported global: {full} is not on the WaveGlow allow-list")
+
+
+#: What torch.load needs of a pickle module: the restricted Unpickler, and `load` for the format's header pickles.
+_ALLOW_LIST_PICKLE = types.ModuleType("waveglow_allow_list_pickle")
+_ALLOW_LIST_PICKLE.Unpickler = _AllowListUnpickler
+_ALLOW_LIST_PICKLE.load = lambda f, **kw: _AllowListUnpickler(f, **kw).load()
 
 
 def _module_tensors(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -120,8 +155,13 @@ def read_waveglow_state(path: Path) -> dict[str, torch.Tensor]:
         return fold_weight_norm(read_state_dict(path, what="a WaveGlow checkpoint"))
     allowed = [(PickledObject, name) for name in WAVEGLOW_PICKLED_CLASSES] + [(_legacy_backend, LEGACY_BACKEND)]
     try:
-        with torch.serialization.safe_globals(allowed):
-            saved = torch.load(path, map_location="cpu", weights_only=True)
+        if zipfile.is_zipfile(path):
+            with torch.serialization.safe_globals(allowed):
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+        else:  # torch < 1.6 format (the 2018-2019 WaveGlow releases): the explicit allow-list unpickler
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "source code of class ... has changed": it is a placeholder
+                saved = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_ALLOW_LIST_PICKLE)
     except Exception as exc:  # noqa: BLE001 - any reader failure is reported with the conversion command
         lines = str(exc).splitlines() or [""]
         reason = next((line.strip() for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0])
