@@ -3,6 +3,7 @@ checkpoint readers, and the registered methods' request handling (seeds, batchin
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import sys
@@ -125,15 +126,20 @@ class _ThnnBackend:
 
 def pickle_like_upstream(model: WaveGlow, path, legacy: bool = False) -> None:
     """Save `model` as upstream's released files are: `{'model': <glow.WaveGlow>}`, WN convs weight-normalised,
-    classes named glow.WaveGlow / glow.WN / glow.Invertible1x1Conv (a throwaway module `glow` while saving);
+    classes named glow.WaveGlow / glow.WN / glow.Invertible1x1Conv (a module `glow.py` written beside the file);
     `legacy`: torch's pre-1.6 file format with every module's old `_backend` attribute."""
     thnn = types.ModuleType("torch.nn.backends.thnn")
     thnn._get_thnn_function_backend = lambda: None
     thnn._get_thnn_function_backend.__module__, thnn._get_thnn_function_backend.__qualname__ = (
         "torch.nn.backends.thnn", "_get_thnn_function_backend")
-    glow = types.ModuleType("glow")
-    for cls in (WaveGlow, fm_wn(), fm_conv()):
-        setattr(glow, cls.__name__, type(cls.__name__, (cls,), {"__module__": "glow"}))
+    # a real source file, so the legacy format stores each class's source as released files do
+    source = Path(path).with_name("glow.py")
+    source.write_text("from baselines.tts import waveglow\n\n\nclass WaveGlow(waveglow.WaveGlow):\n    pass\n\n\n"
+                      "class WN(waveglow.WN):\n    pass\n\n\nclass Invertible1x1Conv(waveglow.Invertible1x1Conv):\n"
+                      "    pass\n")
+    spec = importlib.util.spec_from_file_location("glow", source)
+    glow = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(glow)
     for module in model.modules():
         module.__dict__.pop("cfg", None)  # upstream's modules keep plain numbers, not a config object
         if legacy:
@@ -150,16 +156,6 @@ def pickle_like_upstream(model: WaveGlow, path, legacy: bool = False) -> None:
         del sys.modules["glow"], sys.modules["torch.nn.backends.thnn"]
 
 
-def fm_wn():
-    from baselines.tts.waveglow import WN
-    return WN
-
-
-def fm_conv():
-    from baselines.tts.waveglow import Invertible1x1Conv
-    return Invertible1x1Conv
-
-
 def test_allow_list_covers_what_upstream_pickles():
     torch_allows = {"__builtin__.set", "builtins.set"}
     assert set(GOLDEN["wg_pickle_globals"].tolist()) <= set(fm.WAVEGLOW_PICKLED_CLASSES) | torch_allows
@@ -172,6 +168,8 @@ def test_waveglow_inference_equals_upstream_through_the_pickle_reader(tmp_path, 
     source.load_state_dict(fold_weight_norm(upstream_state), strict=True)
     path = tmp_path / "waveglow_small.pt"
     pickle_like_upstream(source, path, legacy)
+    if legacy:  # the pre-1.6 format stores each module class's source, which the reader must get past
+        assert b"class WN(waveglow.WN)" in path.read_bytes()
     state = fm.read_waveglow_state(path)
     model = WaveGlow(SMALL_WAVEGLOW)
     fm.load_into(model, state, "small waveglow")
