@@ -26,7 +26,7 @@ import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -37,7 +37,7 @@ import harness.features.asr  # noqa: F401  (importing a feature module registers
 import harness.features.utmos  # noqa: F401
 import harness.features.wavlm_ecapa  # noqa: F401
 from harness.config import arbench_home
-from harness.errors import InputError, MissingAssetError
+from harness.errors import InputError
 from harness.features.audio import RESAMPLER, SAMPLE_RATE, to_16k_mono
 from harness.inputs import InputCaps, audio_duration, read_text, regular_file
 from harness.metrics.base import MetricValue
@@ -45,6 +45,7 @@ from harness.metrics.speech import NORMALIZER_VERSIONS, corpus_wer, normalize, p
 from harness.registry import register_task
 from harness.settings import Annotated, Field
 from harness.signature import Signature
+from harness.weights import require_all
 
 #: Fraction of samples at full scale above which a file is flagged as clipped (it is still scored).
 CLIPPED_FRACTION = 0.001
@@ -267,22 +268,15 @@ class TTSTask(Task):
         if prompts:
             sig.add("prompts_sha256", hashlib.sha256("".join(file_sha256(p) for p in prompts).encode()).hexdigest())
         sig.add("resampler", RESAMPLER).add("sample_rate", SAMPLE_RATE)
-        missing: list[str] = []  # every missing weights file is named at once, not one per attempt
-
-        def resolved(describe: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-            try:
-                return describe()
-            except MissingAssetError as exc:
-                missing.append(str(exc))
-                return {}
-
-        sig.update("asr", resolved(lambda: recognizer_signature(self.config.asr)))
+        # every missing weights file is named at once (with the count), not one per attempt
+        asr, sim, utmos = require_all([lambda: recognizer_signature(self.config.asr),
+                                       lambda: speaker_signature(self.config.speaker_model),
+                                       utmos_signature if self.config.utmos else dict], f"task {self.name}")
+        sig.update("asr", asr)
         sig.add("jiwer", version("jiwer")).add("wer_normalizers", NORMALIZER_VERSIONS)
-        sig.update("sim", resolved(lambda: speaker_signature(self.config.speaker_model)))
+        sig.update("sim", sim)
         if self.config.utmos:
-            sig.update("utmos", resolved(utmos_signature))
-        if missing:
-            raise MissingAssetError("\n".join(missing))
+            sig.update("utmos", utmos)
         return sig
 
     # -- generation --

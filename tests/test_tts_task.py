@@ -195,8 +195,11 @@ def test_score_without_weights_names_them_and_stores_nothing(tmp_path, results_d
     sf.write(gen / "utt0.wav", tone(16000), 16000)
     runner = Runner(Store(), RunOptions(progress=False))
     with pytest.raises(MissingAssetError, match=r"(?s)whisper-large-v3.pt is not at .*home/weights.*"
-                                                r"wavlm_large_finetune.pth is not at.*utmos22_strong_step7459_v1.pt"):
+                                                r"wavlm_large_finetune.pth is not at.*utmos22_strong_step7459_v1.pt") as info:
         runner.score("seed-tts-en", gen, {"list_path": str(meta)})
+    # one entry per file, and the count in the message is the number of entries
+    missing = info.value.missing
+    assert len(missing) >= 3 and f"needs {len(missing)} files that are missing" in str(info.value)
     with pytest.raises(MissingAssetError, match=r"wavlm_large_finetune.pth is not at"):
         speaker_signature("wavlm-large-ecapa")
     assert Store().records() == []
