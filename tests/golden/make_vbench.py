@@ -1,0 +1,148 @@
+"""Golden outputs of VBench's quality dimensions, from VBench's own code on seeded random weights.
+
+Upstream: Vchitect/VBench@45e79ec14e69a2187202c675d2dbce1a71843d53 (`vbench/temporal_flickering.py` `cal_score`,
+`vbench/subject_consistency.py` `subject_consistency`, `vbench/background_consistency.py`
+`background_consistency`, `vbench/aesthetic_quality.py` `laion_aesthetic`, `vbench/utils.py` `load_video`,
+`dino_transform`, `clip_transform`; `scripts/cal_final_score.py` `get_nomalized_score`, `get_quality_score`) and
+facebookresearch/dino@7c446df5b9f45747937fb0d72314eb9f7b66930a (`vision_transformer.py` `VisionTransformer`, the
+network `torch.hub.load("facebookresearch/dino:main", "dino_vitb16")` builds). Run against both checkouts:
+
+    python tests/golden/make_vbench.py /path/to/VBench /path/to/dino
+
+Networks are small, with the released parameter names, filled by `golden_weights.seeded_fill`: DINO's ViT
+(patch 16, 224 px position grid, width 64, 2 blocks, 2 heads; seed 91), an open_clip `CLIP` built from OpenAI
+names by `build_model_from_openai_state_dict` (224 px, patch 32, width 64, 1 layer, 512-d embedding; seed 92, as
+VBench's `clip.load` on CPU: float32), the same with a 768-d embedding for the aesthetic head (seed 93), and the
+aesthetic `nn.Linear(768, 1)` (seed 94).
+
+Videos: three 6-frame 40 x 72 clips (smooth patterns that move, plus noise), written as GIFs (VBench's
+`load_video` reads .gif with PIL) and as lossless FFV1 .avi files for `cal_score` (cv2); what each reader decoded
+is what is stored, so the test feeds ARBench exactly the frames VBench saw. Stubbed, import-only: `decord`
+(imported by `vbench.utils` for .mp4, not used for .gif) and `clip` (OpenAI's package, imported by
+`background_consistency` and `aesthetic_quality` for `compute_*`, which are not called: the models are passed in).
+Recorded: the frames, per-video and overall scores, and the quality score of random raw dimension values.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tempfile
+import types
+from functools import partial
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageSequence
+
+sys.path.insert(0, str(Path(__file__).parent))
+from golden_weights import layout, seeded_fill  # noqa: E402
+
+UPSTREAM = ("Vchitect/VBench@45e79ec14e69a2187202c675d2dbce1a71843d53 + "
+            "facebookresearch/dino@7c446df5b9f45747937fb0d72314eb9f7b66930a")
+OUT = Path(__file__).parent / "vbench"
+SHAPE = (3, 6, 40, 72)
+
+
+def small_clip_state(embed_dim: int, seed: int) -> dict:
+    """A small CLIP's state dict with OpenAI's parameter names, seeded."""
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    small = CLIP(embed_dim, CLIPVisionCfg(layers=1, width=64, patch_size=32, image_size=224),
+                 CLIPTextCfg(context_length=77, vocab_size=49408, width=64, heads=1, layers=1), quick_gelu=True)
+    return dict(seeded_fill(small, seed).state_dict())
+
+
+def small_clip(embed_dim: int, seed: int):
+    import open_clip
+
+    return open_clip.model.build_model_from_openai_state_dict(small_clip_state(embed_dim, seed),
+                                                              cast_dtype=None).float().eval()
+
+
+def make_videos(folder: Path) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(21)
+    n, t, h, w = SHAPE
+    yy, xx = np.mgrid[0:h, 0:w]
+    gifs, avis, gif_frames, avi_frames = [], [], [], []
+    for v in range(n):
+        frames = []
+        for i in range(t):
+            base = np.stack([np.sin((xx + 3 * i * (v + 1)) / (5 + v)) * 90 + 128,
+                             np.cos((yy - 2 * i) / (4 + v)) * 80 + 120,
+                             (xx * yy / 12 + 20 * i) % 256], axis=-1)
+            frames.append(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
+        gif = folder / f"video-{v}.gif"
+        Image.fromarray(frames[0]).save(gif, save_all=True, append_images=[Image.fromarray(f) for f in frames[1:]],
+                                        duration=125, loop=0)
+        gif_frames.append(np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(gif))]))
+        avi = folder / f"video-{v}.avi"
+        writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"FFV1"), 8, (w, h))
+        for f in frames:
+            writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        writer.release()
+        capture, decoded = cv2.VideoCapture(str(avi)), []
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            decoded.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        capture.release()
+        assert len(decoded) == t, f"{avi} decoded to {len(decoded)} frames"
+        gifs.append(str(gif))
+        avis.append(str(avi))
+        avi_frames.append(np.stack(decoded))
+    return gifs, avis, np.stack(gif_frames), np.stack(avi_frames)
+
+
+def main(vbench: Path, dino: Path) -> None:
+    for name in ("decord", "clip"):
+        sys.modules[name] = types.ModuleType(name)
+    sys.modules["decord"].VideoReader = sys.modules["decord"].cpu = None
+    sys.path.insert(0, str(vbench))
+    from vbench import aesthetic_quality, background_consistency, subject_consistency, temporal_flickering
+
+    spec = importlib.util.spec_from_file_location("cal_final_score", vbench / "scripts" / "cal_final_score.py")
+    final = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(final)
+    sys.path.insert(0, str(dino))
+    import vision_transformer as dino_vits
+
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        gifs, avis, gif_frames, avi_frames = make_videos(Path(tmp))
+        flicker = [temporal_flickering.cal_score(p) for p in avis]
+
+        dino_model = seeded_fill(dino_vits.VisionTransformer(  # dino_vitb16's arguments, smaller
+            patch_size=16, num_classes=0, embed_dim=64, depth=2, num_heads=2, mlp_ratio=4, qkv_bias=True,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6)), 91)
+        subject, subject_per_video = subject_consistency.subject_consistency(dino_model, gifs, "cpu", False)
+
+        clip_b = small_clip(512, 92)
+        background, background_per_video = background_consistency.background_consistency(clip_b, None, gifs, "cpu",
+                                                                                         False)
+        clip_l = small_clip(768, 93)
+        head = seeded_fill(torch.nn.Linear(768, 1), 94)
+        aesthetic, aesthetic_per_video = aesthetic_quality.laion_aesthetic(head, clip_l, gifs, "cpu")
+
+    rng = np.random.default_rng(5)
+    raw = {key: float(rng.uniform(0.3, 1.0)) for key in final.TASK_INFO}
+    quality = final.get_quality_score(final.get_nomalized_score(raw))
+
+    OUT.mkdir(exist_ok=True)
+    np.savez_compressed(
+        OUT / "golden.npz", upstream=np.array(UPSTREAM),
+        gif_frames=gif_frames, avi_frames=avi_frames,
+        flicker=np.array(flicker), dino_layout=np.array(layout(dino_model)),
+        subject=np.array(subject), subject_per_video=np.array([r["video_results"] for r in subject_per_video]),
+        background=np.array(background),
+        background_per_video=np.array([r["video_results"] for r in background_per_video]),
+        aesthetic=np.array(aesthetic), aesthetic_per_video=np.array([r["video_results"] for r in aesthetic_per_video]),
+        raw_names=np.array(list(raw)), raw_values=np.array(list(raw.values())), quality=np.array(quality))
+    print(f"flicker {flicker}\nsubject {subject}\nbackground {background}\naesthetic {aesthetic}\nquality {quality}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
