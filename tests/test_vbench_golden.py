@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from golden.golden_weights import layout, seeded_fill
+from golden.golden_weights import layout, seeded_fill, seeded_state
 from golden.make_vbench import small_clip_state
-from harness.features import vbench_nets
+from harness.features import raft, vbench_nets
 from harness.metrics import vbench
 
 GOLDEN = Path(__file__).parent / "golden" / "vbench" / "golden.npz"
@@ -68,6 +68,27 @@ def test_aesthetic_quality_matches_vbench(golden):
     metric = vbench.VideoMeanScore("aesthetic_quality")
     metric.update(per_video)
     np.testing.assert_allclose(float(metric.compute()), float(golden["aesthetic"]), rtol=1e-5, atol=1e-7)
+
+
+def test_raft_dynamic_degree_and_static_filter_match_vbench(golden):
+    """torchvision's raft_large with VBench's RAFT weights mapped by name (seeded by upstream's names), sintel
+    padding, 20 iterations: the flow of the first pair dynamic degree compares, its top-5% score, and the
+    decisions of `check_move` / `check_static` on VBench's recorded per-pair scores."""
+    shapes = json.loads(str(golden["raft_layout"]))
+    reference = {name: torch.zeros(shape, dtype=torch.int64 if name.endswith("num_batches_tracked") else torch.float32)
+                 for name, shape in shapes.items()}
+    model = raft.build_raft_large()
+    model.load_state_dict(raft.raft_things_to_torchvision(seeded_state(reference, 95)), strict=True)
+    frames = golden["motion_frames"]
+    kept = vbench.dynamic_degree_frames(len(frames), 16)  # the golden clip is 16 fps: every 2nd frame
+    assert kept == [0, 2, 4, 6]
+    flow = raft.raft_flow(model.eval(), frames[0], frames[2])
+    assert flow.shape == (2, 128, 152)  # the padded size, as VBench reads it
+    np.testing.assert_allclose(flow[:, ::4, ::4], golden["flow02_every4"], rtol=1e-5, atol=1e-3)
+    assert raft.top_flow_magnitude(flow, 0.05) == pytest.approx(float(golden["dynamic_scores"][0]), rel=1e-5)
+    side = min(frames.shape[1:3])
+    assert vbench.is_dynamic(list(golden["dynamic_scores"]), side, len(kept)) == bool(golden["dynamic"])
+    assert vbench.is_static(list(golden["static_scores"]), side, len(frames)) == bool(golden["static"])
 
 
 def test_quality_score_matches_cal_final_score(golden):

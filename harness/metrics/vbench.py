@@ -11,6 +11,11 @@ networks that produce the features live in `harness.features.vbench_nets`, the p
   the number of such frames (frame-weighted, not a mean of per-video means).
 - **aesthetic quality** (`aesthetic_quality.py`): per video, the mean over frames of the LAION predictor's output on
   the L2-normalised CLIP ViT-L/14 embedding, divided by 10; the dimension is the mean over videos.
+- **dynamic degree** (`dynamic_degree.py`): RAFT flow between consecutive frames taken every
+  ``round(fps / 8)`` frames; a pair's score is the mean of its top 5% flow magnitudes; a video is dynamic when
+  ``round(4 * n / 16)`` pairs exceed ``6 * min_side / 256``; the dimension is the fraction of dynamic videos.
+- **static filter** (`static_filter.py`, run before temporal flickering): of the samples of a flickering prompt,
+  in file-name order, the first 5 that RAFT finds static (top 2% magnitudes, see `is_static`) are scored.
 - **quality score** (`scripts/cal_final_score.py`): each dimension is min/max normalised with VBench's
   `NORMALIZE_DIC`, weighted by `DIM_WEIGHT` (dynamic degree 0.5, the rest 1), summed over the quality dimensions
   and divided by the sum of their weights. `quality_score` takes the dimensions present and says which are missing.
@@ -94,6 +99,75 @@ def frame_consistency(features: torch.Tensor) -> tuple[float, int]:
     first = F.cosine_similarity(f[:1].expand_as(f[1:]), f[1:]).clamp(min=0.0)
     terms = (previous.double() + first.double()) / 2
     return float(terms.sum()), len(terms)
+
+
+def dynamic_degree_frames(num_frames: int, fps: float) -> list[int]:
+    """Indices of the frames VBench's dynamic degree compares: every ``max(1, round(fps / 8))``-th decoded frame
+    (Python's round: half to even, so 12 fps keeps every 2nd frame, 20 fps every 2nd, 28 fps every 4th).
+
+    Args:
+        num_frames: decoded frames of the video.
+        fps: its frame rate (what OpenCV reports for the file).
+
+    Example:
+        >>> dynamic_degree_frames(9, 16)
+        [0, 2, 4, 6, 8]
+    """
+    return list(range(0, num_frames, max(1, round(fps / 8))))
+
+
+def is_dynamic(scores: Sequence[float], min_side: int, num_frames: int) -> bool:
+    """VBench's `DynamicDegree.check_move`: moving when at least ``round(4 * num_frames / 16)`` consecutive-pair
+    flow scores (mean of the top 5% magnitudes) exceed ``6 * min_side / 256``.
+
+    Args:
+        scores: per consecutive pair of the sampled frames, `top_flow_magnitude(flow, 0.05)`.
+        min_side: the shorter side of the (unpadded) frames in pixels.
+        num_frames: how many frames were sampled (`dynamic_degree_frames`).
+
+    Example:
+        >>> is_dynamic([10.0, 10.0, 0.0, 10.0], min_side=256, num_frames=16)
+        False
+        >>> is_dynamic([10.0, 10.0, 7.0, 10.0], min_side=256, num_frames=16)
+        True
+    """
+    threshold, needed = 6.0 * (min_side / 256.0), round(4 * (num_frames / 16.0))
+    count = 0
+    for score in scores:  # VBench's loop, kept as is: with needed == 0 any non-empty list is dynamic
+        if score > threshold:
+            count += 1
+        if count >= needed:
+            return True
+    return False
+
+
+def is_static(scores: Sequence[float], min_side: int, num_frames: int) -> bool:
+    """VBench's `StaticFilter.check_static` (static_filter.py), which picks the temporal-flickering videos.
+
+    Args:
+        scores: per consecutive pair of all frames, then for (first, last) and (last, first), the mean of the top
+            2% flow magnitudes.
+        min_side: the shorter side of the frames in pixels.
+        num_frames: the video's frame count.
+
+    Returns:
+        False when more than ``round(2 * num_frames / 16)`` consecutive pairs exceed ``3 * min_side / 256``, or
+        either first/last pair exceeds that threshold times ``2 * round(2 * num_frames / 16)``.
+
+    Example:
+        >>> is_static([0.5] * 15 + [1.0, 1.0], min_side=256, num_frames=16)
+        True
+        >>> is_static([0.5] * 15 + [13.0, 1.0], min_side=256, num_frames=16)
+        False
+    """
+    threshold, allowed = 3.0 * (min_side / 256.0), round(2 * (num_frames / 16.0))
+    count = 0
+    for score in scores[:-2]:
+        if score > threshold:
+            count += 1
+        if count > allowed:
+            return False
+    return all(score <= threshold * allowed * 2 for score in scores[-2:])
 
 
 class _DimensionScore(Accumulator):

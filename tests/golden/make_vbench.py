@@ -18,9 +18,11 @@ aesthetic `nn.Linear(768, 1)` (seed 94).
 Videos: three 6-frame 40 x 72 clips (smooth patterns that move, plus noise), written as GIFs (VBench's
 `load_video` reads .gif with PIL) and as lossless FFV1 .avi files for `cal_score` (cv2); what each reader decoded
 is what is stored, so the test feeds ARBench exactly the frames VBench saw. Stubbed, import-only: `decord`
-(imported by `vbench.utils` for .mp4, not used for .gif) and `clip` (OpenAI's package, imported by
+(imported by `vbench.utils` for .mp4, not used for .gif), `easydict` (imported by `dynamic_degree` for
+`compute_dynamic_degree`, not called) and `clip` (OpenAI's package, imported by
 `background_consistency` and `aesthetic_quality` for `compute_*`, which are not called: the models are passed in).
-Recorded: the frames, per-video and overall scores, and the quality score of random raw dimension values.
+Recorded: the frames, per-video and overall scores, the quality score of random raw dimension values, RAFT's
+per-pair scores and decisions of dynamic degree and the static filter, and one flow (every 4th pixel).
 """
 
 from __future__ import annotations
@@ -97,6 +99,81 @@ def make_videos(folder: Path) -> tuple[list[str], list[str], np.ndarray, np.ndar
     return gifs, avis, np.stack(gif_frames), np.stack(avi_frames)
 
 
+def make_motion_video(folder: Path) -> tuple[str, np.ndarray]:
+    """A 7-frame 124 x 150 clip at 16 fps (VBench's dynamic degree then keeps every 2nd frame; padded to 128 x 152,
+    the smallest that torchvision's RAFT takes and whose coarsest correlation level is wider than 1 px, where the
+    vendored RAFT's `bilinear_sampler` divides by W - 1), written as lossless H.264 RGB; returns the path and the
+    frames as OpenCV decodes them (RGB)."""
+    import av
+
+    rng = np.random.default_rng(33)
+    yy, xx = np.mgrid[0:124, 0:150]
+    frames = [np.clip(np.stack([np.sin((xx - 4 * i) / 6) * 100 + 128, np.cos((yy + 3 * i) / 5) * 90 + 128,
+                                ((xx + yy + 5 * i) % 40) * 6], -1) + rng.normal(0, 2, (124, 150, 3)), 0, 255
+                       ).astype(np.uint8) for i in range(7)]
+    path = folder / "motion.mp4"
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264rgb", rate=16)
+        stream.width, stream.height, stream.pix_fmt = 150, 124, "rgb24"
+        stream.options = {"crf": "0", "preset": "ultrafast"}
+        for f in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        container.mux(stream.encode())
+    capture, decoded = cv2.VideoCapture(str(path)), []
+    assert capture.get(cv2.CAP_PROP_FPS) == 16
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        decoded.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    return str(path), np.stack(decoded)
+
+
+def raft_goldens(vbench: Path, folder: Path) -> dict:
+    """VBench's `DynamicDegree.infer` and `StaticFilter.infer` with a seeded RAFT (seed 95), their per-pair
+    scores (recorded by wrapping `check_move` / `check_static`), and one raw upsampled flow."""
+    sys.modules["easydict"] = types.ModuleType("easydict")
+    sys.modules["easydict"].EasyDict = dict
+    from vbench import dynamic_degree
+    from vbench.third_party.RAFT.core.raft import RAFT
+    from vbench.third_party.RAFT.core.utils_core.utils import InputPadder
+
+    sys.path.insert(0, str(vbench))
+    import static_filter
+
+    static_filter.DEVICE = "cpu"  # a module constant ('cuda') its get_frames uses
+
+    class Args(dict):
+        __getattr__ = dict.__getitem__
+
+        def __setattr__(self, key, value):
+            self[key] = value
+
+    raft = seeded_fill(RAFT(Args(small=False, mixed_precision=False, alternate_corr=False)), 95)
+    path, frames = make_motion_video(folder)
+    recorded = {}
+
+    dynamic = object.__new__(dynamic_degree.DynamicDegree)
+    dynamic.model, dynamic.device = raft, "cpu"
+    check_move = dynamic.check_move
+    dynamic.check_move = lambda scores: recorded.setdefault("dynamic_scores", list(scores)) and check_move(scores)
+    recorded["dynamic"] = dynamic.infer(path)
+
+    static = object.__new__(static_filter.StaticFilter)
+    static.model, static.device = raft, "cpu"
+    check_static = static.check_static
+    static.check_static = lambda scores: recorded.setdefault("static_scores", list(scores)) and check_static(scores)
+    recorded["static"] = static.infer(path)
+
+    with torch.no_grad():  # the first pair dynamic degree compares (frames 0 and 2), as its `infer` feeds it
+        pair = [torch.from_numpy(f).permute(2, 0, 1).float()[None] for f in frames[[0, 2]]]
+        padded = InputPadder(pair[0].shape).pad(*pair)
+        _, flow = raft(padded[0], padded[1], iters=20, test_mode=True)
+    return dict(motion_frames=frames, raft_layout=np.array(layout(raft)), flow02_every4=flow[0, :, ::4, ::4].numpy(),
+                dynamic_scores=np.array(recorded["dynamic_scores"]), dynamic=np.array(recorded["dynamic"]),
+                static_scores=np.array(recorded["static_scores"]), static=np.array(recorded["static"]))
+
+
 def main(vbench: Path, dino: Path) -> None:
     for name in ("decord", "clip"):
         sys.modules[name] = types.ModuleType(name)
@@ -126,6 +203,7 @@ def main(vbench: Path, dino: Path) -> None:
         clip_l = small_clip(768, 93)
         head = seeded_fill(torch.nn.Linear(768, 1), 94)
         aesthetic, aesthetic_per_video = aesthetic_quality.laion_aesthetic(head, clip_l, gifs, "cpu")
+        raft = raft_goldens(vbench, Path(tmp))
 
     rng = np.random.default_rng(5)
     raw = {key: float(rng.uniform(0.3, 1.0)) for key in final.TASK_INFO}
@@ -140,7 +218,8 @@ def main(vbench: Path, dino: Path) -> None:
         background=np.array(background),
         background_per_video=np.array([r["video_results"] for r in background_per_video]),
         aesthetic=np.array(aesthetic), aesthetic_per_video=np.array([r["video_results"] for r in aesthetic_per_video]),
-        raw_names=np.array(list(raw)), raw_values=np.array(list(raw.values())), quality=np.array(quality))
+        raw_names=np.array(list(raw)), raw_values=np.array(list(raw.values())), quality=np.array(quality), **raft)
+    print(f"dynamic {raft['dynamic']} {raft['dynamic_scores']}\nstatic {raft['static']} {raft['static_scores']}")
     print(f"flicker {flicker}\nsubject {subject}\nbackground {background}\naesthetic {aesthetic}\nquality {quality}")
 
 
