@@ -14,9 +14,10 @@ Protocol (Vchitect/VBench@45e79ec; docs/video.md, "VBench"):
   `{prompt}-{index}.mp4` files (other VBench prompts' videos may be there and are ignored).
 - **Scored here**: subject consistency (DINO ViT-B/16), background consistency (CLIP ViT-B/32), temporal
   flickering (after the static filter), dynamic degree (RAFT), aesthetic quality (LAION head on CLIP ViT-L/14),
-  with VBench's rules (`harness.metrics.vbench`, `harness.features.vbench_nets`, `harness.features.raft`).
-  Motion smoothness (AMT-S) and imaging quality (MUSIQ) are not implemented, so the quality score is stored as
-  `quality_score_partial`, VBench's normalisation over the five dimensions present, naming the two missing.
+  imaging quality (MUSIQ, SPAQ), with VBench's rules (`harness.metrics.vbench`, `harness.features.vbench_nets`,
+  `harness.features.raft`, `harness.features.musiq`). Motion smoothness (AMT-S) is not implemented, so the quality
+  score is stored as `quality_score_partial`, VBench's normalisation over the six dimensions present, naming the
+  one missing.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 
 from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError, InputError
-from harness.features import clip_color, raft, vbench_nets
+from harness.features import clip_color, musiq, raft, vbench_nets
 from harness.metrics import vbench as rules
 from harness.metrics.base import MetricValue
 from harness.metrics.video import read_video, write_video
@@ -55,9 +56,8 @@ FULL_INFO = register_weights(WeightSpec(
 VIDEOS_PER_PROMPT = 5
 #: The quality dimensions this task scores, in VBench's order.
 SCORED = ("subject_consistency", "background_consistency", "temporal_flickering", "aesthetic_quality",
-          "dynamic_degree")
-NOT_IMPLEMENTED = {"motion_smoothness": "AMT-S frame interpolation is not implemented yet",
-                   "imaging_quality": "MUSIQ (pyiqa) is not implemented yet"}
+          "imaging_quality", "dynamic_degree")
+NOT_IMPLEMENTED = {"motion_smoothness": "AMT-S frame interpolation is not implemented yet"}
 SAMPLE_NAME = re.compile(r"^(?P<prompt>.+)-(?P<index>\d+)\.mp4$")
 TASK_VERSION = "1"
 
@@ -107,6 +107,7 @@ class VBenchQualityConfig:
     clip_l14_weights: str = ""
     aesthetic_weights: str = ""
     raft_weights: str = ""
+    musiq_weights: str = ""
 
 
 @register_task("vbench-quality")
@@ -116,7 +117,7 @@ class VBenchQuality(Task):
     submission = SubmissionSpec(MODALITY, "generate(requests) -> uint8 array (N, T, H, W, 3), one video per request "
                                           "(condition: prompt, prompt_index, sample_index, num_frames, height, width, "
                                           "fps)")
-    description = ("VBench quality dimensions on its standard prompt suite (5 of 7 implemented; partial quality "
+    description = ("VBench quality dimensions on its standard prompt suite (6 of 7 implemented; partial quality "
                    "score; needs weights)")
     primary_metric = "quality_score_partial"
     Config = VBenchQualityConfig
@@ -136,6 +137,7 @@ class VBenchQuality(Task):
         sig.add("aesthetic", f"{clip_color.CLIP_VIT_L14_OPENAI.sha256[:12]}+"
                              f"{vbench_nets.LAION_AESTHETIC_VIT_L14.sha256[:12]}:{vbench_nets.CLIP_PREPROCESS}")
         sig.add("raft", f"torchvision-raft_large<-raft-things:{raft.ITERATIONS}iters:sintel-pad")
+        sig.add("musiq", "musiq-spaq:longer512-float-bilinear-noantialias:scales224,384,original")
         return sig
 
     # -- assets --------------------------------------------------------------------------------
@@ -146,7 +148,8 @@ class VBenchQuality(Task):
                 lambda: vbench_nets.CLIP_VIT_B32_OPENAI.resolve(c.clip_b32_weights or None),
                 lambda: clip_color.CLIP_VIT_L14_OPENAI.resolve(c.clip_l14_weights or None),
                 lambda: vbench_nets.LAION_AESTHETIC_VIT_L14.resolve(c.aesthetic_weights or None),
-                lambda: raft.RAFT_THINGS.locate(c.raft_weights or None)]
+                lambda: raft.RAFT_THINGS.locate(c.raft_weights or None),
+                lambda: musiq.MUSIQ_SPAQ.locate(c.musiq_weights or None)]
 
     def require_assets(self) -> list:
         """Resolve every file scoring needs; one MissingAssetError names all that are missing."""
@@ -260,14 +263,16 @@ class VBenchQuality(Task):
     def score(self, samples: VBenchVideos, ctx) -> list[MetricValue]:
         c, device = self.config, ctx.device
         weights = self.require_assets()
-        ctx.extra_provenance["vbench_weights_sha256"] = {"dino-vitb16": weights[1][1], "raft-things": weights[5][1]}
+        ctx.extra_provenance["vbench_weights_sha256"] = {"dino-vitb16": weights[1][1], "raft-things": weights[5][1],
+                                                         "musiq-spaq": weights[6][1]}
         dino = vbench_nets.load_dino(str(weights[1][0]), device)
         clip_b = vbench_nets.load_clip(vbench_nets.CLIP_VIT_B32_OPENAI, c.clip_b32_weights or None, device)
         clip_l = vbench_nets.load_clip(clip_color.CLIP_VIT_L14_OPENAI, c.clip_l14_weights or None, device)
         head = vbench_nets.load_aesthetic_head(c.aesthetic_weights or None, device)
         flow_model = raft.load_raft(str(weights[5][0]), device)
+        iqa = musiq.load_musiq(str(weights[6][0]), device)
         return score_videos(samples, ctx, fps=c.fps, dino=dino, clip_b=clip_b, clip_l=clip_l, head=head,
-                            flow_model=flow_model)
+                            flow_model=flow_model, iqa=iqa)
 
 
 def _first(items: Sequence[str], n: int = 5) -> str:
@@ -297,14 +302,15 @@ def static(flow_model, frames: np.ndarray, device: str = "cpu") -> tuple[bool, l
     return rules.is_static(scores, min(frames.shape[1:3]), n), scores
 
 
-def score_videos(samples: VBenchVideos, ctx, *, fps: float, dino, clip_b, clip_l, head, flow_model,
+def score_videos(samples: VBenchVideos, ctx, *, fps: float, dino, clip_b, clip_l, head, flow_model, iqa,
                  dimensions: Sequence[str] = SCORED) -> list[MetricValue]:
     """Score every implemented dimension on its own prompts; per-video results go to `vbench_results.json`
     (VBench's `{dimension: [value, [{"video_path", "video_results"}]]}` layout)."""
     device = ctx.device
     consistency = {"subject_consistency": rules.FrameConsistencyScore("subject_consistency"),
                    "background_consistency": rules.FrameConsistencyScore("background_consistency")}
-    means = {d: rules.VideoMeanScore(d) for d in ("temporal_flickering", "aesthetic_quality", "dynamic_degree")}
+    means = {d: rules.VideoMeanScore(d) for d in ("temporal_flickering", "aesthetic_quality", "imaging_quality",
+                                                  "dynamic_degree")}
     per_video: dict[str, list[dict]] = {d: [] for d in dimensions}
     filtered: dict[str, int] = {}
     for record, files in ctx.progress(list(zip(samples.prompts, samples.files)), desc="vbench"):
@@ -325,10 +331,12 @@ def score_videos(samples: VBenchVideos, ctx, *, fps: float, dino, clip_b, clip_l
                     value = rules.temporal_flickering(frames)
                 elif d == "aesthetic_quality":
                     value = vbench_nets.aesthetic_score(clip_l, head, frames, device)
+                elif d == "imaging_quality":  # per video VBench keeps MUSIQ's 0..100 scale; the dimension is / 100
+                    value = musiq.imaging_quality(iqa, frames, device)
                 else:
                     value = float(dynamic_degree(flow_model, frames, fps, device)[0])
                 if d in means:
-                    means[d].update([value])
+                    means[d].update([value / 100.0 if d == "imaging_quality" else value])
                 per_video[d].append({"video_path": str(path), "video_results": value})
     short = {p: n for p, n in filtered.items() if n < VIDEOS_PER_PROMPT}
     ctx.extra_provenance["vbench_static_videos_per_prompt"] = filtered

@@ -11,7 +11,7 @@ import torch
 
 from golden.golden_weights import layout, seeded_fill, seeded_state
 from golden.make_vbench import small_clip_state
-from harness.features import raft, vbench_nets
+from harness.features import musiq, raft, vbench_nets
 from harness.metrics import vbench
 
 GOLDEN = Path(__file__).parent / "golden" / "vbench" / "golden.npz"
@@ -89,6 +89,19 @@ def test_raft_dynamic_degree_and_static_filter_match_vbench(golden):
     side = min(frames.shape[1:3])
     assert vbench.is_dynamic(list(golden["dynamic_scores"]), side, len(kept)) == bool(golden["dynamic"])
     assert vbench.is_static(list(golden["static_scores"]), side, len(frames)) == bool(golden["static"])
+
+
+def test_imaging_quality_matches_vbench_with_pyiqa_musiq(golden):
+    """MUSIQ (pyiqa's names and layout) on a frame wider than 512 px: VBench's 'longer' resize to 77 x 512,
+    multi-scale patches (224, 384, original), per-frame scores averaged, the dimension / 100."""
+    model = musiq.MUSIQ(hidden=64, mlp_dim=128, heads=2, layers=2)
+    assert json.loads(layout(model)) == json.loads(str(golden["musiq_layout"]))
+    seeded_fill(model, 96)
+    per_video = musiq.imaging_quality(model, golden["musiq_frames"])
+    assert per_video == pytest.approx(float(golden["musiq_per_video"][0]), rel=1e-5)
+    metric = vbench.VideoMeanScore("imaging_quality")
+    metric.update([per_video / 100])
+    assert float(metric.compute()) == pytest.approx(float(golden["musiq"]), rel=1e-5)
 
 
 def test_quality_score_matches_cal_final_score(golden):

@@ -14,7 +14,7 @@ import torch
 from golden.golden_weights import seeded_fill
 from golden.make_vbench import small_clip_state
 from harness.errors import InputError, MissingAssetError
-from harness.features import vbench_nets
+from harness.features import musiq, vbench_nets
 from harness.metrics import vbench as rules
 from harness.metrics.video import write_video
 from harness.registry import TASKS
@@ -54,7 +54,8 @@ def test_prompt_suite_and_requests_follow_vbench(home):
 
 SUITE = [{"prompt_en": "a dog running", "dimension": ["subject_consistency", "dynamic_degree"]},
          {"prompt_en": "In a still frame, a stop sign", "dimension": ["temporal_flickering"]},
-         {"prompt_en": "a red car, oil painting", "dimension": ["aesthetic_quality", "background_consistency"]},
+         {"prompt_en": "a red car, oil painting",
+          "dimension": ["aesthetic_quality", "background_consistency", "imaging_quality"]},
          {"prompt_en": "a cat and a dog", "dimension": ["multiple_objects"]}]
 CONFIG = VBenchQualityConfig(num_frames=4, height=128, width=136, fps=8, flicker_samples=7)
 
@@ -106,10 +107,10 @@ def test_missing_weights_are_named_at_once(suite_folder, tmp_path, monkeypatch):
     with pytest.raises(MissingAssetError) as error:
         VBenchQuality(CONFIG).load_samples(suite_folder)
     text = str(error.value)
-    assert "needs 6 files that are missing" in text
+    assert "needs 7 files that are missing" in text
     for spec in (FULL_INFO, vbench_nets.DINO_VITB16, vbench_nets.CLIP_VIT_B32_OPENAI, vbench_nets.LAION_AESTHETIC_VIT_L14):
         assert spec.filename in text
-    assert "ViT-L-14.pt" in text and "raft-things.pth" in text
+    assert "ViT-L-14.pt" in text and "raft-things.pth" in text and musiq.MUSIQ_SPAQ.filename in text
 
 
 class FlowDouble(torch.nn.Module):
@@ -127,18 +128,22 @@ def test_scoring_flow_filters_flickering_videos_and_scores_each_dimension_on_its
     clip_b = vbench_nets.clip_from_openai_state_dict(small_clip_state(512, 92))
     clip_l = vbench_nets.clip_from_openai_state_dict(small_clip_state(768, 93))
     head = seeded_fill(torch.nn.Linear(768, 1), 94)
+    iqa = seeded_fill(musiq.MUSIQ(hidden=64, mlp_dim=128, heads=2, layers=1), 96)
     ctx = FakeContext(tmp_path)
     values = {v.name: v for v in score_videos(videos, ctx, fps=8, dino=dino, clip_b=clip_b, clip_l=clip_l,
-                                              head=head, flow_model=FlowDouble())}
+                                              head=head, flow_model=FlowDouble(), iqa=iqa)}
     results = json.loads((tmp_path / "vbench_results.json").read_text())
     flicker = [Path(r["video_path"]).name for r in results["temporal_flickering"][1]]
     # static filter: file-name order, the moving samples 0 and 2 dropped, the first five still ones kept
     assert flicker == [f"In a still frame, a stop sign-{s}.mp4" for s in (1, 3, 4, 5, 6)]
     assert values["temporal_flickering"].value == 1.0
     assert values["dynamic_degree"].value == 1.0  # every "a dog running" sample moves 9 px a frame
-    assert [len(results[d][1]) for d in ("subject_consistency", "background_consistency", "aesthetic_quality")] == \
-        [5, 5, 5]
+    per_video = {d: [r["video_results"] for r in results[d][1]] for d in results}
+    assert [len(per_video[d]) for d in ("subject_consistency", "background_consistency", "aesthetic_quality",
+                                        "imaging_quality")] == [5, 5, 5, 5]
+    # imaging quality: VBench keeps MUSIQ's 0..100 scale per video and divides the dimension by 100
+    assert values["imaging_quality"].value == pytest.approx(np.mean(per_video["imaging_quality"]) / 100)
     assert values["quality_score_partial"].value == pytest.approx(rules.quality_score(
         {d: values[d].value for d in task_module.SCORED})[0])
-    assert "missing motion_smoothness, imaging_quality" in values["quality_score_partial"].description
+    assert values["quality_score_partial"].description.endswith("missing motion_smoothness")
     assert ctx.extra_provenance["vbench_static_videos_per_prompt"] == {"In a still frame, a stop sign": 5}

@@ -16,6 +16,8 @@ networks that produce the features live in `harness.features.vbench_nets`, the p
   ``round(4 * n / 16)`` pairs exceed ``6 * min_side / 256``; the dimension is the fraction of dynamic videos.
 - **static filter** (`static_filter.py`, run before temporal flickering): of the samples of a flickering prompt,
   in file-name order, the first 5 that RAFT finds static (top 2% magnitudes, see `is_static`) are scored.
+- **imaging quality** (`imaging_quality.py`): per video, the mean MUSIQ (SPAQ) score of its frames (0..100); the
+  dimension is the mean over videos / 100.
 - **quality score** (`scripts/cal_final_score.py`): each dimension is min/max normalised with VBench's
   `NORMALIZE_DIC`, weighted by `DIM_WEIGHT` (dynamic degree 0.5, the rest 1), summed over the quality dimensions
   and divided by the sum of their weights. `quality_score` takes the dimensions present and says which are missing.

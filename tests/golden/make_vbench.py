@@ -5,9 +5,11 @@ Upstream: Vchitect/VBench@45e79ec14e69a2187202c675d2dbce1a71843d53 (`vbench/temp
 `background_consistency`, `vbench/aesthetic_quality.py` `laion_aesthetic`, `vbench/utils.py` `load_video`,
 `dino_transform`, `clip_transform`; `scripts/cal_final_score.py` `get_nomalized_score`, `get_quality_score`) and
 facebookresearch/dino@7c446df5b9f45747937fb0d72314eb9f7b66930a (`vision_transformer.py` `VisionTransformer`, the
-network `torch.hub.load("facebookresearch/dino:main", "dino_vitb16")` builds). Run against both checkouts:
+network `torch.hub.load("facebookresearch/dino:main", "dino_vitb16")` builds), and pyiqa 0.1.16 from PyPI
+(`pyiqa-0.1.16-py3-none-any.whl`, unpacked; `archs/musiq_arch.py` and its helpers, what VBench's
+`imaging_quality.py` imports). Run against the three:
 
-    python tests/golden/make_vbench.py /path/to/VBench /path/to/dino
+    python tests/golden/make_vbench.py /path/to/VBench /path/to/dino /path/to/unpacked-wheel/pyiqa
 
 Networks are small, with the released parameter names, filled by `golden_weights.seeded_fill`: DINO's ViT
 (patch 16, 224 px position grid, width 64, 2 blocks, 2 heads; seed 91), an open_clip `CLIP` built from OpenAI
@@ -174,7 +176,51 @@ def raft_goldens(vbench: Path, folder: Path) -> dict:
                 static_scores=np.array(recorded["static_scores"]), static=np.array(recorded["static"]))
 
 
-def main(vbench: Path, dino: Path) -> None:
+def load_pyiqa_musiq(pyiqa: Path):
+    """pyiqa's `archs/musiq_arch.py` with its real helpers (`arch_util`, `matlab_utils/padding.py`,
+    `data/multiscale_trans_util.py`, `utils/registry.py`), without pyiqa's package `__init__`s (which import every
+    metric); `pyiqa.utils.download_util` is stubbed (import-only: it downloads checkpoints)."""
+    def load(name: str, file: Path):
+        spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    for name in ("pyiqa", "pyiqa.archs", "pyiqa.utils", "pyiqa.data"):
+        sys.modules[name] = types.ModuleType(name)
+        sys.modules[name].__path__ = []
+    sys.modules["pyiqa.utils.download_util"] = types.ModuleType("pyiqa.utils.download_util")
+    sys.modules["pyiqa.utils.download_util"].load_file_from_url = None
+    load("pyiqa.utils.registry", pyiqa / "utils" / "registry.py")
+    load("pyiqa.archs.constants", pyiqa / "archs" / "constants.py")
+    load("pyiqa.archs.arch_util", pyiqa / "archs" / "arch_util.py")
+    sys.modules["pyiqa.matlab_utils"] = load("pyiqa.matlab_utils.padding", pyiqa / "matlab_utils" / "padding.py")
+    load("pyiqa.data.multiscale_trans_util", pyiqa / "data" / "multiscale_trans_util.py")
+    return load("pyiqa.archs.musiq_arch", pyiqa / "archs" / "musiq_arch.py")
+
+
+def musiq_goldens(pyiqa: Path, folder: Path) -> dict:
+    """VBench's `technical_quality` (imaging quality) with pyiqa's MUSIQ (small: width 64, 2 layers, 2 heads;
+    seed 96) on a 2-frame 80 x 530 GIF (longer side over 512: VBench resizes it to 77 x 512 first)."""
+    musiq_arch = load_pyiqa_musiq(pyiqa)
+    from vbench import imaging_quality
+
+    model = musiq_arch.MUSIQ(hidden_size=64, mlp_dim=128, num_heads=2, num_layers=2, pretrained=False)
+    seeded_fill(model, 96)
+    model.training = False  # what VBench does (`compute_imaging_quality`); submodules keep their flag
+    yy, xx = np.mgrid[0:80, 0:530]
+    frames = [np.stack([np.sin((xx + 7 * i) / 9) * 100 + 128, np.cos(yy / 6 + i) * 90 + 128, (xx // 3 + yy) % 256],
+                       -1).astype(np.uint8) for i in range(2)]
+    gif = folder / "wide.gif"
+    Image.fromarray(frames[0]).save(gif, save_all=True, append_images=[Image.fromarray(frames[1])], duration=125)
+    decoded = np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(Image.open(gif))])
+    score, per_video = imaging_quality.technical_quality(model, [str(gif)], "cpu")
+    return dict(musiq_frames=decoded, musiq_layout=np.array(layout(model)), musiq=np.array(score),
+                musiq_per_video=np.array([r["video_results"] for r in per_video]))
+
+
+def main(vbench: Path, dino: Path, pyiqa: Path) -> None:
     for name in ("decord", "clip"):
         sys.modules[name] = types.ModuleType(name)
     sys.modules["decord"].VideoReader = sys.modules["decord"].cpu = None
@@ -204,6 +250,7 @@ def main(vbench: Path, dino: Path) -> None:
         head = seeded_fill(torch.nn.Linear(768, 1), 94)
         aesthetic, aesthetic_per_video = aesthetic_quality.laion_aesthetic(head, clip_l, gifs, "cpu")
         raft = raft_goldens(vbench, Path(tmp))
+        musiq = musiq_goldens(pyiqa, Path(tmp))
 
     rng = np.random.default_rng(5)
     raw = {key: float(rng.uniform(0.3, 1.0)) for key in final.TASK_INFO}
@@ -218,10 +265,11 @@ def main(vbench: Path, dino: Path) -> None:
         background=np.array(background),
         background_per_video=np.array([r["video_results"] for r in background_per_video]),
         aesthetic=np.array(aesthetic), aesthetic_per_video=np.array([r["video_results"] for r in aesthetic_per_video]),
-        raw_names=np.array(list(raw)), raw_values=np.array(list(raw.values())), quality=np.array(quality), **raft)
+        raw_names=np.array(list(raw)), raw_values=np.array(list(raw.values())), quality=np.array(quality), **raft, **musiq)
+    print(f"musiq {musiq['musiq_per_video']}")
     print(f"dynamic {raft['dynamic']} {raft['dynamic_scores']}\nstatic {raft['static']} {raft['static_scores']}")
     print(f"flicker {flicker}\nsubject {subject}\nbackground {background}\naesthetic {aesthetic}\nquality {quality}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))
