@@ -12,6 +12,8 @@ from harness.metrics.speech import WordErrorRate, cosine_similarity, mean_uttera
 from harness.metrics.text import (BLEUScore, CHRFppScore, LegacyTokenizedBLEUScore, bleu_score, chrf_pp_score,
                                   legacy_tokenized_bleu_score)
 from harness.metrics.video import clip_statistics, fvd, fvd_from_clips, load_video_samples
+from harness.metrics.vbench import (FrameConsistencyScore, VideoMeanScore, dynamic_degree_frames, frame_consistency,
+                                    is_dynamic, is_static, quality_score, quality_score_value, temporal_flickering)
 
 __all__ = [
     "Accumulator", "MetricValue",
@@ -22,4 +24,6 @@ __all__ = [
     "BLEUScore", "CHRFppScore", "LegacyTokenizedBLEUScore",
     "bleu_score", "chrf_pp_score", "legacy_tokenized_bleu_score",
     "clip_statistics", "fvd", "fvd_from_clips", "load_video_samples",
+    "FrameConsistencyScore", "VideoMeanScore", "frame_consistency", "quality_score", "quality_score_value",
+    "temporal_flickering", "dynamic_degree_frames", "is_dynamic", "is_static",
 ]

@@ -1,0 +1,149 @@
+"""The `vbench-quality` task: VBench's prompt suite and sample counts, refusal of bad videos before anything is
+stored, missing weights named at once, and the scoring flow (static filter order, per-dimension prompts)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from golden.golden_weights import seeded_fill
+from golden.make_vbench import small_clip_state
+from harness.errors import InputError, MissingAssetError
+from harness.features import musiq, vbench_nets
+from harness.metrics import vbench as rules
+from harness.metrics.video import write_video
+from harness.registry import TASKS
+from run_context_double import FakeContext
+from tasks import vbench as task_module
+from tasks.vbench import FULL_INFO, VBenchQuality, VBenchQualityConfig, quality_prompts, score_videos
+
+DATA = Path(__file__).parent / "data" / "VBench_full_info.json"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARBENCH_HOME", str(tmp_path / "home"))
+    (tmp_path / "home" / "weights").mkdir(parents=True)
+    shutil.copyfile(DATA, tmp_path / "home" / "weights" / FULL_INFO.filename)
+    return tmp_path / "home"
+
+
+def test_prompt_suite_and_requests_follow_vbench(home):
+    """326 quality prompts; each dimension's own prompt count; 5 samples a prompt, 25 per flickering prompt."""
+    prompts = quality_prompts(task_module.load_full_info())
+    assert len(prompts) == 326
+    counts = {d: sum(d in r["dimension"] for r in prompts) for d in rules.QUALITY_DIMENSIONS}
+    assert counts == {"subject_consistency": 72, "background_consistency": 86, "temporal_flickering": 75,
+                      "motion_smoothness": 72, "aesthetic_quality": 93, "imaging_quality": 93, "dynamic_degree": 72}
+    requests = VBenchQuality().requests()
+    assert len(requests) == 251 * 5 + 75 * 25
+    assert len({r.seed for r in requests}) == len(requests)
+    first = requests[0]
+    assert first.id == f"{prompts[0]['prompt_en']}-0"
+    assert first.condition == {"prompt": prompts[0]["prompt_en"], "prompt_index": 0, "sample_index": 0,
+                               "num_frames": 33, "height": 480, "width": 768, "fps": 12}
+    assert len(VBenchQuality(VBenchQualityConfig(flicker_samples=5)).requests()) == 326 * 5
+    assert TASKS.get("vbench-quality") is VBenchQuality
+    assert VBenchQuality.submission.modality == "text-to-video"
+
+
+SUITE = [{"prompt_en": "a dog running", "dimension": ["subject_consistency", "dynamic_degree"]},
+         {"prompt_en": "In a still frame, a stop sign", "dimension": ["temporal_flickering"]},
+         {"prompt_en": "a red car, oil painting",
+          "dimension": ["aesthetic_quality", "background_consistency", "imaging_quality"]},
+         {"prompt_en": "a cat and a dog", "dimension": ["multiple_objects"]}]
+CONFIG = VBenchQualityConfig(num_frames=4, height=128, width=136, fps=8, flicker_samples=7)
+
+
+def clip(seed: int, moving: bool) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (128, 136, 3)).astype(np.uint8)
+    return np.stack([np.roll(base, 9 * i if moving else 0, axis=1) for i in range(4)])
+
+
+@pytest.fixture
+def suite_folder(tmp_path, monkeypatch):
+    """A small suite (three quality prompts and a semantic one) in VBench's folder layout."""
+    monkeypatch.setattr(task_module, "load_full_info", lambda path=None: SUITE)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for record in SUITE[:3]:
+        count = 7 if "temporal_flickering" in record["dimension"] else 5
+        for s in range(count):  # flickering prompt: samples 0, 2 and 10.. move, the rest are still
+            moving = "temporal_flickering" not in record["dimension"] or s in (0, 2)
+            write_video(folder / f"{record['prompt_en']}-{s}.mp4", clip(s, moving), fps=8)
+    write_video(folder / "a cat and a dog-0.mp4", clip(0, True), fps=8)  # another VBench prompt: ignored
+    return folder
+
+
+def test_folder_is_read_in_vbench_layout(suite_folder):
+    videos = VBenchQuality(CONFIG).validate({p.name: p for p in suite_folder.iterdir()}, "test")
+    assert [len(f) for f in videos.files] == [5, 7, 5]
+    assert [r["prompt_en"] for r in videos.prompts] == [r["prompt_en"] for r in SUITE[:3]]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda f: (f / "a dog running-3.mp4").unlink(), "lacks 1 of the 17 videos of the suite: 'a dog running-3.mp4'"),
+    (lambda f: (f / "a dog running-5.mp4").write_bytes(b""), "not videos of the suite: 'a dog running-5.mp4'"),
+    (lambda f: (f / "a dog running-2.mp4").write_bytes(b"not a video"), "a dog running-2.mp4: cannot be opened"),
+    (lambda f: write_video(f / "a dog running-1.mp4", clip(1, True)[:3], fps=8), "a dog running-1.mp4: 3 frames"),
+    (lambda f: write_video(f / "a dog running-1.mp4", clip(1, True)[:, :, :128], fps=8), "4 frames of 128x128"),
+    (lambda f: write_video(f / "a dog running-4.mp4", clip(1, True), fps=16), "a dog running-4.mp4: 16.0 fps"),
+])
+def test_bad_folders_are_refused_naming_the_first_offenders(suite_folder, damage, message):
+    damage(suite_folder)
+    with pytest.raises(InputError) as error:
+        VBenchQuality(CONFIG).load_samples(suite_folder)
+    assert message in str(error.value)
+
+
+def test_missing_weights_are_named_at_once(suite_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARBENCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(MissingAssetError) as error:
+        VBenchQuality(CONFIG).load_samples(suite_folder)
+    text = str(error.value)
+    assert "needs 7 files that are missing" in text
+    for spec in (FULL_INFO, vbench_nets.DINO_VITB16, vbench_nets.CLIP_VIT_B32_OPENAI, vbench_nets.LAION_AESTHETIC_VIT_L14):
+        assert spec.filename in text
+    assert "ViT-L-14.pt" in text and "raft-things.pth" in text and musiq.MUSIQ_SPAQ.filename in text
+
+
+class FlowDouble(torch.nn.Module):
+    """A test double with RAFT's call signature: a flow whose magnitude is 40x the frames' mean absolute
+    difference (RAFT itself is checked against VBench's in tests/test_vbench_golden.py)."""
+
+    def forward(self, image1, image2, num_flow_updates):
+        magnitude = 40 * (image2 - image1).abs().mean(dim=1, keepdim=True) / 2
+        return [torch.cat([magnitude, torch.zeros_like(magnitude)], dim=1)]
+
+
+def test_scoring_flow_filters_flickering_videos_and_scores_each_dimension_on_its_prompts(suite_folder, tmp_path):
+    videos = VBenchQuality(CONFIG).validate({p.name: p for p in suite_folder.iterdir()}, "test")
+    dino = seeded_fill(vbench_nets.DinoViT(embed_dim=64, depth=1, num_heads=2), 91)
+    clip_b = vbench_nets.clip_from_openai_state_dict(small_clip_state(512, 92))
+    clip_l = vbench_nets.clip_from_openai_state_dict(small_clip_state(768, 93))
+    head = seeded_fill(torch.nn.Linear(768, 1), 94)
+    iqa = seeded_fill(musiq.MUSIQ(hidden=64, mlp_dim=128, heads=2, layers=1), 96)
+    ctx = FakeContext(tmp_path)
+    values = {v.name: v for v in score_videos(videos, ctx, fps=8, dino=dino, clip_b=clip_b, clip_l=clip_l,
+                                              head=head, flow_model=FlowDouble(), iqa=iqa)}
+    results = json.loads((tmp_path / "vbench_results.json").read_text())
+    flicker = [Path(r["video_path"]).name for r in results["temporal_flickering"][1]]
+    # static filter: file-name order, the moving samples 0 and 2 dropped, the first five still ones kept
+    assert flicker == [f"In a still frame, a stop sign-{s}.mp4" for s in (1, 3, 4, 5, 6)]
+    assert values["temporal_flickering"].value == 1.0
+    assert values["dynamic_degree"].value == 1.0  # every "a dog running" sample moves 9 px a frame
+    per_video = {d: [r["video_results"] for r in results[d][1]] for d in results}
+    assert [len(per_video[d]) for d in ("subject_consistency", "background_consistency", "aesthetic_quality",
+                                        "imaging_quality")] == [5, 5, 5, 5]
+    # imaging quality: VBench keeps MUSIQ's 0..100 scale per video and divides the dimension by 100
+    assert values["imaging_quality"].value == pytest.approx(np.mean(per_video["imaging_quality"]) / 100)
+    assert values["quality_score_partial"].value == pytest.approx(rules.quality_score(
+        {d: values[d].value for d in task_module.SCORED})[0])
+    assert values["quality_score_partial"].description.endswith("missing motion_smoothness")
+    assert ctx.extra_provenance["vbench_static_videos_per_prompt"] == {"In a still frame, a stop sign": 5}
