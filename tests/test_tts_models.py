@@ -2,7 +2,8 @@
 
 The WavLM implementation is checked against an independent one (transformers' `WavLMModel`, weights mapped
 with the key renaming of transformers' own s3prl-checkpoint conversion), at a small configuration for the
-numbers and at the released configuration for every parameter name and shape.
+numbers and at the released configuration for every parameter name and shape, and against Seed-TTS-eval's own
+SIM code (UniSpeech + s3prl) at the released size on seeded weights (tests/golden/make_wavlm_ecapa.py).
 """
 
 from __future__ import annotations
