@@ -166,9 +166,15 @@ def test_wavlm_ecapa_equals_seed_tts_eval_on_seeded_weights(tmp_path):
     path.unlink()
 
     seen: dict[str, list] = {"hidden": [], "mixed": []}
-    network.feature_extract.model.register_forward_hook(
-        lambda m, args, out: seen["hidden"].append(torch.stack(out)[:, 0]) and None)
-    network.instance_norm.register_forward_hook(lambda m, args, out: seen["mixed"].append(out[0].T) and None)
+
+    def record_hidden(module, args, output) -> None:  # WavLM's 25 hidden states, (layers + 1, T, C)
+        seen["hidden"].append(torch.stack(output)[:, 0])
+
+    def record_mixed(module, args, output) -> None:  # weighted and instance-normalised, (T, C)
+        seen["mixed"].append(output[0].T)
+
+    network.feature_extract.model.register_forward_hook(record_hidden)
+    network.instance_norm.register_forward_hook(record_mixed)
     encoder = SpeakerEncoder("wavlm-large-ecapa", network, "golden", "cpu")
     probe = seeded_tensor("probe", (1024, 4), 16)
 
