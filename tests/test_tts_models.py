@@ -144,8 +144,8 @@ def test_wavlm_ecapa_equals_seed_tts_eval_on_seeded_weights(tmp_path):
     from pathlib import Path
 
     import soundfile as sf
-
     from golden.golden_weights import seeded_module_state, seeded_tensor
+
     from harness.features.speaker import SpeakerEncoder
     from harness.metrics.speech import cosine_similarity
     from tasks.tts import read_audio

@@ -46,17 +46,21 @@ checkpoint's key names and shapes fix the sizes, `extractor_mode="layer_norm"` (
 
 Weights: `golden_weights.seeded_module_state` of upstream's built model (seed 16), then the ECAPA head's 29
 BatchNorm statistics measured on the three utterances below with upstream's forward (`calibrate_batchnorm`; with
-the rule's statistics every embedding had cosine 0.99 with every other) and stored with the outputs. Saved in the released file's layout, `{"model": state +
-"loss_calculator.projection.weight", "best_valid_eer": ...}` (the AAM-softmax projection is training-only; its real
-shape is not known here, any shape serves because both loaders drop it by name: upstream's `strict=False` leaves it
-unexpected). Inputs: three speech-like mono 16 kHz 16-bit WAV files of 0.80 s, 2.11 s and 1.31 s (39, 105 and 65
-frames: relative distances past 80 frames reach WavLM's logarithmic position buckets), embedded through upstream's
+the rule's statistics every embedding had cosine 0.99 with every other) and stored with the outputs. Saved in
+the released file's layout, `{"model": state + "loss_calculator.projection.weight", "best_valid_eer": ...}` (the
+AAM-softmax projection is training-only; its real shape is not known here, any shape serves because both loaders
+drop it by name: upstream's `strict=False` leaves it unexpected).
+
+Inputs: three speech-like mono 16 kHz 16-bit WAV files of 0.80 s, 2.11 s and 1.31 s (39, 105 and 65 frames:
+relative distances past 80 frames reach WavLM's logarithmic position buckets), embedded through upstream's
 own `verification` (librosa read, `Resample(16000, 16000)` is the identity there). Recorded, through forward hooks
 on upstream's modules during those calls: the 25 hidden states s3prl exposes (4 channels, `::256`, and 4 seeded
 random projections of each frame, to stay small), the softmax layer weights, the weighted and instance-normalised
 features (same reduction), the 256-d embeddings and the cosine similarity of each pair. Also the relative-position
 bucket of every distance from -1200 to 1200 (upstream's `_relative_positions_bucket`; 1200 frames = 24 s, past
 `max_distance` 800), which the utterances above are too short to reach.
+
+Regenerating gives a byte-identical file (checked on 2026-12-05; about 5 GB of memory and 2 minutes of CPU).
 """
 
 from __future__ import annotations
@@ -81,13 +85,14 @@ OUT = Path(__file__).parent / "wavlm_ecapa"
 SEED = 16
 S3PRL_URL = "https://huggingface.co/s3prl/converted_ckpts/resolve/main/wavlm_large.pt"
 SV_DIR = "thirdparty/UniSpeech/downstreams/speaker_verification"
-WAVLM_LARGE_CFG = dict(
-    extractor_mode="layer_norm", encoder_layers=24, encoder_embed_dim=1024, encoder_ffn_embed_dim=4096,
-    encoder_attention_heads=16, activation_fn="gelu", layer_norm_first=True,
-    conv_feature_layers="[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2", conv_bias=False, normalize=True,
-    conv_pos=128, conv_pos_groups=16, relative_position_embedding=True, num_buckets=320, max_distance=800,
-    gru_rel_pos=True, dropout=0.1, attention_dropout=0.1, activation_dropout=0.0, encoder_layerdrop=0.0,
-    dropout_input=0.0, dropout_features=0.0, feature_grad_mult=1.0)
+WAVLM_LARGE_CFG = {
+    "extractor_mode": "layer_norm", "encoder_layers": 24, "encoder_embed_dim": 1024, "encoder_ffn_embed_dim": 4096,
+    "encoder_attention_heads": 16, "activation_fn": "gelu", "layer_norm_first": True,
+    "conv_feature_layers": "[(512,10,5)] + [(512,3,2)] * 4 + [(512,2,2)] * 2", "conv_bias": False,
+    "normalize": True, "conv_pos": 128, "conv_pos_groups": 16, "relative_position_embedding": True,
+    "num_buckets": 320, "max_distance": 800, "gru_rel_pos": True, "dropout": 0.1, "attention_dropout": 0.1,
+    "activation_dropout": 0.0, "encoder_layerdrop": 0.0, "dropout_input": 0.0, "dropout_features": 0.0,
+    "feature_grad_mult": 1.0}
 #: (samples, fundamental Hz, formant-ish Hz, seed) of the three test utterances, 16 kHz
 UTTERANCES = ((12_811, 118.0, 700.0, 1), (33_797, 205.0, 1100.0, 2), (20_903, 131.0, 760.0, 3))
 PAIRS = ((0, 1), (1, 2), (0, 2))
@@ -122,8 +127,8 @@ def calibrate_batchnorm(model: torch.nn.Module, waves: list[torch.Tensor]) -> di
     model.get_feat = lambda x: x  # upstream's forward from here on gets the features directly
     stats = {}
     for name, bn in [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm1d)]:
-        seen = []
-        handle = bn.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+        seen: list[torch.Tensor] = []
+        handle = bn.register_forward_pre_hook(lambda m, args, seen=seen: seen.append(args[0].detach()))
         for f in features:
             model(f)
         handle.remove()
