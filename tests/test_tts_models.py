@@ -2,7 +2,8 @@
 
 The WavLM implementation is checked against an independent one (transformers' `WavLMModel`, weights mapped
 with the key renaming of transformers' own s3prl-checkpoint conversion), at a small configuration for the
-numbers and at the released configuration for every parameter name and shape.
+numbers and at the released configuration for every parameter name and shape, and against Seed-TTS-eval's own
+SIM code (UniSpeech + s3prl) at the released size on seeded weights (tests/golden/make_wavlm_ecapa.py).
 """
 
 from __future__ import annotations
@@ -131,6 +132,82 @@ def test_speaker_checkpoint_loads_strictly(tmp_path):
     with pytest.raises(ArbenchError, match=r"missing keys 1 \(feature_weight\).*unexpected keys 1 "
                                            r"\(projection.weight\).*wrong shapes 1 \(linear.weight\)"):
         load_wavlm_ecapa(path, SMALL_ECAPA)
+
+
+def test_wavlm_ecapa_equals_seed_tts_eval_on_seeded_weights(tmp_path):
+    """tests/golden/make_wavlm_ecapa.py: Seed-TTS-eval's own SIM code (its vendored UniSpeech `verification` and
+    `ECAPA_TDNN_SMALL(feat_dim=1024, feat_type='wavlm_large')`, WavLM built by s3prl's `wavlm_large` hub entry) at
+    the released size on seeded weights. ARBench reads the same checkpoint file (released layout, with the
+    training-only AAM head) through `load_wavlm_ecapa` and the same WAV files through the TTS tasks' `read_audio`,
+    and gives the same 25 hidden states, layer weights, mixed features, embeddings and SIM."""
+    import json
+    from pathlib import Path
+
+    import soundfile as sf
+    from golden.golden_weights import seeded_module_state, seeded_tensor
+
+    from harness.features.speaker import SpeakerEncoder
+    from harness.metrics.speech import cosine_similarity
+    from tasks.tts import read_audio
+
+    with np.load(Path(__file__).parent / "golden" / "wavlm_ecapa" / "golden.npz") as data:
+        g = {k: data[k] for k in data.files}
+    model = WavLMECAPA()
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {
+        k: tuple(v) for k, v in json.loads(str(g["layout"])).items()}
+    state = seeded_module_state(model, 16)
+    del model
+    state.update({k[3:]: torch.from_numpy(v) for k, v in g.items() if k.startswith("bn:")})  # measured statistics
+    path = tmp_path / "wavlm_large_finetune.pth"
+    projection = seeded_tensor("loss_calculator.projection.weight", (256, 64), 16)
+    torch.save({"model": {**state, "loss_calculator.projection.weight": projection}, "best_valid_eer": 0.5}, path)
+    del state
+    network = load_wavlm_ecapa(path)
+    path.unlink()
+
+    seen: dict[str, list] = {"hidden": [], "mixed": []}
+
+    def record_hidden(module, args, output) -> None:  # WavLM's 25 hidden states, (layers + 1, T, C)
+        seen["hidden"].append(torch.stack(output)[:, 0])
+
+    def record_mixed(module, args, output) -> None:  # weighted and instance-normalised, (T, C)
+        seen["mixed"].append(output[0].T)
+
+    network.feature_extract.model.register_forward_hook(record_hidden)
+    network.instance_norm.register_forward_hook(record_mixed)
+    encoder = SpeakerEncoder("wavlm-large-ecapa", network, "golden", "cpu")
+    probe = seeded_tensor("probe", (1024, 4), 16)
+
+    def reduce(features: torch.Tensor) -> np.ndarray:  # as make_wavlm_ecapa.reduce
+        return torch.cat([features[..., ::256], features @ probe], dim=-1).numpy()
+
+    audio, embeddings = [], []
+    for k in range(3):
+        sf.write(tmp_path / f"utt{k}.wav", g[f"wave{k}"], 16000, subtype="PCM_16")
+        audio.append(read_audio(tmp_path / f"utt{k}.wav").samples)
+        np.testing.assert_array_equal(audio[k], g[f"wave{k}"].astype(np.float32) / 32768)
+        embeddings.append(encoder.embed(audio[k]))
+        embedding = embeddings[k][0].numpy()
+        hidden, mixed = reduce(seen["hidden"][-1]), reduce(seen["mixed"][-1])
+        assert hidden.shape == g[f"hidden{k}"].shape and mixed.shape == g[f"mixed{k}"].shape
+        for layer in range(hidden.shape[0]):  # 24 pre-LN layers: 1e-5 of each layer's scale (2e-6 seen)
+            scale = np.abs(g[f"hidden{k}"][layer]).max()
+            np.testing.assert_allclose(hidden[layer], g[f"hidden{k}"][layer], rtol=1e-5, atol=1e-5 * scale,
+                                       err_msg=f"utterance {k}, hidden state {layer}")
+        # columns 4-7 are sums over 1024 channels (scale ~50): 1e-5 of each column's scale (2e-6 seen)
+        column = np.abs(g[f"mixed{k}"]).max(0)
+        np.testing.assert_allclose(mixed / column, g[f"mixed{k}"] / column, rtol=1e-5, atol=1e-5)
+        # the head's BatchNorms amplify float32 rounding: 1.7e-5 of the scale seen, as large as ARBench's own
+        # float32-vs-float64 difference (2.0e-5)
+        np.testing.assert_allclose(embedding, g[f"embedding{k}"], rtol=1e-5, atol=4e-5 * np.abs(embedding).max())
+    np.testing.assert_allclose(network.feature_weight.softmax(-1).detach().numpy(), g["layer_weights"], rtol=1e-6)
+    # SIM as the tasks compute it (`similarity` embeds both again; once is enough: the pair of short utterances)
+    assert encoder.similarity(audio[0], audio[2]) == pytest.approx(g["sims"][2], abs=1e-5)  # 1.1e-6 seen
+    for (a, b), sim in zip(g["pairs"], g["sims"]):
+        assert float(cosine_similarity(embeddings[a], embeddings[b])[0]) == pytest.approx(sim, abs=1e-5)
+    attention = network.feature_extract.model.encoder.layers[0].self_attn
+    distances = torch.arange(-(len(g["buckets"]) // 2), len(g["buckets"]) // 2 + 1)
+    np.testing.assert_array_equal(attention._buckets(distances).numpy(), g["buckets"])
 
 
 def test_openai_whisper_checkpoint_loads_strictly(tmp_path):

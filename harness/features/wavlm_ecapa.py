@@ -12,6 +12,9 @@ The forward pass follows the reference: waveform layer-normalised over the utter
 encoder, the Transformer with gated relative position bias, and the 25 hidden states s3prl exposes (the
 input of each of the 24 layers and the final layer-normed output), mixed with softmax(`feature_weight`),
 instance-normalised, then ECAPA-TDNN to a 256-d embedding. fp32, one utterance per call (no padding).
+
+Checked against Seed-TTS-eval's own SIM code (its UniSpeech `verification`, WavLM from s3prl's `wavlm_large` hub
+entry) at the released size on seeded weights: `tests/golden/make_wavlm_ecapa.py`, docs/golden.md.
 """
 
 from __future__ import annotations
