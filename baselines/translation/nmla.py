@@ -23,8 +23,8 @@ Both are batch ratios like upstream's (mean of the numerator over the mean of th
 here rather than imported: upstream is a fairseq 0.9 plugin (GPU-only `.cuda()` calls, the blank fixed at
 id 4, padding counted as reference n-grams). Differences that cannot change a loss on upstream's own inputs
 (a batch of equal-length targets without padding, all frames valid): the blank and padding ids are
-arguments, padded target positions form no n-grams, and padded frames are read as certain blanks, so a
-sentence's loss does not depend on the rest of its batch's lengths. `tests/test_translation_nmla.py` checks
+arguments, padded target positions form no n-grams, and padded frames are read as certain blanks, so
+padding changes neither a sentence's expected matches nor its expected length (nor its reference length). `tests/test_translation_nmla.py` checks
 the losses and their gradients against upstream's functions (`tests/golden/make_nmla.py`).
 """
 
