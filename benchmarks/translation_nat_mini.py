@@ -27,6 +27,7 @@ SYSTEMS = [
     ("vanilla-nat", {}),
     ("vanilla-nat", {"length_beam": 3}),
     ("ctc-nat", {}),
+    ("nmla-ctc", {}),
     ("cmlm", {"iterations": 4, "length_beam": 3}),
     ("cmlm", {"iterations": 10, "length_beam": 3}),
 ]

@@ -104,6 +104,20 @@ def corpus_bleu(translate, pairs_text, vocab: Vocabulary) -> float:
     return bleu_score(hyps, [de for _, de in pairs_text]).score
 
 
+def distilled_pairs(ar: ARTransformer, train_pairs, vocab: Vocabulary, work: Path, refresh: bool = False):
+    """(source, AR greedy output) training pairs, read from `work`/distilled.json or distilled now (and saved);
+    an empty AR output falls back to the original target."""
+    distilled_path = work / "distilled.json"
+    if refresh or not distilled_path.is_file():
+        start = time.perf_counter()
+        distilled = translate_all(ar.greedy, [src for src, _ in train_pairs], vocab)
+        print(f"distilled {len(distilled)} targets in {time.perf_counter() - start:.0f} s", flush=True)
+        work.mkdir(parents=True, exist_ok=True)
+        distilled_path.write_text(json.dumps(distilled))
+    distilled = json.loads(distilled_path.read_text())
+    return [(src, tgt if tgt else ref) for (src, ref), tgt in zip(train_pairs, distilled)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Train the bundled nat-mini translators.")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR)
@@ -140,16 +154,8 @@ def main() -> None:
         from baselines.translation.checkpoint import load_weights
 
         load_weights(ar, ar_path)
-    distilled_path = args.work / "distilled.json"
-    if "ar" in args.only or not distilled_path.is_file():
-        start = time.perf_counter()
-        distilled = translate_all(ar.greedy, [src for src, _ in train_pairs], vocab)
-        print(f"distilled {len(distilled)} targets in {time.perf_counter() - start:.0f} s", flush=True)
-        args.work.mkdir(parents=True, exist_ok=True)
-        distilled_path.write_text(json.dumps(distilled))
-    distilled = json.loads(distilled_path.read_text())
+    kd_pairs = distilled_pairs(ar, train_pairs, vocab, args.work, refresh="ar" in args.only)
     nat_kinds = [k for k in ("nat", "ctc", "cmlm") if k in args.only]
-    kd_pairs = [(src, tgt if tgt else ref) for (src, ref), tgt in zip(train_pairs, distilled)]
     kd = {"data": "distilled", "distilled": True, "teacher": "ar (greedy)"}
     if "nat" in nat_kinds:
         nat = VanillaNAT(model_cfg)
