@@ -116,3 +116,45 @@ def test_model_graph_size_training_step_and_decoding():
     for strategy in ("greedy", "lookahead"):
         out = model.translate(src, strategy)
         assert len(out) == 2 and all(t >= len(SPECIALS) for row in out for t in row)
+
+
+def test_bundled_dat_checkpoint_is_small_and_complete():
+    import json
+
+    from baselines.translation.checkpoint import CHECKPOINT_DIR, read_metadata
+
+    path = CHECKPOINT_DIR / "dat.safetensors"
+    assert path.stat().st_size < 4 * 2**20
+    meta = read_metadata(path)
+    assert meta["kind"] == "dat" and meta["langpair"] == "en-de" and meta["training"]["distilled"]
+    report = json.loads((CHECKPOINT_DIR / "dat.report.json").read_text())
+    assert report["parameters"] == sum(p.numel() for p in DATransformer(meta["config"], **meta["model"]).parameters())
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "lookahead"])
+def test_bundled_da_transformer_translates_and_does_not_depend_on_the_batch(strategy):
+    from harness.datasets.en_de_corpus import SPLITS, build
+    from harness.metrics.text import bleu_score
+    from harness.registry import METHODS
+
+    pairs = build(*SPLITS["test"])[:40]
+    from baselines.translation.dat_method import DATConfig
+
+    translator = METHODS.get("da-transformer")(DATConfig(decode_strategy=strategy))
+    together = translator.translate([en for en, _ in pairs])
+    assert together[:8] == [translator.translate([en])[0] for en, _ in pairs[:8]]
+    assert bleu_score(together, [de for _, de in pairs]).score > 60
+    assert translator.settings()["decode_strategy"] == strategy and translator.settings()["upsample"] == 4
+
+
+def test_nat_mini_run_of_da_transformer_stores_speedup_and_strategy(results_dir):
+    from harness.runner import RunOptions, Runner
+    from harness.store import Store
+
+    runner = Runner(Store(f"sqlite:///{results_dir / 'arbench.db'}"), RunOptions(progress=False))
+    settings = {"latency_sentences": 3, "timing_rounds": 1, "timing_warmup": 1, "max_batch": 500, "bootstrap": 0}
+    result = runner.run("nat-mini", "da-transformer", {**settings, "decode_strategy": "greedy"})
+    values = {m.name: m for m in result.metrics}
+    assert values["bleu"].value > 60 and values["speedup_b1"].value > 0
+    (record,) = runner.store.records()
+    assert "method.decode_strategy:greedy" in record["signature"] and "method.upsample:4" in record["signature"]
