@@ -158,3 +158,14 @@ def test_nat_mini_run_of_da_transformer_stores_speedup_and_strategy(results_dir)
     assert values["bleu"].value > 60 and values["speedup_b1"].value > 0
     (record,) = runner.store.records()
     assert "method.decode_strategy:greedy" in record["signature"] and "method.upsample:4" in record["signature"]
+
+
+def test_beam_search_is_refused_with_the_strategies_offered(results_dir):
+    from harness.errors import ArbenchError
+    from harness.runner import RunOptions, Runner
+    from harness.store import Store
+
+    runner = Runner(Store(f"sqlite:///{results_dir / 'arbench.db'}"), RunOptions(progress=False))
+    with pytest.raises(ArbenchError, match="'lookahead' or 'greedy'"):
+        runner.run("nat-mini", "da-transformer", {"decode_strategy": "beamsearch"})
+    assert runner.store.records() == []
