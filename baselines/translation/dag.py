@@ -1,0 +1,206 @@
+"""DA-Transformer (Huang et al., ICML 2022, "Directed Acyclic Transformer for Non-Autoregressive Machine
+Translation"), written after thu-coai/DA-Transformer@245a90fe (`fs_plugins/models/glat_decomposed_with_link.py`,
+`fs_plugins/custom_ops/dag_loss.py`, `fs_plugins/criterions/nat_dag_loss.py`) in plain PyTorch.
+
+The decoder runs on a graph of `upsample * source_length + 2` vertices (fairseq's `upsample_base=source`:
+`<s>`, `<unk>` ..., `</s>` as decoder input), predicts a token distribution per vertex and, from the decoder
+features concatenated with a learned position embedding (`links_feature=feature:position`), a left-to-right
+transition matrix ("links") mixed over attention heads by a gate. Training maximises the probability of the
+target (wrapped in `<s>` ... `</s>`) summed over all paths from the first to the last vertex (`dag_loss`, the
+forward algorithm of upstream's `torch_dag_loss`). Decoding (`dag_greedy` / `dag_lookahead`, upstream's
+`inference_lookahead_simple`): from vertex 0 follow the argmax link (greedy) or the argmax of link score +
+`beta` x best token log-probability of the next vertex (lookahead) to the last vertex, emitting each vertex's
+argmax token and merging consecutive repeats.
+
+Not here: glancing training (GLAT, upstream trains with it), Viterbi / joint-Viterbi, sampling, and beam search
+(upstream's is the C++ `dag_search` extension with an n-gram LM), the CUDA kernels (`dag_loss.cu`; the plain
+PyTorch forms here are what upstream falls back to with `--torch-dag-loss`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from baselines.translation.ar import shared_embedding
+from baselines.translation.layers import Decoder, Encoder, TransformerConfig
+from baselines.translation.vocab import SPECIALS, Vocabulary
+
+#: Upstream's README trains WMT models with `--upsample-scale 8`; the bundled nat-mini model uses 4 (shorter
+#: graphs train faster on the CPU); the value is in the checkpoint's metadata and the method's signature.
+DEFAULT_UPSAMPLE = 4
+DECODE_STRATEGIES = ("greedy", "lookahead")
+
+
+def safe_logsumexp(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
+    """logsumexp that returns -inf (and a zero gradient, not NaN) where every entry is -inf, as upstream's
+    `logsumexp_keepdim` (pytorch/pytorch#31829)."""
+    m = x.max(dim=dim, keepdim=True).values.detach()
+    empty = m == float("-inf")
+    s = (x - m.masked_fill(empty, 0)).exp().sum(dim=dim, keepdim=True)
+    out = s.masked_fill(empty, 1).log() + m.masked_fill(empty, float("-inf"))
+    return out if keepdim else out.squeeze(dim)
+
+
+def logsoftmax_gather(logits: Tensor, targets: Tensor) -> Tensor:
+    """(B, L, T): log P(target token i | vertex j) for every vertex j and target position i (upstream's
+    `torch_dag_logsoftmax_gather_inplace` with select_idx = targets expanded over vertices), float32."""
+    log_probs = torch.log_softmax(logits, -1, dtype=torch.float32)
+    return log_probs.gather(-1, targets.unsqueeze(1).expand(-1, logits.shape[1], -1))
+
+
+def dag_log_likelihood(match: Tensor, links: Tensor, output_length: Tensor, target_length: Tensor) -> Tensor:
+    """log P(target) summed over all paths from vertex 0 to vertex output_length-1, per sentence (B,).
+
+    `match` (B, T, L): log P(y_i | v_j); `links` (B, L, L): log transition probabilities i -> j (-inf where not
+    allowed). Forward algorithm: f[0] = match[0] at vertex 0; f[i, v] = logsumexp_u(f[i-1, u] + links[u, v]) +
+    match[i, v]; the result is f[target_length-1, output_length-1] (upstream's `torch_dag_loss`, which despite
+    its name returns this log-likelihood; -inf where the graph is shorter than the target).
+    """
+    batch, tarlen, prelen = match.shape
+    f = torch.full((batch, prelen), float("-inf"), dtype=match.dtype, device=match.device)
+    f = f.index_put((torch.arange(batch, device=match.device), torch.zeros(batch, dtype=torch.long,
+                                                                          device=match.device)), match[:, 0, 0])
+    steps = [f]
+    for i in range(1, tarlen):
+        f = safe_logsumexp(f.unsqueeze(-1) + links, dim=1) + match[:, i]
+        steps.append(f)
+    table = torch.stack(steps, dim=1)  # (B, T, L)
+    return table[torch.arange(batch, device=match.device), target_length - 1, output_length - 1]
+
+
+def dag_loss(logits: Tensor, links: Tensor, graph_padding: Tensor, targets: Tensor, pad: int) -> Tensor:
+    """Upstream's `_compute_dag_loss` (no label smoothing, no glancing): -(log P(y) / |y|) averaged over the
+    batch, sentences whose graph cannot hold the target (log P = -inf) counted as 0 as upstream does."""
+    output_length = (~graph_padding).sum(-1)
+    target_length = targets.ne(pad).sum(-1)
+    log_p = dag_log_likelihood(logsoftmax_gather(logits, targets).transpose(1, 2), links.float(),
+                               output_length, target_length)
+    log_p = log_p.masked_fill(log_p.isinf() | log_p.isnan(), 0)
+    return -(log_p / target_length).mean()
+
+
+def learned_position_ids(tokens: Tensor, padding_idx: int) -> Tensor:
+    """fairseq's `make_positions` for a LearnedPositionalEmbedding: padding_idx + 1, + 2, ... at non-padding
+    tokens, padding_idx at padding."""
+    nonpad = tokens.ne(padding_idx).long()
+    return torch.cumsum(nonpad, 1) * nonpad + padding_idx
+
+
+def compute_links(features: Tensor, link_positions: Tensor, graph_padding: Tensor, query_linear: nn.Linear,
+                  key_linear: nn.Linear, gate_linear: nn.Linear, heads: int) -> Tensor:
+    """Log transition probabilities (B, L, L) (upstream's `extract_links`, infinite transition length).
+
+    Each of `heads` heads scores vertex pairs by scaled dot products of query/key projections of
+    [features; link positions], softmax over the later non-padding vertices; a per-vertex gate mixes the heads.
+    Rows without any allowed transition (the last vertex, padding) are -inf."""
+    batch, prelen, dim = features.shape
+    head_dim = query_linear.out_features // heads
+    x = torch.cat([features, link_positions], dim=-1)
+    q = query_linear(x).reshape(batch, prelen, heads, head_dim).float()
+    k = key_linear(x).reshape(batch, prelen, heads, head_dim).float()
+    log_gates = F.log_softmax(gate_linear(x), dim=-1, dtype=torch.float32)
+    content = torch.einsum("bicf,bjcf->bijc", q, k) / head_dim ** 0.5
+    valid = (~graph_padding).unsqueeze(1) & torch.ones(prelen, prelen, dtype=torch.bool,
+                                                        device=features.device).triu(1).unsqueeze(0)
+    unused = valid.sum(dim=2, keepdim=True) == 0
+    valid = valid | unused
+    attention = F.log_softmax(content.masked_fill(~valid.unsqueeze(-1), float("-inf")), dim=2)
+    attention = attention.masked_fill(unused.unsqueeze(-1), float("-inf"))
+    return safe_logsumexp(attention + log_gates.unsqueeze(2), dim=-1)
+
+
+def dag_decode(links: Tensor, token_log_probs: Tensor, output_length: Tensor, strategy: str = "lookahead",
+               beta: float = 1.0, pad: int = Vocabulary.pad) -> list[list[int]]:
+    """Upstream's `inference_lookahead_simple`: token ids read along one path from vertex 0 to the last vertex.
+
+    greedy: next vertex = argmax link; lookahead: argmax of link + beta * (best token log-prob of the next
+    vertex). Each visited vertex emits its argmax token; a token equal to the previous vertex's is merged."""
+    if strategy not in DECODE_STRATEGIES:
+        raise ValueError(f"decode strategy {strategy!r} is not one of {DECODE_STRATEGIES}")
+    best_log_probs, tokens = token_log_probs.max(dim=-1)
+    if strategy == "lookahead":
+        next_vertex = (links + best_log_probs.unsqueeze(1) * beta).max(dim=-1).indices
+    else:
+        next_vertex = links.max(dim=-1).indices
+    tokens, next_vertex = tokens.tolist(), next_vertex.tolist()
+    out = []
+    for row, (length, hops) in enumerate(zip(output_length.tolist(), next_vertex)):
+        last = tokens[row][0]
+        j, result = 0, [last]
+        while j != length - 1:
+            j = hops[j]
+            now = tokens[row][j]
+            if now != pad and now != last:
+                result.append(now)
+            last = now
+        out.append(result)
+    return out
+
+
+class DATransformer(nn.Module):
+    """Encoder, bidirectional decoder over the upsampled graph, token projection (tied) and link attention."""
+
+    def __init__(self, cfg: TransformerConfig, upsample: int = DEFAULT_UPSAMPLE):
+        super().__init__()
+        self.cfg = cfg
+        self.upsample = upsample
+        embedding = shared_embedding(cfg)
+        self.encoder = Encoder(embedding, cfg)
+        self.decoder = Decoder(embedding, cfg, causal=False)
+        dim = cfg.embed_dim
+        # fairseq's LearnedPositionalEmbedding: positions count from padding_idx + 1, row padding_idx is zero.
+        self.decoder.link_positional = nn.Embedding(self.max_graph_length() + cfg.padding_idx + 1, dim,
+                                                    padding_idx=cfg.padding_idx)
+        nn.init.normal_(self.decoder.link_positional.weight, mean=0.0, std=dim ** -0.5)
+        with torch.no_grad():
+            self.decoder.link_positional.weight[cfg.padding_idx].zero_()
+        self.decoder.query_linear = nn.Linear(2 * dim, dim)
+        self.decoder.key_linear = nn.Linear(2 * dim, dim)
+        self.decoder.gate_linear = nn.Linear(2 * dim, cfg.heads)
+
+    def max_graph_length(self) -> int:
+        return self.upsample * self.cfg.max_positions + 2
+
+    def graph_tokens(self, src: Tensor) -> Tensor:
+        """Decoder input (B, L): `<s>`, `<unk>` x (upsample * source length), `</s>`, right-padded."""
+        lengths = src.ne(self.cfg.padding_idx).sum(1) * self.upsample + 2
+        positions = torch.arange(int(lengths.max()), device=src.device)[None, :]
+        tokens = torch.full(positions.shape, Vocabulary.unk, device=src.device).repeat(src.shape[0], 1)
+        tokens = tokens.masked_fill(positions >= lengths[:, None], self.cfg.padding_idx)
+        tokens[:, 0] = Vocabulary.bos
+        return tokens.scatter(1, (lengths - 1)[:, None], Vocabulary.eos)
+
+    def forward(self, src: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(token logits (B, L, V), log links (B, L, L), graph padding mask (B, L))."""
+        memory, memory_padding = self.encoder(src)
+        graph = self.graph_tokens(src)
+        padding = graph.eq(self.cfg.padding_idx)
+        x = self.decoder.embed(graph)
+        for layer in self.decoder.layers:
+            x = layer(x, padding, memory, memory_padding, False)
+        features = self.decoder.layer_norm(x)
+        logits = F.linear(features, self.decoder.embed_tokens.weight)
+        link_positions = self.decoder.link_positional(learned_position_ids(graph, self.cfg.padding_idx))
+        links = compute_links(features, link_positions, padding, self.decoder.query_linear,
+                              self.decoder.key_linear, self.decoder.gate_linear, self.cfg.heads)
+        return logits, links, padding
+
+    def loss(self, src: Tensor, tgt: Tensor, vocab: Vocabulary) -> Tensor:
+        """DAG loss for right-padded targets without `<s>`/`</s>` (they are added here, as fairseq's data has them)."""
+        lengths = tgt.ne(vocab.pad).sum(1)
+        wrapped = torch.full((tgt.shape[0], tgt.shape[1] + 2), vocab.pad, dtype=torch.long, device=tgt.device)
+        wrapped[:, 0] = vocab.bos
+        wrapped[:, 1:-1] = tgt
+        wrapped = wrapped.scatter(1, (lengths + 1)[:, None], vocab.eos)
+        logits, links, padding = self(src)
+        return dag_loss(logits, links, padding, wrapped, vocab.pad)
+
+    @torch.inference_mode()
+    def translate(self, src: Tensor, strategy: str = "lookahead", beta: float = 1.0) -> list[list[int]]:
+        """Target word ids (special symbols such as the path's `<s>` and `</s>` removed)."""
+        logits, links, padding = self(src)
+        paths = dag_decode(links, logits.float().log_softmax(-1), (~padding).sum(-1), strategy, beta,
+                           self.cfg.padding_idx)
+        return [[t for t in path if t >= len(SPECIALS)] for path in paths]
