@@ -118,6 +118,16 @@ def distilled_pairs(ar: ARTransformer, train_pairs, vocab: Vocabulary, work: Pat
     return [(src, tgt if tgt else ref) for (src, ref), tgt in zip(train_pairs, distilled)]
 
 
+def nat_mini_data():
+    """nat-mini's splits, the vocabulary built on its training side, the model config for that vocabulary and
+    the encoded training pairs (what every nat-mini training script starts from)."""
+    splits = build_splits()
+    tokenized = {k: [(tokenize(en, "en"), tokenize(de, "de")) for en, de in v] for k, v in splits.items()}
+    vocab = Vocabulary.build([s for en, de in tokenized["train"] for s in (en, de)])
+    train_pairs = [(vocab.encode(en), vocab.encode(de)) for en, de in tokenized["train"]]
+    return splits, vocab, TransformerConfig(vocab_size=len(vocab)), train_pairs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Train the bundled nat-mini translators.")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR)
@@ -128,11 +138,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = TrainConfig(steps=args.steps)
-    splits = build_splits()
-    tokenized = {k: [(tokenize(en, "en"), tokenize(de, "de")) for en, de in v] for k, v in splits.items()}
-    vocab = Vocabulary.build([s for en, de in tokenized["train"] for s in (en, de)])
-    model_cfg = TransformerConfig(vocab_size=len(vocab))
-    train_pairs = [(vocab.encode(en), vocab.encode(de)) for en, de in tokenized["train"]]
+    splits, vocab, model_cfg, train_pairs = nat_mini_data()
     report: dict[str, dict] = {}
     common = {"corpus": "nat-mini (harness/datasets/en_de_corpus.py)", "train_pairs": len(train_pairs),
               "steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr, "warmup": cfg.warmup,

@@ -20,10 +20,8 @@ import torch
 from baselines.translation.ar import ARTransformer
 from baselines.translation.checkpoint import CHECKPOINT_DIR, load_weights, save_checkpoint
 from baselines.translation.dag import DEFAULT_UPSAMPLE, DATransformer
-from baselines.translation.layers import TransformerConfig, parameter_count
-from baselines.translation.train import LANGPAIR, TrainConfig, corpus_bleu, train, translate_all
-from baselines.translation.vocab import Vocabulary, tokenize
-from harness.datasets.en_de_corpus import build_splits
+from baselines.translation.layers import parameter_count
+from baselines.translation.train import LANGPAIR, TrainConfig, corpus_bleu, distilled_pairs, nat_mini_data, train
 
 
 def main() -> None:
@@ -35,21 +33,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = TrainConfig(steps=args.steps)
-    splits = build_splits()
-    tokenized = {k: [(tokenize(en, "en"), tokenize(de, "de")) for en, de in v] for k, v in splits.items()}
-    vocab = Vocabulary.build([s for en, de in tokenized["train"] for s in (en, de)])
-    model_cfg = TransformerConfig(vocab_size=len(vocab))
-    train_pairs = [(vocab.encode(en), vocab.encode(de)) for en, de in tokenized["train"]]
-    distilled_path = args.work / "distilled.json"
-    if not distilled_path.is_file():
-        ar = load_weights(ARTransformer(model_cfg), CHECKPOINT_DIR / "ar.safetensors")
-        start = time.perf_counter()
-        distilled = translate_all(ar.greedy, [src for src, _ in train_pairs], vocab)
-        print(f"distilled {len(distilled)} targets in {time.perf_counter() - start:.0f} s", flush=True)
-        args.work.mkdir(parents=True, exist_ok=True)
-        distilled_path.write_text(json.dumps(distilled))
-    distilled = json.loads(distilled_path.read_text())
-    kd_pairs = [(src, tgt if tgt else ref) for (src, ref), tgt in zip(train_pairs, distilled)]
+    splits, vocab, model_cfg, train_pairs = nat_mini_data()
+    ar = load_weights(ARTransformer(model_cfg), CHECKPOINT_DIR / "ar.safetensors")
+    kd_pairs = distilled_pairs(ar, train_pairs, vocab, args.work)
 
     model = DATransformer(model_cfg, upsample=args.upsample)
     start = time.perf_counter()
