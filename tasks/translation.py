@@ -379,7 +379,7 @@ class NatMini(TranslationTask):
     description = "bundled rule-based En->De corpus (500 test sentences): BLEU, latency, speedup vs AR"
     Config = NatMiniConfig
     offline = True
-    demo_methods = ("ar-transformer", "vanilla-nat", "ctc-nat", "cmlm")
+    demo_methods = ("ar-transformer", "vanilla-nat", "ctc-nat", "nmla-ctc", "cmlm", "da-transformer")
 
     @property
     def test_set(self) -> TestSet:
