@@ -1,8 +1,9 @@
 """`melle-mini`: a toy-scale re-implementation of MELLE's method (Meng et al. 2024, "Autoregressive Speech
 Synthesis without Vector Quantization", arXiv 2407.08551), trained here on espeak-ng speech. It is not MELLE:
-no released MELLE weights exist, the network has 1.4 M parameters (3 blocks of width 160) instead of 12 blocks of width 1024, the text is espeak-ng
-phonemes, the training data is one espeak-ng voice, and the vocoder is Griffin-Lim, a non-neural phase
-reconstruction, where the paper uses HiFi-GAN.
+no released MELLE weights exist, the network has 1.4 M parameters (3 blocks of width 160, where the paper has 12
+of width 1024), the text is espeak-ng phonemes, the training data is one espeak-ng voice (no speech prompt, so
+no zero-shot cloning), and the vocoder is Griffin-Lim, a non-neural phase reconstruction, where the paper uses
+HiFi-GAN.
 
 What follows the paper (section 3 and appendix A):
 * a decoder-only Transformer over [text tokens + <EOS>; mel frames]: causal attention over the concatenation,

@@ -148,6 +148,27 @@ def held_out_loss(model: MelleMini, data) -> dict[str, float]:
     return parts
 
 
+@torch.no_grad()
+def teacher_forced_check(folder: Path, sentences: list[tuple[str, str]]) -> None:
+    """Diagnostic: write `<id>.wav` for (id, text) pairs decoded from the bundled network's TEACHER-FORCED outputs
+    (each step sees the espeak-ng frames before it, as in training; mean latents, no pre-net dropout) through the
+    post-net and Griffin-Lim. Scoring the folder (`arbench score espeak-tts-mini FOLDER`) separates what the
+    network learned per frame from what goes wrong when it feeds back its own frames."""
+    import soundfile as sf
+
+    from baselines.tts.melle_mini import load_melle_mini
+
+    model, _ = load_melle_mini()
+    features = MelFeatures(model.cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    for utt, text in sentences:
+        tokens, groups = build_data([text], features, model.cfg.reduction)[0]
+        e, _ = model([tokens], [groups])
+        mel = model.postnet(model.heads(e, None)["coarse"])[0].reshape(-1, model.cfg.n_mels)
+        wave = features.griffin_lim(mel, 48, torch.Generator().manual_seed(0))
+        sf.write(str(folder / f"{utt}.wav"), wave, model.cfg.sample_rate, subtype="FLOAT")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phrases", type=int, default=3000)
@@ -160,8 +181,15 @@ def main() -> None:
     parser.add_argument("--kl-warmup", type=int, default=100, help="steps with lambda = 0 before lambda = 0.1")
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH)
     parser.add_argument("--record", type=Path, default=TRAINING_RECORD)
+    parser.add_argument("--teacher-forced-check", type=Path, nargs=2, metavar=("LIST", "FOLDER"),
+                        help="do not train: write the bundled network's teacher-forced outputs for the target "
+                             "texts of a Seed-format LIST (e.g. espeak-tts-mini's meta.lst) to FOLDER")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.teacher_forced_check:
+        listing, folder = args.teacher_forced_check
+        lines = [line.split("|") for line in listing.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return teacher_forced_check(folder, [(parts[0], parts[3]) for parts in lines])
     torch.manual_seed(SEED)
     rng = random.Random(SEED)
     start = time.time()
