@@ -169,6 +169,14 @@ def teacher_forced_check(folder: Path, sentences: list[tuple[str, str]]) -> None
         sf.write(str(folder / f"{utt}.wav"), wave, model.cfg.sample_rate, subtype="FLOAT")
 
 
+def _relative(path: Path) -> str:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phrases", type=int, default=3000)
@@ -244,7 +252,8 @@ def main() -> None:
                  "held_out_phrases": len(held_out), "audio_minutes": round(audio_seconds / 60, 2),
                  "build_seconds": round(data_seconds, 1)},
         "network": asdict(cfg) | {"parameters": params},
-        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        # paths relative to the project (an absolute path would record the trainer's machine)
+        "settings": {k: _relative(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         | {"lambda_kl": LAMBDA_KL, "beta_flux": BETA_FLUX, "gamma_stop": GAMMA_STOP,
            "stop_pos_weight": STOP_POS_WEIGHT, "prenet_dropout": PRENET_DROPOUT, "seed": SEED, "threads": 1},
         "steps_done": steps_done,
