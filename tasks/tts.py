@@ -527,7 +527,7 @@ class EspeakTTSMini(TTSTask):
                    "net); not Seed-TTS-eval")
     Config = EspeakMiniConfig
     offline = True
-    demo_methods = ("espeak-ng",)
+    demo_methods = ("espeak-ng", "melle-mini")
 
     def list_file(self) -> Path:
         """The list is written from the sentences above, prompts synthesised by espeak-ng on first use."""

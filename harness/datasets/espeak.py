@@ -50,3 +50,8 @@ def synthesize(text: str, config: EspeakConfig = EspeakConfig()) -> tuple[np.nda
                       text)
     audio, rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=False)
     return audio, rate
+
+
+def phonemes(text: str, config: EspeakConfig = EspeakConfig()) -> str:
+    """espeak-ng's phoneme mnemonics of `text` (`-q -x`: ASCII, one line per clause), as its voice reads them."""
+    return _run_espeak(["-q", "-x", "--stdin", "-v", config.voice], text).decode("utf-8", "replace")

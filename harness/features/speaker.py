@@ -68,8 +68,10 @@ class TDNNSpeakerConfig:
     embedding_dim: int = 128
 
 
-def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
-    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale (torchaudio is unavailable here)."""
+def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int, f_min: float = 20.0,
+                   f_max: float | None = None) -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) triangular filters on the HTK mel scale from `f_min` to `f_max` (default: half
+    the sample rate); torchaudio is unavailable here."""
     def hz_to_mel(f):
         return 2595.0 * np.log10(1.0 + np.asarray(f) / 700.0)
 
@@ -77,7 +79,8 @@ def mel_filterbank(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
         return 700.0 * (10 ** (np.asarray(m) / 2595.0) - 1.0)
 
     bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
-    edges = mel_to_hz(np.linspace(hz_to_mel(20.0), hz_to_mel(sample_rate / 2), n_mels + 2))
+    top = sample_rate / 2 if f_max is None else f_max
+    edges = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(top), n_mels + 2))
     lower, centre, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]
     weights = np.maximum(0.0, np.minimum((bins - lower) / (centre - lower), (upper - bins) / (upper - centre)))
     return torch.tensor(weights, dtype=torch.float32)
