@@ -1,0 +1,98 @@
+"""NOVA's text-to-video rollout against upstream's code (tests/golden/nova_video, made by
+tests/golden/make_nova_video.py from baaivision/NOVA@2cd254a on seeded random weights): the context tokens with
+the motion-flow and fps tokens, the temporal steps of the video encoder through its key/value cache (frame 2 given
+frame 1), and a deterministic 3-frame latent sample; deliberate breaks that the golden data catches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.imagegen import nova
+from baselines.imagegen.nova import (DiffusionMLPConfig, NOVAConfig, NOVATransformer, ViTConfig, generate_video,
+                                     motion_context, temporal_step, temporal_tokens, text_context)
+from baselines.imagegen.sampling import request_generators
+from golden.golden_weights import seeded_state
+
+torch.set_num_threads(1)
+GOLDEN = Path(__file__).parent / "golden" / "nova_video"
+TINY = NOVAConfig(ViTConfig(2, 64, 4), ViTConfig(4, 64, 4), DiffusionMLPConfig(2, 48), image_size=(64, 64),
+                  text_token_dim=32, text_token_len=12, image_base_size=(4, 4), video_base_size=(4, 2, 2))
+SAMPLE = {"num_latents": 3, "num_steps": 4, "num_diffusion_steps": 3, "guidance_scale": 5.0, "motion_flow": 5.0}
+RTOL, ATOL = 1e-5, 1e-5  # float32 CPU
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return {k: torch.from_numpy(v) for k, v in np.load(GOLDEN / "golden.npz").items() if k != "upstream"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = NOVATransformer(TINY)
+    m.load_state_dict(seeded_state(m.state_dict(), 21))  # make_nova_video.py SEED
+    return m.eval()
+
+
+def scheduler():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    return FlowMatchEulerDiscreteScheduler(shift=3.0)
+
+
+def context(model, golden, i):
+    return motion_context(model, text_context(model, [golden[f"text_states_{i}"]], True), SAMPLE["motion_flow"])
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_context_tokens_with_motion_match_upstream(model, golden, i):
+    with torch.no_grad():
+        torch.testing.assert_close(context(model, golden, i), golden[f"context_{i}"], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_temporal_steps_through_the_cache_match_upstream(model, golden, i):
+    """Frame 1 from BOS after the text, then frame 2 given frame 1 and frame 3 given frame 2, each attending to
+    the cached text and earlier frames."""
+    latents = golden[f"latents_{i}"]
+    time_embed = model.video_pos_embed.time_embed(3)
+    with torch.no_grad():
+        text = context(model, golden, i)
+        model.video_encoder.enable_kvcache(True)
+        try:
+            for t in range(3):
+                prev = None if t == 0 else latents[:, :, t - 1]
+                torch.testing.assert_close(temporal_tokens(model, 2, prev, t, time_embed),
+                                           golden[f"temporal_in_{i}_{t}"], rtol=RTOL, atol=ATOL)
+                torch.testing.assert_close(temporal_step(model, text, prev, t, time_embed),
+                                           golden[f"temporal_out_{i}_{t}"], rtol=RTOL, atol=ATOL)
+        finally:
+            model.video_encoder.enable_kvcache(False)
+
+
+def test_frame_two_without_the_cache_differs(model, golden):
+    """Deliberate break: frame 2's context computed without the text and frame 1 in the cache."""
+    time_embed = model.video_pos_embed.time_embed(3)
+    with torch.no_grad():
+        text = context(model, golden, 0)
+        out = temporal_step(model, text, golden["latents_0"][:, :, 0], 1, time_embed)
+    assert (out - golden["temporal_out_0_1"]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_three_frame_sample_matches_upstream(model, golden, i):
+    with torch.no_grad():
+        latents = generate_video(model, scheduler(), [golden[f"text_states_{i}"]], request_generators([i]), **SAMPLE)
+    assert latents.shape == (1, 4, 3, 8, 8)
+    torch.testing.assert_close(latents, golden[f"latents_{i}"], rtol=1e-4, atol=1e-4)
+
+
+def test_fresh_patch_order_per_frame_differs(model, golden, monkeypatch):
+    """Deliberate break: drawing a new set order for every frame (upstream keeps the first frame's)."""
+    real = nova.generate_frame
+    monkeypatch.setattr(nova, "generate_frame", lambda *a, **k: real(*a[:6]))
+    with torch.no_grad():
+        latents = generate_video(model, scheduler(), [golden["text_states_0"]], request_generators([0]), **SAMPLE)
+    assert (latents[:, :, 1:] - golden["latents_0"][:, :, 1:]).abs().max() > 1e-2
