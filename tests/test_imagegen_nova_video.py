@@ -96,3 +96,44 @@ def test_fresh_patch_order_per_frame_differs(model, golden, monkeypatch):
     with torch.no_grad():
         latents = generate_video(model, scheduler(), [golden["text_states_0"]], request_generators([0]), **SAMPLE)
     assert (latents[:, :, 1:] - golden["latents_0"][:, :, 1:]).abs().max() > 1e-2
+
+
+# -- the registered method ---------------------------------------------------------------------------------------
+def video_method(**settings):
+    from harness.api import build_config
+    from harness.registry import METHODS
+
+    cls = METHODS.get("nova-d48w1024-osp480")
+    return cls(build_config(cls.Config, settings, cls.name))
+
+
+def test_registered_with_the_vbench_script_defaults():
+    m = video_method()
+    assert m.modality == "text-to-video"
+    assert m.settings() == {"max_latent_length": 9, "num_pred_steps": 128, "num_diffusion_steps": 25,
+                            "guidance_scale": 7.0, "motion_flow": 5.0, "vae_batch_size": 1, "precision": "fp16"}
+    assert m.num_frames() == 33
+    assert m.expected["video_base_size"] == [16, 15, 24]  # configs/nova_d48w1024_osp480.yaml
+
+
+def test_missing_snapshot_files_are_named_at_once(tmp_path):
+    from harness.errors import MissingAssetError
+
+    with pytest.raises(MissingAssetError) as err:
+        video_method(model_dir=str(tmp_path)).weight_files()
+    text = str(err.value)
+    assert "needs 12 files" in text and "vae/diffusion_pytorch_model.safetensors" in text
+    assert "https://huggingface.co/BAAI/nova-d48w1024-osp480/resolve/main/transformer/config.json" in text
+
+
+def test_requests_for_another_video_shape_are_refused_and_decoding_is_not_faked():
+    from harness.api import Request
+    from harness.errors import ArbenchError
+
+    ok = {"prompt": "a dog running", "num_frames": 33, "height": 480, "width": 768, "fps": 12}
+    requests = [Request(id="r0", index=0, condition=ok, seed=0),
+                Request(id="r1", index=1, condition={**ok, "num_frames": 16}, seed=1)]
+    with pytest.raises(ArbenchError, match=r"request r1: num_frames=16 \(makes 33\)"):
+        video_method().generate(requests)
+    with pytest.raises(ArbenchError, match="AutoencoderKLOpenSora"):
+        video_method().generate(requests[:1])
