@@ -10,7 +10,7 @@ Pipeline as upstream's `evaluations/vbench/sample.py` with `NOVAPipeline` (baaiv
   steps, `--num_pred_steps`) with 25 flow-matching steps per set (`--num_diff_steps`), guidance 7
   (`--guidance_scale`), motion flow 5 (`--flow`); fps token 12 (MotionEmbed's base_fps; the script passes none and
   writes the videos at 12 fps); float16 (the script's `precison="float16"`);
-- decoding: the released VAE is upstream's `AutoencoderKLOpenSora` (docs/training.md loads
+- decoding: the released VAE is upstream's `AutoencoderKLOpenSora` (upstream's NOVA/docs/training.md loads
   `nova-d48w1024-osp480/vae` with that class), Open-Sora-Plan's causal 3D VAE (4x temporal compression: 9 latents
   -> 33 frames, decoded jointly with temporal tiling). diffusers has no such class and ARBench has not yet
   re-implemented it, so `generate` checks the requests and then stops with that message; nothing is stored.
