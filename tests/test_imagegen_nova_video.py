@@ -137,3 +137,23 @@ def test_requests_for_another_video_shape_are_refused_and_decoding_is_not_faked(
         video_method().generate(requests)
     with pytest.raises(ArbenchError, match="AutoencoderKLOpenSora"):
         video_method().generate(requests[:1])
+
+
+# -- the video VAE's decoder (upstream's AutoencoderKLOpenSora) --------------------------------------------------
+VAE3D = {"in_channels": 3, "out_channels": 3, "down_block_types": ["DownEncoderBlock3D"] * 4,
+         "up_block_types": ["UpDecoderBlock3D"] * 4, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1,
+         "latent_channels": 4, "scaling_factor": 0.18215}  # make_nova_video.py VAE3D
+
+
+def test_video_vae_decoder_matches_upstream(golden):
+    """9 latents -> 33 frames through the causal 3D decoder and the temporal tiling, then uint8 as upstream."""
+    from baselines.video.osp_vae import OpenSoraVAEDecoder, to_uint8
+
+    vae = OpenSoraVAEDecoder(VAE3D)
+    vae.load_state_dict(seeded_state(vae.state_dict(), 22))  # make_nova_video.py VAE_SEED
+    with torch.no_grad():
+        video = vae.decode(golden["vae_latents"])
+    assert video.shape == (1, 3, 33, 16, 16)
+    torch.testing.assert_close(video, golden["vae_decoded"], rtol=1e-4, atol=1e-4)
+    frames = to_uint8(video)
+    assert np.abs(frames.astype(int) - golden["vae_frames"].numpy().astype(int)).max() <= 1

@@ -17,7 +17,9 @@ and tokenizer are make_nova.py's; the Phi states of each prompt are stored and t
 Recorded per prompt (batch of one, generator seeded 0 and 1, 3 latent frames, 4 set steps, 3 flow steps, guidance
 5, motion flow 5): the context tokens after `preprocess` (text tokens, flow token, fps token, for the prompt and
 the null prompt), every video-encoder call (its input tokens and output: frame 1 from BOS, frame 2 given frame 1
-through the cache, frame 3), and the 3-frame latent sample.
+through the cache, frame 3), and the 3-frame latent sample. Then upstream's `AutoencoderKLOpenSora` (VAE3D below,
+seeded weights) decodes random latents of 9 frames through the pipeline's `decode_latents` and `postprocess`:
+the float video and its uint8 frames.
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ from make_nova import (PHI, PROMPTS, SEEDS, TRANSFORMER, UPSTREAM, make_tokenize
 OUT = Path(__file__).resolve().parent / "nova_video"
 VIDEO_TRANSFORMER = {**TRANSFORMER, "video_base_size": [4, 2, 2]}
 SEED = 21
+#: Upstream's AutoencoderKLOpenSora, tiny: four 3D levels of 32 channels (the released class's layout: two
+#: temporal+spatial upsamplers, one spatial (1, 3, 3), none), 4 latent channels; decodes 9 latents of 2 x 2 into
+#: 33 frames of 16 x 16 through the temporal tiling (windows of 5 overlapping by 1).
+VAE3D = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock3D"] * 4,
+             up_block_types=["UpDecoderBlock3D"] * 4, block_out_channels=[32, 32, 32, 32], layers_per_block=1,
+             latent_channels=4, scaling_factor=0.18215)
+VAE_SEED = 22
 SAMPLE = dict(max_latent_length=3, num_inference_steps=4, num_diffusion_steps=3, guidance_scale=5.0, motion_flow=5)
 
 
@@ -84,6 +93,14 @@ def main(checkout: str) -> None:
         for t, ((x, c), y) in enumerate(calls):
             assert (c is None) == (t > 0)
             out[f"temporal_in_{i}_{t}"], out[f"temporal_out_{i}_{t}"] = x.numpy(), y.numpy()
+    from diffnext.models.autoencoders.autoencoder_kl_opensora import AutoencoderKLOpenSora
+
+    vae3d = seeded(AutoencoderKLOpenSora(**VAE3D), VAE_SEED)
+    latents = torch.randn(1, 4, 9, 2, 2, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():  # upstream's NOVAPipeline: decode_latents (vae_batch_size 1), then postprocess
+        video = pipe.image_processor.decode_latents(vae3d, latents.clone(), 1)
+    out["vae_latents"], out["vae_decoded"] = latents.numpy(), video.numpy()  # (1, 3, 33, 16, 16)
+    out["vae_frames"] = pipe.image_processor.postprocess(video, "np")  # uint8 (1, 33, 16, 16, 3)
     save_golden(OUT, UPSTREAM, out)
     for k, v in sorted(out.items()):
         print(k, v.shape)
