@@ -12,8 +12,9 @@ Pipeline as upstream's `evaluations/vbench/sample.py` with `NOVAPipeline` (baaiv
   writes the videos at 12 fps); float16 (the script's `precison="float16"`);
 - decoding: the released VAE is upstream's `AutoencoderKLOpenSora` (upstream's NOVA/docs/training.md loads
   `nova-d48w1024-osp480/vae` with that class), Open-Sora-Plan's causal 3D VAE (4x temporal compression: 9 latents
-  -> 33 frames, decoded jointly with temporal tiling). diffusers has no such class and ARBench has not yet
-  re-implemented it, so `generate` checks the requests and then stops with that message; nothing is stored.
+  -> 33 frames, decoded jointly with temporal tiling): diffusers has no such class, so its decoder is the
+  project's code (`baselines.video.osp_vae`, golden-tested against upstream), in batches of `vae_batch_size`
+  videos, then uint8 as upstream (x * 127.5 + 127.5, clamped, truncated).
 
 Per-request seeds: each request draws its patch order and noise from its own generator (upstream draws a batch
 from one generator seeded 1337), so a video does not depend on its batch.
@@ -24,10 +25,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Sequence
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from baselines.imagegen.nova_methods import NOVAMethod, nova_weight_specs
+from baselines.imagegen.checkpoints import load_into, read_state_dict
+from baselines.imagegen.nova import generate_video
+from baselines.imagegen.nova_methods import MODEL_INDEX, NOVAMethod, nova_weight_specs
+from baselines.imagegen.sampling import request_generators
+from baselines.video.osp_vae import OpenSoraVAEDecoder, to_uint8
 from harness.api import Request
 from harness.errors import ArbenchError
 from harness.protocols.text_to_video import MODALITY as VIDEO, TextToVideo
@@ -60,9 +68,18 @@ class NOVAVideoMethod(NOVAMethod, TextToVideo):
     specs: ClassVar = ()
     expected: ClassVar[dict[str, Any]] = {}
     declared_size: ClassVar[tuple[int, int]] = (480, 768)  # (height, width) pixels
+    #: upstream's training guide loads the released vae/ with AutoencoderKLOpenSora (the listing is not seen here)
+    model_index: ClassVar[dict[str, list[str]]] = {**MODEL_INDEX, "vae": ["__vae__", "AutoencoderKLOpenSora"]}
 
     def num_frames(self) -> int:
-        return 1 + TEMPORAL_STRIDE * (self.config.max_latent_length - 1)
+        """Frames the VAE makes of max_latent_length latents; refuses a length its temporal tiling (windows of 5
+        latents overlapping by 1) would not cover (upstream would drop the last latents silently)."""
+        t, window = self.config.max_latent_length, OpenSoraVAEDecoder.LATENT_MIN_T
+        if t > window and (t - 1) % (window - 1):
+            raise ArbenchError(f"{self.name}: max_latent_length={t} is not decoded whole by the VAE's temporal tiling "
+                               f"(windows of {window} latents overlapping by 1); use at most {window} or 1 + a "
+                               f"multiple of {window - 1} (9 gives 33 frames).")
+        return 1 + TEMPORAL_STRIDE * (t - 1)
 
     def check_requests(self, requests: Sequence[Request]) -> list[str]:
         """Prompts, after checking that every request asks for the video this configuration makes."""
@@ -79,29 +96,39 @@ class NOVAVideoMethod(NOVAMethod, TextToVideo):
                                "max_latent_length (frames = 1 + 4 x (latents - 1)).")
         return prompts
 
-    def load(self) -> None:
-        """Refused (nothing is loaded): the snapshot's VAE has no implementation here yet."""
-        raise ArbenchError(
-            f"{self.name}: its VAE is upstream's AutoencoderKLOpenSora (Open-Sora-Plan's causal 3D VAE, "
-            "baaivision/NOVA diffnext/models/autoencoders/autoencoder_kl_opensora.py), which diffusers does not "
-            "provide and ARBench has not re-implemented yet; the transformer's rollout is implemented and "
-            "golden-tested (baselines.imagegen.nova.generate_video), the decoding is not. Nothing was stored.")
+    def load_vae(self, folder: Path) -> OpenSoraVAEDecoder:
+        """The released causal 3D VAE's decoder (the project's code, `baselines.video.osp_vae`), safetensors only;
+        the encoder's entries are not read."""
+        config = json.loads((folder / "config.json").read_text())
+        vae = OpenSoraVAEDecoder(config)
+        path = self._path("vae/diffusion_pytorch_model.safetensors")
+        state = {k: v for k, v in read_state_dict(path).items() if k.startswith(("decoder.", "post_quant_conv."))}
+        load_into(vae, state, f"{self.name} (vae/{path.name})")
+        return vae.to(self.device, self.dtype).eval()
+
+    @torch.no_grad()
+    def latents(self, requests: Sequence[Request]) -> torch.Tensor:
+        """Latent videos (N, C, T, h, w) for the requests, each from its own seeded generator."""
+        prompts = self.check_requests(requests)
+        if not self._loaded:
+            self.load()
+        c = self.config
+        return generate_video(self._model, self._scheduler, self.prompt_states(prompts),
+                              request_generators([r.seed for r in requests]), c.max_latent_length,
+                              c.num_pred_steps, c.num_diffusion_steps, c.guidance_scale, c.motion_flow)
 
     @torch.no_grad()
     def generate(self, requests: Sequence[Request]) -> np.ndarray:
-        """Not yet: the requests are checked, then `load` refuses (before hours of latents that could not be
-        decoded). The rollout itself is `baselines.imagegen.nova.generate_video` with this config's settings."""
-        self.check_requests(requests)
-        self.load()
-        raise AssertionError("unreachable: load() refuses until the video VAE is implemented")
+        z = self.latents(requests).to(self.dtype)
+        return np.concatenate([to_uint8(self._vae.decode(part)) for part in z.split(self.config.vae_batch_size)])
 
 
 def _nova_video(name: str, params: str, size: tuple[int, int], vbench: float, expected: dict[str, Any]) -> type:
     cls = type(name.replace("-", "_").upper(), (NOVAVideoMethod,), {
         "description": f"NOVA-{params} text-to-video, 33 frames of {size[0]}x{size[1]} at 12 fps: temporal AR over 9 "
                        f"latent frames (video-encoder KV cache, motion flow 5), set-by-set AR per frame (128 steps, "
-                       f"25 flow steps, CFG 7; upstream VBench script). README VBench {vbench} (VBench's total "
-                       "score, not the quality score). Decoding (Open-Sora-Plan causal VAE) not yet implemented.",
+                       f"25 flow steps, CFG 7; upstream VBench script), Open-Sora-Plan causal VAE. README VBench "
+                       f"{vbench} (likely VBench's total score, not the quality score).",
         "specs": nova_weight_specs(name, f"{params} text-to-video {size[0]}x{size[1]}"), "expected": expected,
         "declared_size": size, "__module__": __name__})
     return register_method(name)(cls)
