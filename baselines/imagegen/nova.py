@@ -17,10 +17,11 @@ request draws its set order and its noise from its own generator (the project's 
 draws a batch from one generator), in float32 on the CPU; and the diffusion MLP runs on the newly predicted
 patches only (upstream runs it on all and keeps those, which gives the same values there).
 
-Reuse for video (issue 21): the modules below are the whole network, including the temporal position embedding
-(`VideoPosEmbed`) and the motion embedding of the text-to-video model; `image_context` is the first temporal step,
-and a video rollout adds the next steps (previous frame as the temporal input, key/value cache) around the same
-`generate_frame`. Not implemented here: rotary position embeddings (`rotary_pos_embed`, false in every released
+Video (issue 21): the modules below are the whole network, including the temporal position embedding
+(`VideoPosEmbed`) and the motion embedding of the text-to-video model; `generate_video` is upstream's temporal
+rollout (motion-flow and fps tokens after the text, the video encoder's key/value cache over earlier frames, the
+previous latent frame as the temporal input, one patch order per video) around the same `generate_frame`
+(`image_context` is its first temporal step for an image model). Not implemented here: rotary position embeddings (`rotary_pos_embed`, false in every released
 config) and the AdaLN video mixer (`video_mixer_rank`, absent from every released config); both are refused.
 """
 
