@@ -17,10 +17,11 @@ request draws its set order and its noise from its own generator (the project's 
 draws a batch from one generator), in float32 on the CPU; and the diffusion MLP runs on the newly predicted
 patches only (upstream runs it on all and keeps those, which gives the same values there).
 
-Reuse for video (issue 21): the modules below are the whole network, including the temporal position embedding
-(`VideoPosEmbed`) and the motion embedding of the text-to-video model; `image_context` is the first temporal step,
-and a video rollout adds the next steps (previous frame as the temporal input, key/value cache) around the same
-`generate_frame`. Not implemented here: rotary position embeddings (`rotary_pos_embed`, false in every released
+Video (issue 21): the modules below are the whole network, including the temporal position embedding
+(`VideoPosEmbed`) and the motion embedding of the text-to-video model; `generate_video` is upstream's temporal
+rollout (motion-flow and fps tokens after the text, the video encoder's key/value cache over earlier frames, the
+previous latent frame as the temporal input, one patch order per video) around the same `generate_frame`
+(`image_context` is its first temporal step for an image model). Not implemented here: rotary position embeddings (`rotary_pos_embed`, false in every released
 config) and the AdaLN video mixer (`video_mixer_rank`, absent from every released config); both are refused.
 """
 
@@ -170,10 +171,18 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
+        #: Upstream's key/value cache of the video encoder's rollout: None (off), True (on, empty), or [k, v] of
+        #: every token seen so far (text and earlier frames), to which each new frame's keys/values are appended.
+        self.cache_kv: bool | list[torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        if isinstance(self.cache_kv, list):  # a later frame: attends to everything cached and to itself
+            k = self.cache_kv[0] = torch.cat([self.cache_kv[0], k], dim=2)
+            v = self.cache_kv[1] = torch.cat([self.cache_kv[1], v], dim=2)
+        elif self.cache_kv:
+            self.cache_kv = [k, v]
         return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
 
 
@@ -212,6 +221,11 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(config.embed_dim)
         self.encoder_depth = config.depth // 2
         self.register_buffer("pos_embed", pos_embed, persistent=False)  # image encoder only (PosEmbed)
+
+    def enable_kvcache(self, mode: bool = True) -> None:
+        """Upstream's switch: on, each call's keys/values are kept and later calls attend to them too."""
+        for blk in self.blocks:
+            blk.attn.cache_kv = mode
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, known: torch.Tensor | None = None) -> torch.Tensor:
         if self.pos_embed is not None:
@@ -424,12 +438,20 @@ def denoise(model: NOVATransformer, scheduler, z: torch.Tensor, noise: torch.Ten
     return x
 
 
+def draw_order(model: NOVATransformer, generators: Sequence[torch.Generator], device) -> torch.Tensor:
+    """Per request, the random order of the patches (argsort of uniform draws, upstream's `get_pred_mask`)."""
+    h, w = model.config.latent_size
+    n = (h // model.config.patch_size) * (w // model.config.patch_size)
+    return torch.stack([torch.rand(n, generator=g).argsort() for g in generators]).to(device)
+
+
 @torch.no_grad()
 def generate_frame(model: NOVATransformer, context: torch.Tensor, scheduler, generators: Sequence[torch.Generator],
-                   num_steps: int, guidance_scale: float) -> torch.Tensor:
+                   num_steps: int, guidance_scale: float, order: torch.Tensor | None = None) -> torch.Tensor:
     """Set-by-set masked generation of one latent frame (B, C, h, w) given the temporal context (2B with guidance).
 
-    Per request: a random order of the patches (argsort of uniform draws), then at every step fresh Gaussian noise
+    Per request: a random order of the patches (argsort of uniform draws; a video passes the order of its first
+    frame, as upstream keeps `mask_embed.pred_ids` for the whole rollout), then at every step fresh Gaussian noise
     for the whole latent (upstream's draws, per request) of which the step's patches are denoised and kept.
     """
     cfg, enc = model.config, model.image_encoder
@@ -438,7 +460,7 @@ def generate_frame(model: NOVATransformer, context: torch.Tensor, scheduler, gen
     h, w = cfg.latent_size
     p = cfg.patch_size
     hw = (h // p, w // p)
-    order = torch.stack([torch.rand(hw[0] * hw[1], generator=g).argsort() for g in generators]).to(device)
+    order = draw_order(model, generators, device) if order is None else order
     patches = torch.zeros(b, hw[0] * hw[1], p * p * cfg.image_dim, device=device, dtype=dtype)
     known = torch.zeros(b, 0, dtype=torch.long, device=device)
     mask_token = model.mask_embed.mask_token.to(dtype)
@@ -469,3 +491,69 @@ def generate_image(model: NOVATransformer, scheduler, states: Sequence[torch.Ten
     text = text_context(model, states, guidance_scale > 1)
     context = image_context(model, text)
     return generate_frame(model, context, scheduler, generators, num_steps, guidance_scale)
+
+
+# -- video (the text-to-video model: video_base_size[0] > 1) --------------------------------------------------------
+def motion_context(model: NOVATransformer, text: torch.Tensor, motion_flow: float, fps: float | None = None,
+                   ) -> torch.Tensor:
+    """Text tokens followed by the motion-flow and frame-rate tokens (upstream's `preprocess`: every row, the
+    unconditional ones included, gets the same flow; fps defaults to MotionEmbed's base_fps 12, which the
+    pipeline never overrides). Models without a motion embedding (text-to-image) get the text tokens alone."""
+    if model.motion_embed is None:
+        return text
+    n = text.shape[0]
+    flow = torch.full((n,), float(motion_flow))
+    rate = torch.full((n,), float(MOTION_BASE_FPS if fps is None else fps))
+    return torch.cat([text, model.motion_embed(flow, rate).to(text.dtype)], dim=1)
+
+
+MOTION_BASE_FPS = 12  # upstream MotionEmbed(base_flow=5, base_fps=12)
+
+
+def temporal_tokens(model: NOVATransformer, rows: int, previous: torch.Tensor | None, t: int,
+                    time_embed: torch.Tensor) -> torch.Tensor:
+    """The video encoder's input at temporal step t: the previous latent frame's patches (BOS tokens at t = 0)
+    plus the time embedding of step t and the space table; `rows` = 2B with guidance (both halves see the same
+    previous frame)."""
+    enc, vpe = model.video_encoder, model.video_pos_embed
+    if previous is None:
+        h, w = model.config.latent_size
+        n = (h // enc.patch_embed.patch_size) * (w // enc.patch_embed.patch_size)
+        c = model.mask_embed.bos_token.expand(rows, n, -1)
+    else:
+        c = enc.patch_embed(previous)
+        c = torch.cat([c] * (rows // c.shape[0]))
+    return c + time_embed[t] + vpe.space_embed.to(c.dtype)
+
+
+def temporal_step(model: NOVATransformer, text: torch.Tensor, previous: torch.Tensor | None, t: int,
+                  time_embed: torch.Tensor) -> torch.Tensor:
+    """One temporal step (upstream's loop body in `generate_video`): `temporal_tokens` through the video encoder,
+    which with its key/value cache on attends to the text (given at t = 0 only) and every earlier step. Returns
+    the context of frame t for the image encoder."""
+    c = temporal_tokens(model, text.shape[0], previous, t, time_embed)
+    return model.video_encoder(c, text if t == 0 else None)
+
+
+@torch.no_grad()
+def generate_video(model: NOVATransformer, scheduler, states: Sequence[torch.Tensor],
+                   generators: Sequence[torch.Generator], num_latents: int, num_steps: int, num_diffusion_steps: int,
+                   guidance_scale: float, motion_flow: float) -> torch.Tensor:
+    """Latent videos (B, C, T, h, w), T = num_latents: upstream's `Transformer3DModel.generate_video` (temporal
+    autoregression with the video encoder's key/value cache, each latent frame generated set by set by
+    `generate_frame` from its temporal context, one patch order per video) for Phi-2 prompt states."""
+    scheduler.set_timesteps(num_diffusion_steps)
+    guided = guidance_scale > 1
+    text = motion_context(model, text_context(model, states, guided), motion_flow)
+    time_embed = model.video_pos_embed.time_embed(num_latents)
+    order = draw_order(model, generators, text.device)
+    frames, previous = [], None
+    model.video_encoder.enable_kvcache(num_latents > 1)
+    try:
+        for t in range(num_latents):
+            context = temporal_step(model, text, previous, t, time_embed)
+            previous = generate_frame(model, context, scheduler, generators, num_steps, guidance_scale, order)
+            frames.append(previous)
+    finally:
+        model.video_encoder.enable_kvcache(False)
+    return torch.stack(frames, dim=2)

@@ -94,6 +94,8 @@ class NOVAMethod(TextToImage):
     specs: ClassVar[tuple[WeightSpec, ...]] = ()
     #: What the method declares about the architecture; the released transformer/config.json must agree.
     expected: ClassVar[dict[str, Any]] = {}
+    #: The pipeline classes the snapshot's model_index.json must name.
+    model_index: ClassVar[dict[str, list[str]]] = MODEL_INDEX
 
     def __init__(self, config=None, device: str = "cpu"):
         super().__init__(config, device)
@@ -137,17 +139,17 @@ class NOVAMethod(TextToImage):
         return NOVAConfig.from_upstream(raw, str(path))
 
     def load(self) -> None:
-        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler  # delegated: diffusers' classes
+        from diffusers import FlowMatchEulerDiscreteScheduler  # delegated: diffusers' class
         from transformers import AutoTokenizer, PhiModel  # delegated: upstream's PhiEncoderModel is Phi-2's decoder
 
         if self.dtype == torch.float16 and not str(self.device).startswith("cuda"):
-            raise ArbenchError(f"{self.name}: precision=fp16 (upstream's GenEval setting) needs a CUDA device; on "
+            raise ArbenchError(f"{self.name}: precision=fp16 (upstream's evaluation setting) needs a CUDA device; on "
                                f"{self.device} pass --set precision=fp32 (its own signature).")
         index = json.loads(self._path("model_index.json").read_text())
-        odd = {k: index.get(k) for k, v in MODEL_INDEX.items() if index.get(k) != v}
+        odd = {k: index.get(k) for k, v in self.model_index.items() if index.get(k) != v}
         if odd:
             raise ArbenchError(f"{self._path('model_index.json')}: components {odd} differ from the released NOVA "
-                               f"pipeline's {MODEL_INDEX}; ARBench implements those classes only.")
+                               f"pipeline's {self.model_index}; ARBench implements those classes only.")
         config = self.transformer_config()
         model = NOVATransformer(config)
         path = self._path("transformer/diffusion_pytorch_model.safetensors")
@@ -158,9 +160,14 @@ class NOVAMethod(TextToImage):
         self._tokenizer = AutoTokenizer.from_pretrained(str(root / "tokenizer"))
         self._text = PhiModel.from_pretrained(str(root / "text_encoder"), dtype=self.dtype,
                                               use_safetensors=True).to(self.device).eval()
-        self._vae = AutoencoderKL.from_pretrained(str(root / "vae"), dtype=self.dtype,
-                                                  use_safetensors=True).to(self.device).eval()
+        self._vae = self.load_vae(root / "vae")
         self._loaded = True
+
+    def load_vae(self, folder: Path):
+        """The released VAE (`vae/`): diffusers' AutoencoderKL for the text-to-image models."""
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL.from_pretrained(str(folder), dtype=self.dtype, use_safetensors=True).to(self.device).eval()
 
     @torch.no_grad()
     def prompt_states(self, prompts: Sequence[str]) -> list[torch.Tensor]:

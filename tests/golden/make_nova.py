@@ -78,6 +78,16 @@ def seeded(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module.eval()
 
 
+def tiny_transformer_module():
+    """Upstream's `transformer_nova` with the tiny architectures added to its registries (its own builders)."""
+    from diffnext.models.transformers import transformer_nova as tn
+
+    tn.VIDEO_ENCODERS.register("vit_d2w64", depth=2, embed_dim=64, num_heads=4)(tn.video_encoder)
+    tn.IMAGE_ENCODERS.register("vit_d4w64", depth=4, embed_dim=64, num_heads=4)(tn.image_encoder)
+    tn.IMAGE_DECODERS.register("mlp_d2w48", depth=2, embed_dim=48)(tn.image_decoder)
+    return tn
+
+
 def main(checkout: str) -> None:
     sys.path.insert(0, checkout)
     import yaml
@@ -86,12 +96,9 @@ def main(checkout: str) -> None:
 
     from diffnext.models.autoencoders.autoencoder_kl import AutoencoderKL
     from diffnext.models.text_encoders.phi import PhiEncoderModel
-    from diffnext.models.transformers import transformer_nova as tn
     from diffnext.pipelines.nova.pipeline_nova import NOVAPipeline
 
-    tn.VIDEO_ENCODERS.register("vit_d2w64", depth=2, embed_dim=64, num_heads=4)(tn.video_encoder)
-    tn.IMAGE_ENCODERS.register("vit_d4w64", depth=4, embed_dim=64, num_heads=4)(tn.image_encoder)
-    tn.IMAGE_DECODERS.register("mlp_d2w48", depth=2, embed_dim=48)(tn.image_decoder)
+    tn = tiny_transformer_module()
 
     torch.manual_seed(0)
     SNAPSHOT.mkdir(parents=True, exist_ok=True)
