@@ -210,3 +210,33 @@ def test_stop_rules_eos_trim_and_length():
                             ([[2, 9]], "outside the vocabulary")]:
         with pytest.raises(ArbenchError, match=message):
             validate_result(GenerationResult(tokens, 1), 1, 2 if message == "over the limit" else 5, 6, 5, "broken")
+
+
+def test_draft_with_another_tokenizer_of_the_same_size_is_refused(tmp_path):
+    """Equal vocabulary sizes are not enough: the token-to-id mappings of target and draft folders are compared."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from tokenizers import Tokenizer, models
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from harness.protocols.decoding.hf import HFCausalLM
+
+    def folder(name: str, words: list[str]) -> HFCausalLM:
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                                             eos_token_id=1, bos_token_id=0, pad_token_id=0))
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>")),
+            unk_token="<unk>", eos_token="</s>")
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+        return HFCausalLM.load(tmp_path / name)
+
+    base = ["<unk>", "</s>"] + [f"w{i}" for i in range(14)]
+    target = folder("target", base)
+    same = folder("same", base)
+    other = folder("other", base[:2] + list(reversed(base[2:])))  # 16 ids, 14 of them meaning other words
+    assert target.tokenizer_digest == same.tokenizer_digest and target.tokenizer_digest != other.tokenizer_digest
+    target.require_compatible_draft(same, "speculative")
+    with pytest.raises(ArbenchError, match="another tokenizer"):
+        target.require_compatible_draft(other, "speculative")

@@ -201,6 +201,7 @@ class GPTModel(ARModel):
         c = net.config
         self.vocab_size, self.eos_id, self.num_layers = c.vocab_size, EOS_ID, c.n_layers
         self.num_draft_heads, self.exit_layers = c.num_draft_heads, tuple(c.exit_layers)
+        self.tokenizer_digest = f"utf8-bytes+eos{EOS_ID}" if c.vocab_size == BYTE_VOCAB + 1 else None
         self._dtype = next(net.parameters()).dtype
 
     @classmethod

@@ -8,6 +8,7 @@ them refuse such a model up front. Prompts are token ids from the model's own to
 from __future__ import annotations
 
 import hashlib
+import json
 import inspect
 import os
 from pathlib import Path
@@ -48,7 +49,9 @@ class HFCausalLM(ARModel):
         eos = model.generation_config.eos_token_id if model.generation_config else model.config.eos_token_id
         if isinstance(eos, list):
             eos = eos[0]
-        return cls(model, path.name, eos, device, revision=_folder_digest(path))
+        adapter = cls(model, path.name, eos, device, revision=_folder_digest(path))
+        adapter.tokenizer_digest = _tokenizer_digest(path)
+        return adapter
 
     def checkpoint_sha256(self) -> str | None:
         return self.revision
@@ -170,3 +173,15 @@ def _folder_digest(path: Path) -> str:
         digest.update(file.name.encode())
         digest.update(sha256_file(file).encode())
     return digest.hexdigest()
+
+
+def _tokenizer_digest(path: Path) -> str | None:
+    """SHA-256 of a model folder's token-to-id mapping (its tokenizer's full vocabulary, added tokens included);
+    None when the folder holds no tokenizer."""
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json",
+                                                     "tokenizer.model")):
+        return None
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(path).get_vocab()
+    return hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()

@@ -59,6 +59,9 @@ class ARModel(ABC):
     num_draft_heads: int = 0
     #: Layer counts after which `forward(exit_layer=...)` may exit (the full depth is always allowed).
     exit_layers: tuple[int, ...] = ()
+    #: Identifies the token-to-id mapping (sha256 of it, or a name for a fixed one); None when unknown, in which
+    #: case a draft is checked by vocabulary size and EOS id only.
+    tokenizer_digest: str | None = None
 
     @abstractmethod
     def new_cache(self, batch: int, max_len: int) -> Any:
@@ -146,4 +149,11 @@ class ARModel(ABC):
                 f"{strategy}: draft model {draft.name!r} (vocab {draft.vocab_size}, eos {draft.eos_id}) does not "
                 f"share the target's vocabulary (vocab {self.vocab_size}, eos {self.eos_id}); the draft must use "
                 f"the same tokenizer."
+            )
+        # equal sizes are not enough (Llama-2 and Mistral both have 32,000 ids that mean different strings)
+        if self.tokenizer_digest and draft.tokenizer_digest and self.tokenizer_digest != draft.tokenizer_digest:
+            raise ArbenchError(
+                f"{strategy}: draft model {draft.name!r} has as many token ids as the target {self.name!r} "
+                f"({self.vocab_size}) but another tokenizer (its token-to-id mapping differs: digest "
+                f"{draft.tokenizer_digest[:12]} vs {self.tokenizer_digest[:12]}); the draft must use the same tokenizer."
             )
