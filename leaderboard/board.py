@@ -374,6 +374,9 @@ def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, h
     table["method"] = runs["method"]
     table["family"] = _display(runs["family"], FAMILY_NAMES).replace("", "—")
     table["params"] = runs["params"]
+    licences = runs["weights_license"].fillna("") if "weights_license" in runs else pd.Series("", index=runs.index)
+    if licences.astype(bool).any():  # a method declared its weights' licence (e.g. non-commercial): said in the row
+        table["weights licence"] = licences
     table["hardware"] = runs["hardware"]
     table["date"] = run_dates(runs)
     for m in metrics:

@@ -384,3 +384,16 @@ def test_overview_summary_counts_sources_and_names_the_main_group(store):
                                   board.groups[0].table.drop(columns=paper))
     assert summary.protocol == "ARBench protocol, task v1" and summary.modality == "class-to-image"
     assert summary.last_change.startswith(pd.Timestamp.now("UTC").strftime("%Y-%m-%d"))
+
+
+def test_a_declared_weights_licence_is_said_in_the_board_row(store):
+    """Methods whose weights forbid commercial use declare it (`Method.weights_license`); the runner records it and
+    the board's table shows it in the row, not only on the run page. Boards without any keep no such column."""
+    add_run(store, method="m-a", metrics=[fid(3.0)])
+    add_run(store, method="m-b", metrics=[fid(2.0)],
+            provenance={"weights_license": "CC-BY-NC-SA-4.0, NON-COMMERCIAL use only"})
+    table = build_groups(load_snapshot(store), "toy-board")[0][0].table
+    assert table.set_index("method")["weights licence"].to_dict() == {
+        "m-b": "CC-BY-NC-SA-4.0, NON-COMMERCIAL use only", "m-a": ""}
+    add_run(store, task="toy-board-2", method="m-c", metrics=[fid(1.0)])
+    assert "weights licence" not in build_groups(load_snapshot(store), "toy-board-2")[0][0].table.columns
