@@ -134,7 +134,8 @@ def table(report: dict) -> str:
                      f"{fmt(m, 'speedup_bs4')} | {fmt(m, 'speedup_bs16')} | {fmt(m, 'exact_match_rate')} | "
                      f"{fmt(m, 'forward_passes_per_token')} | {fmt(m, 'mean_accepted_tokens')} | "
                      f"{fmt(m, 'tokens_per_s', 0)} | {fmt(m, 'ttft_ms')} | {fmt(m, 'tpot_ms')} | "
-                     f"{fmt(m, 'speedup_cuda_events')} | {fmt(m, 'peak_memory_mb', 0)} ({fmt(m, 'baseline_peak_memory_mb', 0)}) |")
+                     f"{fmt(m, 'speedup_cuda_events')} | {fmt(m, 'peak_memory_mb', 0)} "
+                     f"({fmt(m, 'baseline_peak_memory_mb', 0)}) |")
     return "\n".join(lines)
 
 

@@ -197,6 +197,7 @@ def medusa_decode(model: ARModel, heads: MedusaHeads, prompt: torch.Tensor, max_
     with torch.inference_mode():
         head_logits = heads(out.hidden[:, -1].float()).transpose(0, 1)  # (B, K, V)
     mask = buffers.attn_mask.to(device)
+    nodes = buffers.retrieve_indices.clamp(min=0)  # each path's tree nodes (padding points at the root; never accepted)
     first = True
     while not state.done():
         start = model.cache_length(cache)
@@ -209,10 +210,8 @@ def medusa_decode(model: ARModel, heads: MedusaHeads, prompt: torch.Tensor, max_
         ids = torch.stack([tree for _, tree in built]).to(device)
         out = model.forward_tree(ids, cache, buffers.position_ids.to(device) + start, mask, want_hidden=True)
         state.target_passes += 1
-        picks = []
-        for b, (paths, _) in enumerate(built):
-            nodes = buffers.retrieve_indices.clamp(min=0)
-            picks.append((paths, *accept_greedy(out.logits[b].float().cpu()[nodes], paths)))
+        logits = out.logits.float().cpu()
+        picks = [(paths, *accept_greedy(logits[b][nodes], paths)) for b, (paths, _) in enumerate(built)]
         n = min(accept for _, _, accept in picks)
         kept = [buffers.retrieve_indices[best, :n + 1].tolist() for _, best, _ in picks]
         model.keep(cache, start, kept)

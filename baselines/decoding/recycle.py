@@ -128,9 +128,9 @@ class RecycleGPTDecoding(AddonStrategy, LossyStrategy):
 
     def load_addon(self, target) -> RecyclableModule:
         if not isinstance(target, GPTModel):
-            raise ArbenchError(f"{self.name} needs a recyclable module trained for its target; modules exist only for "
-                               f"the project's GPT models (train one with `python -m baselines.decoding.train_recycle`), "
-                               f"not for {type(target).__name__}.")
+            raise ArbenchError(f"{self.name} needs a recyclable module trained for its target; modules exist only "
+                               f"for the project's GPT models (train one with `python -m "
+                               f"baselines.decoding.train_recycle`), not for {type(target).__name__}.")
         return RecyclableModule.load(self.addon_path(), target)
 
     def decode(self, models: Models, prompt, max_new_tokens, seeds: Sequence[int]) -> GenerationResult:

@@ -75,7 +75,8 @@ def main() -> None:
 
     record = train_on_frozen_target(heads, loss, net, args.steps, args.batch, args.length, args.lr, seed=1)
     held_out = torch.cat([corpus([ref])[:16384] for ref in HELD_OUT.values()])
-    record.update(decay=DECAY, held_out_accuracy=accuracy(heads, net, held_out), target=BUNDLED_MODELS["tiny-kjv-target"].name)
+    record.update(decay=DECAY, held_out_accuracy=accuracy(heads, net, held_out),
+                  target=BUNDLED_MODELS["tiny-kjv-target"].name)
     print(f"held-out accuracy (top-1, top-10 per head): {record['held_out_accuracy']}")
     heads.save(BUNDLED_HEADS, target.checkpoint_sha256(), {"training": record})
     print(f"wrote {BUNDLED_HEADS}")
