@@ -9,7 +9,10 @@ it was measured under. Each entry becomes one run with kind="reported", source="
 - its full signature adds the method, its sampler settings and the source;
 - its id is derived from (task, label, protocol), so loading twice adds nothing, and a corrected
   figure replaces the old row instead of adding a second one;
-- marks from the shared notes ([2nd], [unv], [abs]) stay on the row as a `verification` note.
+- marks from the shared notes ([2nd], [unv], [abs]) stay on the row as a `verification` note;
+- `availability` says why a figure cannot be reproduced here (no official code or weights, API only); a row
+  whose `method` names a registered ARBench method can be (`arbench run <task> <method>`). Both end up in the
+  row's `reproducible` note, which the board shows.
 """
 
 from __future__ import annotations
@@ -36,8 +39,15 @@ MARKS = {
     "unv": "not verified against the paper",
     "abs": "from the paper's abstract",
 }
+#: Why a reported figure cannot be reproduced with ARBench; checked facts about the system's releases, kept
+#: per row in the data file (the issues' "keep their reported rows, marked not reproducible").
+AVAILABILITY = {
+    "no-code-or-weights": "no official code or weights were released",
+    "no-weights": "official code, but no released weights",
+    "api-only": "a closed system, served through an API only",
+}
 ENTRY_KEYS = {"task", "method", "label", "family", "params", "paper", "url", "where", "protocol", "settings",
-              "metrics", "marks", "note", "hardware"}
+              "metrics", "marks", "note", "hardware", "availability"}
 REQUIRED_KEYS = ("task", "label", "paper", "where", "protocol", "metrics")
 
 
@@ -129,6 +139,12 @@ def _entry(path: Path, index: int, raw: dict[str, Any], metric_meta: dict[str, A
             raise InputError(f"{where}: mark {mark!r} is not one of {sorted(MARKS)}.")
         if target != "*" and target not in metrics:
             raise InputError(f"{where}: mark on {target!r}, which is not one of this row's metrics.")
+    availability = raw.get("availability")
+    if availability is not None and availability not in AVAILABILITY:
+        raise InputError(f"{where}: availability {availability!r} is not one of {sorted(AVAILABILITY)}.")
+    if availability is not None and raw.get("method"):
+        raise InputError(f"{where}: a row linked to ARBench method {raw['method']!r} can be reproduced; drop "
+                         f"either `method` or `availability` {availability!r}.")
     settings = dict(raw.get("settings", {}))
     eval_sig = Signature().add("task", raw["task"]).add("reported_protocol", protocol_name)
     eval_sig.update("protocol", {k: v for k, v in protocol.items() if k != "task"})
@@ -138,6 +154,7 @@ def _entry(path: Path, index: int, raw: dict[str, Any], metric_meta: dict[str, A
         "paper": raw["paper"], "url": raw.get("url", ""), "where": raw["where"], "note": raw.get("note", ""),
         "params": raw.get("params"), "hardware": raw.get("hardware"), "family": raw.get("family"),
         "marks": marks, "verification": _verification(marks),
+        "reproducible": _reproducible(raw["task"], raw.get("method"), availability),
         "data_file": Path(path).name, "data_version": data["data_version"],
     }
     provenance = {k: v for k, v in provenance.items() if v not in (None, "", {})}
@@ -148,6 +165,14 @@ def _entry(path: Path, index: int, raw: dict[str, Any], metric_meta: dict[str, A
         eval_signature=eval_sig, signature=sig, settings={"task": None, "method": settings}, provenance=provenance,
         metrics=metrics, marks=marks, content_sha256=hashlib.sha256(content.encode()).hexdigest(),
     )
+
+
+def _reproducible(task: str, method: str | None, availability: str | None) -> str:
+    if availability:
+        return f"no: {AVAILABILITY[availability]}"
+    if method:
+        return f"yes: arbench run {task} {method}"
+    return ""  # not assessed in the data file
 
 
 def _verification(marks: dict[str, str]) -> str:

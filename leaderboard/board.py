@@ -368,6 +368,8 @@ def _group_table(runs: pd.DataFrame, values: pd.DataFrame, lows: pd.DataFrame, h
         table[ranked.ci_header] = _ci_texts(lows[ranked.name].to_numpy(), highs[ranked.name].to_numpy())
     table["source"] = _display(runs["source"], SOURCE_NAMES)
     table["verification"] = runs["verification"]
+    if "reproducible" in runs:  # reported rows: the command that reruns it, or why none can (shown when any says)
+        table["reproducible here"] = runs["reproducible"].fillna("")
     for m in metrics:
         if m not in headline:
             table[m.header] = values[m.name]

@@ -24,7 +24,7 @@ HARDWARE_KEYS = ("hardware", "gpu_name", "cpu")
 RUN_COLUMNS = ["run_id", "task", "method", "family", "kind", "source", "label", "status",
                "signature_hash", "eval_signature_hash", "params", "hardware", "generate_seconds",
                "verification", "created_at", "has_error", "signature", "paper", "lossless", "finished_at",
-               "weights_license"]
+               "weights_license", "reproducible"]
 #: A year in a reported row's `paper` ("Sun et al. 2024, ..."): its publication date on the board.
 PAPER_YEAR = r"\b((?:19|20)\d\d)\b"
 METRIC_COLUMNS = ["run_id", "name", "value", "ci_low", "ci_high", "higher_is_better", "unit", "version"]
@@ -127,6 +127,7 @@ def load_snapshot(store: Store, task: str | None = None) -> StoreSnapshot:
             RunRow.provenance["paper"].as_string().label("paper"),
             RunRow.provenance["lossless"].as_boolean().label("lossless"), RunRow.finished_at,
             RunRow.provenance["weights_license"].as_string().label("weights_license"),
+            RunRow.provenance["reproducible"].as_string().label("reproducible"),
         )
         .join(TaskRow, RunRow.task_id == TaskRow.id)
         .outerjoin(MethodRow, RunRow.method_id == MethodRow.id)
@@ -144,7 +145,8 @@ def load_snapshot(store: Store, task: str | None = None) -> StoreSnapshot:
         runs = _frame(conn, runs_q, RUN_COLUMNS)
         metrics = _frame(conn, metrics_q, METRIC_COLUMNS)
         tasks = _frame(conn, tasks_q, TASK_COLUMNS)
-    for col in ("method", "family", "label", "hardware", "verification", "signature", "paper", "weights_license"):
+    for col in ("method", "family", "label", "hardware", "verification", "signature", "paper", "weights_license",
+                "reproducible"):
         runs[col] = runs[col].fillna("")
     runs["published"] = runs["paper"].str.extract(PAPER_YEAR, expand=False).fillna("")
     for col in ("params", "generate_seconds"):

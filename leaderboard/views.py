@@ -494,6 +494,8 @@ def _render_reported_source(record: dict) -> None:
     if prov.get("verification"):
         st.warning("Not verified against the paper; see below.")
         st.text(prov["verification"])
+    if prov.get("reproducible"):
+        st.text(f"reproducible with ARBench: {prov['reproducible']}")
     if prov.get("note"):
         st.text(prov["note"])
 

@@ -72,6 +72,10 @@ class GenEvalConfig:
     counting_threshold: Probability = GenEvalRules.counting_threshold
     max_objects: Annotated[int, Field(ge=1, le=1000)] = GenEvalRules.max_objects
     position_threshold: Probability = GenEvalRules.position_threshold
+    # images per detector pass (equal-size images only, see GenEvalDetector.detect_batch); GenEval's own script
+    # detects one at a time, which is the default. On a GPU, 8-16 is several times faster; batched kernels can
+    # round differently, so the value is part of the signature like every setting.
+    detect_batch_size: Annotated[int, Field(ge=1, le=256)] = 1
 
 
 @register_task("geneval")
@@ -170,17 +174,25 @@ class GenEval(Task):
     def score(self, samples: Sequence[GenEvalImage], ctx) -> list[MetricValue]:
         detector = geneval_detector.GenEvalDetector.from_pretrained(device=ctx.device)
         colors = clip_color.ColorClassifier.from_pretrained(device=ctx.device)
-        return score_images(samples, detector, colors, self.rules, ctx)
+        return score_images(samples, detector, colors, self.rules, ctx, self.config.detect_batch_size)
 
 
-def score_images(samples: Sequence[GenEvalImage], detector, colors, rules: GenEvalRules, ctx) -> list[MetricValue]:
+def _detected(samples: Sequence[GenEvalImage], detector, batch_size: int):
+    """(sample, RGB image, detections) in order, `batch_size` images per detector call."""
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start:start + batch_size]
+        images = [Image.open(sample.path).convert("RGB") for sample in chunk]
+        yield from zip(chunk, images, detector.detect_batch(images))
+
+
+def score_images(samples: Sequence[GenEvalImage], detector, colors, rules: GenEvalRules, ctx,
+                 batch_size: int = 1) -> list[MetricValue]:
     """Detect, judge every image, write GenEval's results.jsonl as an artifact, and refuse silent failures."""
     metric = GenEvalScore()
     any_detection = False
     with open(ctx.artifact("results.jsonl"), "w", encoding="utf-8") as rows:
-        for sample in ctx.progress(samples, total=len(samples), desc="geneval"):
-            image = Image.open(sample.path).convert("RGB")
-            detections = detector.detect(image)
+        for sample, image, detections in ctx.progress(_detected(samples, detector, batch_size), total=len(samples),
+                                                      desc="geneval"):
             tag = sample.metadata["tag"]
             kept = keep_detections(detections, tag, rules)
             any_detection |= bool(keep_detections(detections, "", rules))

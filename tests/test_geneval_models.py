@@ -261,12 +261,16 @@ def test_instance_postprocess_scores_and_boxes():
     assert boxes[empty].tolist() == [0, 0, 0, 0] and scores[empty] == 0
 
 
-def test_detector_runs_end_to_end_on_a_small_config():
+def small_detector() -> gd.GenEvalDetector:
     cfg = dataclasses.replace(gd.Mask2FormerConfig(), embed_dims=32, depths=(1, 2, 1, 1), num_heads=(1, 2, 2, 4),
                               feat_channels=64, pixel_decoder_layers=1, pixel_decoder_ffn=64, decoder_layers=2,
                               decoder_ffn=64, num_queries=10, max_per_image=10, scale=(200, 96))
     torch.manual_seed(0)
-    detector = gd.GenEvalDetector(gd.Mask2Former(cfg))
+    return gd.GenEvalDetector(gd.Mask2Former(cfg))
+
+
+def test_detector_runs_end_to_end_on_a_small_config():
+    detector = small_detector()
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 90, 3), dtype=np.uint8))
     detections = detector.detect(image)
     found = [d for dets in detections.values() for d in dets]
@@ -276,6 +280,26 @@ def test_detector_runs_end_to_end_on_a_small_config():
         if d.mask.any():
             ys, xs = np.nonzero(d.mask)
             assert d.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def test_batched_detection_equals_one_image_at_a_time():
+    """Equal-size images share a pass, others get their own; each image's detections are those it gets alone."""
+    detector = small_detector()
+    rng = np.random.default_rng(1)
+    shapes = [(60, 90), (60, 90), (50, 50), (60, 90)]  # 60x90 -> 64x96 input; 50x50 -> 96x96: two groups
+    images = [Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)) for hw in shapes]
+    calls = []
+    forward = detector.model.forward
+    detector.model.forward = lambda x: calls.append(x.shape[0]) or forward(x)
+    batched = detector.detect_batch(images)
+    assert sorted(calls) == [1, 3]
+    for image, got in zip(images, batched):
+        alone = detector.detect(image)
+        assert list(got) == list(alone)  # same classes in the same order
+        for name in alone:
+            for a, b in zip(alone[name], got[name], strict=True):
+                assert a.box == b.box and np.array_equal(a.mask, b.mask)
+                assert b.score == pytest.approx(a.score, rel=1e-5, abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------------------------

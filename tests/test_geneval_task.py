@@ -152,7 +152,12 @@ def detections_for(record, good):
     return dets
 
 
-class PlannedDetector:
+class OneAtATime:
+    def detect_batch(self, images):
+        return [self.detect(image) for image in images]
+
+
+class PlannedDetector(OneAtATime):
     """Returns planned detections for each image in turn: correct ones on even prompts, nothing on odd ones."""
 
     def __init__(self, images):
@@ -189,14 +194,40 @@ def test_score_images_pipeline_artifact_and_canary(home, tmp_path):
     assert len(rows) == 553 and rows[0]["correct"] is True and rows[1]["correct"] is False
     assert set(rows[0]) == {"filename", "tag", "prompt", "correct", "reason", "metadata", "details"}
 
-    class Blind:
+    class Batched(PlannedDetector):  # remembers which record each image object answers
+        def __init__(self, images):
+            super().__init__(images)
+            self.by_image, self.chunks = {}, []
+
+        def detect_batch(self, images):
+            self.chunks.append(len(images))
+            out = []
+            for image in images:
+                out.append(self.detect(image))
+                self.by_image[id(image)] = self.record
+            return out
+
+    class ImageColors:  # the colour each image's own prompt asks for, however the detector batches
+        def __init__(self, detector):
+            self.detector = detector
+
+        def classify(self, image, dets, name):
+            record = self.detector.by_image[id(image)]
+            return [next(c["color"] for c in record["include"] if c["class"] == name)] * len(dets)
+
+    batched = Batched(images)
+    values5 = {v.name: v.value for v in score_images(images, batched, ImageColors(batched), GenEvalRules(), ctx,
+                                                     batch_size=5)}
+    assert values5 == values and batched.chunks == [5] * 110 + [3]
+
+    class Blind(OneAtATime):
         def detect(self, image):
             return {"person": [Detection((0, 0, 1, 1), 0.1)]}
 
     with pytest.raises(ArbenchError, match="canary: the detector found no object"):
         score_images(images, Blind(), PromptColors(detector), GenEvalRules(), ctx)
 
-    class OnlyPeople:
+    class OnlyPeople(OneAtATime):
         def detect(self, image):
             return {"person": [Detection((0, 0, 1, 1), 0.99)]}
 

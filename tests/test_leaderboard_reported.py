@@ -98,6 +98,18 @@ def test_existing_task_and_method_rows_are_not_overwritten(store):
     assert mine.iloc[0]["Δ vs paper (fid)"] == pytest.approx(0.44)
 
 
+def test_rows_say_whether_arbench_can_reproduce_them(store):
+    """A linked method gives the command, `availability` the reason it cannot; the board shows both."""
+    load_reported(store)
+    dalle = next(r for r in store.records(task="geneval") if r["label"] == "DALL-E 3")
+    assert dalle["provenance"]["reproducible"] == "no: a closed system, served through an API only"
+    groups, _ = build_groups(load_snapshot(store, "imagenet256-c2i"), "imagenet256-c2i")
+    rows = {label: text for g in groups for label, text in zip(g.table["label"], g.table["reproducible here"])}
+    assert rows["LlamaGen-B"] == "yes: arbench run imagenet256-c2i llamagen-b"
+    tts = {r["label"]: r["provenance"].get("reproducible") for r in store.records(task="librispeech-pc")}
+    assert tts["MELLE (continuation)"] == "no: no official code or weights were released"
+
+
 def test_different_evaluators_are_never_ranked_together(store):
     load_reported(store)
     groups, _ = build_groups(load_snapshot(store, "imagenet256-c2i"), "imagenet256-c2i")
@@ -123,6 +135,8 @@ ENTRY_MUTATIONS = [
     ({"colour": "red"}, "unknown keys ['colour']"),
     ({"paper": ""}, "missing paper"),
     ({"task": "geneval"}, "belongs to task 'imagenet256-c2i'"),
+    ({"availability": "rumoured"}, "availability 'rumoured' is not one of"),
+    ({"availability": "api-only"}, "linked to ARBench method 'llamagen-b' can be reproduced"),
 ]
 
 
