@@ -134,7 +134,8 @@ def test_method_streams_the_generated_waveform_and_ignores_batching(models):
     assert [len(a) for a, _ in chunks] == [16 * n for n in (4, 12, 15)] and {r for _, r in chunks} == {24000}
     (alone, rate), = method.generate([request])
     np.testing.assert_array_equal(alone, np.concatenate([a for a, _ in chunks]))
-    batch = method.generate([Request(1, "u1", 9, {"text": "other words here."}), Request(0, "u0", 77, request.condition)])
+    batch = method.generate([Request(1, "u1", 9, {"text": "other words here."}),
+                             Request(0, "u0", 77, request.condition)])
     np.testing.assert_array_equal(batch[1][0], alone)  # greedy: neither batching nor the seed changes a waveform
     assert type(method).streaming and rate == 24000
     assert not lv.Method.streaming
@@ -198,7 +199,8 @@ def test_tts_task_reports_streaming_metrics_for_streaming_methods_only(models, t
                                                          clock=FakeClock())}
     assert set(metrics) == {"first_packet_p50", "first_packet_p95", "chunk_rtf_p50", "chunk_rtf_p95"}
     assert metrics["first_packet_p50"].value == 0.25 and metrics["first_packet_p50"].unit == "s"
-    assert metrics["chunk_rtf_p95"].version == STREAMING_METRICS_VERSION and not metrics["chunk_rtf_p95"].higher_is_better
+    rtf = metrics["chunk_rtf_p95"]
+    assert rtf.version == STREAMING_METRICS_VERSION and not rtf.higher_is_better and rtf.unit == "x"
     assert "2 utterances" in metrics["first_packet_p95"].description
     with pytest.raises(ValueError, match="one ready time"):
         StreamMeasurement((), ())

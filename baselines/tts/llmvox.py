@@ -30,8 +30,8 @@ SIM-o measures how far its fixed voice is from the prompt speaker, not cloning.
 Deterministic: greedy decoding draws no random numbers, so the request seed changes nothing (it is still recorded)
 and batching never changes a waveform.
 
-Licence: CC BY-NC-SA 4.0 (code and released weights: non-commercial); WavTokenizer MIT; CharsiuG2P models
-CC BY 4.0 per its model card (not verified here: no network).
+Licence: CC BY-NC-SA 4.0 (code and released weights: non-commercial); WavTokenizer MIT; the CharsiuG2P model
+page states no licence (its repository's licence was not checked here).
 """
 
 from __future__ import annotations
@@ -60,18 +60,21 @@ PAD_TOKEN_ID, TEXT_EOS_ID, EOA_TOKEN_ID = 384, 385, 453
 SPEECH_DIM = 512
 
 LLMVOX_WEIGHTS = register_weights(WeightSpec(
-    "llmvox-english-tiny", "ckpt_english_tiny.pt", "https://huggingface.co/MBZUAI/LLMVoX/resolve/main/ckpt_english_tiny.pt",
-    None, LICENSE, "LLMVoX English decoder (nanoGPT checkpoint: {'model', 'model_args', ...})"))
+    "llmvox-english-tiny", "ckpt_english_tiny.pt",
+    "https://huggingface.co/MBZUAI/LLMVoX/resolve/main/ckpt_english_tiny.pt", None, LICENSE,
+    "LLMVoX English decoder (453 MB nanoGPT training checkpoint: 'model', 'model_args', optimizer state)"))
 WAVTOKENIZER_WEIGHTS = register_weights(WeightSpec(
     "wavtokenizer-large-speech-75", "wavtokenizer_large_speech_320_24k.ckpt",
-    "https://huggingface.co/novateur/WavTokenizer-large-speech-75token/resolve/main/wavtokenizer_large_speech_320_24k.ckpt",
+    "https://huggingface.co/MBZUAI/LLMVoX/resolve/main/wavtokenizer_large_speech_320_24k.ckpt",
     None, "MIT (jishengpeng/WavTokenizer)",
-    "WavTokenizer large, speech, 75 tokens/s, 24 kHz (Lightning checkpoint; LLMVoX's README names it)"))
+    "WavTokenizer large, speech, 75 tokens/s, 24 kHz (1.75 GB Lightning checkpoint beside LLMVoX's; only the decoder "
+    "and the codebook are read)"))
 CHARSIU_WEIGHTS = register_weights(WeightSpec(
     "charsiu-g2p-byt5-tiny", "charsiu_g2p_multilingual_byT5_tiny_16_layers_100.bin",
     "https://huggingface.co/charsiu/g2p_multilingual_byT5_tiny_16_layers_100/resolve/main/pytorch_model.bin",
-    None, "CC BY 4.0 per the CharsiuG2P model card (lingjzhu/CharsiuG2P)",
-    "CharsiuG2P multilingual ByT5-tiny: LLMVoX takes only its input embedding (encoder.embed_tokens)"))
+    None, "no licence stated on the model page; CharsiuG2P (lingjzhu/CharsiuG2P) - not verified here",
+    "CharsiuG2P multilingual ByT5-tiny (82.7 MB; model.safetensors also works): LLMVoX takes only its input "
+    "embedding"))
 
 
 # -- text front end ---------------------------------------------------------------------------------------------
@@ -324,9 +327,9 @@ def read_text_embedding(path: Path) -> torch.Tensor:
     for key in ("encoder.embed_tokens.weight", "shared.weight"):
         if isinstance(saved, dict) and isinstance(saved.get(key), torch.Tensor):
             base = saved[key].float()
-            if base.shape[0] != PAD_TOKEN_ID:
+            if base.shape[0] < PAD_TOKEN_ID:
                 raise ArbenchError(f"{path}: {key} has {base.shape[0]} rows; ByT5's vocabulary has {PAD_TOKEN_ID}.")
-            return resized_text_embedding(base)
+            return resized_text_embedding(base[:PAD_TOKEN_ID])  # upstream's resize to 385 keeps the first 384
     raise ArbenchError(f"{path} has no encoder.embed_tokens.weight or shared.weight (not a T5 checkpoint).")
 
 
