@@ -15,7 +15,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 from harness.errors import ArbenchError, InputError
 from harness.inputs import InputCaps
@@ -103,10 +103,19 @@ class Method(ABC):
     #: recorded in each run's provenance (`weights_license`) and shown on the board's run page.
     weights_license: ClassVar[str] = ""
     Config: ClassVar[type] = NoSettings
+    #: Declared (never inferred) by a method whose `stream(request)` yields its output in chunks as they become
+    #: ready (streaming TTS); the TTS tasks then measure first-packet latency and per-chunk RTF
+    #: (`harness.timing.measure_stream`).
+    streaming: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, device: str = "cpu"):
         self.config = config if config is not None else self.Config()
         self.device = device
+
+    def stream(self, request: Request) -> Iterator[Any]:
+        """Output chunks of one request as they are ready (only for methods that declare `streaming = True`);
+        for TTS, (audio chunk, sample rate) pairs whose concatenation is `generate`'s waveform."""
+        raise NotImplementedError(f"{self.name or type(self).__name__} does not stream (streaming = False)")
 
     def settings(self) -> dict[str, Any]:
         """Every setting that can change the outputs (recorded in the signature)."""

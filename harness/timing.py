@@ -201,3 +201,92 @@ def compare(callables: Mapping[str, Callable[[Any], Any]], items: Sequence[Any],
 def _rotated(names: list[str], shift: int) -> list[str]:
     k = shift % len(names)
     return names[k:] + names[:k]
+
+
+# -- streaming: first-packet latency and per-chunk real-time factor ----------------------------------------------
+@dataclass(frozen=True)
+class StreamMeasurement:
+    """One streamed request: when each chunk was ready and how much output it carried.
+
+    `ready[i]` is the seconds from the call to chunk i being ready (the device synchronised before the clock is
+    read), so `ready[0]` is the first-packet latency (time to first audio). Chunk i's compute time is
+    `ready[i] - ready[i-1]` (from the call for the first), and its real-time factor is that time over the chunk's
+    `durations[i]` (seconds of audio): below 1 the chunk was made faster than it plays.
+
+    >>> m = StreamMeasurement(ready=(0.2, 0.5, 1.1), durations=(0.4, 1.2, 2.0))
+    >>> m.first_packet, [round(x, 3) for x in m.chunk_seconds], [round(x, 3) for x in m.chunk_rtf]
+    (0.2, [0.2, 0.3, 0.6], [0.5, 0.25, 0.3])
+    >>> round(m.rtf, 3)  # whole request: 1.1 s for 3.6 s of audio
+    0.306
+    """
+
+    ready: tuple[float, ...]
+    durations: tuple[float, ...]
+
+    def __post_init__(self):
+        if not self.ready or len(self.ready) != len(self.durations):
+            raise ValueError("a stream measurement needs one ready time and one duration per chunk, at least one")
+
+    @property
+    def first_packet(self) -> float:
+        return self.ready[0]
+
+    @property
+    def chunk_seconds(self) -> tuple[float, ...]:
+        return tuple(np.diff((0.0,) + tuple(self.ready)).tolist())
+
+    @property
+    def chunk_rtf(self) -> tuple[float, ...]:
+        return tuple(s / max(d, 1e-9) for s, d in zip(self.chunk_seconds, self.durations))
+
+    @property
+    def rtf(self) -> float:
+        return self.ready[-1] / max(sum(self.durations), 1e-9)
+
+
+def measure_stream(start: Callable[[], Iterable[Any]], duration: Callable[[Any], float],
+                   device: str | torch.device = "cpu", clock: Callable[[], float] = time.perf_counter
+                   ) -> tuple[StreamMeasurement, list[Any]]:
+    """Consume one stream, reading `clock` (after a device synchronisation) before the call and as each chunk
+    arrives; `duration(chunk)` is the chunk's length in seconds of output. Returns the measurement and the chunks.
+    `clock` is replaceable so tests can give exact times."""
+    synchronize(device)
+    begin = clock()
+    ready, durations, chunks = [], [], []
+    for chunk in start():
+        synchronize(device)
+        ready.append(clock() - begin)
+        durations.append(float(duration(chunk)))
+        chunks.append(chunk)
+    if not chunks:
+        raise ValueError("the stream yielded no chunk: nothing to time")
+    return StreamMeasurement(tuple(ready), tuple(durations)), chunks
+
+
+def stream_timing(start: Callable[[Any], Iterable[Any]], items: Sequence[Any], duration: Callable[[Any], float],
+                  warmup: int = 2, device: str | torch.device = "cpu",
+                  clock: Callable[[], float] = time.perf_counter) -> list[StreamMeasurement]:
+    """`measure_stream` of every item after `warmup` discarded streams (of the first items, cycling)."""
+    if not items:
+        raise ValueError("stream_timing() needs at least one item")
+    for w in range(warmup):
+        for _ in start(items[w % len(items)]):
+            pass
+    return [measure_stream(lambda item=item: start(item), duration, device, clock)[0] for item in items]
+
+
+def streaming_summary(measurements: Sequence[StreamMeasurement]) -> dict[str, float]:
+    """p50/p95 of first-packet latency (over requests) and of chunk RTF (over every chunk of every request).
+
+    >>> streaming_summary([StreamMeasurement((0.1, 0.3), (0.5, 1.0)), StreamMeasurement((0.3,), (0.6,))])
+    {'first_packet_p50': 0.2, 'first_packet_p95': 0.29, 'chunk_rtf_p50': 0.2, 'chunk_rtf_p95': 0.47, 'chunks': 3.0}
+    """
+    if not measurements:
+        raise ValueError("no stream measurements")
+    first = np.array([m.first_packet for m in measurements])
+    rtf = np.array([r for m in measurements for r in m.chunk_rtf])
+    fp50, fp95 = np.percentile(first, [50, 95])
+    r50, r95 = np.percentile(rtf, [50, 95])
+    return {"first_packet_p50": round(float(fp50), 12), "first_packet_p95": round(float(fp95), 12),
+            "chunk_rtf_p50": round(float(r50), 12), "chunk_rtf_p95": round(float(r95), 12),
+            "chunks": float(rtf.size)}

@@ -55,6 +55,8 @@ WER_OVER = 0.5
 PATH_SETTINGS = ("list_path", "test_clean", "speaker_reference_dir")
 #: UTMOS given to a missing or unreadable file: the bottom of the 1-5 MOS scale.
 UTMOS_FLOOR = 1.0
+#: Version of the streaming metrics (first_packet_p50/p95, chunk_rtf_p50/p95; `TTSTask.streaming_latency`).
+STREAMING_METRICS_VERSION = "1"
 
 
 # -- audio ----------------------------------------------------------------------------------------
@@ -299,7 +301,29 @@ class TTSTask(Task):
         metrics = super().run(method, ctx)
         if ctx.is_main and self.config.rtf_items > 0:
             metrics += self.real_time_factor(method, ctx)
+            if type(method).streaming:  # declared on the class, never inferred
+                metrics += self.streaming_latency(method, ctx)
         return metrics
+
+    def streaming_latency(self, method: Method, ctx, clock=None) -> list[MetricValue]:
+        """For methods that declare `streaming`: first-packet latency (call -> first audio chunk ready, seconds)
+        and per-chunk RTF (a chunk's compute seconds / its audio seconds), p50 and p95, measured like RTF (batch
+        1, the same utterances, after the same warm-up) with `harness.timing.stream_timing`."""
+        import time
+
+        from harness.timing import stream_timing, streaming_summary
+
+        requests = self.requests()[:self.config.rtf_items]
+        measured = stream_timing(method.stream, requests, lambda chunk: len(chunk[0]) / chunk[1],
+                                 warmup=self.config.rtf_warmup, device=ctx.device, clock=clock or time.perf_counter)
+        summary = streaming_summary(measured)
+        note = (f"batch 1, {len(requests)} utterances, {int(summary['chunks'])} chunks, "
+                f"{self.config.rtf_warmup} warm-up streams, on {ctx.extra_provenance.get('rtf_hardware', ctx.device)}")
+        version = STREAMING_METRICS_VERSION
+        return [MetricValue("first_packet_p50", summary["first_packet_p50"], False, "s", version, description=note),
+                MetricValue("first_packet_p95", summary["first_packet_p95"], False, "s", version, description=note),
+                MetricValue("chunk_rtf_p50", summary["chunk_rtf_p50"], False, "x", version, description=note),
+                MetricValue("chunk_rtf_p95", summary["chunk_rtf_p95"], False, "x", version, description=note)]
 
     def real_time_factor(self, method: Method, ctx) -> list[MetricValue]:
         """Synthesis seconds / seconds of audio produced, one request per call, after warm-up (p50, p95)."""
