@@ -102,5 +102,8 @@ def test_vram_scale_and_bad_checkpoints(tmp_path):
     torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, bad)
     with pytest.raises(ArbenchError, match="not the AMT-S checkpoint"):
         amt.load_amt_s(str(bad))
+    torch.save({"state_dict": {}, "config": np.float64(1.0)}, bad)  # a pickled object beyond tensors
+    with pytest.raises(ArbenchError, match="will not unpickle"):
+        amt.load_amt_s(str(bad))
     with pytest.raises(ValueError, match="T>=3"):
         amt.motion_smoothness(amt.AMTS(), np.zeros((2, 128, 128, 3), np.uint8))

@@ -23,12 +23,15 @@ The dimension is the mean over videos.
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import ArbenchError
+from harness.metrics import vbench as rules
 from harness.weights import WeightSpec, register_weights
 
 AMT_S = register_weights(WeightSpec(
@@ -37,8 +40,7 @@ AMT_S = register_weights(WeightSpec(
     url="https://huggingface.co/lalala125/AMT/resolve/main/amt-s.pth",
     sha256=None,  # neither VBench nor MCG-NKU/AMT publishes one; the file's digest goes into the provenance
     license="CC-BY-NC-4.0 (MCG-NKU/AMT, code and weights; noncommercial)",
-    description="AMT-S trained on Vimeo90K (training checkpoint: state_dict, epoch, optimiser state); VBench "
-                "motion smoothness",
+    description="AMT-S trained on Vimeo90K (a checkpoint dict with `state_dict`); VBench motion smoothness",
 ))
 #: VBench's `initialization` on CUDA: anchor resolution, memory per anchor and memory bias (bytes).
 ANCHOR_RESOLUTION, ANCHOR_MEMORY, ANCHOR_MEMORY_BIAS = 1024 * 512, 1500 * 1024 ** 2, 2500 * 1024 ** 2
@@ -362,9 +364,16 @@ class AMTS(nn.Module):
 
 
 def load_amt_s(path: str | None = None, device: str = "cpu") -> AMTS:
-    """AMT-S from the released training checkpoint (`{"state_dict", "epoch", "optim"}`; a bare state dict is
-    taken too), read with `weights_only=True` (VBench unpickles it fully)."""
-    checkpoint = torch.load(AMT_S.resolve(path), map_location="cpu", weights_only=True)
+    """AMT-S from the released checkpoint (a dict with `state_dict`, as AMT's trainer writes it next to `epoch` and
+    `optim`; a bare state dict is taken too), read with `weights_only=True` (VBench unpickles it fully)."""
+    resolved = AMT_S.resolve(path)
+    try:
+        checkpoint = torch.load(resolved, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # never unpickled in full: a checkpoint is untrusted
+        raise ArbenchError(f"{resolved} holds objects other than tensors and plain containers, so ARBench will not "
+                           f"unpickle it ({str(exc).splitlines()[0][:200]}). Where you trust the file, keep only its "
+                           f"weights: torch.save(torch.load(path, weights_only=False)['state_dict'], 'amt-s-weights"
+                           f".pth'), and pass that file as amt_weights.") from exc
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     model = AMTS()
     try:
@@ -450,9 +459,4 @@ def motion_smoothness(model: AMTS, frames: np.ndarray, device: str = "cpu", scal
     Returns:
         The score in [0, 1]; 1 when every odd frame is exactly the interpolation of its neighbours.
     """
-    interpolated = interpolate_even_frames(model, frames, device, scale, batch_size)
-    odd = np.asarray(frames)[1::2][:len(interpolated)]
-    # VBench: np.mean(cv2.absdiff(uint8, uint8)) per frame (exact in float64), then the mean of those means
-    diffs = [np.mean(np.abs(o.astype(np.int16) - p.astype(np.int16))) for o, p in zip(odd, interpolated)]
-    return (255.0 - float(np.mean(np.array(diffs)))) / 255.0
-
+    return rules.motion_smoothness(frames, interpolate_even_frames(model, frames, device, scale, batch_size))
