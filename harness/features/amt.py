@@ -39,7 +39,7 @@ AMT_S = register_weights(WeightSpec(
     filename="amt-s.pth",
     url="https://huggingface.co/lalala125/AMT/resolve/main/amt-s.pth",
     sha256=None,  # neither VBench nor MCG-NKU/AMT publishes one; the file's digest goes into the provenance
-    license="CC-BY-NC-4.0 (MCG-NKU/AMT, code and weights; noncommercial)",
+    license="CC-BY-NC-4.0 (MCG-NKU/AMT's LICENSE, as VBench vendors it; the weights are taken to share it)",
     description="AMT-S trained on Vimeo90K (a checkpoint dict with `state_dict`); VBench motion smoothness",
 ))
 #: VBench's `initialization` on CUDA: anchor resolution, memory per anchor and memory bias (bytes).
