@@ -12,12 +12,11 @@ Protocol (Vchitect/VBench@45e79ec; docs/video.md, "VBench"):
   them; every dimension reads every frame, and dynamic degree's sampling and thresholds depend on them, so they
   are part of the signature). A folder for `arbench score` is VBench's own layout: one folder of
   `{prompt}-{index}.mp4` files (other VBench prompts' videos may be there and are ignored).
-- **Scored here**: subject consistency (DINO ViT-B/16), background consistency (CLIP ViT-B/32), temporal
-  flickering (after the static filter), dynamic degree (RAFT), aesthetic quality (LAION head on CLIP ViT-L/14),
-  imaging quality (MUSIQ, SPAQ), with VBench's rules (`harness.metrics.vbench`, `harness.features.vbench_nets`,
-  `harness.features.raft`, `harness.features.musiq`). Motion smoothness (AMT-S) is not implemented, so the quality
-  score is stored as `quality_score_partial`, VBench's normalisation over the six dimensions present, naming the
-  one missing.
+- **Scored here**: all seven quality dimensions: subject consistency (DINO ViT-B/16), background consistency
+  (CLIP ViT-B/32), temporal flickering (after the static filter), motion smoothness (AMT-S), dynamic degree
+  (RAFT), aesthetic quality (LAION head on CLIP ViT-L/14), imaging quality (MUSIQ, SPAQ), with VBench's rules
+  (`harness.metrics.vbench`, `harness.features.vbench_nets`, `harness.features.amt`, `harness.features.raft`,
+  `harness.features.musiq`), and VBench's quality score (`quality_score`) over them.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ import numpy as np
 
 from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError, InputError
-from harness.features import clip_color, musiq, raft, vbench_nets
+from harness.features import amt, clip_color, musiq, raft, vbench_nets
 from harness.metrics import vbench as rules
 from harness.metrics.base import MetricValue
 from harness.metrics.video import read_video, write_video
@@ -55,11 +54,10 @@ FULL_INFO = register_weights(WeightSpec(
 #: Videos per prompt (`prompts/README.md`) and the static videos temporal flickering keeps per prompt.
 VIDEOS_PER_PROMPT = 5
 #: The quality dimensions this task scores, in VBench's order.
-SCORED = ("subject_consistency", "background_consistency", "temporal_flickering", "aesthetic_quality",
-          "imaging_quality", "dynamic_degree")
-NOT_IMPLEMENTED = {"motion_smoothness": "AMT-S frame interpolation is not implemented yet"}
+SCORED = ("subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
+          "aesthetic_quality", "imaging_quality", "dynamic_degree")
 SAMPLE_NAME = re.compile(r"^(?P<prompt>.+)-(?P<index>\d+)\.mp4$")
-TASK_VERSION = "1"
+TASK_VERSION = "2"  # 2: motion smoothness (AMT-S), so the full quality score
 
 
 def load_full_info(path: str | Path | None = None) -> list[dict]:
@@ -95,7 +93,7 @@ class VBenchQualityConfig:
     """The videos' shape and rate (defaults: NOVA's 33 x 480 x 768 at 12 fps), samples per flickering prompt,
     the seed of the requests, and explicit weight paths (paths change no number, so they are not settings)."""
 
-    num_frames: Annotated[int, Field(ge=2, le=1024)] = 33
+    num_frames: Annotated[int, Field(ge=3, le=1024)] = 33  # motion smoothness interpolates frames 0 and 2
     height: Annotated[int, Field(ge=128, le=4096)] = 480  # torchvision's RAFT takes 128 px and up
     width: Annotated[int, Field(ge=128, le=4096)] = 768
     fps: Annotated[int, Field(ge=1, le=240)] = 12
@@ -108,6 +106,7 @@ class VBenchQualityConfig:
     aesthetic_weights: str = ""
     raft_weights: str = ""
     musiq_weights: str = ""
+    amt_weights: str = ""
 
 
 @register_task("vbench-quality")
@@ -117,9 +116,8 @@ class VBenchQuality(Task):
     submission = SubmissionSpec(MODALITY, "generate(requests) -> uint8 array (N, T, H, W, 3), one video per request "
                                           "(condition: prompt, prompt_index, sample_index, num_frames, height, width, "
                                           "fps)")
-    description = ("VBench quality dimensions on its standard prompt suite (6 of 7 implemented; partial quality "
-                   "score; needs weights)")
-    primary_metric = "quality_score_partial"
+    description = "VBench's 7 quality dimensions and quality score on its standard prompt suite (needs weights)"
+    primary_metric = "quality_score"
     Config = VBenchQualityConfig
 
     def settings(self) -> dict:
@@ -138,6 +136,7 @@ class VBenchQuality(Task):
                              f"{vbench_nets.LAION_AESTHETIC_VIT_L14.sha256[:12]}:{vbench_nets.CLIP_PREPROCESS}")
         sig.add("raft", f"torchvision-raft_large<-raft-things:{raft.ITERATIONS}iters:sintel-pad")
         sig.add("musiq", "musiq-spaq:longer512-float-bilinear-noantialias:scales224,384,original")
+        sig.add("amt", "amt-s:even-frames:t0.5:replicate-pad16:vbench-vram-scale:trunc-uint8")
         return sig
 
     # -- assets --------------------------------------------------------------------------------
@@ -149,7 +148,8 @@ class VBenchQuality(Task):
                 lambda: clip_color.CLIP_VIT_L14_OPENAI.resolve(c.clip_l14_weights or None),
                 lambda: vbench_nets.LAION_AESTHETIC_VIT_L14.resolve(c.aesthetic_weights or None),
                 lambda: raft.RAFT_THINGS.locate(c.raft_weights or None),
-                lambda: musiq.MUSIQ_SPAQ.locate(c.musiq_weights or None)]
+                lambda: musiq.MUSIQ_SPAQ.locate(c.musiq_weights or None),
+                lambda: amt.AMT_S.locate(c.amt_weights or None)]
 
     def require_assets(self) -> list:
         """Resolve every file scoring needs; one MissingAssetError names all that are missing."""
@@ -264,15 +264,22 @@ class VBenchQuality(Task):
         c, device = self.config, ctx.device
         weights = self.require_assets()
         ctx.extra_provenance["vbench_weights_sha256"] = {"dino-vitb16": weights[1][1], "raft-things": weights[5][1],
-                                                         "musiq-spaq": weights[6][1]}
+                                                         "musiq-spaq": weights[6][1], "amt-s": weights[7][1]}
         dino = vbench_nets.load_dino(str(weights[1][0]), device)
         clip_b = vbench_nets.load_clip(vbench_nets.CLIP_VIT_B32_OPENAI, c.clip_b32_weights or None, device)
         clip_l = vbench_nets.load_clip(clip_color.CLIP_VIT_L14_OPENAI, c.clip_l14_weights or None, device)
         head = vbench_nets.load_aesthetic_head(c.aesthetic_weights or None, device)
         flow_model = raft.load_raft(str(weights[5][0]), device)
         iqa = musiq.load_musiq(str(weights[6][0]), device)
+        interpolator = amt.load_amt_s(str(weights[7][0]), device)
+        # VBench shrinks the frames for AMT-S on a GPU whose memory it deems too small for their size (1 on a CPU)
+        scale = amt.vram_scale(c.height, c.width, amt.device_memory(device))
+        ctx.extra_provenance["vbench_amt_scale"] = scale
+        if scale < 1:
+            ctx.log(f"motion smoothness: VBench's rule shrinks {c.height}x{c.width} frames by {scale:.3f} for AMT-S "
+                    f"on this GPU's memory, as VBench would here; on a larger GPU the number can differ")
         return score_videos(samples, ctx, fps=c.fps, dino=dino, clip_b=clip_b, clip_l=clip_l, head=head,
-                            flow_model=flow_model, iqa=iqa)
+                            flow_model=flow_model, iqa=iqa, interpolator=interpolator, amt_scale=scale)
 
 
 def _first(items: Sequence[str], n: int = 5) -> str:
@@ -302,15 +309,15 @@ def static(flow_model, frames: np.ndarray, device: str = "cpu") -> tuple[bool, l
     return rules.is_static(scores, min(frames.shape[1:3]), n), scores
 
 
-def score_videos(samples: VBenchVideos, ctx, *, fps: float, dino, clip_b, clip_l, head, flow_model, iqa,
-                 dimensions: Sequence[str] = SCORED) -> list[MetricValue]:
+def score_videos(samples: VBenchVideos, ctx, *, fps: float, dino, clip_b, clip_l, head, flow_model, iqa, interpolator,
+                 amt_scale: float = 1.0, dimensions: Sequence[str] = SCORED) -> list[MetricValue]:
     """Score every implemented dimension on its own prompts; per-video results go to `vbench_results.json`
     (VBench's `{dimension: [value, [{"video_path", "video_results"}]]}` layout)."""
     device = ctx.device
     consistency = {"subject_consistency": rules.FrameConsistencyScore("subject_consistency"),
                    "background_consistency": rules.FrameConsistencyScore("background_consistency")}
-    means = {d: rules.VideoMeanScore(d) for d in ("temporal_flickering", "aesthetic_quality", "imaging_quality",
-                                                  "dynamic_degree")}
+    means = {d: rules.VideoMeanScore(d) for d in ("temporal_flickering", "motion_smoothness", "aesthetic_quality",
+                                                  "imaging_quality", "dynamic_degree")}
     per_video: dict[str, list[dict]] = {d: [] for d in dimensions}
     filtered: dict[str, int] = {}
     for record, files in ctx.progress(list(zip(samples.prompts, samples.files)), desc="vbench"):
@@ -329,6 +336,8 @@ def score_videos(samples: VBenchVideos, ctx, *, fps: float, dino, clip_b, clip_l
                     value = total / count
                 elif d == "temporal_flickering":
                     value = rules.temporal_flickering(frames)
+                elif d == "motion_smoothness":
+                    value = amt.motion_smoothness(interpolator, frames, device, scale=amt_scale)
                 elif d == "aesthetic_quality":
                     value = vbench_nets.aesthetic_score(clip_l, head, frames, device)
                 elif d == "imaging_quality":  # per video VBench keeps MUSIQ's 0..100 scale; the dimension is / 100

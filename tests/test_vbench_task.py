@@ -14,9 +14,9 @@ import torch
 from golden.golden_weights import seeded_fill
 from golden.make_vbench import small_clip_state
 from harness.errors import InputError, MissingAssetError
-from harness.features import musiq, vbench_nets
+from harness.features import amt, musiq, vbench_nets
 from harness.metrics import vbench as rules
-from harness.metrics.video import write_video
+from harness.metrics.video import read_video, write_video
 from harness.registry import TASKS
 from run_context_double import FakeContext
 from tasks import vbench as task_module
@@ -52,7 +52,7 @@ def test_prompt_suite_and_requests_follow_vbench(home):
     assert VBenchQuality.submission.modality == "text-to-video"
 
 
-SUITE = [{"prompt_en": "a dog running", "dimension": ["subject_consistency", "dynamic_degree"]},
+SUITE = [{"prompt_en": "a dog running", "dimension": ["subject_consistency", "motion_smoothness", "dynamic_degree"]},
          {"prompt_en": "In a still frame, a stop sign", "dimension": ["temporal_flickering"]},
          {"prompt_en": "a red car, oil painting",
           "dimension": ["aesthetic_quality", "background_consistency", "imaging_quality"]},
@@ -107,10 +107,11 @@ def test_missing_weights_are_named_at_once(suite_folder, tmp_path, monkeypatch):
     with pytest.raises(MissingAssetError) as error:
         VBenchQuality(CONFIG).load_samples(suite_folder)
     text = str(error.value)
-    assert "needs 7 files that are missing" in text
+    assert "needs 8 files that are missing" in text
     for spec in (FULL_INFO, vbench_nets.DINO_VITB16, vbench_nets.CLIP_VIT_B32_OPENAI, vbench_nets.LAION_AESTHETIC_VIT_L14):
         assert spec.filename in text
     assert "ViT-L-14.pt" in text and "raft-things.pth" in text and musiq.MUSIQ_SPAQ.filename in text
+    assert "amt-s.pth" in text and "huggingface.co/lalala125/AMT" in text
 
 
 class FlowDouble(torch.nn.Module):
@@ -122,16 +123,27 @@ class FlowDouble(torch.nn.Module):
         return [torch.cat([magnitude, torch.zeros_like(magnitude)], dim=1)]
 
 
-def test_scoring_flow_filters_flickering_videos_and_scores_each_dimension_on_its_prompts(suite_folder, tmp_path):
+@pytest.fixture
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on a loaded two-core machine are many times slower
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_scoring_flow_filters_flickering_videos_and_scores_each_dimension_on_its_prompts(suite_folder, tmp_path,
+                                                                                         one_thread):
     videos = VBenchQuality(CONFIG).validate({p.name: p for p in suite_folder.iterdir()}, "test")
     dino = seeded_fill(vbench_nets.DinoViT(embed_dim=64, depth=1, num_heads=2), 91)
     clip_b = vbench_nets.clip_from_openai_state_dict(small_clip_state(512, 92))
     clip_l = vbench_nets.clip_from_openai_state_dict(small_clip_state(768, 93))
     head = seeded_fill(torch.nn.Linear(768, 1), 94)
     iqa = seeded_fill(musiq.MUSIQ(hidden=64, mlp_dim=128, heads=2, layers=1), 96)
+    interpolator = seeded_fill(amt.AMTS(), 97)  # AMT-S itself is checked against VBench's in test_amt_golden.py
     ctx = FakeContext(tmp_path)
     values = {v.name: v for v in score_videos(videos, ctx, fps=8, dino=dino, clip_b=clip_b, clip_l=clip_l,
-                                              head=head, flow_model=FlowDouble(), iqa=iqa)}
+                                              head=head, flow_model=FlowDouble(), iqa=iqa,
+                                              interpolator=interpolator)}
     results = json.loads((tmp_path / "vbench_results.json").read_text())
     flicker = [Path(r["video_path"]).name for r in results["temporal_flickering"][1]]
     # static filter: file-name order, the moving samples 0 and 2 dropped, the first five still ones kept
@@ -140,10 +152,17 @@ def test_scoring_flow_filters_flickering_videos_and_scores_each_dimension_on_its
     assert values["dynamic_degree"].value == 1.0  # every "a dog running" sample moves 9 px a frame
     per_video = {d: [r["video_results"] for r in results[d][1]] for d in results}
     assert [len(per_video[d]) for d in ("subject_consistency", "background_consistency", "aesthetic_quality",
-                                        "imaging_quality")] == [5, 5, 5, 5]
+                                        "imaging_quality", "motion_smoothness")] == [5, 5, 5, 5, 5]
+    # motion smoothness: on the "a dog running" samples only, each as `amt.motion_smoothness` of its frames
+    dogs = sorted(p for p in suite_folder.iterdir() if p.name.startswith("a dog running"))
+    expected = [amt.motion_smoothness(interpolator, read_video(p)) for p in dogs]
+    assert sorted(per_video["motion_smoothness"]) == pytest.approx(sorted(expected), abs=1e-12)
+    assert values["motion_smoothness"].value == pytest.approx(np.mean(expected), abs=1e-12)
     # imaging quality: VBench keeps MUSIQ's 0..100 scale per video and divides the dimension by 100
     assert values["imaging_quality"].value == pytest.approx(np.mean(per_video["imaging_quality"]) / 100)
-    assert values["quality_score_partial"].value == pytest.approx(rules.quality_score(
-        {d: values[d].value for d in task_module.SCORED})[0])
-    assert values["quality_score_partial"].description.endswith("missing motion_smoothness")
+    # all seven quality dimensions: VBench's quality score itself, no partial one
+    assert "quality_score_partial" not in values
+    assert values["quality_score"].value == pytest.approx(rules.quality_score(
+        {d: values[d].value for d in rules.QUALITY_DIMENSIONS})[0], abs=1e-12)
+    assert VBenchQuality.primary_metric == "quality_score"
     assert ctx.extra_provenance["vbench_static_videos_per_prompt"] == {"In a still frame, a stop sign": 5}

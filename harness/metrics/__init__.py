@@ -13,7 +13,8 @@ from harness.metrics.text import (BLEUScore, CHRFppScore, LegacyTokenizedBLEUSco
                                   legacy_tokenized_bleu_score)
 from harness.metrics.video import clip_statistics, fvd, fvd_from_clips, load_video_samples
 from harness.metrics.vbench import (FrameConsistencyScore, VideoMeanScore, dynamic_degree_frames, frame_consistency,
-                                    is_dynamic, is_static, quality_score, quality_score_value, temporal_flickering)
+                                    is_dynamic, is_static, motion_smoothness, quality_score, quality_score_value,
+                                    temporal_flickering)
 
 __all__ = [
     "Accumulator", "MetricValue",
@@ -25,5 +26,5 @@ __all__ = [
     "bleu_score", "chrf_pp_score", "legacy_tokenized_bleu_score",
     "clip_statistics", "fvd", "fvd_from_clips", "load_video_samples",
     "FrameConsistencyScore", "VideoMeanScore", "frame_consistency", "quality_score", "quality_score_value",
-    "temporal_flickering", "dynamic_degree_frames", "is_dynamic", "is_static",
+    "temporal_flickering", "motion_smoothness", "dynamic_degree_frames", "is_dynamic", "is_static",
 ]

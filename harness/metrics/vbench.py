@@ -5,6 +5,9 @@ networks that produce the features live in `harness.features.vbench_nets`, the p
 
 - **temporal flickering** (`temporal_flickering.py`): per video, ``(255 - mean_i MAE(frame_i, frame_i+1)) / 255``
   over every decoded frame; the dimension is the mean over videos.
+- **motion smoothness** (`motion_smoothness.py`): AMT-S interpolates between the even frames at t = 1/2; per
+  video ``(255 - mean_i MAE(odd frame i, interpolated frame i)) / 255`` on uint8 frames; the dimension is the
+  mean over videos (the network and frame handling: `harness.features.amt`).
 - **subject / background consistency** (`subject_consistency.py`, `background_consistency.py`): per frame
   ``i >= 1`` of a video, ``(max(0, cos(f_i-1, f_i)) + max(0, cos(f_0, f_i))) / 2`` of L2-normalised features
   (DINO ViT-B/16 CLS, CLIP ViT-B/32 image embedding); the dimension is the sum over all frames of all videos over
@@ -79,6 +82,35 @@ def temporal_flickering(frames: np.ndarray) -> float:
     # VBench: np.mean(cv2.absdiff(float32, float32)) per pair (a float32 mean), then the mean of those means
     maes = np.array([np.mean(np.abs(x[i] - x[i + 1])) for i in range(len(x) - 1)])
     return (255.0 - float(np.mean(maes))) / 255.0
+
+
+def motion_smoothness(frames: np.ndarray, interpolated: np.ndarray) -> float:
+    """VBench's motion-smoothness score of one video from AMT-S's interpolated frames (`vfi_score` + the
+    normalisation of `motion_score`; `harness.features.amt` produces the frames).
+
+    Args:
+        frames: every decoded frame of the video, uint8 ``[T, H, W, C]``.
+        interpolated: uint8 ``[K, H, W, C]``, the frame interpolated between even frames ``2i`` and ``2i + 2``
+            (K = ceil(T / 2) - 1).
+
+    Returns:
+        ``(255 - mean_i mean|frames[2i + 1] - interpolated[i]|) / 255`` over ``i < K``: with an even T the last odd
+        frame has no interpolated partner and is not compared, as in VBench.
+
+    Example:
+        >>> frames = np.stack([np.full((2, 2, 3), v, np.uint8) for v in (0, 10, 20, 40, 40)])
+        >>> interpolated = np.stack([np.full((2, 2, 3), v, np.uint8) for v in (10, 30)])
+        >>> round(motion_smoothness(frames, interpolated) * 255, 6)  # mean of |10-10| and |40-30|: 5
+        250.0
+    """
+    frames, interpolated = np.asarray(frames), np.asarray(interpolated)
+    if interpolated.ndim != 4 or len(interpolated) != (len(frames) + 1) // 2 - 1 or len(interpolated) == 0:
+        raise ValueError(f"motion smoothness needs the {(len(frames) + 1) // 2 - 1} frames interpolated between the "
+                         f"even frames of a {len(frames)}-frame video (at least 3), got shape {interpolated.shape}")
+    odd = frames[1::2][:len(interpolated)]
+    # VBench: np.mean(cv2.absdiff(uint8, uint8)) per frame (exact in float64), then the mean of those means
+    diffs = [np.mean(np.abs(o.astype(np.int16) - p.astype(np.int16))) for o, p in zip(odd, interpolated)]
+    return (255.0 - float(np.mean(np.array(diffs)))) / 255.0
 
 
 def frame_consistency(features: torch.Tensor) -> tuple[float, int]:

@@ -54,6 +54,17 @@ def seeded_fill(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module.eval()
 
 
+@torch.no_grad()
+def damp(module: torch.nn.Module, prefixes: Iterable[str], factor: float) -> torch.nn.Module:
+    """Multiply the parameters whose names start with one of `prefixes` by `factor` (after `seeded_fill`: keeps a
+    random network's output heads from saturating, e.g. an image clamped to 0..1 everywhere)."""
+    prefixes = tuple(prefixes)
+    for name, p in module.named_parameters():
+        if name.startswith(prefixes):
+            p.mul_(factor)
+    return module
+
+
 def layout(module: torch.nn.Module) -> str:
     """The module's state-dict names and shapes as JSON (stored beside golden outputs: the released layout)."""
     import json
