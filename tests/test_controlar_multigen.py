@@ -17,7 +17,7 @@ from baselines.imagegen.controlar import dinov2_config
 from baselines.imagegen.controlar_methods import CONTROLAR_METHODS
 from baselines.imagegen.vq_decoder import VQConfig, VQDecoder
 from golden.golden_weights import seeded_state
-from golden.make_controlar_metrics import DPT_PROCESSOR, DPT_TINY, SEED, images
+from golden.make_controlar_metrics import DPT_PROCESSOR, DPT_TINY, SEED, hed_state, images
 from harness.errors import ArbenchError, InputError
 from harness.features.control_maps import ControlNetHED, DPTDepth, canny
 from harness.metrics.controllability import DepthRMSE, EdgeF1, HedSSIM, depth_rmse, edge_f1, ms_ssim
@@ -53,7 +53,7 @@ def test_canny_f1_matches_upstream(g, data):
 
 def test_hed_and_ms_ssim_match_upstream(g, data):
     model = ControlNetHED()
-    model.load_state_dict(seeded_state(model.state_dict(), SEED))
+    model.load_state_dict(hed_state(model.state_dict()))
     x = torch.from_numpy(data["generated"]).permute(0, 3, 1, 2).float()
     with torch.no_grad():
         hed = model.eval()(x)
@@ -69,7 +69,7 @@ def test_hed_and_ms_ssim_match_upstream(g, data):
 def test_hed_break_fails(g, data):
     """Averaging the side outputs after the sigmoid instead of before changes the map."""
     model = ControlNetHED()
-    model.load_state_dict(seeded_state(model.state_dict(), SEED))
+    model.load_state_dict(hed_state(model.state_dict()))
     x = torch.from_numpy(data["generated"][:1]).permute(0, 3, 1, 2).float()
     with torch.no_grad():
         h = x - model.norm
