@@ -255,3 +255,14 @@ def test_method_of_another_control_type_is_refused(tiny_files):
 def test_metric_needs_images():
     with pytest.raises(ValueError, match="no images"):
         EdgeF1().compute()
+
+
+def test_method_runs_in_bf16(tiny_files):
+    """Upstream's default precision (bf16 for T5, the GPT and the DINOv2 encoder) runs through the whole path."""
+    from harness.api import Request, build_config
+
+    settings = {k: v for k, v in method_settings(tiny_files).items() if k != "precision"}
+    method = TinyControlAR(build_config(TinyControlAR.Config, settings, "tiny"))
+    control = str(tiny_files / "data" / "control" / "000000.png")
+    images = method.generate([Request(0, "0", 5, {"prompt": "a red car", "control": control, "control_type": "canny"})])
+    assert method.config.precision == "bf16" and images.shape == (1, 64, 64, 3) and images.dtype == np.uint8
