@@ -134,6 +134,9 @@ def test_methods_registered_with_weights_and_licence():
         assert "Apache-2.0" in cls.weights_license
     settings = CONTROLAR_METHODS[0]().config
     assert (settings.cfg_scale, settings.top_k, settings.top_p, settings.control_strength) == (4.0, 2000, 1.0, 1.0)
+    stored = CONTROLAR_METHODS[0]().settings()  # what the run signature records: no local paths
+    assert stored["control_strength"] == 1.0 and not {"gpt_weights", "vq_weights", "t5_dir"} & set(stored)
+    assert CONTROLAR_METHODS[0]().sampler() == SamplerConfig(4.0, -1, 1.0, 2000, 1.0)
 
 
 def test_missing_files_are_all_named(tmp_path, monkeypatch):

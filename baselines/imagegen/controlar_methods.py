@@ -17,7 +17,6 @@ Request condition: {"prompt": str, "control": path of the control PNG, "control_
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Sequence
@@ -28,7 +27,7 @@ from PIL import Image
 
 from baselines.imagegen.controlar import UNUSED_PREFIXES, ControlAR, dinov2_config, generate_controlar
 from baselines.imagegen.llamagen_t2i_methods import LlamaGenT2IMethod
-from baselines.imagegen.sampling import SamplerConfig, request_generators
+from baselines.imagegen.sampling import request_generators
 from harness.api import Request
 from harness.errors import InputError
 from harness.protocols.controllable_text_to_image import MODALITY
@@ -87,14 +86,6 @@ class ControlARMethod(LlamaGenT2IMethod):
 
     def build_network(self) -> ControlAR:
         return ControlAR(self.gpt_config(), self.adapter_config(), self.control_type, self.caption_dim)
-
-    def sampler(self) -> SamplerConfig:
-        c = self.config
-        return SamplerConfig(c.cfg_scale, c.cfg_interval, c.temperature, c.top_k, c.top_p)
-
-    def settings(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("gpt_weights", "vq_weights",
-                                                                                       "t5_dir")}
 
     def check_controls(self, requests: Sequence[Request]) -> list[Path]:
         """The control files, after checking that each request asks for this method's control type."""
