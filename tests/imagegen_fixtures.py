@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+
+GENEVAL_PROMPTS = Path(__file__).parent / "data" / "geneval_evaluation_metadata.jsonl"
 
 
 def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -46,3 +51,27 @@ def run_geneval_counting(method: str, settings: dict, tmp_path, monkeypatch, res
     samples = seen["samples"]
     assert len({s.prompt_index for s in samples}) == 553 and len(samples) == 553
     return samples
+
+
+def make_tiny_t5(folder: Path) -> None:
+    """A tiny T5 encoder (d_model 32) and a word-level tokenizer, saved as transformers saves FLAN-T5-XL."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    from baselines.imagegen.llamagen_t2i_methods import FLAN_T5_XL_FILES
+
+    words = sorted({w for line in GENEVAL_PROMPTS.read_text().splitlines() for w in json.loads(line)["prompt"].split()})
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    fast.save_pretrained(str(folder))
+    torch.manual_seed(5)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                 feed_forward_proj="gated-gelu"))
+    t5.save_pretrained(str(folder), safe_serialization=True, max_shard_size="60KB")
+    for name in FLAN_T5_XL_FILES:  # the file list the method names; transformers may write fewer metadata files
+        if not (folder / name).exists():
+            assert name == "special_tokens_map.json", f"transformers wrote no {name}: {sorted(p.name for p in folder.iterdir())}"
+            (folder / name).write_text(json.dumps({"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}))

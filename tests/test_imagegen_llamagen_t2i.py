@@ -29,13 +29,12 @@ from baselines.imagegen.vq_decoder import VQConfig, VQDecoder
 from harness.api import Request, build_config
 from harness.errors import InputError, MissingAssetError
 from harness.registry import METHODS, register_method
-from imagegen_fixtures import run_geneval_counting
+from imagegen_fixtures import make_tiny_t5, run_geneval_counting
 
 torch.set_num_threads(1)
 GOLDEN = Path(__file__).parent / "golden" / "llamagen_t2i"
 TINY = GPTConfig(dim=64, n_layer=2, n_head=4, multiple_of=32, vocab_size=64, block_size=16, cls_token_num=120)
 RTOL, ATOL = 2e-5, 2e-5  # float32 CPU, two layers; observed differences ~1e-6
-GENEVAL_PROMPTS = Path(__file__).parent / "data" / "geneval_evaluation_metadata.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -134,28 +133,6 @@ def test_released_names_and_shapes():
 
 
 # -- the registered methods ---------------------------------------------------------------------------
-def make_tiny_t5(folder: Path) -> None:
-    """A tiny T5 encoder (d_model 32) and a word-level tokenizer, saved as transformers saves FLAN-T5-XL."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    words = sorted({w for line in GENEVAL_PROMPTS.read_text().splitlines() for w in json.loads(line)["prompt"].split()})
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(words)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    fast.save_pretrained(str(folder))
-    torch.manual_seed(5)
-    t5 = T5EncoderModel(T5Config(vocab_size=len(vocab), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                                 feed_forward_proj="gated-gelu"))
-    t5.save_pretrained(str(folder), safe_serialization=True, max_shard_size="60KB")
-    for name in FLAN_T5_XL_FILES:  # the file list the method names; transformers may write fewer metadata files
-        if not (folder / name).exists():
-            assert name == "special_tokens_map.json", f"transformers wrote no {name}: {sorted(p.name for p in folder.iterdir())}"
-            (folder / name).write_text(json.dumps({"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"}))
-
-
 class TinyT2IMethod(LLAMAGEN_T2I_METHODS[0]):
     """The registered 256 px method with the golden file's tiny shapes; everything else is the released path."""
 

@@ -207,10 +207,12 @@ class LlamaGenGPT(nn.Module):
         return self.cls_embedding.embedding_table(labels).unsqueeze(1)[:, : self.config.cls_token_num]
 
     def forward(self, h: torch.Tensor, rope_index: torch.Tensor, cache: KVCache | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, additions: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits (B, S, V) for input embeddings h (B, S, D) at rotary rows `rope_index` (S,).
 
         `mask` (S, cached + S), True = may attend; None means causal over cache + new tokens.
+        `additions` {layer i: (B, S, D)} are added to the hidden states entering layer i (ControlAR's
+        conditional decoding, `baselines.imagegen.controlar`).
         """
         past = cache.length if cache is not None else 0
         s = h.shape[1]
@@ -218,6 +220,8 @@ class LlamaGenGPT(nn.Module):
             mask = torch.ones(s, past + s, dtype=torch.bool, device=h.device).tril(diagonal=past)
         rope = self.rope[rope_index]
         for i, layer in enumerate(self.layers):
+            if additions is not None and i in additions:
+                h = h + additions[i]
             h = layer(h, rope, mask, cache, i)
         return self.output(self.norm(h)).float()
 

@@ -22,7 +22,7 @@ prefill, then one token per step with a KV cache; `cfg_interval` k >= 0 guides t
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -110,10 +110,13 @@ def teacher_forced_logits(model: LlamaGenT2I, caption: torch.Tensor, emb_mask: t
 @torch.no_grad()
 def generate_t2i(model: LlamaGenT2I, caption: torch.Tensor, emb_mask: torch.Tensor,
                  generators: Sequence[torch.Generator], sampler: SamplerConfig,
-                 forced: torch.Tensor | None = None, record: list | None = None) -> torch.Tensor:
+                 forced: torch.Tensor | None = None, record: list | None = None,
+                 additions: Callable[[int, int], dict[int, torch.Tensor]] | None = None) -> torch.Tensor:
     """Raster-order token ids (B, block_size) for laid-out captions (B, 120, C) and their mask (B, 120).
 
-    `forced` feeds given tokens instead of sampled ones; `record` collects each step's guided logits.
+    `forced` feeds given tokens instead of sampled ones; `record` collects each step's guided logits;
+    `additions(step, fed)` gives the per-layer additions (`LlamaGenGPT.forward`) for decoding step `step`
+    (0 = the prefill) over the `fed` positions given to the network at that step (ControlAR).
     """
     c = model.config
     batch = caption.shape[0]
@@ -127,7 +130,9 @@ def generate_t2i(model: LlamaGenT2I, caption: torch.Tensor, emb_mask: torch.Tens
     position = torch.arange(t, device=caption.device)
     tokens = []
     for step in range(c.block_size):
-        logits = model(h, position, cache, mask=full[:, :, position[0]:position[-1] + 1, :position[-1] + 1])[:, -1:]
+        adds = additions(step, h.shape[1]) if additions is not None else None
+        logits = model(h, position, cache, mask=full[:, :, position[0]:position[-1] + 1, :position[-1] + 1],
+                       additions=adds)[:, -1:]
         # upstream: the prefill token is always guided; decode step i = step - 1 is guided while i <= cfg_interval
         guide = use_cfg and (sampler.cfg_interval < 0 or step - 1 <= sampler.cfg_interval)
         logits = guided_logits(logits, batch, sampler.cfg_scale if guide else 1.0, use_cfg)

@@ -127,6 +127,8 @@ class LlamaGenT2IMethod(TextToImage):
     gpt_spec: ClassVar[WeightSpec]
     caption_dim: ClassVar[int] = CAPTION_DIM
     vq_config: ClassVar[VQConfig] = VQConfig()
+    #: checkpoint entries the network does not build (accepted, not loaded)
+    unused_prefixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config=None, device: str = "cpu"):
         super().__init__(config, device)
@@ -139,6 +141,9 @@ class LlamaGenT2IMethod(TextToImage):
 
     def gpt_config(self) -> GPTConfig:
         return t2i_config(GPT_CONFIGS[self.gpt_model], self.image_size)
+
+    def build_network(self) -> LlamaGenT2I:
+        return LlamaGenT2I(self.gpt_config(), self.caption_dim)
 
     def t5_specs(self) -> list[tuple[WeightSpec, str]]:
         folder = self.config.t5_dir
@@ -164,8 +169,8 @@ class LlamaGenT2IMethod(TextToImage):
     def load(self) -> None:
         files = self.weight_files()
         gpt_path, vq_path, t5_dir = files[0][0], files[1][0], files[2][0].parent
-        model = LlamaGenT2I(self.gpt_config(), self.caption_dim)
-        load_into(model, read_state_dict(gpt_path), f"{self.name} ({gpt_path.name})")
+        model = self.build_network()
+        load_into(model, read_state_dict(gpt_path), f"{self.name} ({gpt_path.name})", self.unused_prefixes)
         vq = VQDecoder(self.vq_config)
         load_into(vq, read_state_dict(vq_path), f"{self.name} tokenizer ({vq_path.name})", ENCODER_PREFIXES)
         self._model = model.to(self.device, self.dtype).eval()
@@ -187,17 +192,24 @@ class LlamaGenT2IMethod(TextToImage):
             clean_prompt(p)
         return prompts
 
-    @torch.no_grad()
-    def generate(self, requests: Sequence[Request]) -> np.ndarray:
-        prompts = self.check_prompts(requests)
+    def encode_prompts(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Laid-out caption states (in the method's dtype) and their mask, loading the networks on first use."""
         if not self._loaded:
             self.load()
         states, mask = self._t5(prompts)
         caption, emb_mask = left_pad_layout(states, mask)
-        tokens = generate_t2i(self._model, caption.to(self.dtype), emb_mask, request_generators([r.seed for r in requests]),
-                              self.sampler())
+        return caption.to(self.dtype), emb_mask
+
+    def decode_tokens(self, tokens: torch.Tensor) -> np.ndarray:
         side = self._model.config.grid_size
         return to_uint8(self._vq(tokens.view(-1, side, side)))
+
+    @torch.no_grad()
+    def generate(self, requests: Sequence[Request]) -> np.ndarray:
+        caption, emb_mask = self.encode_prompts(self.check_prompts(requests))
+        tokens = generate_t2i(self._model, caption, emb_mask, request_generators([r.seed for r in requests]),
+                              self.sampler())
+        return self.decode_tokens(tokens)
 
 
 def _t2i(name: str, image_size: int, spec: WeightSpec, stage: str) -> type:
