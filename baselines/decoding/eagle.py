@@ -33,7 +33,6 @@ other target. The bundled head for `tiny-kjv-target` is trained by `python -m ba
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -85,29 +84,29 @@ class Attention(nn.Module):
 
     def __init__(self, hidden: int, heads: int, kv_heads: int, rope_base: float):
         super().__init__()
-        self.heads, self.kv_heads, self.head_dim, self.rope_base = heads, kv_heads, hidden // heads, rope_base
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, hidden // heads
         self.q_proj = nn.Linear(hidden, heads * self.head_dim, bias=False)
         self.k_proj = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(hidden, kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(heads * self.head_dim, hidden, bias=False)
+        inv = 1.0 / (rope_base ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
+        self.register_buffer("inv_freq", inv, persistent=False)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, past: tuple | None, mask: torch.Tensor):
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        inv = 1.0 / (self.rope_base ** (torch.arange(0, self.head_dim, 2, device=x.device).float() / self.head_dim))
-        angles = positions.to(x.device).float()[:, None] * inv[None]
+        angles = positions.to(x.device).float()[:, None] * self.inv_freq[None]
         emb = torch.cat((angles, angles), -1)
         cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
         q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
         if past is not None:
             k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         groups = self.heads // self.kv_heads
-        keys, values = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
-        scores = q @ keys.transpose(2, 3) / math.sqrt(self.head_dim)
-        scores = scores.masked_fill(~mask.to(x.device), torch.finfo(scores.dtype).min)
-        out = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype) @ values
+        keys, values = (k, v) if groups == 1 else (k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1))
+        # scaled dot product, masked keys excluded, softmax over the rest (upstream: additive float32 mask)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask.to(x.device))
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), (k, v)
 
 
@@ -297,6 +296,7 @@ def eagle_decode(model: ARModel, head: EagleHead, prompt: torch.Tensor, max_new_
 
     while not state.done():
         draft_rows, past = draft_tree(head, model.embed, logits_of, features.float(), tokens, past, tree)
+        state.draft_passes += 1 + len(tree.levels)  # head passes: the new context, then one per tree level
         paths, tree_tokens = tree_candidates(root, draft_rows, tree)
         start = model.cache_length(cache)
         out = model.forward_tree(tree_tokens, cache, tree.position_ids.to(device) + start, mask, want_hidden=True)
