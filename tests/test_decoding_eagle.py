@@ -12,8 +12,8 @@ from golden.golden_weights import seeded_fill, seeded_tensor
 from safetensors import safe_open
 
 from baselines.decoding.ar import ar_decode
-from baselines.decoding.eagle import (BUNDLED_HEAD, TREES, EagleHead, accept_greedy, draft_tree, eagle_decode,
-                                      eagle_tree, tree_candidates)
+from baselines.decoding.eagle import (BUNDLED_HEAD, TREES, EagleHead, accept_greedy, draft_dynamic, draft_tree,
+                                      eagle2_decode, eagle_decode, eagle_tree, tree_candidates)
 from harness.errors import ArbenchError
 from harness.protocols.decoding.bundled import BUNDLED_PROMPTS, load_model, read_prompts
 from test_decoding_new_strategies import tiny_llama
@@ -21,6 +21,7 @@ from test_decoding_strategies import random_gpt
 
 torch.set_num_threads(1)
 GOLDEN = Path(__file__).parent / "golden" / "eagle" / "eagle.safetensors"
+GOLDEN2 = Path(__file__).parent / "golden" / "eagle" / "eagle2.safetensors"
 SMALL = [[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0]]  # as make_eagle.py
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -73,6 +74,22 @@ def test_tree_drafting_candidates_and_acceptance_equal_upstream(golden, head_and
         assert [best, accept] == g[f"case{case}.best_accept"].tolist(), (tree, case)
 
 
+@pytest.mark.parametrize("name,settings", [("a", (12, 3, 4)), ("b", (20, 4, 3))])  # as make_eagle2.py
+def test_dynamic_tree_equals_upstream_eagle2(head_and_lm, name, settings):
+    """EAGLE-2's `topK_genrate` (SafeAILab/EAGLE@cb7e084, cnets1.py) twice in a row through the context cache."""
+    head, embed, lm_head = head_and_lm
+    with safe_open(str(GOLDEN2), framework="pt") as fh:
+        g = {k[len(name) + 1:]: fh.get_tensor(k) for k in fh.keys() if k.startswith(name + ".")}
+    calls = [(g["feats"][None], g["prompt"][None, 1:]), (g["feats2"][None], g["more"][None])]
+    past = None
+    for call, (feats, tokens) in enumerate(calls, start=1):
+        tree, past = draft_dynamic(head, embed, lm_head, feats, tokens, past, *settings)
+        assert torch.equal(tree.tokens, g[f"{call}.tokens"]), call
+        assert torch.equal(tree.attn_mask, g[f"{call}.tree_mask"].bool()), call
+        assert torch.equal(tree.position_ids, g[f"{call}.position_ids"]), call
+        assert torch.equal(tree.retrieve_indices, g[f"{call}.retrieve_indices"]), call
+
+
 def random_head(hidden: int, heads: int, seed: int = 0) -> EagleHead:
     torch.manual_seed(seed)
     head = EagleHead(hidden, heads, heads, 2 * hidden)
@@ -92,6 +109,7 @@ def test_eagle_equals_greedy_on_a_random_gpt_and_is_batch_independent(batch):
     assert out.tokens == ref.tokens
     rows = [eagle_decode(target, head, prompt[i:i + 1], 40, TREES["mc_sim_7b_63"]).tokens[0] for i in range(batch)]
     assert rows == out.tokens
+    assert eagle2_decode(target, head, prompt, 40, 12, 3, 4).tokens == ref.tokens  # EAGLE-2, a small dynamic tree
 
 
 def test_eagle_equals_greedy_through_transformers():
@@ -103,20 +121,25 @@ def test_eagle_equals_greedy_through_transformers():
     out = target.forward(ids, target.new_cache(2, 9), want_hidden=True)
     torch.testing.assert_close(target.hidden_logits(out.hidden), out.logits, **TOL)
     head = random_head(32, 4, seed=1)
-    assert eagle_decode(target, head, ids, 24, TREES["mc_sim_7b_63"]).tokens == ar_decode(target, ids, 24).tokens
+    ref = ar_decode(target, ids, 24).tokens
+    assert eagle_decode(target, head, ids, 24, TREES["mc_sim_7b_63"]).tokens == ref
+    assert eagle2_decode(target, head, ids, 24, 16, 4, 3).tokens == ref
 
 
 def test_bundled_head_is_lossless_and_accepts_several_tokens_per_pass():
     target = load_model("tiny-kjv-target")
     head = EagleHead.load(BUNDLED_HEAD, target)
-    passes = ref_passes = 0
+    passes = passes2 = ref_passes = 0
     for row in read_prompts(BUNDLED_PROMPTS)[::8][:3]:
         prompt = torch.tensor([row["ids"]])
         ref = ar_decode(target, prompt, 48)
         out = eagle_decode(target, head, prompt, 48, TREES["mc_sim_7b_63"])
-        assert out.tokens == ref.tokens
+        out2 = eagle2_decode(target, head, prompt, 48, 60, 7, 10)  # upstream's EAGLE-2 defaults
+        assert out.tokens == ref.tokens and out2.tokens == ref.tokens
         passes, ref_passes = passes + out.target_passes, ref_passes + ref.target_passes
+        passes2 += out2.target_passes
     assert passes < 0.6 * ref_passes  # a trained head: well over one token per target pass
+    assert passes2 < passes  # the dynamic tree accepts more per pass than the static one
 
 
 def test_head_file_is_refused_for_another_target_and_when_missing(tmp_path):
@@ -134,9 +157,20 @@ def test_eagle_passes_the_task_exactness_check():
     from tasks.decoding_speedup import DecodingSpeedupMini, MiniConfig
 
     task = DecodingSpeedupMini(MiniConfig(max_prompts=3, max_new_tokens=24, batch_sizes=(1, 2), rounds=1, warmup=0))
-    method = METHODS.get("eagle")()
-    assert method.lossless
-    task.check_method(method)
-    values = {m.name: m.value for m in task.run(method, FakeContext())}
-    assert values["exact_match_rate"] == 1.0 and values["first_divergence_position"] is None
-    assert values["mean_accepted_tokens"] > 1.0 and "speedup_bs2" in values
+    eagle2 = METHODS.get("eagle-2")
+    for method in (METHODS.get("eagle")(), eagle2(eagle2.Config(total_tokens=26, depth=5, top_k=8))):
+        assert method.lossless
+        task.check_method(method)
+        values = {m.name: m.value for m in task.run(method, FakeContext())}
+        assert values["exact_match_rate"] == 1.0 and values["first_divergence_position"] is None
+        assert values["mean_accepted_tokens"] > 1.0 and "speedup_bs2" in values
+
+
+def test_dynamic_tree_settings_are_checked():
+    from harness.protocols.decoding.strategy import Models
+    from harness.registry import METHODS
+
+    cls = METHODS.get("eagle-2")
+    method = cls(cls.Config(total_tokens=200, depth=2, top_k=4))
+    with pytest.raises(ArbenchError, match="total_tokens <= 1 \\+ top_k"):
+        method.check(Models(load_model("tiny-kjv-target")))

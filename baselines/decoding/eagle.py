@@ -1,5 +1,7 @@
 """EAGLE-1 decoding (Li et al., ICML 2024, "EAGLE: Speculative Sampling Requires Rethinking Feature
-Uncertainty"; github.com/SafeAILab/EAGLE, Apache-2.0), greedy and lossless, with EAGLE-1's static tree.
+Uncertainty"; github.com/SafeAILab/EAGLE, Apache-2.0), greedy and lossless, with EAGLE-1's static tree or
+EAGLE-2's dynamic tree (Li et al., EMNLP 2024, "EAGLE-2: Faster Inference of Language Models with Dynamic Draft
+Trees"; strategy `eagle-2`).
 
 A small draft head works at the feature level: from the target's feature f_i (its last layer's output at
 position i) and the embedding of the token x_{i+1} it predicts the next feature f_{i+1}, autoregressively; the
@@ -24,6 +26,12 @@ stored outputs (tests/golden/eagle). Differences, on purpose:
   outputs by run lengths, `repeat_nums`, which equals this only when every fed node of a level has a fed child, as
   in upstream's trees; the tree's own indices are computed the same way), so any prefix-closed tree works;
 - sampling (upstream's temperature > 0 mode) is not implemented: this strategy is greedy.
+
+EAGLE-2 (`draft_dynamic`, from upstream's main branch, SafeAILab/EAGLE@cb7e084 `cnets1.Model.topK_genrate`, the
+same head): the head expands, level by level, the `top_k` nodes of highest cumulative draft log-probability, and
+the `total_tokens - 1` best-scored drafted nodes form the tree verified by the target (its shape changes every
+step); tested against upstream's function on two settings (tests/golden/make_eagle2.py). As every row's tree has
+its own shape, rows of a batch are decoded one after another (upstream: batch size 1).
 
 Features: `ModelOutput.hidden`, mapped to logits by the target's `hidden_logits` (for the bundled GPT the last
 block's output before the final LayerNorm; for transformers models the last hidden state, after the final norm,
@@ -315,6 +323,124 @@ def eagle_decode(model: ARModel, head: EagleHead, prompt: torch.Tensor, max_new_
     return state.result()
 
 
+# -- EAGLE-2's dynamic tree ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DynamicTree:
+    """One drafted tree (EAGLE-2's `topK_genrate` output for one row): `tokens` (L,) the root then the drafted
+    nodes, `attn_mask` (L, L) bool, `position_ids` (L,) depths, `retrieve_indices` (P, D + 1) every leaf's path of
+    node indices, padded with -1, in upstream's (greedy: unsorted) order."""
+
+    tokens: torch.Tensor
+    attn_mask: torch.Tensor
+    position_ids: torch.Tensor
+    retrieve_indices: torch.Tensor
+
+
+def check_dynamic(total_tokens: int, depth: int, top_k: int, vocab_size: int) -> None:
+    if not 1 <= top_k <= vocab_size or depth < 1 or not 2 <= total_tokens <= 1 + top_k + depth * top_k ** 2:
+        raise ArbenchError(f"EAGLE-2's dynamic tree needs 1 <= top_k <= the vocabulary ({vocab_size}), depth >= 1 "
+                           f"and 2 <= total_tokens <= 1 + top_k + depth * top_k^2 (the drafted candidates); got "
+                           f"total_tokens={total_tokens}, depth={depth}, top_k={top_k}.")
+
+
+@torch.inference_mode()
+def draft_dynamic(head: EagleHead, embed, logits_of, features: torch.Tensor, tokens: torch.Tensor,
+                  past: list | None, total_tokens: int, depth: int, top_k: int) -> tuple[DynamicTree, list]:
+    """Greedy EAGLE-2 `topK_genrate` for one row: after feeding the new context (`features` (1, t, D) with the
+    tokens after them (1, t), whose last is the root), expand the `top_k` nodes of highest cumulative draft
+    log-probability for `depth` levels, then keep the `total_tokens - 1` best-scored drafted nodes (a child never
+    outscores its parent) as the tree. Returns the tree and the head's context cache."""
+    start = 0 if past is None else past[0][0].shape[2]
+    out, past = head(features, embed(tokens), torch.arange(start, start + tokens.shape[1]), past)
+    context, length, root = past, start + tokens.shape[1], tokens[0, -1:]
+    top = torch.topk(torch.log_softmax(logits_of(out[:, -1])[0], -1), top_k)
+    scores, ids, chosen = top.values, top.indices[None], torch.arange(top_k)
+    scores_list, tokens_list, parents_list = [scores], [top.indices], [torch.zeros(1, dtype=torch.long)]
+    hidden = out[:, -1:].expand(1, top_k, out.shape[-1])
+    eye = torch.eye(top_k, dtype=torch.bool)
+    mask = eye
+    for level in range(depth):
+        out, past = head(hidden, embed(ids), torch.full((top_k,), length + level, dtype=torch.long), past, mask)
+        # index + 1 of each fed node in the flat score list (0 = the root): upstream's `bias`
+        parents_list.append(chosen + 1 + (top_k if level > 0 else 0) + top_k ** 2 * max(0, level - 1))
+        top = torch.topk(torch.log_softmax(logits_of(out[0]), -1), top_k)  # (top_k, top_k)
+        cumulative = top.values + scores[:, None]
+        best = torch.topk(cumulative.flatten(), top_k)
+        chosen, scores = best.indices, best.values
+        parent = chosen // top_k
+        hidden, ids = out[:, parent], top.indices.flatten()[chosen][None]
+        scores_list.append(cumulative.flatten())
+        tokens_list.append(top.indices.flatten())
+        mask = torch.cat([mask[parent], eye], 1)
+    picked = torch.sort(torch.topk(torch.cat(scores_list), total_tokens - 1).indices).values
+    draft = torch.cat([root.cpu(), torch.cat(tokens_list).cpu()[picked]])
+    parents = torch.cat(parents_list)[picked // top_k]
+    where = torch.searchsorted(picked, parents - 1)
+    where[parents == 0] = -1
+    where = (where + 1).tolist()  # each drafted node's parent among the tree's nodes (0 = the root)
+    n = total_tokens
+    tree_mask = torch.eye(n, dtype=torch.bool)
+    tree_mask[:, 0] = True
+    for i in range(1, n):
+        tree_mask[i] |= tree_mask[where[i - 1]]
+    position_ids = tree_mask.sum(1) - 1
+    inner = set(where)
+    paths = []
+    for leaf in (i for i in range(n) if i not in inner):
+        path, node = [], leaf
+        for _ in range(int(position_ids[leaf]) + 1):
+            path.append(node)
+            node = where[node - 1] if node else 0
+        paths.append(path[::-1])
+    width = int(position_ids.max()) + 1
+    retrieve = torch.tensor([p + [-1] * (width - len(p)) for p in paths], dtype=torch.long)
+    return DynamicTree(draft, tree_mask, position_ids, retrieve), context
+
+
+def eagle2_decode(model: ARModel, head: EagleHead, prompt: torch.Tensor, max_new_tokens: int, total_tokens: int,
+                  depth: int, top_k: int, device: str = "cpu") -> GenerationResult:
+    """EAGLE-2 decoding; every row drafts its own tree shape, so rows are decoded one after another (upstream
+    decodes batch size 1) and their work is added up."""
+    check_dynamic(total_tokens, depth, top_k, model.vocab_size)
+    if prompt.shape[0] > 1:
+        rows = [eagle2_decode(model, head, prompt[b:b + 1], max_new_tokens, total_tokens, depth, top_k, device)
+                for b in range(prompt.shape[0])]
+        return GenerationResult([r.tokens[0] for r in rows], sum(r.target_passes for r in rows),
+                                sum(r.draft_passes for r in rows), sum(r.steps for r in rows), rows[0].first_token_s,
+                                [a for r in rows for a in r.accepted])
+    state = Lockstep(prompt, max_new_tokens, model.eos_id, device)
+    cache = model.new_cache(1, prompt.shape[1] + max_new_tokens + total_tokens + 1)
+    head, prompt = head.to(device), prompt.to(device)
+    out = model.forward(prompt, cache, want_hidden=True)
+    state.target_passes += 1
+    root = out.logits[:, -1].argmax(-1)
+    state.append(root[:, None].cpu())
+    features, tokens, past = out.hidden, torch.cat([prompt[:, 1:], root[:, None]], 1), None
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        return model.hidden_logits(x).float()
+
+    while not state.done():
+        tree, past = draft_dynamic(head, model.embed, logits_of, features.float(), tokens, past, total_tokens, depth,
+                                   top_k)
+        state.draft_passes += 1 + depth
+        start = model.cache_length(cache)
+        ids = tree.tokens.to(device)[None]
+        out = model.forward_tree(ids, cache, tree.position_ids.to(device) + start, tree.attn_mask.to(device),
+                                 want_hidden=True)
+        state.target_passes += 1
+        logits = out.logits[0].float().cpu()
+        paths = torch.cat([tree.tokens, tree.tokens.new_full((1,), -1)])[tree.retrieve_indices]
+        best, n = accept_greedy(logits[tree.retrieve_indices.clamp(min=0)], paths)
+        kept = tree.retrieve_indices[best, :n + 1]
+        model.keep(cache, start, [kept.tolist()])
+        root = logits[kept[-1]].argmax(-1, keepdim=True).to(device)
+        tokens = torch.cat([paths[best, 1:n + 1].to(device), root])[None]
+        state.append(tokens.cpu())
+        features = out.hidden[:, kept.to(device)]
+    return state.result()
+
+
 @dataclass
 class EagleConfig:
     """`tree`: a named static tree of top-k paths (`TREES`); `head`: a head file (default: the bundled head for
@@ -324,12 +450,19 @@ class EagleConfig:
     head: str = ""
 
 
-@register_method("eagle")
-class EagleDecoding(AddonStrategy):
-    description = ("EAGLE-1: a one-layer draft head autoregresses on the target's features and drafts a static "
-                   "tree of top-k tokens, verified in one pass with tree attention (greedy, lossless)")
-    paper = "Li et al., ICML 2024 (arXiv 2401.15077), github.com/SafeAILab/EAGLE"
-    Config = EagleConfig
+@dataclass
+class Eagle2Config:
+    """Each step's tree: `total_tokens` nodes including the root, drafted `depth` levels deep with `top_k` nodes
+    expanded per level (upstream's defaults 60 / 7 / 10); `head`: a head file (default: the bundled head for
+    `tiny-kjv-target`; EAGLE-2 uses EAGLE-1's heads)."""
+
+    total_tokens: int = 60
+    depth: int = 7
+    top_k: int = 10
+    head: str = ""
+
+
+class _EagleHeadStrategy(AddonStrategy):
     bundled = BUNDLED_HEAD
     addon_setting = "head"
 
@@ -345,6 +478,31 @@ class EagleDecoding(AddonStrategy):
     def load_addon(self, target: ARModel) -> EagleHead:
         return EagleHead.load(self.addon_path(), target)
 
+
+@register_method("eagle")
+class EagleDecoding(_EagleHeadStrategy):
+    description = ("EAGLE-1: a one-layer draft head autoregresses on the target's features and drafts a static "
+                   "tree of top-k tokens, verified in one pass with tree attention (greedy, lossless)")
+    paper = "Li et al., ICML 2024 (arXiv 2401.15077), github.com/SafeAILab/EAGLE"
+    Config = EagleConfig
+
     def decode(self, models: Models, prompt, max_new_tokens, seeds: Sequence[int]) -> GenerationResult:
         return eagle_decode(models.target, self.bound_addon(models), prompt, max_new_tokens,
                             TREES[self.config.tree], self.device)
+
+
+@register_method("eagle-2")
+class Eagle2Decoding(_EagleHeadStrategy):
+    description = ("EAGLE-2: EAGLE's draft head grows a dynamic tree (the nodes of highest cumulative draft "
+                   "probability), verified in one pass with tree attention (greedy, lossless)")
+    paper = "Li et al., EMNLP 2024 (arXiv 2406.16858), github.com/SafeAILab/EAGLE"
+    Config = Eagle2Config
+
+    def check(self, models: Models) -> None:
+        check_dynamic(self.config.total_tokens, self.config.depth, self.config.top_k, models.target.vocab_size)
+        super().check(models)
+
+    def decode(self, models: Models, prompt, max_new_tokens, seeds: Sequence[int]) -> GenerationResult:
+        c = self.config
+        return eagle2_decode(models.target, self.bound_addon(models), prompt, max_new_tokens, c.total_tokens,
+                             c.depth, c.top_k, self.device)
