@@ -174,3 +174,13 @@ def test_dynamic_tree_settings_are_checked():
     method = cls(cls.Config(total_tokens=200, depth=2, top_k=4))
     with pytest.raises(ArbenchError, match="total_tokens <= 1 \\+ top_k"):
         method.check(Models(load_model("tiny-kjv-target")))
+
+
+def test_a_target_without_embedding_and_lm_head_access_is_refused():
+    from harness.protocols.decoding.strategy import Models
+    from harness.registry import METHODS
+
+    target = load_model("tiny-kjv-target")
+    target.supports_features = False  # as an adapter that does not expose `embed` / `hidden_logits`
+    with pytest.raises(ArbenchError, match="does not expose"):
+        METHODS.get("eagle")().check(Models(target))
