@@ -287,6 +287,16 @@ class GPTModel(ARModel):
                 store[:, :, start:start + n] = store.gather(2, idx[:, None, :, None].expand(b, h, n, d))
         cache.lengths = [start + n] * len(cache.lengths)
 
+    supports_features = True
+
+    @torch.inference_mode()
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.net.tok_emb(ids.to(self.device))
+
+    @torch.inference_mode()
+    def hidden_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.net.logits(hidden.to(self._dtype))  # `hidden` precedes the final norm
+
     @torch.inference_mode()
     def draft_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if not self.num_draft_heads:

@@ -100,6 +100,17 @@ class HFCausalLM(ARModel):
                          output_hidden_states=want_hidden)
         return ModelOutput(out.logits, out.hidden_states[-1] if want_hidden else None)
 
+    supports_features = True
+
+    @torch.inference_mode()
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.get_input_embeddings()(ids.to(self.device))
+
+    @torch.inference_mode()
+    def hidden_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        # transformers' last hidden state already went through the final norm (Llama, Mistral, Qwen2, GPT-2, ...)
+        return self.model.get_output_embeddings()(hidden.to(self.device, self.model.dtype))
+
     @property
     def supports_ffn_skip(self) -> bool:
         return self._decoder_layers() is not None

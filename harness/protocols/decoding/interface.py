@@ -12,7 +12,9 @@ pass over `t` positions, whatever came before. Strategies only ever:
   branches in one pass (each new token at an explicit position, seeing the cached prefix and the new
   tokens its mask allows), then keep only the accepted branch's keys/values (lookahead decoding, Medusa);
 * optionally `forward_ffn_gated(ids, cache, gate)`: a forward pass whose feed-forward blocks an
-  `FFNGate` may skip per row (FFN skipping; attention and the KV cache are always computed).
+  `FFNGate` may skip per row (FFN skipping; attention and the KV cache are always computed);
+* optionally `embed(ids)` and `hidden_logits(hidden)`: the input embedding and the map from `ModelOutput.hidden`
+  to logits (feature-level drafts such as EAGLE reuse both).
 
 A strategy that needs an optional capability checks it with `require_*` before doing anything, so a
 model without it is refused up front with a message that says what is missing.
@@ -103,6 +105,18 @@ class ARModel(ABC):
         residual stream passes unchanged); attention runs in every layer, so the KV cache stays complete."""
         raise ArbenchError(f"model {self.name!r} cannot skip feed-forward blocks (forward_ffn_gated).")
 
+    #: True when `embed` and `hidden_logits` are implemented.
+    supports_features: bool = False
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """The input token embeddings (B, t, D) of `ids` (B, t)."""
+        raise ArbenchError(f"model {self.name!r} does not expose its token embedding (embed).")
+
+    def hidden_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits (..., V) from features shaped like `ModelOutput.hidden` (..., D): whatever the model applies
+        after its last layer's output (a final norm where `hidden` precedes it, then the LM head)."""
+        raise ArbenchError(f"model {self.name!r} does not expose its LM head (hidden_logits).")
+
     def draft_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Proposal-head logits (B, t, num_draft_heads, V) from `hidden` (B, t, D)."""
         raise ArbenchError(f"model {self.name!r} has no blockwise proposal heads.")
@@ -137,6 +151,12 @@ class ARModel(ABC):
         if not self.supports_tree:
             raise ArbenchError(f"{strategy} feeds tree-masked branches in one pass, which model {self.name!r} "
                                f"({type(self).__name__}) does not implement (forward_tree/keep).")
+
+    def require_features(self, strategy: str) -> None:
+        if not self.supports_features:
+            raise ArbenchError(f"{strategy} drafts at the feature level with the target's embedding and LM head, "
+                               f"which model {self.name!r} ({type(self).__name__}) does not expose "
+                               f"(embed/hidden_logits).")
 
     def require_ffn_skip(self, strategy: str) -> None:
         if not self.supports_ffn_skip:
