@@ -161,7 +161,7 @@ def test_strategy_through_the_task(tmp_path, golden):
     task = DecodingSpeedup(DecodingSpeedupConfig(model=str(tmp_path / "llama"), prompts=str(prompts),
                                                  max_new_tokens=12, batch_sizes=(1, 2), rounds=1, warmup=0))
     cls = METHODS.get("linearized-llm")
-    method = cls(cls.Config(model=str(linearized), group_size=8))
+    method = cls(cls.Config(linearized_model=str(linearized), group_size=8))
     assert not method.lossless
     task.check_method(method)
     values = {m.name: m.value for m in task.run(method, FakeContext())}
@@ -169,5 +169,5 @@ def test_strategy_through_the_task(tmp_path, golden):
             "speedup_bs2"} <= set(values)
     assert values["quality_target_nll"] > 0
     assert method.describe()["linearized_model"]["name"] == "aug-linear"
-    with pytest.raises(ArbenchError, match="model=<path>"):
+    with pytest.raises(ArbenchError, match="linearized_model=<path>"):
         cls().bind(task.load_models(cls()))

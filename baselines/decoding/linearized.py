@@ -108,23 +108,34 @@ def augmented_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     past = 0 if state.keys is None else state.keys.shape[2]
     keys = k if state.keys is None else torch.cat([state.keys, k], 2)
     values = v if state.values is None else torch.cat([state.values, v], 2)
-    # the new queries, placed after the current chunk's `past` positions; padding is never attended (causal)
-    qs = _chunks(F.pad(q, (0, 0, past, 0)), group)
-    ks, vs = _chunks(keys, group), _chunks(values, group)
-    local = F.relu(torch.einsum("bhgns,bhgms->bhgnm", qs, ks)) ** 2
-    local = local * torch.ones(group, group, dtype=q.dtype, device=q.device).tril()
-    out = torch.einsum("bhgnm,bhgme->bhgne", local, vs)
-    kv = torch.einsum("bhgcs,bhgce->bhgse", ks, vs)
-    prefix = torch.cumsum(kv, dim=2) - kv  # exclusive: completed chunks before each chunk
-    if state.kv is not None:
-        prefix = prefix + state.kv[:, :, None]
-    out = out + torch.einsum("bhgcs,bhgse->bhgce", qs, prefix) * global_factor
-    out = out.reshape(b, h, -1, d)[:, :, past:past + t]
+    if past + t <= group:  # every new position in the current chunk (decoding): no padding to whole chunks
+        local = F.relu(q @ keys.transpose(2, 3)) ** 2
+        local = local * torch.ones(t, past + t, dtype=q.dtype, device=q.device).tril(past)
+        out = local @ values
+        if state.kv is not None:
+            out = out + (q @ state.kv) * global_factor
+        kv = (keys.transpose(2, 3) @ values)[:, :, None] if past + t == group else None
+    else:
+        # the new queries, placed after the current chunk's `past` positions; padding is never attended (causal)
+        qs = _chunks(F.pad(q, (0, 0, past, 0)), group)
+        ks, vs = _chunks(keys, group), _chunks(values, group)
+        local = F.relu(torch.einsum("bhgns,bhgms->bhgnm", qs, ks)) ** 2
+        local = local * torch.ones(group, group, dtype=q.dtype, device=q.device).tril()
+        out = torch.einsum("bhgnm,bhgme->bhgne", local, vs)
+        kv = torch.einsum("bhgcs,bhgce->bhgse", ks, vs)
+        prefix = torch.cumsum(kv, dim=2) - kv  # exclusive: completed chunks before each chunk
+        if state.kv is not None:
+            prefix = prefix + state.kv[:, :, None]
+        out = out + torch.einsum("bhgcs,bhgse->bhgce", qs, prefix) * global_factor
+        out = out.reshape(b, h, -1, d)[:, :, past:past + t]
     # the masked depthwise conv over values: K//2 past values and the current one
     reach = conv_weight.shape[2] // 2
     window = v if state.tail is None else torch.cat([state.tail, v], 2)
-    conv = F.conv2d(window, conv_weight, padding=(reach, 0), groups=h)[:, :, -t:]
-    out = out + conv
+    if t == 1:  # one output: the taps up to the centre against the window
+        taps = conv_weight[:, 0, :reach + 1, 0][:, -window.shape[2]:]
+        out = out + torch.einsum("hj,bhjd->bhd", taps, window)[:, :, None]
+    else:
+        out = out + F.conv2d(window, conv_weight, padding=(reach, 0), groups=h)[:, :, -t:]
     # the state after these positions
     full = keys.shape[2] // group * group
     if full:
@@ -200,7 +211,8 @@ class LinearizedLlama(ARModel):
         self.num_layers = len(model.model.layers)
 
     @classmethod
-    def from_llama(cls, model: Any, group_size: int = GROUP_SIZE, name: str = "linearized", **kwargs) -> "LinearizedLlama":
+    def from_llama(cls, model: Any, group_size: int = GROUP_SIZE, name: str = "linearized",
+                   **kwargs) -> "LinearizedLlama":
         """Swap every layer's `self_attn` of a transformers `LlamaForCausalLM` for `AugmentedLinearAttention`
         (new conv taps and global factor are zero: load trained ones with `load_state_dict`)."""
         for layer in model.model.layers:
@@ -282,7 +294,9 @@ class LinearizedLlama(ARModel):
 
 @dataclass
 class LinearizedConfig:
-    model: str = ""  # folder of the linearized checkpoint (released layout), e.g. llama-2-7b-aug-linear
+    #: folder of the linearized checkpoint (released layout, e.g. llama-2-7b-aug-linear); named apart from the
+    #: task's `model` (the original LLaMA, the AR baseline and the judge of quality)
+    linearized_model: str = ""
     group_size: Annotated[int, Field(ge=1, le=65_536, description="chunk length (released model: 64)")] = GROUP_SIZE
 
 
@@ -300,11 +314,11 @@ class LinearizedLLM(LossyStrategy):
 
     def check(self, models: Models) -> None:
         super().check(models)
-        if not self.config.model:
-            raise ArbenchError(f"{self.name} decodes a linearized model: give its folder with model=<path> "
-                               f"(e.g. `{WEIGHTS['llama-2-7b-aug-linear']['download']}`).")
+        if not self.config.linearized_model:
+            raise ArbenchError(f"{self.name} decodes a linearized model: give its folder with "
+                               f"linearized_model=<path> (e.g. `{WEIGHTS['llama-2-7b-aug-linear']['download']}`).")
         if self.linearized is None:
-            self.linearized = LinearizedLlama.load(self.config.model, self.config.group_size, self.device)
+            self.linearized = LinearizedLlama.load(self.config.linearized_model, self.config.group_size, self.device)
         # the task's target is the original model: outputs are compared and scored under its tokenizer
         models.target.require_compatible_draft(self.linearized, self.name)
 
