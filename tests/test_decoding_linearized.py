@@ -171,3 +171,24 @@ def test_strategy_through_the_task(tmp_path, golden):
     assert method.describe()["linearized_model"]["name"] == "aug-linear"
     with pytest.raises(ArbenchError, match="linearized_model=<path>"):
         cls().bind(task.load_models(cls()))
+
+
+class _Payload:  # an object a full unpickle would construct: a `.bin` holding it must be refused
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
+def test_bin_checkpoints_are_read_as_plain_tensors_only(tmp_path, golden):
+    from safetensors.torch import load_file
+
+    meta, tensors, _ = golden
+    folder = _released_folder(tmp_path / "safe", meta)
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")  # the other layout a release may use
+    model = LinearizedLlama.load(folder, group_size=8)
+    out = model.forward(tensors["ids24"], model.new_cache(1, 24)).logits
+    torch.testing.assert_close(out, tensors["logits24"], rtol=1e-4, atol=1e-4)
+    torch.save({"x": _Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(ArbenchError, match="plain tensors"):
+        LinearizedLlama.load(folder)
