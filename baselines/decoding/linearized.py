@@ -19,8 +19,9 @@ normalised keys and values (< group_size) and the last K//2 values (the conv win
 O(group_size + d) per head whatever the length. Feeding any number of tokens continues from the state with the
 same formula, so token-by-token decoding equals the parallel form (tested). Upstream's own decoding paths
 (`linear_forward_inference`, the Medusa `modeling_llama_kv.py`) re-run the parallel form over a full KV cache and
-treat the last token of each chunk differently (empty local part or no global part when the cache length is a
-multiple of 64); the project follows the training-time formula instead.
+treat the token that completes a chunk differently (read from the code: `linear_forward_inference` gives it no
+local part and a global part over all chunks including its own; Medusa's status-2 path no global part); the
+project follows the training-time formula at every position.
 
 Weights: a Hugging Face LLaMA folder (config.json + *.safetensors, or *.bin read with `weights_only=True`) whose
 attention modules carry upstream's extra names `model.layers.N.self_attn.dwconv.weight` (H, 1, 63, 1),
