@@ -1,0 +1,194 @@
+"""Linearized LLaMA (augmented linear attention, baselines/decoding/linearized.py): golden test against
+GATECH-EIC/Linearized-LLM's own training-time attention (tests/golden/make_linearized.py), the recurrent
+decode equal to the parallel form, the released-layout loader, and the strategy through the task."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from baselines.decoding.linearized import LinearizedLlama, augmented_linear_attention, conv_mask
+from golden.golden_weights import seeded_state
+from harness.errors import ArbenchError
+
+GOLDEN = Path(__file__).parent / "golden" / "linearized" / "linearized.safetensors"
+torch.set_num_threads(1)
+
+
+def _golden():
+    with safe_open(str(GOLDEN), framework="pt") as fh:
+        meta = fh.metadata()
+        return meta, {k: fh.get_tensor(k) for k in fh.keys()}
+
+
+def _released_folder(tmp: Path, meta: dict) -> Path:
+    """The tiny seeded model saved as the release is: config.json + model.safetensors with upstream's names."""
+    from transformers import LlamaConfig
+
+    config = json.loads(meta["config"])
+    layout = json.loads(meta["layout"])
+    reference = {name: torch.zeros(shape) for name, shape in layout.items()}
+    state = seeded_state(reference, int(meta["seed"]), keep=[k for k in layout if k.endswith("conv_mask")])
+    for name in layout:
+        if name.endswith("conv_mask"):
+            state[name] = conv_mask(layout[name][2])
+    hf = {k: v for k, v in config.items() if k not in ("group_size", "kernel_size")}
+    LlamaConfig(**hf, architectures=["LlamaForCausalLM"]).save_pretrained(tmp)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"))
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    meta, tensors = _golden()
+    folder = _released_folder(tmp_path_factory.mktemp("aug-linear"), meta)
+    model = LinearizedLlama.load(folder, group_size=json.loads(meta["config"])["group_size"])
+    return meta, tensors, model
+
+
+def test_layout_is_upstreams(golden):
+    meta, _, model = golden
+    ours = {k: list(v.shape) for k, v in model.model.state_dict().items()}
+    assert ours == json.loads(meta["layout"])
+
+
+@pytest.mark.parametrize("length", [29, 24])
+def test_logits_and_layer_outputs_equal_upstream(golden, length):
+    _, tensors, model = golden
+    ids = tensors[f"ids{length}"]
+    cache = model.new_cache(1, length)
+    out = model.forward(ids, cache, want_hidden=True)
+    torch.testing.assert_close(out.logits, tensors[f"logits{length}"], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.hidden, tensors[f"hidden{length}"][-1], rtol=1e-4, atol=1e-4)
+    # every layer's output (hidden_states[1:-1]: layers before the last; the last one is after the final norm)
+    inner, hidden = model.model.model, model.model.model.embed_tokens(ids)
+    cos, sin = inner.rotary_emb(hidden, torch.arange(length)[None])
+    states = model.new_cache(1, length).layers
+    torch.testing.assert_close(hidden, tensors[f"hidden{length}"][0])
+    for i, (layer, state) in enumerate(zip(inner.layers[:-1], states)):
+        hidden = hidden + layer.self_attn(layer.input_layernorm(hidden), cos, sin, state)
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        torch.testing.assert_close(hidden, tensors[f"hidden{length}"][i + 1], rtol=1e-4, atol=1e-5)
+
+
+def test_attention_module_equals_upstream(golden):
+    _, tensors, model = golden
+    x = tensors["attn_input"]
+    inner = model.model.model
+    cos, sin = inner.rotary_emb(x, torch.arange(x.shape[1])[None])
+    with torch.no_grad():
+        out = inner.layers[0].self_attn(x, cos, sin)
+    torch.testing.assert_close(out, tensors["attn_output"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("pieces", [[1] * 29, [5, 1, 1, 10, 3, 9], [8, 8, 13]])
+def test_recurrent_decode_equals_parallel_form(golden, pieces):
+    _, tensors, model = golden
+    ids = tensors["ids29"]
+    cache, logits, start = model.new_cache(1, 29), [], 0
+    for n in pieces:
+        logits.append(model.forward(ids[:, start:start + n], cache).logits)
+        start += n
+    assert model.cache_length(cache) == 29
+    torch.testing.assert_close(torch.cat(logits, 1), tensors["logits29"], rtol=1e-4, atol=1e-4)
+    # the state is bounded: less than one chunk of keys/values and the conv window
+    layer = cache.layers[0]
+    assert layer.keys.shape[2] == 29 % model.model.model.layers[0].self_attn.group_size
+    assert layer.tail.shape[2] == min(29, 31)  # K // 2 = 31 past values at most
+
+
+def test_attention_kernel_rules():
+    """Direct checks of the formula on small tensors: the local part is unnormalised relu^2 over the chunk, the
+    global part sees only completed chunks, the conv only past taps."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 6, 4, generator=gen) for _ in range(3))
+    w = torch.randn(1, 1, 5, 1, generator=gen) * conv_mask(5)
+    out = augmented_linear_attention(q, k, v, w, torch.tensor([0.5]), 3)
+    qn, kn = q / q.norm(dim=-1, keepdim=True), k / k.norm(dim=-1, keepdim=True)
+    t = 4  # second chunk (positions 3..5), position 4
+    local = sum(torch.relu(qn[0, 0, t] @ kn[0, 0, s]) ** 2 * v[0, 0, s] for s in (3, 4))
+    glob = 0.5 * qn[0, 0, t] @ sum(torch.outer(kn[0, 0, s], v[0, 0, s]) for s in range(3))
+    conv = sum(w[0, 0, j, 0] * v[0, 0, t - 2 + j] for j in range(3))
+    torch.testing.assert_close(out[0, 0, t], local + glob + conv)
+
+
+def test_loader_refuses_other_layouts(tmp_path, golden):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2))
+    model.save_pretrained(tmp_path)  # a plain LLaMA: no dwconv / global_factor
+    with pytest.raises(ArbenchError, match="dwconv"):
+        LinearizedLlama.load(tmp_path)
+    with pytest.raises(ArbenchError, match="no config.json"):
+        LinearizedLlama.load(tmp_path / "missing")
+    with pytest.raises(ArbenchError, match="cannot forget"):
+        _, tensors, lin = golden
+        cache = lin.new_cache(1, 8)
+        lin.forward(tensors["ids24"][:, :4], cache)
+        lin.crop(cache, 2)
+
+
+def test_strategy_through_the_task(tmp_path, golden):
+    """End to end on the decoding-speedup task: the original tiny LLaMA (softmax attention, the same weights)
+    is the target and AR baseline; the linearized model is decoded by the strategy; quality is reported beside
+    speed, under the original model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from harness.registry import METHODS
+    from run_context_double import FakeContext
+    from tasks.decoding_speedup import DecodingSpeedup, DecodingSpeedupConfig
+
+    meta, _, _ = golden
+    linearized = _released_folder(tmp_path / "aug-linear", meta)
+    original = LlamaForCausalLM(LlamaConfig.from_pretrained(linearized))
+    from safetensors.torch import load_file
+
+    weights = {k: v for k, v in load_file(str(linearized / "model.safetensors")).items()
+               if not k.endswith(("dwconv.weight", "conv_mask", "global_factor"))}
+    original.load_state_dict(weights, strict=True)
+    original.save_pretrained(tmp_path / "llama")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"id": f"p{i}", "category": c, "prompt_ids": list(range(i + 2, i + 9))})
+                                 for i, c in enumerate(["qa", "math_reasoning", "qa"])) + "\n")
+    task = DecodingSpeedup(DecodingSpeedupConfig(model=str(tmp_path / "llama"), prompts=str(prompts),
+                                                 max_new_tokens=12, batch_sizes=(1, 2), rounds=1, warmup=0))
+    cls = METHODS.get("linearized-llm")
+    method = cls(cls.Config(linearized_model=str(linearized), group_size=8))
+    assert not method.lossless
+    task.check_method(method)
+    values = {m.name: m.value for m in task.run(method, FakeContext())}
+    assert {"speedup", "exact_match_rate", "quality_target_nll", "quality_target_nll_baseline",
+            "speedup_bs2"} <= set(values)
+    assert values["quality_target_nll"] > 0
+    assert method.describe()["linearized_model"]["name"] == "aug-linear"
+    with pytest.raises(ArbenchError, match="linearized_model=<path>"):
+        cls().bind(task.load_models(cls()))
+
+
+class _Payload:  # an object a full unpickle would construct: a `.bin` holding it must be refused
+    def __reduce__(self):
+        return (print, ("unpickled",))
+
+
+def test_bin_checkpoints_are_read_as_plain_tensors_only(tmp_path, golden):
+    from safetensors.torch import load_file
+
+    meta, tensors, _ = golden
+    folder = _released_folder(tmp_path / "safe", meta)
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")  # the other layout a release may use
+    model = LinearizedLlama.load(folder, group_size=8)
+    out = model.forward(tensors["ids24"], model.new_cache(1, 24)).logits
+    torch.testing.assert_close(out, tensors["logits24"], rtol=1e-4, atol=1e-4)
+    torch.save({"x": _Payload()}, folder / "pytorch_model.bin")
+    with pytest.raises(ArbenchError, match="plain tensors"):
+        LinearizedLlama.load(folder)
