@@ -5,8 +5,9 @@ The extension is upstream's own (baaivision/NOVA@2cd254a): `NOVAPipeline(max_lat
 autoregression out for any T. Every latent frame is predicted by the video encoder from the previous one while
 attending, through its key/value cache, to the text, motion-flow and fps tokens and to *every* earlier frame (no
 sliding window); the time embedding is upstream's `VideoPosEmbed.get_time_embed(T)`, which spreads the T positions
-over the model's temporal base (arange(T) * 16 / T for the released model). The paper calls this zero-shot video
-extrapolation; the released model was trained on 9 latent frames (33 video frames). The rollout is
+over the model's temporal base (arange(T) * 16 / T for the released model). The paper lists video extrapolation
+among NOVA's zero-shot abilities and this is upstream's only code path for it; the released model was trained on 9
+latent frames (33 video frames). The rollout is
 `baselines.imagegen.nova.generate_video` (the project's code, golden-tested against upstream's pipeline for a
 13-latent rollout, more than three times the tiny model's temporal base) and the long latent sequence is decoded by
 the Open-Sora-Plan causal VAE's temporal tiling (`baselines.video.osp_vae`: windows of 5 latents overlapping by 1).
