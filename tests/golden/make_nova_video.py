@@ -49,7 +49,9 @@ VAE_SEED = 22
 SAMPLE = dict(max_latent_length=3, num_inference_steps=4, num_diffusion_steps=3, guidance_scale=5.0, motion_flow=5)
 
 
-def main(checkout: str) -> None:
+def tiny_pipeline(checkout: str, vae=None):
+    """Upstream's NOVAPipeline around the tiny seeded video transformer and text encoder (and `vae`, by default an
+    unused 2D one); returns the pipeline and its tokenizer and text encoder."""
     sys.path.insert(0, checkout)
     from diffusers import FlowMatchEulerDiscreteScheduler
     from transformers import PhiConfig
@@ -64,10 +66,16 @@ def main(checkout: str) -> None:
     tokenizer, vocab_size = make_tokenizer(Path(tempfile.mkdtemp()) / "tokenizer")
     text_encoder = seeded(PhiEncoderModel(PhiConfig(vocab_size=vocab_size, **PHI)), SEEDS["text_encoder"])
     transformer = seeded(tn.NOVATransformer3DModel(**VIDEO_TRANSFORMER), SEED)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[32],
-                        down_block_types=["DownEncoderBlock2D"], up_block_types=["UpDecoderBlock2D"])  # unused
+    vae = vae or AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[32],
+                               down_block_types=["DownEncoderBlock2D"], up_block_types=["UpDecoderBlock2D"])
     pipe = NOVAPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
                         text_encoder=text_encoder, tokenizer=tokenizer)
+    return pipe, tokenizer, text_encoder
+
+
+def main(checkout: str) -> None:
+    pipe, tokenizer, text_encoder = tiny_pipeline(checkout)
+    transformer = pipe.transformer
 
     calls: list = []
     original = transformer.video_encoder.forward
