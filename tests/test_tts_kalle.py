@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from baselines.tts.kalle import FlowVAE, FlowVAEConfig, KalleLM, llama_config
@@ -174,7 +175,12 @@ def test_bad_requests_are_refused_before_synthesis(methods, tmp_path):
     bad = [request(1, uid="empty", text="  "), Request(1, "notext", 1, {"text": "Hi there", "prompt_wav":
                                                                       str(GOLDEN / "prompt.wav"), "prompt_text": ""}),
            Request(2, "gone", 1, {"text": "Hi", "prompt_wav": str(tmp_path / "gone.wav"), "prompt_text": "x"})]
-    refused = r"3 requests cannot.*empty: empty text.*notext: .*no prompt_text.*gone: .*missing"
+    (tmp_path / "junk.wav").write_bytes(b"not a wav file at all")
+    sf.write(str(tmp_path / "short.wav"), np.zeros(2000, dtype=np.float32), 16000)
+    bad += [Request(3, name, 1, {"text": "Hi", "prompt_wav": str(tmp_path / f"{name}.wav"), "prompt_text": "x"})
+            for name in ("junk", "short")]
+    refused = (r"5 requests cannot.*empty: empty text.*notext: .*no prompt_text.*gone: .*missing.*junk: .*unreadable"
+               r".*short: .* is 0.125 s long; KALL-E needs at least 0.16 s")
     with pytest.raises(InputError, match=refused):
         method.generate(bad)
 

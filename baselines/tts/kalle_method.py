@@ -148,7 +148,8 @@ class KallE(Method):
 
     def check(self, requests: Sequence[Request]) -> None:
         """Refuse, before generating, requests with no text, a prompt recording without its transcript (upstream
-        asserts both or neither) or a prompt file that is missing; the first offenders are named."""
+        asserts both or neither), or a prompt file that is missing, unreadable or shorter than two frames; the
+        first offenders are named."""
         problems = []
         for r in requests:
             text, wav = str(r.condition.get("text", "")), str(r.condition.get("prompt_wav", "") or "")
@@ -158,16 +159,29 @@ class KallE(Method):
                 problems.append(f"{r.id}: prompt recording {wav} has no prompt_text")
             elif wav and not Path(wav).is_file():
                 problems.append(f"{r.id}: prompt recording {wav} is missing")
+            elif wav and (problem := self.prompt_problem(wav)):
+                problems.append(f"{r.id}: prompt recording {wav} {problem}")
         if problems:
             raise InputError(f"{self.name}: {len(problems)} requests cannot be synthesised: "
                              + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else "")
                              + ". Give every utterance a text, and each prompt recording its transcript.")
 
+    def prompt_problem(self, path: str) -> str | None:
+        """Why a prompt file cannot be used (read from its header), or None."""
+        try:
+            info = sf.info(path)
+        except Exception as exc:  # noqa: BLE001 - soundfile raises several types for unknown or corrupt files
+            return f"is unreadable ({type(exc).__name__})"
+        least = 2 * self.flowvae_config.hop / self.flowvae_config.sampling_rate
+        if info.frames < least * info.samplerate:
+            return f"is {info.frames / info.samplerate:.3f} s long; KALL-E needs at least {least:.2f} s"
+        return None
+
     def prompt_audio(self, path: str) -> torch.Tensor:
+        problem = self.prompt_problem(path)
+        if problem:
+            raise InputError(f"{self.name}: prompt recording {path} {problem}.")
         samples, rate = sf.read(path, dtype="float32", always_2d=True)
-        if samples.shape[0] < 2 * self.flowvae_config.hop:
-            raise InputError(f"{self.name}: prompt recording {path} is {samples.shape[0] / rate:.3f} s long; "
-                             f"KALL-E needs at least {2 * self.flowvae_config.hop / 16000:.2f} s.")
         audio = samples[:, 0] if samples.shape[1] == 1 and rate == 16000 else to_16k_mono(samples, rate)
         return torch.from_numpy(np.ascontiguousarray(audio)).to(self.device)
 
