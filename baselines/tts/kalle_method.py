@@ -99,6 +99,7 @@ class KallE(Method):
 
     def __init__(self, config: Any = None, device: str = "cpu"):
         super().__init__(config, device)
+        precision_context(self.config.precision, device, self.name)  # fp16 autocast refuses a non-CUDA device now
         self._files: list[tuple[Path, str]] | None = None
         self._loaded: tuple[KalleLM, FlowVAE, Any] | None = None
 
@@ -122,7 +123,6 @@ class KallE(Method):
         if self._loaded is None:
             from transformers import AutoTokenizer  # delegated: upstream's tokenizer class
 
-            precision_context(self.config.precision, self.device, self.name)  # fp16 autocast refuses a non-CUDA device
             (lm_path, _), (vae_path, _), (tokenizer_json, _), _, _ = self.weight_files()
             vae = FlowVAE(self.flowvae_config)
             vae_state = fold_weight_norm(read_flowvae_state(vae_path))
