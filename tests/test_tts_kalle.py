@@ -197,3 +197,23 @@ def test_fp16_autocast_needs_cuda(golden, methods):
         pytest.skip("a CUDA device is present")
     with pytest.raises(ArbenchError, match="needs a CUDA device"):  # refused when built, before any file is read
         small(Path(methods["stop"].config.model_dir), golden, precision="fp16-autocast")
+
+
+def test_seed_tts_requests_drive_the_method(methods, tmp_path):
+    """A Seed-TTS-eval list (prompt paths relative to it) through the task's requests and shard writer."""
+    import shutil
+
+    from tasks.tts import SeedTTSEnglish, TTSConfig
+
+    (tmp_path / "prompt-wavs").mkdir()
+    shutil.copy(GOLDEN / "prompt.wav", tmp_path / "prompt-wavs" / "p1.wav")
+    (tmp_path / "meta.lst").write_text("utt1|oh that's crazy!|prompt-wavs/p1.wav|Hello, have a nice day!\n")
+    task = SeedTTSEnglish(TTSConfig(list_path=str(tmp_path / "meta.lst"), utmos=False))
+    requests = task.requests()
+    outputs = methods["stop"].generate(requests)
+    task.write_shard(outputs, requests, tmp_path)
+    audio, rate = sf.read(str(tmp_path / "utt1.wav"), dtype="float32")
+    frames, rest = divmod(len(audio), 1280)
+    assert rate == 16000 and rest == 0 and 4 <= frames <= methods["stop"].config.max_frames
+    same = methods["stop"].generate([request(requests[0].seed, uid="utt1")])[0][0]
+    np.testing.assert_array_equal(audio, same)
