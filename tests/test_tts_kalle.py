@@ -217,3 +217,18 @@ def test_seed_tts_requests_drive_the_method(methods, tmp_path):
     assert rate == 16000 and rest == 0 and 4 <= frames <= methods["stop"].config.max_frames
     same = methods["stop"].generate([request(requests[0].seed, uid="utt1")])[0][0]
     np.testing.assert_array_equal(audio, same)
+
+
+def test_rotary_table_stays_float32_under_fp16(methods, monkeypatch):
+    """Upstream's float16 Llama keeps its rotary inv_freq in float32; so must the fp16-autocast load (checked on the
+    CPU by letting the CUDA check pass: only the dtypes are looked at, nothing is run)."""
+    import baselines.tts.kalle_method as km
+
+    monkeypatch.setattr(km, "precision_context", lambda *args: None)
+    folder = methods["stop"].config.model_dir
+    method = type(methods["stop"])(km.KalleSettings(precision="fp16-autocast", model_dir=folder))
+    lm, vae, _ = method.load()
+    assert lm.base_model.model.embed_tokens.weight.dtype == torch.float16
+    assert lm.base_model.model.rotary_emb.inv_freq.dtype == torch.float32
+    assert lm.audio_linear.weight.dtype == lm.distribution_linear.weight.dtype == torch.float32
+    assert next(vae.parameters()).dtype == torch.float32

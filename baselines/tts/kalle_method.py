@@ -132,10 +132,12 @@ class KallE(Method):
                 lm = KalleLM(llama_config(**self.llama_overrides), self.flowvae_config.latent_dim)
             load_into(lm, kalle_state(read_state_dict(lm_path, what="a KALL-E checkpoint")),
                       f"{self.name} ({lm_path.name})", assign=True)
-            lm.base_model.model.rotary_emb = type(lm.base_model.model.rotary_emb)(lm.base_model.model.config)
             lm.float()  # upstream's audio_linear and distribution_linear are float32 whatever the checkpoint holds
             if self.config.precision == "fp16-autocast":
                 lm.base_model.model.half()  # upstream's config builds the Llama in float16 (`torch_dtype`)
+            # the rotary table is no checkpoint entry (built on the meta device above): built now, after the cast,
+            # so it stays float32 as upstream's (a float16 table would turn positions by up to 0.1% wrong angles)
+            lm.base_model.model.rotary_emb = type(lm.base_model.model.rotary_emb)(lm.base_model.model.config)
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_json.parent), local_files_only=True)
             self._loaded = (lm.to(self.device).eval(), vae.float().to(self.device).eval(), tokenizer)
         return self._loaded
