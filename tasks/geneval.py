@@ -110,11 +110,15 @@ class GenEval(Task):
         # the method's own weights (resolved by checkpoint_sha256) and the scoring networks
         require_all([method.checkpoint_sha256, self.require_assets], f"geneval with {method.name}")
 
+    def records(self) -> list[dict]:
+        """The prompt records, in folder order (GenEval's official 553; a variant can give its own)."""
+        return load_metadata()
+
     # -- generation ----------------------------------------------------------------------------
     def requests(self) -> list[Request]:
         n = self.config.images_per_prompt
         requests = []
-        for p, record in enumerate(load_metadata()):
+        for p, record in enumerate(self.records()):
             for s in range(n):
                 index = p * n + s
                 requests.append(Request(index, f"{p:05d}/{s:04d}", self.config.seed * 1_000_003 + index,
@@ -137,7 +141,7 @@ class GenEval(Task):
 
     def assemble_folder(self, shard_dirs: Sequence[Path], target: Path) -> Path:
         """Merge generated shards into GenEval's official layout (metadata.jsonl per prompt folder)."""
-        records = load_metadata()
+        records = self.records()
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         for shard in shard_dirs:
@@ -161,7 +165,7 @@ class GenEval(Task):
     # -- reading and validating a folder ---------------------------------------------------------
     def load_samples(self, path: Path) -> list[GenEvalImage]:
         """Validate a GenEval image folder completely, then check the weights; nothing is scored here."""
-        records = load_metadata()
+        records = self.records()
         images = read_folder(Path(path), records, self.config.images_per_prompt)
         self.require_assets()
         return images
@@ -173,8 +177,12 @@ class GenEval(Task):
         return score_images(samples, detector, colors, self.rules, ctx)
 
 
-def score_images(samples: Sequence[GenEvalImage], detector, colors, rules: GenEvalRules, ctx) -> list[MetricValue]:
-    """Detect, judge every image, write GenEval's results.jsonl as an artifact, and refuse silent failures."""
+def score_images(samples: Sequence[GenEvalImage], detector, colors, rules: GenEvalRules, ctx,
+                 detector_check: str | None = None) -> list[MetricValue]:
+    """Detect, judge every image, write GenEval's results.jsonl as an artifact, and refuse silent failures.
+
+    `detector_check` tells, in the canary's message, how to check the detector's weights (default: GenEval's
+    Mask2Former file)."""
     metric = GenEvalScore()
     any_detection = False
     with open(ctx.artifact("results.jsonl"), "w", encoding="utf-8") as rows:
@@ -197,9 +205,9 @@ def score_images(samples: Sequence[GenEvalImage], detector, colors, rules: GenEv
         raise ArbenchError(
             f"canary: the detector found no object above score {rules.threshold} in any of {len(samples)} images. "
             "That is a broken detector (wrong or corrupt weights, a failed load, a numerics problem on this device), "
-            f"not a result; nothing is stored as a score. Check that the detector file's sha256 starts with "
-            f"{geneval_detector.CHECKPOINT_SHA256_PREFIX} (`sha256sum "
-            f"{geneval_detector.MASK2FORMER_SWIN_S_COCO.cache_path}`) and try another device.")
+            f"not a result; nothing is stored as a score. " + (detector_check or
+            f"Check that the detector file's sha256 starts with {geneval_detector.CHECKPOINT_SHA256_PREFIX} (`sha256sum "
+            f"{geneval_detector.MASK2FORMER_SWIN_S_COCO.cache_path}`) and try another device."))
     values = metric.values()
     overall = values[-1].value
     if overall == 0.0:
