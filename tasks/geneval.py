@@ -7,7 +7,8 @@ folder layout, which `arbench score geneval <folder>` reads and `arbench run gen
     <folder>/00000/samples/0000.png    `images_per_prompt` RGB images (names matching \\d+\\.png)
 
 Scoring needs the mmdet Mask2Former Swin-S COCO weights and OpenAI's CLIP ViT-L/14; neither can be had
-offline, so there is no offline variant of this task. Both are resolved before anything is stored.
+offline. Both are resolved before anything is stored. The offline toy `shapes-t2i` (tasks/shapes_t2i.py, not
+GenEval) reuses this module's folder checks and scoring loop with a bundled detector on rendered shapes.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class GenEval(Task):
         """Resolve (and hash-check) every file scoring needs; one MissingAssetError names all that are missing."""
         require_all([spec.resolve for spec in (METADATA, geneval_detector.MASK2FORMER_SWIN_S_COCO,
                                                 clip_color.CLIP_VIT_L14_OPENAI)],
-                    "GenEval scoring (it has no offline variant)")
+                    "GenEval scoring (offline, only the toy shapes-t2i runs; it is not GenEval)")
 
     def check_method(self, method: Method) -> None:
         super().check_method(method)

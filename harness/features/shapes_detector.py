@@ -102,9 +102,9 @@ class ShapesDetector:
         torch.set_num_threads(1)  # a 38k-parameter network on one image: more threads cost far more than they save
         try:
             shape_logits, color_logits = self.model(self.model.preprocess(pixels))
+            out = F.softmax(shape_logits[0], 0).numpy(), F.softmax(color_logits[0], 0).numpy()
         finally:
             torch.set_num_threads(threads)
-        out = F.softmax(shape_logits[0], 0).numpy(), F.softmax(color_logits[0], 0).numpy()
         self._cache = (image, *out)
         return out
 
