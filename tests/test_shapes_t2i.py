@@ -177,3 +177,26 @@ def test_score_refuses_bad_folders_and_stores_nothing(tmp_path, results_dir, dam
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         runner.score("shapes-t2i", folder, {"images_per_prompt": 1})
     assert runner.store.records() == []
+
+
+def test_patch_codes_round_trip_scenes():
+    from baselines.imagegen.shapes_t2i import CODES, cells_to_tokens, tokens_to_cells
+    rng = np.random.default_rng(5)
+    cells = np.stack([shapes.render_scene(r, rng).cells for r in shapes.grammar_records()])
+    tokens = cells_to_tokens(cells)
+    assert tokens.shape == (126, 64) and 0 <= tokens.min() and tokens.max() < CODES
+    assert np.array_equal(tokens_to_cells(tokens), cells)
+    every_code = np.arange(64)[None] % CODES
+    assert np.array_equal(cells_to_tokens(tokens_to_cells(every_code)), every_code)
+
+
+def test_missing_detector_weights_are_named_before_anything_is_stored(tmp_path, monkeypatch):
+    from harness.errors import MissingAssetError
+    from harness.features import shapes_detector
+    monkeypatch.setattr(shapes_detector, "WEIGHTS_PATH", tmp_path / "gone.safetensors")
+    shapes_detector.load_shapes_net.cache_clear()
+    try:
+        with pytest.raises(MissingAssetError, match="gone.safetensors.*train_shapes_detector"):
+            ShapesT2I().check_method(METHODS.get("shapes-ar-t2i")())
+    finally:
+        shapes_detector.load_shapes_net.cache_clear()
