@@ -7,7 +7,8 @@ folder layout, which `arbench score geneval <folder>` reads and `arbench run gen
     <folder>/00000/samples/0000.png    `images_per_prompt` RGB images (names matching \\d+\\.png)
 
 Scoring needs the mmdet Mask2Former Swin-S COCO weights and OpenAI's CLIP ViT-L/14; neither can be had
-offline, so there is no offline variant of this task. Both are resolved before anything is stored.
+offline. Both are resolved before anything is stored. The offline toy `shapes-t2i` (tasks/shapes_t2i.py, not
+GenEval) reuses this module's folder checks and scoring loop with a bundled detector on rendered shapes.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ class GenEval(Task):
         """Resolve (and hash-check) every file scoring needs; one MissingAssetError names all that are missing."""
         require_all([spec.resolve for spec in (METADATA, geneval_detector.MASK2FORMER_SWIN_S_COCO,
                                                 clip_color.CLIP_VIT_L14_OPENAI)],
-                    "GenEval scoring (it has no offline variant)")
+                    "GenEval scoring (offline, only the toy shapes-t2i runs; it is not GenEval)")
 
     def check_method(self, method: Method) -> None:
         super().check_method(method)
@@ -114,11 +115,15 @@ class GenEval(Task):
         # the method's own weights (resolved by checkpoint_sha256) and the scoring networks
         require_all([method.checkpoint_sha256, self.require_assets], f"geneval with {method.name}")
 
+    def records(self) -> list[dict]:
+        """The prompt records, in folder order (GenEval's official 553; a variant can give its own)."""
+        return load_metadata()
+
     # -- generation ----------------------------------------------------------------------------
     def requests(self) -> list[Request]:
         n = self.config.images_per_prompt
         requests = []
-        for p, record in enumerate(load_metadata()):
+        for p, record in enumerate(self.records()):
             for s in range(n):
                 index = p * n + s
                 requests.append(Request(index, f"{p:05d}/{s:04d}", self.config.seed * 1_000_003 + index,
@@ -141,7 +146,7 @@ class GenEval(Task):
 
     def assemble_folder(self, shard_dirs: Sequence[Path], target: Path) -> Path:
         """Merge generated shards into GenEval's official layout (metadata.jsonl per prompt folder)."""
-        records = load_metadata()
+        records = self.records()
         tmp = target.with_name(target.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         for shard in shard_dirs:
@@ -165,7 +170,7 @@ class GenEval(Task):
     # -- reading and validating a folder ---------------------------------------------------------
     def load_samples(self, path: Path) -> list[GenEvalImage]:
         """Validate a GenEval image folder completely, then check the weights; nothing is scored here."""
-        records = load_metadata()
+        records = self.records()
         images = read_folder(Path(path), records, self.config.images_per_prompt)
         self.require_assets()
         return images
@@ -186,8 +191,11 @@ def _detected(samples: Sequence[GenEvalImage], detector, batch_size: int):
 
 
 def score_images(samples: Sequence[GenEvalImage], detector, colors, rules: GenEvalRules, ctx,
-                 batch_size: int = 1) -> list[MetricValue]:
-    """Detect, judge every image, write GenEval's results.jsonl as an artifact, and refuse silent failures."""
+                 batch_size: int = 1, detector_check: str | None = None) -> list[MetricValue]:
+    """Detect, judge every image, write GenEval's results.jsonl as an artifact, and refuse silent failures.
+
+    `batch_size` images go to the detector at once (`detector.detect_batch`); `detector_check` tells, in the
+    canary's message, how to check the detector's weights (default: GenEval's Mask2Former file)."""
     metric = GenEvalScore()
     any_detection = False
     with open(ctx.artifact("results.jsonl"), "w", encoding="utf-8") as rows:
@@ -209,9 +217,9 @@ def score_images(samples: Sequence[GenEvalImage], detector, colors, rules: GenEv
         raise ArbenchError(
             f"canary: the detector found no object above score {rules.threshold} in any of {len(samples)} images. "
             "That is a broken detector (wrong or corrupt weights, a failed load, a numerics problem on this device), "
-            f"not a result; nothing is stored as a score. Check that the detector file's sha256 starts with "
-            f"{geneval_detector.CHECKPOINT_SHA256_PREFIX} (`sha256sum "
-            f"{geneval_detector.MASK2FORMER_SWIN_S_COCO.cache_path}`) and try another device.")
+            f"not a result; nothing is stored as a score. " + (detector_check or
+            f"Check that the detector file's sha256 starts with {geneval_detector.CHECKPOINT_SHA256_PREFIX} (`sha256sum "
+            f"{geneval_detector.MASK2FORMER_SWIN_S_COCO.cache_path}`) and try another device."))
     values = metric.values()
     overall = values[-1].value
     if overall == 0.0:
