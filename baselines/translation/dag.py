@@ -267,10 +267,13 @@ def dag_beam_search(links: Tensor, token_log_probs: Tensor, output_length: Tenso
 class DATransformer(nn.Module):
     """Encoder, bidirectional decoder over the upsampled graph, token projection (tied) and link attention."""
 
-    def __init__(self, cfg: TransformerConfig, upsample: int = DEFAULT_UPSAMPLE):
+    def __init__(self, cfg: TransformerConfig, upsample: int = DEFAULT_UPSAMPLE, max_graph: int | None = None):
+        """`max_graph`: rows of the link position table (fairseq's `max_target_positions`); default: the largest
+        graph of a `cfg.max_positions`-word source."""
         super().__init__()
         self.cfg = cfg
         self.upsample = upsample
+        self.max_graph = max_graph
         embedding = shared_embedding(cfg)
         self.encoder = Encoder(embedding, cfg)
         self.decoder = Decoder(embedding, cfg, causal=False)
@@ -286,7 +289,7 @@ class DATransformer(nn.Module):
         self.decoder.gate_linear = nn.Linear(2 * dim, cfg.heads)
 
     def max_graph_length(self) -> int:
-        return self.upsample * self.cfg.max_positions + 2
+        return self.max_graph or self.upsample * self.cfg.max_positions + 2
 
     def graph_tokens(self, src: Tensor) -> Tensor:
         """Decoder input (B, L): `<s>`, `<unk>` x (upsample * source length), `</s>`, right-padded."""

@@ -46,7 +46,7 @@ class DATranslator(CheckpointTranslator):
     Config = DATConfig
 
     def build(self, meta):
-        return DATransformer(meta["config"], upsample=meta["model"]["upsample"])
+        return DATransformer(meta["config"], **meta["model"])
 
     def beam_settings(self) -> BeamSearchSettings:
         c = self.config
