@@ -13,9 +13,10 @@ pre-norm layers, ReLU, sinusoidal positions, links from `feature:position` with 
 size `upsample x source words + 2` (`upsample_base=source`, integer scale; upstream counts the source's own
 special tokens instead of the 2), and our vocabulary's six special symbols first. A checkpoint with any other
 setting is refused with the list of what does not fit, rather than loaded into the wrong network. Upstream's
-README trains with `--encoder-learned-pos --decoder-learned-pos --activation-fn gelu` (post-norm), and the
-released PDAT checkpoint (English pre-training, `--segment-embedding`) is of that kind: it is refused until
-the modules grow those options, and would need fine-tuning for translation anyway.
+README and `examples/DA-Transformer/pretrain.sh` train with `--encoder-learned-pos --decoder-learned-pos
+--activation-fn gelu`, the latter (the released PDAT checkpoint: English pre-training, LightSeq,
+`--segment-embedding`) too: such checkpoints are refused until the modules grow those options, and PDAT would
+need fine-tuning for translation anyway.
 
     python -m baselines.translation.fairseq_dat --input checkpoint.pt --dict dict.txt --langpair en-de \\
         --output dat-imported.safetensors
