@@ -32,6 +32,7 @@ SYSTEMS = [
     ("cmlm", {"iterations": 10, "length_beam": 3}),
     ("da-transformer", {"decode_strategy": "greedy"}),
     ("da-transformer", {"decode_strategy": "lookahead"}),
+    ("da-transformer", {"decode_strategy": "beamsearch"}),
 ]
 COLUMNS = ["bleu", "bleu_delta_vs_baseline", "chrf_pp", "legacy_tok_bleu", "latency_b1_ms", "speedup_b1", "throughput_sent_s",
            "speedup_max_batch"]

@@ -10,14 +10,19 @@ target (wrapped in `<s>` ... `</s>`) summed over all paths from the first to the
 forward algorithm of upstream's `torch_dag_loss`). Decoding (`dag_greedy` / `dag_lookahead`, upstream's
 `inference_lookahead_simple`): from vertex 0 follow the argmax link (greedy) or the argmax of link score +
 `beta` x best token log-probability of the next vertex (lookahead) to the last vertex, emitting each vertex's
-argmax token and merging consecutive repeats.
+argmax token and merging consecutive repeats. Beam search (`dag_beam_search`) is upstream's
+`inference_beamsearch` with the search of thu-coai/DAG-Search@d5056b8 (`python/dag_search.pyx`,
+`python/SearchBeam.cpp`) rewritten in plain Python, without the n-gram LM.
 
-Not here: glancing training (GLAT, upstream trains with it), Viterbi / joint-Viterbi, sampling, and beam search
-(upstream's is the C++ `dag_search` extension with an n-gram LM), the CUDA kernels (`dag_loss.cu`; the plain
+Not here: glancing training (GLAT, upstream trains with it), Viterbi / joint-Viterbi, sampling, the n-gram LM
+and n-gram repetition bans of upstream's beam search, the CUDA kernels (`dag_loss.cu`; the plain
 PyTorch forms here are what upstream falls back to with `--torch-dag-loss`).
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +35,7 @@ from baselines.translation.vocab import SPECIALS, Vocabulary
 #: Upstream's README trains WMT models with `--upsample-scale 8`; the bundled nat-mini model uses 4 (shorter
 #: graphs train faster on the CPU); the value is in the checkpoint's metadata and the method's signature.
 DEFAULT_UPSAMPLE = 4
-DECODE_STRATEGIES = ("greedy", "lookahead")
+DECODE_STRATEGIES = ("greedy", "lookahead", "beamsearch")
 
 
 def safe_logsumexp(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
@@ -117,8 +122,9 @@ def dag_decode(links: Tensor, token_log_probs: Tensor, output_length: Tensor, st
 
     greedy: next vertex = argmax link; lookahead: argmax of link + beta * (best token log-prob of the next
     vertex). Each visited vertex emits its argmax token; a token equal to the previous vertex's is merged."""
-    if strategy not in DECODE_STRATEGIES:
-        raise ValueError(f"decode strategy {strategy!r} is not one of {DECODE_STRATEGIES}")
+    if strategy not in ("greedy", "lookahead"):
+        raise ValueError(f"dag_decode's strategy {strategy!r} is not greedy or lookahead (beamsearch is "
+                         f"dag_beam_search)")
     best_log_probs, tokens = token_log_probs.max(dim=-1)
     if strategy == "lookahead":
         next_vertex = (links + best_log_probs.unsqueeze(1) * beta).max(dim=-1).indices
@@ -139,13 +145,135 @@ def dag_decode(links: Tensor, token_log_probs: Tensor, output_length: Tensor, st
     return out
 
 
+@dataclass(frozen=True)
+class BeamSearchSettings:
+    """Upstream's `--decode-*` beam search options and defaults (`glat_decomposed_with_link.py`); `beta` is the
+    lookahead's `decode_beta`. Score of a hypothesis Y: log P(Y) / |Y|^alpha (upstream's `calculate_score` with
+    gamma x n-gram LM score = 0), |Y| counting the tokens after `<s>`."""
+
+    beam_size: int = 100
+    max_beam_per_length: int = 10
+    top_cand_n: int = 5
+    top_p: float = 0.9
+    alpha: float = 1.1
+    beta: float = 1.0
+    dedup: bool = False
+
+
+def beam_candidates(links: Tensor, token_log_probs: Tensor, top_cand_n: int, beta: float
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """Upstream's `inference_beamsearch` before the C++ call: for every vertex the `top_cand_n` best
+    (next vertex, token) moves by link + beta x token log-prob, over each vertex's `top_cand_n` best tokens.
+    Returns (scores, next vertices, tokens), each (B, L, top_cand_n), best first."""
+    batch, prelen, _ = links.shape
+    top_logits, top_logits_idx = token_log_probs.topk(top_cand_n, dim=-1)
+    scores_all = links.unsqueeze(-1) + top_logits.unsqueeze(1) * beta
+    scores, top_idx = scores_all.reshape(batch, prelen, -1).topk(top_cand_n, dim=-1)
+    next_vertex = torch.div(top_idx, top_cand_n, rounding_mode="floor")
+    rows = torch.arange(batch, device=links.device)[:, None, None].expand(*next_vertex.shape)
+    return scores, next_vertex, top_logits_idx[rows, next_vertex, top_idx % top_cand_n]
+
+
+def _logaddexp(a: float, b: float) -> float:
+    top = max(a, b)
+    if math.isinf(top):  # as upstream's logaddexp: -inf if the larger one is infinite
+        return -math.inf
+    return math.log(math.exp(a - top) + math.exp(b - top)) + top
+
+
+def dag_search(scores: Tensor, next_vertex: Tensor, tokens: Tensor, output_length: Tensor, go: int,
+               settings: BeamSearchSettings) -> tuple[list[list[int]], list[float]]:
+    """DAG-Search's `dag_search` (no n-gram LM, no repetition bans) for one batch of `beam_candidates` output.
+
+    A hypothesis is a token sequence (starting with `go`); it keeps log P summed over every explored path that
+    emits it (`dagscore`) and, per vertex, over those paths ending there. At step s (vertex s, in order) the
+    hypotheses with a path ending at s are ranked by dagscore / length^alpha: the best `max_beam_per_length` of
+    each length, then the best `beam_size` overall (1 at the last vertex, which gives the result); each is
+    extended along vertex s's candidate moves, best first, while the probabilities of the moves taken so far sum
+    below `top_p`. Written in Python rather than compiled (the upstream extension needs kenlm and OpenMP):
+    one sentence at a time, which is slow but only the path choice matters here. Returns (tokens, score)."""
+    scores_l, next_l, tokens_l = scores.float().tolist(), next_vertex.tolist(), tokens.tolist()
+    paths, final_scores = [], []
+    for row, length in enumerate(output_length.tolist()):
+        path, score = _search_one(scores_l[row], next_l[row], tokens_l[row], length, go, settings)
+        if settings.dedup:
+            path = [t for i, t in enumerate(path) if i == 0 or t != path[i - 1]]
+        paths.append(path)
+        final_scores.append(score)
+    return paths, final_scores
+
+
+def _search_one(scores, next_vertex, tokens, length, go, s: BeamSearchSettings) -> tuple[list[int], float]:
+    # A node is a token sequence: parent node, token, length (tokens after `go`), dagscore.
+    parent, word, size, dagscore = [-1], [go], [0], [0.0]
+    children: dict[tuple[int, int], int] = {}
+    step_score: dict[tuple[int, int], float] = {(0, 0): 0.0}  # (node, vertex) -> log P of paths ending there
+    arrivals: dict[tuple[int, int], list[int]] = {(0, 0): [0]}  # (vertex, length) -> nodes, upstream's notify
+
+    def rank(node: int) -> float:
+        return dagscore[node] / size[node] ** s.alpha if size[node] else math.nan  # C++: 0/0 (only the root)
+
+    def best(nodes: list[int], k: int) -> list[int]:
+        return nodes if len(nodes) <= k else sorted(nodes, key=rank, reverse=True)[:k]
+
+    beam: list[int] = []
+    for step in range(length):
+        last = step == length - 1
+        beam = []
+        for n in range(step + 1):
+            beam += best(arrivals.get((step, n), []), 1 if last else s.max_beam_per_length)
+        beam = best(beam, 1 if last else s.beam_size)
+        if last:
+            break
+        for node in beam:
+            here = step_score[(node, step)]
+            taken = 0.0
+            for add, nxt, tok in zip(scores[step], next_vertex[step], tokens[step]):
+                if taken >= s.top_p:
+                    break
+                taken += math.exp(add)
+                child = children.get((node, tok))
+                if child is None:
+                    child = children[(node, tok)] = len(word)
+                    parent.append(node)
+                    word.append(tok)
+                    size.append(size[node] + 1)
+                    dagscore.append(-math.inf)
+                total = here + add
+                dagscore[child] = _logaddexp(dagscore[child], total)
+                key = (child, nxt)
+                if key in step_score:
+                    step_score[key] = _logaddexp(step_score[key], total)
+                else:
+                    step_score[key] = total
+                    arrivals.setdefault((nxt, size[child]), []).append(child)
+    node = beam[0]
+    final = rank(node)
+    out = []
+    while node >= 0:
+        out.append(word[node])
+        node = parent[node]
+    return out[::-1], final
+
+
+def dag_beam_search(links: Tensor, token_log_probs: Tensor, output_length: Tensor,
+                    settings: BeamSearchSettings = BeamSearchSettings(), go: int = Vocabulary.bos
+                    ) -> tuple[list[list[int]], list[float]]:
+    """Upstream's `decode_strategy=beamsearch` without the n-gram LM: `beam_candidates` then `dag_search`."""
+    candidates = beam_candidates(links.float(), token_log_probs.float(), settings.top_cand_n, settings.beta)
+    return dag_search(*candidates, output_length, go, settings)
+
+
 class DATransformer(nn.Module):
     """Encoder, bidirectional decoder over the upsampled graph, token projection (tied) and link attention."""
 
-    def __init__(self, cfg: TransformerConfig, upsample: int = DEFAULT_UPSAMPLE):
+    def __init__(self, cfg: TransformerConfig, upsample: int = DEFAULT_UPSAMPLE, max_graph: int | None = None):
+        """`max_graph`: rows of the link position table (fairseq's `max_target_positions`); default: the largest
+        graph of a `cfg.max_positions`-word source."""
         super().__init__()
         self.cfg = cfg
         self.upsample = upsample
+        self.max_graph = max_graph
         embedding = shared_embedding(cfg)
         self.encoder = Encoder(embedding, cfg)
         self.decoder = Decoder(embedding, cfg, causal=False)
@@ -161,7 +289,7 @@ class DATransformer(nn.Module):
         self.decoder.gate_linear = nn.Linear(2 * dim, cfg.heads)
 
     def max_graph_length(self) -> int:
-        return self.upsample * self.cfg.max_positions + 2
+        return self.max_graph or self.upsample * self.cfg.max_positions + 2
 
     def graph_tokens(self, src: Tensor) -> Tensor:
         """Decoder input (B, L): `<s>`, `<unk>` x (upsample * source length), `</s>`, right-padded."""
@@ -198,9 +326,15 @@ class DATransformer(nn.Module):
         return dag_loss(logits, links, padding, wrapped, vocab.pad)
 
     @torch.inference_mode()
-    def translate(self, src: Tensor, strategy: str = "lookahead", beta: float = 1.0) -> list[list[int]]:
-        """Target word ids (special symbols such as the path's `<s>` and `</s>` removed)."""
+    def translate(self, src: Tensor, strategy: str = "lookahead", beta: float = 1.0,
+                  beam: BeamSearchSettings | None = None) -> list[list[int]]:
+        """Target word ids (special symbols such as the path's `<s>` and `</s>` removed); `beam` holds the
+        settings of `strategy="beamsearch"` (its own `beta`; upstream's defaults when None)."""
         logits, links, padding = self(src)
-        paths = dag_decode(links, logits.float().log_softmax(-1), (~padding).sum(-1), strategy, beta,
-                           self.cfg.padding_idx)
+        if strategy == "beamsearch":
+            paths, _ = dag_beam_search(links, logits.float().log_softmax(-1), (~padding).sum(-1),
+                                       beam or BeamSearchSettings(beta=beta))
+        else:
+            paths = dag_decode(links, logits.float().log_softmax(-1), (~padding).sum(-1), strategy, beta,
+                               self.cfg.padding_idx)
         return [[t for t in path if t >= len(SPECIALS)] for path in paths]

@@ -1,0 +1,140 @@
+"""Importing fairseq DA-Transformer checkpoints (baselines/translation/fairseq_dat.py): synthetic checkpoints
+in fairseq's layout (`args` or `cfg`, `model`, `optimizer_history`, `extra_state`), read without unpickling
+anything outside the allow-list, and the refusals."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.translation.dag import DATransformer
+from baselines.translation.fairseq_dat import import_dat, main
+from baselines.translation.layers import TransformerConfig
+from baselines.translation.vocab import SPECIALS
+from harness.errors import ArbenchError
+
+WORDS = [f"w{i}" for i in range(30)]
+
+
+def fairseq_args(**overrides) -> argparse.Namespace:
+    args = dict(arch="glat_decomposed_link_base", share_all_embeddings=True, encoder_normalize_before=True,
+                decoder_normalize_before=True, encoder_learned_pos=False, decoder_learned_pos=False,
+                activation_fn="relu", links_feature="feature:position", max_transition_length=-1,
+                segment_embedding=False, upsample_base="source", upsample_scale=3.0, layernorm_embedding=False,
+                no_scale_embedding=False, encoder_embed_dim=16, decoder_embed_dim=16, encoder_ffn_embed_dim=32,
+                decoder_ffn_embed_dim=32, encoder_attention_heads=4, decoder_attention_heads=4, encoder_layers=1,
+                decoder_layers=2, max_source_positions=20, max_target_positions=70, dropout=0.3)
+    return argparse.Namespace(**{**args, **overrides})
+
+
+@pytest.fixture(scope="module")
+def source_model() -> DATransformer:
+    torch.manual_seed(3)
+    cfg = TransformerConfig(vocab_size=len(SPECIALS) + len(WORDS), embed_dim=16, ffn_dim=32, heads=4,
+                            encoder_layers=1, decoder_layers=2, max_positions=20, dropout=0.0)
+    return DATransformer(cfg, upsample=3, max_graph=70).eval()
+
+
+def write_checkpoint(path: Path, model: DATransformer, layout: str = "args", **overrides) -> Path:
+    weights = dict(model.state_dict())
+    weights.update({"encoder.version": torch.tensor([3.0]), "decoder.version": torch.tensor([3.0]),
+                    "encoder.embed_positions._float_tensor": torch.tensor([1.0]),
+                    "decoder.output_projection.weight": weights["encoder.embed_tokens.weight"].clone(),
+                    "decoder.embed_length.weight": torch.randn(256, 16)})
+    args = fairseq_args(**overrides)
+    state = {"args": args if layout == "args" else None, "model": weights,
+             "optimizer_history": [{"criterion_name": "NATDAGLoss", "optimizer_name": "FairseqAdam",
+                                    "lr_scheduler_state": {"best": None}, "num_updates": 300000}],
+             "extra_state": {"metrics": OrderedDict(train=[(0, "loss", "AverageMeter",
+                                                            {"val": np.float64(2.5), "sum": 5.0, "count": 2})]),
+                             "previous_training_time": np.float64(12.5)}}
+    if layout == "cfg":
+        state["cfg"] = {"model": args, "task": {"_name": "translation_dat_task"}}
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture
+def dictionary(tmp_path) -> Path:
+    path = tmp_path / "dict.txt"
+    path.write_text("".join(f"{w} 1\n" for w in ["<mask>", "<blank>"] + WORDS), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("layout", ["args", "cfg"])
+def test_import_gives_the_same_network(tmp_path, source_model, dictionary, layout):
+    ckpt = write_checkpoint(tmp_path / "checkpoint.pt", source_model, layout)
+    model, vocab, settings = import_dat(ckpt, dictionary)
+    assert settings == {"upsample": 3, "max_graph": 70} and vocab.tokens[len(SPECIALS)] == "w0"
+    src = torch.tensor([[7, 8, 9, 10], [11, 12, 1, 1]])
+    with torch.no_grad():
+        for ours, ref in zip(model(src), source_model(src)):
+            assert torch.equal(ours, ref)
+
+
+def test_cli_writes_a_checkpoint_the_method_loads(tmp_path, source_model, dictionary):
+    from baselines.translation.dat_method import DATConfig
+    from harness.registry import METHODS
+
+    out = tmp_path / "imported.safetensors"
+    main(["--input", str(write_checkpoint(tmp_path / "c.pt", source_model)), "--dict", str(dictionary),
+          "--langpair", "en-de", "--output", str(out)])
+    translator = METHODS.get("da-transformer")(DATConfig(checkpoint=str(out), decode_strategy="beamsearch"))
+    (hyp,) = translator.translate(["w3 w4 w5"])
+    assert isinstance(hyp, str) and translator.settings()["max_graph"] == 70
+
+
+def test_lightseq_checkpoint_is_refused_with_upstreams_conversion(tmp_path, source_model, dictionary):
+    ckpt = write_checkpoint(tmp_path / "ls.pt", source_model, arch="ls_glat_decomposed_link_base")
+    with pytest.raises(ArbenchError, match="convert_ls_to_fs.py --input ls.pt --output fs.pt"):
+        import_dat(ckpt, dictionary)
+
+
+def test_upstream_readme_settings_are_refused_with_each_mismatch(tmp_path, source_model, dictionary):
+    """PDAT / upstream README settings: learned positions, GELU, post-norm, segment embedding."""
+    ckpt = write_checkpoint(tmp_path / "pdat.pt", source_model, encoder_learned_pos=True, decoder_learned_pos=True,
+                            activation_fn="gelu", encoder_normalize_before=False, decoder_normalize_before=False,
+                            segment_embedding=True, upsample_scale="4~8")
+    with pytest.raises(ArbenchError) as err:
+        import_dat(ckpt, dictionary)
+    for name in ("encoder_learned_pos", "activation_fn='gelu'", "decoder_normalize_before", "segment_embedding",
+                 "upsample_scale='4~8'"):
+        assert name in str(err.value)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch arbench-pwned",))
+
+
+def test_objects_outside_the_allow_list_are_never_unpickled(tmp_path, source_model, dictionary, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"args": fairseq_args(), "model": source_model.state_dict(), "extra_state": _Payload()}, path)
+    with pytest.raises(ArbenchError, match="was not unpickled.*weights_only=False"):
+        import_dat(path, dictionary)
+    assert not (tmp_path / "arbench-pwned").exists()
+
+
+def test_files_that_are_not_fairseq_checkpoints_are_refused(tmp_path, dictionary):
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(ArbenchError, match="not a fairseq checkpoint"):
+        import_dat(tmp_path / "tensor.pt", dictionary)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ArbenchError, match="not a torch.save file"):
+        import_dat(tmp_path / "junk.pt", dictionary)
+    with pytest.raises(ArbenchError, match="no fairseq checkpoint"):
+        import_dat(tmp_path / "missing.pt", dictionary)
+
+
+def test_dictionary_without_our_special_symbols_is_refused(tmp_path, source_model):
+    plain = tmp_path / "dict.txt"
+    plain.write_text("".join(f"{w} 1\n" for w in WORDS + ["a", "b"]), encoding="utf-8")
+    with pytest.raises(ArbenchError, match="ids 4-5"):
+        import_dat(write_checkpoint(tmp_path / "c.pt", source_model), plain)
