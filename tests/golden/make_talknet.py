@@ -5,7 +5,7 @@ Apache-2.0). Needs only these files of a checkout (e.g. `git archive v1.8.2 <fil
 nemo/collections/asr/parts/submodules/jasper.py, nemo/collections/asr/parts/utils/activations.py,
 nemo/collections/asr/parts/submodules/tdnn_attention.py, nemo/collections/asr/modules/conv_asr.py,
 nemo/collections/tts/modules/talknet.py, nemo/collections/tts/models/talknet.py,
-nemo/collections/asr/data/audio_to_text.py, examples/tts/conf/talknet-{durs,pitch,spect}.yaml.
+nemo/collections/asr/data/audio_to_text.py, nemo/collections/common/data/vocabs.py, examples/tts/conf/talknet-{durs,pitch,spect}.yaml.
 
     PYTHONPATH=<dir with omegaconf> python tests/golden/make_talknet.py /tmp/up-nemo
 
@@ -22,13 +22,16 @@ Stubbed, import-only: `nemo.utils.logging` (Python's logging), `nemo.core.classe
 decorator that returns the function), `nemo.core.classes.exportable.Exportable`, `nemo.core.classes.module.
 NeuralModule` (torch.nn.Module) and the `nemo.core.neural_types` names (used only in type annotations of
 `@typecheck`). The vocabulary passed to `GaussianEmbedding` is an object with `labels` and `pad` (NeMo's
-`Phonemes` vocabulary needs g2p_en and NLTK data; its size, 59, is used for the full-size layouts).
+`Phonemes` vocabulary needs g2p_en and NLTK data; its size, 59, is used for the full-size layouts). For the
+vocabulary comparison see `vocabulary_goldens`.
 
 Compared (tests/test_tts_talknet.py), on seeded weights (stored: the networks are small): at a small size
 (d_char 16; durations encoder 3 blocks, pitch 2, mel 3, separable, squeeze-excite, 24-48 channels) upstream's
 `generate_spectrogram` on two blank-interleaved token rows (durations, F0 and the mel), and each network's
 `forward` on a right-padded batch of two (values on valid positions). At the released sizes (examples/tts/conf
-talknet-{durs,pitch,spect}.yaml) every parameter name and shape.
+talknet-{durs,pitch,spect}.yaml) every parameter name and shape. `vocabs.Phonemes`' label table, special ids
+and `encode` on fixed G2P outputs, for the released flags and for a variant (stresses, no spaces before
+punctuation, padding with spaces, blank last but one).
 """
 
 from __future__ import annotations
@@ -224,7 +227,51 @@ def main(root: Path) -> None:
                        "batch_f0_sil": pitch_m(text=text, text_len=text_len, durs=durs)[0].numpy(),
                        "batch_f0_body": pitch_m(text=text, text_len=text_len, durs=durs)[1].numpy(),
                        "batch_mel": spect_m(text=text, text_len=text_len, durs=durs, f0=f0).numpy()})
+    arrays.update(vocabulary_goldens())
     save_golden(OUT, UPSTREAM, arrays)
+
+
+#: Fixed G2P outputs (what g2p_en returns: ARPAbet with stress digits, " " between words, punctuation) with the
+#: cases `Phonemes.encode` treats specially: stresses, apostrophes, spaces before punctuation, repeated and
+#: trailing spaces, symbols outside the table.
+G2P_OUTPUTS = [
+    ["HH", "AH0", "L", "OW1", " ", ",", " ", "W", "ER1", "L", "D", " ", "!"],
+    ["IH1", "T", "'", "S", " ", " ", "T", "UW1", " ", "AH0", "K", "L", "AA1", "K", " ", ".", " ", " "],
+    ["DH", "AH0", " ", "(", "B", "IH1", "G", ")", " ", "-", " ", "K", "AE1", "T", " ", "…", " ", "?", " ", ";"],
+    ["Z", "IY1", "R", "OW0", " ", ":", " ", "/", " ", "\"", "OW2", "\"", " ", "[", "AY1", "]", " ", "{", "}"],
+]
+VOCAB_VARIANTS = {
+    "released": dict(punct=True, stresses=False, spaces=True, add_blank_at="last"),
+    "variant": dict(punct=True, stresses=True, spaces=False, add_blank_at="last_but_one", pad_with_space=True),
+}
+
+
+def vocabulary_goldens() -> dict[str, np.ndarray]:
+    """Upstream's `vocabs.Phonemes` label table and `encode` on the fixed G2P outputs. Stubbed: `nltk` (its
+    `data.find`, which only checks for corpora to download), `nemo.collections.common.parts.preprocessing.
+    parsers` and `nemo.utils.get_rank` (import-only / rank 0), and `g2p_en`, whose `G2p()` here returns the
+    fixed outputs above (the input of the compared `encode`, not part of it)."""
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        sys.modules[name] = m
+
+    module("nltk", data=types.SimpleNamespace(find=lambda name: name), download=lambda *a, **k: None)
+    module("nemo.collections.common.parts.preprocessing", parsers=None)
+    module("nemo.utils.get_rank", is_global_rank_zero=lambda: True)
+    outputs = {f"text{i}": out for i, out in enumerate(G2P_OUTPUTS)}
+    module("g2p_en", G2p=lambda: (lambda text: list(outputs[text])))
+    from nemo.collections.common.data.vocabs import Phonemes
+
+    arrays = {}
+    for key, kwargs in VOCAB_VARIANTS.items():
+        vocab = Phonemes(**kwargs)
+        arrays[f"vocab_{key}_labels"] = np.array(json.dumps(vocab.labels))
+        arrays[f"vocab_{key}_ids"] = np.array(json.dumps([vocab.encode(text) for text in outputs]))
+        arrays[f"vocab_{key}_special"] = np.array([vocab.pad, vocab.blank, vocab.oov])
+    arrays["g2p_outputs"] = np.array(json.dumps(G2P_OUTPUTS))
+    arrays["vocab_variants"] = np.array(json.dumps(VOCAB_VARIANTS))
+    return arrays
 
 
 if __name__ == "__main__":
