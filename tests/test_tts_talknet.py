@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -199,6 +200,21 @@ def test_batching_never_changes_a_waveform(method):
     other = method.generate([Request(0, "u0", 7, {"text": "Hello."})])[0][0]
     assert not np.array_equal(other, together[0][0])  # another seed, other WaveGlow noise
     assert "durs_weights" not in method.settings() and method.settings()["waveglow_sigma"] == 0.6
+
+
+def test_files_in_the_pre_3092_layout_load_the_same(method, tmp_path):
+    """NeMo before PR #3092 saved the encoder as `model` (config node and state-dict prefix)."""
+    config = small_config("durs")
+    config["model"] = config.pop("encoder")
+    state = {k[len("w_durs."):]: torch.from_numpy(v) for k, v in GOLDEN.items() if k.startswith("w_durs.")}
+    state = {("model." + k[len("encoder."):] if k.startswith("encoder.") else k): v for k, v in state.items()}
+    old = write_nemo(tmp_path / "old_durs.nemo", config, state)
+    assert any(k.startswith("model.encoder.0.") for k in tm.read_nemo(old)[1])
+    settings = dataclasses.replace(method.config, durs_weights=str(old))
+    other = SmallTalkNet(settings)
+    other._g2p = fake_g2p
+    ours, theirs = other.load().durs.state_dict(), method.load().durs.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def test_bad_requests_files_and_configs_are_refused(method, tmp_path):

@@ -112,9 +112,24 @@ def resolve_references(config: dict[str, Any]) -> dict[str, Any]:
     return walk(config)
 
 
+def old_layout(config: dict[str, Any]) -> bool:
+    """Files saved by NeMo before PR #3092 (January 2022) call the encoder `model` (config node and state-dict
+    prefix `model.`); later code, and this one, call it `encoder`."""
+    return "encoder" not in config and isinstance(config.get("model"), dict) and "jasper" in config["model"]
+
+
+def encoder_state(config: dict[str, Any], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict under this code's names: the pre-#3092 `model.` prefix renamed `encoder.`, the mel model's
+    training-time featuriser (`preprocessor.`) dropped."""
+    renamed = {("encoder." + k[len("model."):] if old_layout(config) and k.startswith("model.") else k): v
+               for k, v in state.items()}
+    return {k: v for k, v in renamed.items() if not k.startswith(UNUSED_PREFIXES)}
+
+
 def encoder_layers(config: dict[str, Any], what: str) -> list[EncoderLayer]:
     try:
-        return [EncoderLayer.from_config(layer) for layer in config["encoder"]["jasper"]]
+        node = config["model"] if old_layout(config) else config["encoder"]
+        return [EncoderLayer.from_config(layer) for layer in node["jasper"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise ArbenchError(f"{what}: its encoder config is not a TalkNet encoder this code supports: {exc}") from exc
 
@@ -300,8 +315,7 @@ class TalkNet2LJS(Method):
             for part, path in paths.items():
                 what = f"{self.name} ({path.name})"
                 nets[part] = build_talknet(part, read[part][0], vocab, what)
-                state = {k: v for k, v in read[part][1].items() if not k.startswith(UNUSED_PREFIXES)}
-                load_into(nets[part], state, what)
+                load_into(nets[part], encoder_state(*read[part]), what)
                 nets[part] = nets[part].to(self.device).eval()
             waveglow = WaveGlow(self.waveglow_config)
             load_into(waveglow, read_waveglow_state(waveglow_path), f"{self.name} vocoder ({waveglow_path.name})")
