@@ -257,3 +257,11 @@ def test_phoneme_vocabulary_equals_upstream(key):
     assert [vocab.pad, vocab.blank, vocab.oov] == GOLDEN[f"vocab_{key}_special"].tolist()
     ids = [vocab.encode(out) for out in json.loads(str(GOLDEN["g2p_outputs"]))]
     assert ids == json.loads(str(GOLDEN[f"vocab_{key}_ids"]))
+
+
+def test_missing_g2p_en_is_reported_with_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "g2p_en", None)  # import fails as when the package is absent
+    with pytest.raises(ArbenchError, match=r"pip install g2p_en.*nltk\.downloader"):
+        tm.load_g2p()
