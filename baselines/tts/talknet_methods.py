@@ -200,6 +200,16 @@ class TalkNetPhonemes:
         return [index[p] for p in ps]
 
 
+def g2p_version() -> str:
+    """The frontend's package and version, for the signature (phonemes depend on g2p_en's release)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"g2p_en {version('g2p_en')}"
+    except PackageNotFoundError:
+        return "g2p_en (not installed)"
+
+
 def load_g2p() -> Callable[[str], list[str]]:
     """`g2p_en.G2p()`, as NeMo's vocabulary builds it, or a message saying what to install."""
     try:
@@ -280,7 +290,7 @@ class TalkNet2LJS(Method):
 
     def settings(self) -> dict[str, Any]:
         keep = {k: v for k, v in dataclasses.asdict(self.config).items() if not k.endswith("_weights")}
-        return {**keep, "sample_rate": SAMPLE_RATE, "frontend": "g2p_en", "upstream": UPSTREAM}
+        return {**keep, "sample_rate": SAMPLE_RATE, "frontend": g2p_version(), "upstream": UPSTREAM}
 
     def weight_files(self) -> list[tuple[Path, str]]:
         c = self.config
