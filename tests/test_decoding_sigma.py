@@ -163,6 +163,16 @@ def test_bundled_model_through_the_task_is_timed_against_its_own_ar():
     from run_context_double import FakeContext
     from tasks.decoding_speedup import DecodingSpeedupMini, MiniConfig
 
+    model = SigmaGPTModel.load(BUNDLED)
+    x = torch.tensor([list(b"And God said, Let there be light: and there was light. And God saw the light")])
+    n = x.shape[1]
+    with torch.no_grad():  # the trained model reads the next position: queries for n, n+1, n+2 differ
+        cache = model.new_cache(1, n + 3)
+        model.forward(x[:, :-1], cache)
+        mask = torch.cat([torch.ones(3, n - 1, dtype=torch.bool), torch.eye(3, dtype=torch.bool)], 1)
+        probs = model.net.step(x[:, -1:].expand(1, 3), torch.full((3,), n - 1), torch.arange(n, n + 3), cache,
+                               n - 1, mask)[0].softmax(-1)
+    assert (probs[0] - probs[1]).abs().sum() > 0.1 and (probs[1] - probs[2]).abs().sum() > 0.1  # blind: < 1e-4
     task = DecodingSpeedupMini(MiniConfig(max_prompts=2, max_new_tokens=16, batch_sizes=(1, 2), rounds=1, warmup=0))
     lossless = METHODS.get("sigma-gpt-burst-l2r")()
     assert lossless.lossless and lossless.brings_models

@@ -3,10 +3,9 @@
 
 Written from the paper; the authors' code is AGPL-3.0 and was not read.
 
-The model. A causal Transformer over the sequence *in the order σ*: input t carries the token x_σ(t), the
-position σ(t) and the position σ(t+1) of the token it must predict ("double positional encoding": two sinusoidal
-encodings of d/2 dimensions each, concatenated and added to the token embedding, as the paper describes). The
-loss is the usual next-token cross-entropy along σ. With σ the identity it is a plain causal LM: input t carries
+The model. A causal Transformer over the sequence *in the order σ*: input t carries the token x_σ(t), its
+position σ(t) and the position σ(t+1) of the token it must predict (the paper's "double positional encoding").
+The loss is the usual next-token cross-entropy along σ. With σ the identity it is a plain causal LM: input t carries
 (x_t, t, t+1) and predicts x_{t+1}; `SigmaGPTModel` is that left-to-right view, an `ARModel` that every
 strategy and the AR baseline can decode.
 
@@ -30,10 +29,16 @@ distribution, and greedy output differs from greedy AR: that method is declared 
 model's left-to-right NLL of its output beside the baseline's.
 
 Deviations from the paper, on purpose: (a) the paper trains on fully shuffled orders with a curriculum from
-left-to-right to random; here a sequence is either left-to-right or "a left-to-right prefix of random length,
-then a random order of the rest", with the left-to-right share falling from 1 to 1/2 (decoding always starts
-from a left-to-right prompt and the baseline decodes left to right, and the training budget is minutes on a
-CPU); (b) a `window` bounds how many open positions one burst drafts (0: all of them, as in the paper).
+left-to-right to random; here a sequence is either left-to-right or a left-to-right prefix of random length
+followed by a random order of the rest or of the next 8 positions, with the left-to-right share falling from 1
+to 1/2 (decoding always starts from a left-to-right prompt, the baseline decodes left to right, bursts draft
+near positions, and the training budget is minutes on a CPU); (b) a `window` bounds how many open positions
+one burst drafts (0: all of them, as in the paper); (c) the encoding is multiplied by a learned scalar gain
+started at 0.03 (unscaled, it drowns the token embeddings and training stalls); (d) the paper adds sinusoidal
+encodings of both positions to the input; here the token's own position is its rotary position in attention (as
+in the project's GPT) and the next position enters as a sinusoidal encoding of its offset from the own position,
+the same information: with both absolute encodings added, the minutes-long CPU training left the model blind to
+the next position (its queries for positions n, n+1, ... from the same prefix gave one distribution).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import torch.nn.functional as F
 from baselines.decoding.addons import read_tensors
 from harness.errors import ArbenchError
 from harness.protocols.decoding.generation import GenerationResult, SamplingConfig, row_generators, sample, warp
-from harness.protocols.decoding.gpt import BYTE_VOCAB, EOS_ID, Block, GPTCache, GPTConfig
+from harness.protocols.decoding.gpt import BYTE_VOCAB, EOS_ID, Block, GPTCache, GPTConfig, rope_tables
 from harness.protocols.decoding.interface import ARModel, ModelOutput
 from harness.protocols.decoding.strategy import DecodingStrategy, Models
 from harness.provenance import sha256_file
@@ -71,7 +76,7 @@ class SigmaConfig:
     n_heads: int = 4
     mlp_ratio: int = 4
     #: Positions 0..max_len-1 were trained; longer sequences are refused.
-    max_len: int = 128
+    max_len: int = 256
 
     def blocks(self) -> GPTConfig:
         return GPTConfig(self.vocab_size, self.d_model, self.n_layers, self.n_heads, self.mlp_ratio, exit_layers=())
@@ -85,9 +90,9 @@ def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class SigmaGPT(nn.Module):
-    """The network: token embedding + [enc(position); enc(next position)], causal blocks, tied LM head.
-    The blocks are the project GPT's (`gpt.Block`) with the rotary rotation set to the identity: positions
-    enter only through the double encoding."""
+    """The network: the project GPT's blocks (`gpt.Block`: pre-LN, causal attention) and tied LM head; a token's
+    own position enters as its rotary position in attention, the position of the token it predicts as a
+    sinusoidal encoding of the offset (next position - own position) added to its embedding."""
 
     def __init__(self, config: SigmaConfig):
         super().__init__()
@@ -96,14 +101,22 @@ class SigmaGPT(nn.Module):
         self.blocks = nn.ModuleList(Block(config.blocks()) for _ in range(config.n_layers))
         self.norm = nn.LayerNorm(config.d_model)
         nn.init.normal_(self.tok_emb.weight, std=0.02)
+        # A learned gain on the encoding, started where its entries (RMS 0.7) match the token embedding's
+        # (std 0.02): unscaled, it drowns the tokens after the first LayerNorm and training stalls.
+        self.pos_gain = nn.Parameter(torch.tensor(0.03))
 
     def embed(self, ids: torch.Tensor, pos: torch.Tensor, next_pos: torch.Tensor) -> torch.Tensor:
-        half = self.config.d_model // 2
-        return self.tok_emb(ids) + torch.cat([sinusoid(pos, half), sinusoid(next_pos, half)], -1)
+        return self.tok_emb(ids) + self.pos_gain * sinusoid(next_pos - pos, self.config.d_model)
 
-    def _no_rotation(self, t: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        half = self.config.d_model // self.config.n_heads // 2
-        return torch.ones(t, half, device=device), torch.zeros(t, half, device=device)
+    def rotation(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary tables for the tokens' own positions: (t, hd/2) for shared positions (t,), (B, 1, T, hd/2)
+        for per-row positions (B, T)."""
+        if pos.dim() == 1:
+            return rope_tables(self.config.d_model // self.config.n_heads, pos, 10000.0)
+        hd = self.config.d_model // self.config.n_heads
+        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, hd, 2, dtype=torch.float32, device=pos.device) / hd))
+        angles = pos.float()[..., None] * inv_freq
+        return angles.cos()[:, None], angles.sin()[:, None]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return self.norm(h) @ self.tok_emb.weight.T
@@ -113,7 +126,7 @@ class SigmaGPT(nn.Module):
         tokens x[order[:, 1:]] and those targets."""
         tokens = x.gather(1, order)
         h = self.embed(tokens[:, :-1], order[:, :-1], order[:, 1:])
-        cos, sin = self._no_rotation(h.shape[1], x.device)
+        cos, sin = self.rotation(order[:, :-1])
         for block in self.blocks:
             h = block(h, cos, sin)
         return self.logits(h), tokens[:, 1:]
@@ -125,7 +138,7 @@ class SigmaGPT(nn.Module):
         if start + ids.shape[1] > cache.max_len:
             raise ArbenchError(f"sigma-GPT cache overflow: {start + ids.shape[1]} > {cache.max_len} allocated.")
         h = self.embed(ids, pos[None].expand_as(ids), next_pos[None].expand_as(ids))
-        cos, sin = self._no_rotation(ids.shape[1], ids.device)
+        cos, sin = self.rotation(pos)
         extra = () if mask is None else (mask,)
         for layer, block in enumerate(self.blocks):
             h = block(h, cos, sin, (cache.keys[layer], cache.values[layer], start, *extra))
@@ -344,6 +357,11 @@ class SigmaBurstConfig:
     top_p: TopP = 1.0
 
 
+@dataclass
+class SigmaBurstPaperConfig(SigmaBurstConfig):
+    window: Annotated[int, Field(ge=0, le=4096)] = 0  # the paper drafts every open position
+
+
 class SigmaBurstDecoding(DecodingStrategy):
     """Burst sampling of a sigma-GPT. It brings its own model (`brings_models`): the task times it against
     left-to-right AR decoding of that same model, not of the task's target."""
@@ -390,6 +408,7 @@ class SigmaBurstRandomOrder(SigmaBurstDecoding):
     description = ("sigma-GPT burst sampling as in the paper: draft every open position at once, verify in a random "
                    "order with token-based rejection sampling; lossy against left-to-right AR of the same model")
     order = "random"
+    Config = SigmaBurstPaperConfig
 
     @property
     def lossless(self) -> bool:

@@ -1,14 +1,15 @@
 """Train the bundled sigma-GPT (`baselines/decoding/weights/sigma-gpt-kjv.safetensors`) on the King James text the
 bundled models are trained on (`apt-get install bible-kjv`; held-out books never seen): byte-level, d=128,
-4 layers, 128 positions, next-token cross-entropy along each sequence's order (baselines/decoding/sigma_gpt.py).
+4 layers, 256 positions, next-token cross-entropy along each sequence's order (baselines/decoding/sigma_gpt.py).
 
 Orders (a curriculum, as the paper uses one from left-to-right to random): a sequence is left-to-right with
 probability falling linearly from 1 to 1/2 over the first half of training, otherwise a left-to-right prefix of
-uniform random length followed by a random order of the rest. Deterministic seeds, one CPU thread. Records the
+uniform random length followed by either a random order of the rest or a random order of the next 8 positions
+and then the rest left to right (the conditionals a burst of 8 drafts and verifies). Deterministic seeds, one CPU thread. Records the
 settings, seconds, loss history and held-out bits per byte (left-to-right and along random orders) in the
 file's metadata.
 
-    python -m baselines.decoding.train_sigma_gpt [--steps 900]
+    python -m baselines.decoding.train_sigma_gpt [--steps 600]
 """
 
 from __future__ import annotations
@@ -24,15 +25,21 @@ from baselines.decoding.sigma_gpt import BUNDLED, SigmaConfig, SigmaGPT
 from harness.protocols.decoding.train_tiny_kjv import HELD_OUT, TRAIN_RANGES, batches, corpus, lr_at
 
 
-def orders(batch: int, length: int, l2r_share: float, gen: torch.Generator) -> torch.Tensor:
-    """(batch, length) permutations: left-to-right, or a left-to-right prefix then a random order."""
+def orders(batch: int, length: int, l2r_share: float, gen: torch.Generator, local: int = 8) -> torch.Tensor:
+    """(batch, length) permutations: left-to-right; or a left-to-right prefix of random length, then either a
+    random order of everything after it or a random order of the next `local` positions followed by the rest
+    left to right (half each)."""
     rows = []
     for _ in range(batch):
         if float(torch.rand((), generator=gen)) < l2r_share:
             rows.append(torch.arange(length))
             continue
         k = int(torch.randint(1, length, (), generator=gen))
-        rest = k + torch.randperm(length - k, generator=gen)
+        if float(torch.rand((), generator=gen)) < 0.5:
+            rest = k + torch.randperm(length - k, generator=gen)
+        else:
+            w = min(local, length - k)
+            rest = torch.cat([k + torch.randperm(w, generator=gen), torch.arange(k + w, length)])
         rows.append(torch.cat([torch.arange(k), rest]))
     return torch.stack(rows)
 
@@ -54,8 +61,8 @@ def held_out_bits(net: SigmaGPT, data: torch.Tensor, length: int, random_order: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=900)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--out", default=str(BUNDLED))
     args = parser.parse_args()
