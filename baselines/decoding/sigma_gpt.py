@@ -52,7 +52,6 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from baselines.decoding.addons import read_tensors
 from harness.errors import ArbenchError

@@ -5,9 +5,9 @@ bundled models are trained on (`apt-get install bible-kjv`; held-out books never
 Orders (a curriculum, as the paper uses one from left-to-right to random): a sequence is left-to-right with
 probability falling linearly from 1 to 1/2 over the first half of training, otherwise a left-to-right prefix of
 uniform random length followed by either a random order of the rest or a random order of the next 8 positions
-and then the rest left to right (the conditionals a burst of 8 drafts and verifies). Deterministic seeds, one CPU thread. Records the
-settings, seconds, loss history and held-out bits per byte (left-to-right and along random orders) in the
-file's metadata.
+and then the rest left to right (the conditionals a burst of 8 drafts and verifies). Deterministic seeds, one
+CPU thread. Records the settings, seconds, loss history and held-out bits per byte (left to right, and along
+such shuffled orders: `..._prefix_then_random`) in the file's metadata.
 
     python -m baselines.decoding.train_sigma_gpt [--steps 600]
 """
