@@ -56,7 +56,7 @@ import torch.nn as nn
 from baselines.decoding.addons import read_tensors
 from harness.errors import ArbenchError
 from harness.protocols.decoding.generation import GenerationResult, SamplingConfig, row_generators, sample, warp
-from harness.protocols.decoding.gpt import BYTE_VOCAB, EOS_ID, Block, GPTCache, GPTConfig, rope_tables
+from harness.protocols.decoding.gpt import BYTE_VOCAB, EOS_ID, Block, GPTCache, GPTConfig
 from harness.protocols.decoding.interface import ARModel, ModelOutput
 from harness.protocols.decoding.strategy import DecodingStrategy, Models
 from harness.provenance import sha256_file
@@ -110,11 +110,11 @@ class SigmaGPT(nn.Module):
     def rotation(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotary tables for the tokens' own positions: (t, hd/2) for shared positions (t,), (B, 1, T, hd/2)
         for per-row positions (B, T)."""
-        if pos.dim() == 1:
-            return rope_tables(self.config.d_model // self.config.n_heads, pos, 10000.0)
-        hd = self.config.d_model // self.config.n_heads
+        hd = self.config.d_model // self.config.n_heads  # the tables of gpt.rope_tables, made on pos's device
         inv_freq = 1.0 / (10000.0 ** (torch.arange(0, hd, 2, dtype=torch.float32, device=pos.device) / hd))
         angles = pos.float()[..., None] * inv_freq
+        if pos.dim() == 1:
+            return angles.cos(), angles.sin()
         return angles.cos()[:, None], angles.sin()[:, None]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
