@@ -5,6 +5,9 @@ Protocol (docs/decoding.md):
 * fixed prompts, fixed stop rules (EOS or `max_new_tokens`, trimmed after EOS), tokens counted once
   from the final ids;
 * the baseline is AR decoding with KV cache of the same target model with the same sampling settings;
+  a strategy that brings its own model (`brings_models`, e.g. sigma-GPT, which needs a model trained in
+  shuffled order) is timed against AR decoding of *that* model instead (a self-speedup), and exactness and
+  quality are judged under that model;
 * `harness.timing.compare`: warm-up excluded, device synchronised around each call, baseline and
   strategy interleaved over `rounds`; speedup = total baseline time / total strategy time with a
   paired bootstrap 95% interval over prompts; batch size 1 and a sweep (`batch_sizes`);
@@ -164,6 +167,8 @@ class DecodingSpeedup(Task):
         method.bind(self.load_models(method))
 
     def load_models(self, method: DecodingStrategy) -> Models:
+        if method.brings_models:  # a self-speedup: the strategy against AR decoding of its own model
+            return method.own_models()
         draft = load_model(self.config.draft_model, method.device) if method.needs_draft else None
         return Models(load_model(self.config.model, method.device), draft)
 
@@ -204,6 +209,10 @@ class DecodingSpeedup(Task):
         ctx.extra_provenance["hardware_fingerprint"] = self.hardware_fingerprint(device)
         ctx.extra_provenance["strategy"] = method.describe()
         ctx.extra_provenance["lossless"] = method.lossless  # declared by the strategy; the board ranks lossy apart
+        ctx.extra_provenance["model"] = target.describe()
+        if method.brings_models:
+            ctx.log(f"{method.name} brings its own model {target.name!r}: the baseline is AR decoding of that model "
+                    f"(the task's model={self.config.model!r} is not used)")
         ctx.log(f"timing {method.name} against AR on {len(requests)} prompts, batch sizes {self.config.batch_sizes}")
 
         metrics: list[MetricValue] = []
@@ -338,7 +347,7 @@ class DecodingSpeedupMini(DecodingSpeedup):
     Config = MiniConfig
     offline = True
     demo_methods = ("speculative", "blockwise", "jacobi", "early-exit", "prompt-lookup", "lookahead", "medusa",
-                    "recycle-gpt", "ffn-skip")
+                    "recycle-gpt", "ffn-skip", "sigma-gpt-burst-l2r", "sigma-gpt-burst")
 
 
 #: The registered method the protocol times every strategy against (baselines/decoding/ar.py): AR decoding

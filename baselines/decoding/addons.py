@@ -35,21 +35,25 @@ def save_addon(module: nn.Module, path: str | Path, config: dict[str, Any], targ
     save_file(state, str(path), metadata=meta)
 
 
+def read_tensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, float32 tensors) of a safetensors file (never a pickle), refused when unreadable."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.metadata() or {}, {k: fh.get_tensor(k).float() for k in fh.keys()}
+    except SafetensorError as exc:
+        raise ArbenchError(f"{path} is not a readable safetensors file ({exc}).") from exc
+
+
 def read_addon(path: str | Path, target: ARModel, what: str, train_command: str) -> tuple[dict, dict]:
     """(config, float32 state) of an add-on file, refused when missing, unreadable or trained for another
     target (by checkpoint sha256)."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise ArbenchError(f"no {what} at {path}. For the bundled target run `{train_command}`; for another "
                            f"target give the file of one trained for it.")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            state = {k: fh.get_tensor(k).float() for k in fh.keys()}
-    except SafetensorError as exc:
-        raise ArbenchError(f"{path} is not a readable safetensors file ({exc}).") from exc
+    meta, state = read_tensors(path)
     if "config" not in meta:
         raise ArbenchError(f"{path} has no {what} config in its metadata; it was not saved by ARBench's trainer.")
     expected, actual = meta.get("target_sha256") or None, target.checkpoint_sha256()

@@ -36,6 +36,10 @@ class DecodingStrategy(Method):
     family = "decoding-strategy"
     paper: ClassVar[str] = ""
     needs_draft: ClassVar[bool] = False
+    #: True when the strategy decodes a model of its own (`own_models`) instead of the task's target and draft
+    #: (sigma-GPT needs a model trained in shuffled order): the task then times it against AR decoding of that
+    #: same model on the same prompts and hardware (a self-speedup), and checks exactness against that model.
+    brings_models: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, device: str = "cpu"):
         super().__init__(config, device)
@@ -50,6 +54,10 @@ class DecodingStrategy(Method):
     def greedy(self) -> bool:
         """True when the strategy's output is deterministic and comparable token by token with greedy AR."""
         return True
+
+    def own_models(self) -> Models:
+        """The models a strategy with `brings_models` decodes (loaded on `self.device`)."""
+        raise ArbenchError(f"{self.name} decodes the task's models; it brings none of its own.")
 
     def check(self, models: Models) -> None:
         """Refuse, before any work, models that lack what this strategy needs."""
