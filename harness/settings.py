@@ -15,7 +15,8 @@ for every field without being declared: an `int` is an integer (`12.5` and `True
 sample count, ...) stay in the dataclass's `__post_init__`, which raises `ValueError` or `InputError`.
 
 Values from `--set` arrive as text and are parsed by the field's declared type: a text field takes the text
-as written, any other field takes the Python literal (`1,4` is a tuple, `None` is None) and then pydantic's
+as written, any other field takes the Python literal (`1,4` is a tuple, and `1` for a tuple field the tuple `(1,)`;
+`None` is None) and then pydantic's
 conversion (`"yes"` is True for a bool).
 """
 
@@ -108,9 +109,12 @@ def parse_value(raw: Any, hint: Any) -> Any:
     if base is str or typing.get_origin(base) is Literal and all(isinstance(a, str) for a in typing.get_args(base)):
         return raw
     try:
-        return ast.literal_eval(raw.strip())
+        value = ast.literal_eval(raw.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return raw  # pydantic explains what it expected ("nan" and "true" are handled there)
+    if typing.get_origin(base) is tuple and not isinstance(value, (tuple, list)):
+        return (value,)  # `--set batch_sizes=1` is the one-element tuple, as `1,` would be
+    return value
 
 
 def _describe(error: dict[str, Any], given: Mapping[str, Any], raw: Mapping[str, Any], model: type) -> str:

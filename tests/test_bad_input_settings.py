@@ -24,6 +24,10 @@ def test_text_is_parsed_by_the_declared_type():
                                  "model": "123"}, "t")
     assert config.batch_sizes == (1, 4) and config.max_new_tokens == 1000 and config.near_tie == 0.5
     assert config.model == "123"  # a text setting keeps the text as written
+    # one value for a tuple setting is the one-element tuple (the docs' `--set batch_sizes=1`)
+    assert build_config(task, {"batch_sizes": "1"}, "t").batch_sizes == (1,)
+    with pytest.raises(ArbenchError, match="batch_sizes=0"):
+        build_config(task, {"batch_sizes": "0"}, "t")
     imagenet = build_config(TASKS.get("imagenet256-c2i").Config, {"clean_fid": "false", "num_samples": "12000.0",
                                                                   "reference": "1.5"}, "t")
     assert imagenet.clean_fid is False and imagenet.num_samples == 12000 and imagenet.reference == "1.5"
