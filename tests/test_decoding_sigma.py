@@ -182,6 +182,7 @@ def test_bundled_model_through_the_task_is_timed_against_its_own_ar():
     values = {m.name: m.value for m in task.run(lossless, ctx)}
     assert values["exact_match_rate"] == 1.0 and "speedup_bs2" in values
     assert ctx.extra_provenance["model"]["sha256"] == lossless.describe()["model_sha256"]
+    assert lossless.checkpoint_sha256() == lossless.describe()["model_sha256"]  # so the run's signature names it
     lossy = METHODS.get("sigma-gpt-burst")()
     assert not lossy.lossless
     task.check_method(lossy)

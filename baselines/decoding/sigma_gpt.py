@@ -385,6 +385,12 @@ class SigmaBurstDecoding(DecodingStrategy):
     def own_models(self) -> Models:
         return Models(SigmaGPTModel.load(self.model_path(), self.device))
 
+    def checkpoint_sha256(self) -> str | None:
+        """The sigma-GPT file's digest, so the run's signature names the model that was timed (the task's own
+        `model_sha256` is its target's, which this strategy does not use)."""
+        path = self.model_path()
+        return sha256_file(path) if path.is_file() else None
+
     def check(self, models: Models) -> None:
         super().check(models)
         if not isinstance(models.target, SigmaGPTModel):
