@@ -240,3 +240,13 @@ def test_draft_with_another_tokenizer_of_the_same_size_is_refused(tmp_path):
     target.require_compatible_draft(same, "speculative")
     with pytest.raises(ArbenchError, match="another tokenizer"):
         target.require_compatible_draft(other, "speculative")
+
+
+def test_rope_tables_follow_the_positions_device():
+    """The frequencies are built where the positions live (a CUDA run fed CUDA positions to CPU frequencies)."""
+    from harness.protocols.decoding.gpt import rope_tables
+
+    cos, sin = rope_tables(8, torch.arange(4, device="meta"), 10000.0)
+    assert cos.device.type == sin.device.type == "meta" and cos.shape == (4, 4)
+    cpu_cos, _ = rope_tables(8, torch.arange(4), 10000.0)
+    assert torch.allclose(cpu_cos[1], torch.cos(torch.tensor([1.0, 0.1, 0.01, 0.001])))
