@@ -34,6 +34,7 @@ import torch
 
 from harness.api import Request, SubmissionSpec, Task
 from harness.config import arbench_home
+from harness.datasets.ucf101 import UCF101_CLASS_NAMES
 from harness.errors import InputError, MissingAssetError
 from harness.features import i3d, videomae
 from harness.metrics.base import MetricValue
@@ -197,6 +198,22 @@ def ucf101_root(configured: str) -> Path:
     return root
 
 
+def check_class_order(root: Path) -> None:
+    """Refuse a copy whose `classInd.txt` is not the official list in its order: class-conditional labels (and
+    text-to-video prompts made from them) follow the official order, so another order would score every
+    generated class against the wrong real class under a plausible-looking number."""
+    path = root / "ucfTrainTestlist" / "classInd.txt"
+    order = [line.split()[1] for line in sorted((ln for ln in path.read_text().split("\n") if ln.strip()),
+                                                 key=lambda ln: int(ln.split()[0]))]
+    if order != list(UCF101_CLASS_NAMES):
+        first = next((i for i, (a, b) in enumerate(zip(order, UCF101_CLASS_NAMES)) if a != b), min(len(order), 101))
+        found = order[first] if first < len(order) else "nothing"
+        wanted = UCF101_CLASS_NAMES[first] if first < len(UCF101_CLASS_NAMES) else "nothing"
+        raise InputError(f"{path} is not UCF-101's official class list ({len(order)} classes): label {first + 1} is "
+                         f"{found!r} where the official file has {wanted!r}. Class labels follow the official "
+                         "order; restore the file from UCF101TrainTestSplits-RecognitionTask.zip.")
+
+
 def ucf101_split(root: Path, splits: Sequence[str]) -> tuple[list[str], np.ndarray, str]:
     """Relative paths and 0-based labels of split 1 (`train`, `test`), and a sha256 over the list files."""
     lists = root / "ucfTrainTestlist"
@@ -285,7 +302,10 @@ class UCF101FVD(VideoFVDTask):
                 "cd_fvd": c.cd_fvd}
 
     def real_list(self) -> tuple[list[str], np.ndarray, str]:
-        return ucf101_split(ucf101_root(self.config.ucf101_root), self.protocol.real_splits)
+        root = ucf101_root(self.config.ucf101_root)
+        if self.protocol.num_classes == UCF101_CLASSES:  # the real protocols (a test's tiny copy has 3 classes)
+            check_class_order(root)
+        return ucf101_split(root, self.protocol.real_splits)
 
     def check_assets(self) -> None:
         c = self.config

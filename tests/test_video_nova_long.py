@@ -15,7 +15,8 @@ import torch
 from baselines.imagegen.nova import generate_video
 from baselines.imagegen.sampling import request_generators
 from baselines.video import nova_long
-from baselines.video.nova_long import UCF101_CLASS_NAMES, class_prompt
+from baselines.video.nova_long import class_prompt
+from harness.datasets.ucf101 import UCF101_CLASS_NAMES
 from golden.golden_weights import seeded_state
 from harness.api import Request, build_config
 from harness.errors import ArbenchError, MissingAssetError

@@ -26,7 +26,7 @@ def test_protocols_are_named_tasks_with_their_settings_in_the_signature(tmp_path
     ten_k = TASKS.get("ucf101-fvd10k-16f-128").protocol
     assert (ten_k.num_generated, ten_k.repeats, ten_k.real_splits) == (10_000, 4, ("train",))
     assert TASKS.get("ucf101-fvd2048-16f-stride8-128").protocol.span == 121
-    root = make_fake_ucf(tmp_path)
+    root = make_fake_ucf(tmp_path, official_class_list=True)
     cls = TASKS.get("ucf101-fvd2048-16f-256")
     sig = str(cls(cls.Config(ucf101_root=str(root))).signature())
     for part in ("protocol.num_generated:2048", "protocol.resolution:256", "protocol.real_splits:[\"train\",\"test\"]",
@@ -83,8 +83,10 @@ def test_bad_samples_store_nothing(results_dir, tmp_path):
 CLASSES = ("ApplyEyeMakeup", "Basketball", "YoYo")
 
 
-def make_fake_ucf(tmp_path: Path, frames: int = 14) -> Path:
-    """UCF-101 layout: UCF-101/<Class>/v_<Class>_gXX_cYY.avi plus ucfTrainTestlist/, 320x240-like aspect."""
+def make_fake_ucf(tmp_path: Path, frames: int = 14, official_class_list: bool = False) -> Path:
+    """UCF-101 layout: UCF-101/<Class>/v_<Class>_gXX_cYY.avi plus ucfTrainTestlist/, 320x240-like aspect.
+    With `official_class_list`, classInd.txt is the official 101-class file (videos still of 3 classes), as
+    the real protocols require."""
     root = tmp_path / "ucf"
     lists = root / "ucfTrainTestlist"
     lists.mkdir(parents=True)
@@ -98,7 +100,10 @@ def make_fake_ucf(tmp_path: Path, frames: int = 14) -> Path:
             video += rng.integers(0, 30, video.shape, dtype=np.uint8)
             write_video(root / "UCF-101" / rel, video)
             (test if g == 3 else train).append(rel)
-    (lists / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(CLASSES)))
+    from harness.datasets.ucf101 import UCF101_CLASS_NAMES
+
+    names = UCF101_CLASS_NAMES if official_class_list else CLASSES
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)))
     (lists / "trainlist01.txt").write_text("".join(f"{r} {CLASSES.index(r.split('/')[0]) + 1}\n" for r in train))
     (lists / "testlist01.txt").write_text("".join(f"{r}\n" for r in test))
     return root
@@ -166,7 +171,28 @@ def test_ucf_without_data_or_weights_fails_before_storing(results_dir, tmp_path,
     with pytest.raises(MissingAssetError, match="no UCF-101 copy at .*crcv.ucf.edu") as both:
         runner.score("ucf101-fvd2048-16f-128", tmp_path / "gen.npz")
     assert "needs 2 files" in str(both.value) and "i3d_pretrained_400.pt" in str(both.value)  # named at once
-    root = make_fake_ucf(tmp_path)
+    root = make_fake_ucf(tmp_path, official_class_list=True)
     with pytest.raises(MissingAssetError, match="i3d_pretrained_400.pt"):
         runner.score("ucf101-fvd2048-16f-128", tmp_path / "gen.npz", {"ucf101_root": str(root)})
     assert runner.store.records() == []
+
+
+def test_a_reordered_class_list_is_refused(tmp_path):
+    """Labels follow the official classInd.txt order; a copy in another order is refused, naming the first
+    difference (it would pair every generated class with the wrong real class)."""
+    from harness.datasets.ucf101 import UCF101_CLASS_NAMES
+    from tasks.video_fvd import check_class_order
+
+    lists = tmp_path / "ucfTrainTestlist"
+    lists.mkdir()
+    official = "".join(f"{i + 1} {n}\n" for i, n in enumerate(UCF101_CLASS_NAMES))
+    (lists / "classInd.txt").write_text(official)
+    check_class_order(tmp_path)
+    swapped = list(UCF101_CLASS_NAMES)
+    swapped[34], swapped[35] = swapped[35], swapped[34]
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(swapped)))
+    with pytest.raises(InputError, match="label 35 is 'HammerThrow' where the official file has 'Hammering'"):
+        check_class_order(tmp_path)
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(UCF101_CLASS_NAMES[:100])))
+    with pytest.raises(InputError, match=r"\(100 classes\): label 101 is 'nothing'"):
+        check_class_order(tmp_path)

@@ -37,29 +37,12 @@ import torch
 from baselines.video.nova_t2v import NOVA_T2V_METHODS, TEMPORAL_STRIDE, NOVAVideoMethod, NOVAVideoSettings
 from baselines.video.osp_vae import OpenSoraVAEDecoder, to_uint8
 from harness.api import Request
+from harness.datasets.ucf101 import UCF101_CLASS_NAMES
 from harness.errors import ArbenchError
 from harness.metrics.video import resize_short_side_center_crop
 from harness.registry import register_method
 from harness.settings import Annotated, Field
 
-#: The official UCF-101 `ucfTrainTestlist/classInd.txt` in its order (label i = line i + 1), which the FVD tasks'
-#: labels follow.
-UCF101_CLASS_NAMES = (
-    "ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling", "BalanceBeam", "BandMarching", "BaseballPitch",
-    "Basketball", "BasketballDunk", "BenchPress", "Biking", "Billiards", "BlowDryHair", "BlowingCandles",
-    "BodyWeightSquats", "Bowling", "BoxingPunchingBag", "BoxingSpeedBag", "BreastStroke", "BrushingTeeth",
-    "CleanAndJerk", "CliffDiving", "CricketBowling", "CricketShot", "CuttingInKitchen", "Diving", "Drumming",
-    "Fencing", "FieldHockeyPenalty", "FloorGymnastics", "FrisbeeCatch", "FrontCrawl", "GolfSwing", "Haircut",
-    "Hammering", "HammerThrow", "HandstandPushups", "HandstandWalking", "HeadMassage", "HighJump", "HorseRace",
-    "HorseRiding", "HulaHoop", "IceDancing", "JavelinThrow", "JugglingBalls", "JumpingJack", "JumpRope", "Kayaking",
-    "Knitting", "LongJump", "Lunges", "MilitaryParade", "Mixing", "MoppingFloor", "Nunchucks", "ParallelBars",
-    "PizzaTossing", "PlayingCello", "PlayingDaf", "PlayingDhol", "PlayingFlute", "PlayingGuitar", "PlayingPiano",
-    "PlayingSitar", "PlayingTabla", "PlayingViolin", "PoleVault", "PommelHorse", "PullUps", "Punch", "PushUps",
-    "Rafting", "RockClimbingIndoor", "RopeClimbing", "Rowing", "SalsaSpin", "ShavingBeard", "Shotput",
-    "SkateBoarding", "Skiing", "Skijet", "SkyDiving", "SoccerJuggling", "SoccerPenalty", "StillRings",
-    "SumoWrestling", "Surfing", "Swing", "TableTennisShot", "TaiChi", "TennisSwing", "ThrowDiscus",
-    "TrampolineJumping", "Typing", "UnevenBars", "VolleyballSpiking", "WalkingWithDog", "WallPushups",
-    "WritingOnBoard", "YoYo")
 PROMPT_TEMPLATE = "a video of a person {}."  # ARBench's choice, after CLIP's UCF-101 zero-shot prompt templates
 
 
