@@ -1,4 +1,5 @@
-"""VBench (Huang et al., CVPR 2024) quality dimensions on VBench's standard prompt suite: `vbench-quality`.
+"""VBench (Huang et al., CVPR 2024) on VBench's standard prompt suite: `vbench-quality` (the quality dimensions) and
+`vbench-semantic` (the semantic dimensions implemented: appearance style, temporal style, overall consistency).
 
 Protocol (Vchitect/VBench@45e79ec; docs/video.md, "VBench"):
 
@@ -17,6 +18,10 @@ Protocol (Vchitect/VBench@45e79ec; docs/video.md, "VBench"):
   (RAFT), aesthetic quality (LAION head on CLIP ViT-L/14), imaging quality (MUSIQ, SPAQ), with VBench's rules
   (`harness.metrics.vbench`, `harness.features.vbench_nets`, `harness.features.amt`, `harness.features.raft`,
   `harness.features.musiq`), and VBench's quality score (`quality_score`) over them.
+- **Semantic** (`vbench-semantic`): appearance style (CLIP ViT-B/32 per frame against the prompt's style text) and
+  temporal style / overall consistency (ViCLIP-L/14, `harness.features.viclip`, against the prompt), each on its own
+  prompts, 5 videos a prompt; each stored as its own metric, since VBench's semantic score needs all nine semantic
+  dimensions and its total score both (docs/video.md, "Semantic dimensions").
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 
 from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError, InputError
-from harness.features import amt, clip_color, musiq, raft, vbench_nets
+from harness.features import amt, clip_color, musiq, raft, vbench_nets, viclip
 from harness.metrics import vbench as rules
 from harness.metrics.base import MetricValue
 from harness.metrics.video import read_video, write_video
@@ -393,12 +398,13 @@ def _static_videos(flow_model, files: Sequence[Path], device: str) -> list[Path]
 
 # -- semantic dimensions ---------------------------------------------------------------------------------------------
 #: The semantic dimensions scored here (VBench's `SEMANTIC_LIST` has nine; docs/video.md says why the rest are not).
-SEMANTIC_SCORED = ("appearance_style",)
+SEMANTIC_SCORED = ("appearance_style", "temporal_style", "overall_consistency")
 SEMANTIC_TASK_VERSION = "1"
 
 
 def semantic_prompts(full_info: Sequence[dict], dimensions: Sequence[str] = SEMANTIC_SCORED) -> list[dict]:
-    """The records serving at least one of `dimensions`, in file order (90 appearance-style prompts in VBench's suite).
+    """The records serving at least one of `dimensions`, in file order (283 in VBench's suite: 90 appearance style,
+    100 temporal style, 93 overall consistency, none shared).
 
     >>> [r["prompt_en"] for r in semantic_prompts([{"prompt_en": "a", "dimension": ["appearance_style"]},
     ...                                            {"prompt_en": "b", "dimension": ["dynamic_degree"]}])]
@@ -428,17 +434,20 @@ class VBenchSemanticConfig:
     seed: Seed = 0
     full_info: str = ""
     clip_b32_weights: str = ""
+    viclip_weights: str = ""
 
 
 @register_task("vbench-semantic")
 class VBenchSemantic(VBenchQuality):
-    """VBench's semantic dimensions that ARBench implements faithfully (appearance style), each on its own prompts of
+    """VBench's semantic dimensions that ARBench implements faithfully (appearance style, temporal style, overall
+    consistency), each on its own prompts of
     VBench's suite, 5 videos a prompt. VBench's semantic score averages all nine normalised semantic dimensions and
     its total score needs it, so neither is computed: each dimension is its own metric."""
 
     version = SEMANTIC_TASK_VERSION
-    description = ("VBench's semantic dimensions implemented so far (appearance style, CLIP ViT-B/32) on their "
-                   "prompts of VBench's suite; no semantic or total score (needs weights)")
+    description = ("VBench's semantic dimensions implemented so far (appearance style: CLIP ViT-B/32; temporal style "
+                   "and overall consistency: ViCLIP) on their prompts of VBench's suite; no semantic or total score "
+                   "(needs weights)")
     primary_metric = "appearance_style"
     Config = VBenchSemanticConfig
 
@@ -452,12 +461,14 @@ class VBenchSemantic(VBenchQuality):
         sig.add("dimensions", ",".join(SEMANTIC_SCORED)).add("videos_per_prompt", VIDEOS_PER_PROMPT)
         sig.add("clip_b32", f"{vbench_nets.CLIP_VIT_B32_OPENAI.sha256[:12]}:{vbench_nets.CLIP_IMAGE_PREPROCESS}:"
                             "openai-tokenize:fp16-on-cuda")
+        sig.add("viclip", f"viclip-l14-internvid-10m-flt:{viclip.VICLIP_PREPROCESS}:ctx{viclip.CONTEXT_LENGTH}:fp32")
         return sig
 
     def weight_checks(self) -> list:
         c = self.config
         return [lambda: FULL_INFO.resolve(c.full_info or None),
-                lambda: vbench_nets.CLIP_VIT_B32_OPENAI.resolve(c.clip_b32_weights or None)]
+                lambda: vbench_nets.CLIP_VIT_B32_OPENAI.resolve(c.clip_b32_weights or None),
+                lambda: viclip.VICLIP_L14.locate(c.viclip_weights or None)]
 
     def suite(self, full_info: Sequence[dict]) -> list[dict]:
         return semantic_prompts(full_info)
@@ -469,31 +480,45 @@ class VBenchSemantic(VBenchQuality):
         return f"{VIDEOS_PER_PROMPT} videos per prompt"
 
     def score(self, samples: VBenchVideos, ctx) -> list[MetricValue]:
-        self.require_assets()
-        clip_b = vbench_nets.load_clip(vbench_nets.CLIP_VIT_B32_OPENAI, self.config.clip_b32_weights or None,
-                                       ctx.device)
-        return score_semantic(samples, ctx, clip_b=clip_b)
+        c = self.config
+        weights = self.require_assets()
+        ctx.extra_provenance["vbench_weights_sha256"] = {viclip.VICLIP_L14.name: weights[2][1]}
+        clip_b = vbench_nets.load_clip(vbench_nets.CLIP_VIT_B32_OPENAI, c.clip_b32_weights or None, ctx.device)
+        video_text = viclip.load_viclip(str(weights[2][0]), ctx.device)
+        return score_semantic(samples, ctx, clip_b=clip_b, video_text=video_text)
 
 
-def score_semantic(samples: VBenchVideos, ctx, *, clip_b) -> list[MetricValue]:
-    """Score each implemented semantic dimension on its own prompts; per-video results (with VBench's
-    `frame_results`) go to `vbench_results.json` in VBench's layout."""
-    metric = rules.FrameMeanScore("appearance_style",
-                                  description=f"VBench appearance style: CLIP ViT-B/32 frame-text similarity "
-                                              f"({rules.VBENCH_REPO})")
-    per_video: list[dict] = []
+def score_semantic(samples: VBenchVideos, ctx, *, clip_b, video_text,
+                   dimensions: Sequence[str] = SEMANTIC_SCORED) -> list[MetricValue]:
+    """Score each implemented semantic dimension on its own prompts (appearance style against the prompt's style
+    text, temporal style and overall consistency against the prompt itself); per-video results (with VBench's
+    `frame_results` for appearance style) go to `vbench_results.json` in VBench's layout."""
+    metrics = {"appearance_style": rules.FrameMeanScore(
+                   "appearance_style", description=f"VBench appearance style: CLIP ViT-B/32 frame-text similarity "
+                                                   f"({rules.VBENCH_REPO})"),
+               **{d: rules.VideoTextScore(d, description=f"VBench {d.replace('_', ' ')}: ViCLIP-L/14 video-text "
+                                                         f"cosine ({rules.VBENCH_REPO})")
+                  for d in ("temporal_style", "overall_consistency")}}
+    per_video: dict[str, list[dict]] = {d: [] for d in dimensions}
     for record, files in ctx.progress(list(zip(samples.prompts, samples.files)), desc="vbench-semantic"):
-        if "appearance_style" not in record["dimension"]:
-            continue
-        style = style_text(record)
+        dims = [d for d in dimensions if d in record["dimension"]]
         for path in files:
-            frames = vbench_nets.appearance_style_scores(clip_b, read_video(path), style, ctx.device)
-            metric.update(frames)
-            per_video.append({"video_path": str(path), "video_results": float(np.mean(frames)),
-                              "frame_results": frames})
-    if int(metric.count) == 0:
-        raise ArbenchError("appearance_style: no video was scored; nothing is stored")
-    value = metric.values()[0]
+            frames = read_video(path) if dims else None
+            for d in dims:
+                if d == "appearance_style":
+                    scores = vbench_nets.appearance_style_scores(clip_b, frames, style_text(record), ctx.device)
+                    metrics[d].update(scores)
+                    per_video[d].append({"video_path": str(path), "video_results": float(np.mean(scores)),
+                                         "frame_results": scores})
+                else:
+                    value = viclip.video_text_score(video_text, frames, record["prompt_en"], ctx.device)
+                    metrics[d].update([value])
+                    per_video[d].append({"video_path": str(path), "video_results": value})
+    values = []
+    for d in dimensions:
+        if int(metrics[d].count) == 0:
+            raise ArbenchError(f"{d}: no video was scored; nothing is stored")
+        values += metrics[d].values()
     with open(ctx.artifact("vbench_results.json"), "w", encoding="utf-8") as out:
-        json.dump({"appearance_style": [value.value, per_video]}, out, indent=1)
-    return [value]
+        json.dump({v.name: [v.value, per_video[v.name]] for v in values}, out, indent=1)
+    return values

@@ -14,7 +14,7 @@ import torch
 from golden.golden_weights import seeded_fill
 from golden.make_vbench import small_clip_state
 from harness.errors import InputError, MissingAssetError
-from harness.features import amt, musiq, vbench_nets
+from harness.features import amt, musiq, vbench_nets, viclip
 from harness.metrics import vbench as rules
 from harness.metrics.video import read_video, write_video
 from harness.registry import TASKS
@@ -174,17 +174,23 @@ STYLE_SUITE = [{"prompt_en": "a beach, Van Gogh style", "dimension": ["appearanc
                 "auxiliary_info": {"appearance_style": {"appearance_style": "Van Gogh style"}}},
                {"prompt_en": "a dog running", "dimension": ["subject_consistency"]},
                {"prompt_en": "a beach, oil painting", "dimension": ["appearance_style"],
-                "auxiliary_info": {"appearance_style": {"appearance_style": "oil painting"}}}]
+                "auxiliary_info": {"appearance_style": {"appearance_style": "oil painting"}}},
+               {"prompt_en": "a boat sailing, zoom in", "dimension": ["temporal_style"]},
+               {"prompt_en": "a panda drinking coffee", "dimension": ["overall_consistency"]}]
 SEMANTIC_CONFIG = VBenchSemanticConfig(num_frames=4, height=128, width=136, fps=8)
 
 
 def test_semantic_suite_follows_vbench(home):
-    """90 appearance-style prompts, 5 samples each; no semantic or total score is claimed."""
+    """90 appearance-style, 100 temporal-style, 93 overall-consistency prompts, 5 samples each; no semantic or total
+    score is claimed."""
     prompts = semantic_prompts(task_module.load_full_info())
-    assert len(prompts) == 90 and all("appearance_style" in r["dimension"] for r in prompts)
-    assert [task_module.style_text(r) for r in prompts[:2]] == ["Van Gogh style", "oil painting"]
+    counts = {d: sum(d in r["dimension"] for r in prompts) for d in task_module.SEMANTIC_SCORED}
+    assert counts == {"appearance_style": 90, "temporal_style": 100, "overall_consistency": 93}
+    assert len(prompts) == 283
+    styles = [r for r in prompts if "appearance_style" in r["dimension"]]
+    assert [task_module.style_text(r) for r in styles[:2]] == ["Van Gogh style", "oil painting"]
     requests = VBenchSemantic().requests()
-    assert len(requests) == 450
+    assert len(requests) == 283 * 5
     assert requests[0].condition["prompt"] == prompts[0]["prompt_en"]
     assert TASKS.get("vbench-semantic") is VBenchSemantic
     assert VBenchSemantic.primary_metric == "appearance_style"
@@ -204,25 +210,40 @@ def style_folder(tmp_path, monkeypatch):
 
 def test_semantic_folder_refusals_and_missing_weights(style_folder, tmp_path, monkeypatch):
     videos = VBenchSemantic(SEMANTIC_CONFIG).validate({p.name: p for p in style_folder.iterdir()}, "test")
-    assert [r["prompt_en"] for r in videos.prompts] == ["a beach, Van Gogh style", "a beach, oil painting"]
+    assert [r["prompt_en"] for r in videos.prompts] == ["a beach, Van Gogh style", "a beach, oil painting",
+                                                        "a boat sailing, zoom in", "a panda drinking coffee"]
     (style_folder / "a beach, oil painting-4.mp4").unlink()
-    with pytest.raises(InputError, match="lacks 1 of the 10 videos of the suite: 'a beach, oil painting-4.mp4'. "
+    with pytest.raises(InputError, match="lacks 1 of the 20 videos of the suite: 'a beach, oil painting-4.mp4'. "
                                          "Generate 5 videos per prompt"):
         VBenchSemantic(SEMANTIC_CONFIG).load_samples(style_folder)
     write_video(style_folder / "a beach, oil painting-4.mp4", clip(1, True), fps=8)
     monkeypatch.setenv("ARBENCH_HOME", str(tmp_path / "empty"))
     with pytest.raises(MissingAssetError) as error:
         VBenchSemantic(SEMANTIC_CONFIG).load_samples(style_folder)
-    assert "needs 2 files that are missing" in str(error.value)
-    assert FULL_INFO.filename in str(error.value) and vbench_nets.CLIP_VIT_B32_OPENAI.filename in str(error.value)
+    assert "needs 3 files that are missing" in str(error.value)
+    for spec in (FULL_INFO, vbench_nets.CLIP_VIT_B32_OPENAI, viclip.VICLIP_L14):
+        assert spec.filename in str(error.value)
 
 
-def test_appearance_style_scores_each_prompt_against_its_own_style(style_folder, tmp_path, one_thread):
+def test_semantic_dimensions_score_each_prompt_on_its_own_text(style_folder, tmp_path, one_thread):
+    """Appearance style against each prompt's style text, temporal style and overall consistency against the
+    prompt itself, each only on its own prompts (the networks are checked against VBench's in the golden tests)."""
     videos = VBenchSemantic(SEMANTIC_CONFIG).validate({p.name: p for p in style_folder.iterdir()}, "test")
     model = vbench_nets.clip_from_openai_state_dict(small_clip_state(512, 97))
-    values = score_semantic(videos, FakeContext(tmp_path), clip_b=model)
-    assert [v.name for v in values] == ["appearance_style"]  # no semantic_score: VBench's needs all nine
-    results = json.loads((tmp_path / "vbench_results.json").read_text())["appearance_style"][1]
+    video_text = seeded_fill(viclip.ViCLIP(viclip.ViCLIPVision(224, 14, width=32, layers=1, heads=1, output_dim=16),
+                                           viclip.ViCLIPText(embed_dim=16, width=32, heads=1, layers=1)), 98)
+    values = score_semantic(videos, FakeContext(tmp_path), clip_b=model, video_text=video_text)
+    # no semantic_score: VBench's needs all nine semantic dimensions
+    assert [v.name for v in values] == ["appearance_style", "temporal_style", "overall_consistency"]
+    assert [v.unit for v in values] == ["CLIP similarity", "cosine", "cosine"]
+    all_results = json.loads((tmp_path / "vbench_results.json").read_text())
+    for d, prompt in (("temporal_style", "a boat sailing, zoom in"), ("overall_consistency", "a panda drinking coffee")):
+        rows = all_results[d][1]
+        assert [Path(r["video_path"]).name for r in rows] == [f"{prompt}-{s}.mp4" for s in range(5)]
+        expected = [viclip.video_text_score(video_text, read_video(Path(r["video_path"])), prompt) for r in rows]
+        assert [r["video_results"] for r in rows] == pytest.approx(expected, rel=1e-6)
+        assert dict((v.name, v.value) for v in values)[d] == pytest.approx(np.mean(expected), rel=1e-6)
+    results = all_results["appearance_style"][1]
     assert len(results) == 10
     expected = []
     for r in results:

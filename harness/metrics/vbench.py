@@ -24,6 +24,9 @@ networks that produce the features live in `harness.features.vbench_nets`, the p
 - **appearance style** (`appearance_style.py`, semantic): per frame, OpenAI CLIP ViT-B/32's ``logits_per_text / 100``
   against the prompt's style text (the network side: `harness.features.vbench_nets.appearance_style_scores`); per
   video the mean; the dimension is the sum over all frames of all videos over their number (`FrameMeanScore`).
+- **temporal style, overall consistency** (`temporal_style.py`, `overall_consistency.py`, semantic): per video the
+  cosine of ViCLIP's video embedding (8 middle frames) and the prompt's text embedding (`harness.features.viclip`);
+  the dimension is the mean over videos (`VideoTextScore`).
 - **quality score** (`scripts/cal_final_score.py`): each dimension is min/max normalised with VBench's
   `NORMALIZE_DIC`, weighted by `DIM_WEIGHT` (dynamic degree 0.5, the rest 1), summed over the quality dimensions
   and divided by the sum of their weights. `quality_score` takes the dimensions present and says which are missing.
@@ -269,6 +272,20 @@ class FrameMeanScore(VideoMeanScore):
     """
 
     unit = "CLIP similarity"  # exp(logit_scale) * cos / 100: about 0..0.3, not a fraction
+
+
+class VideoTextScore(VideoMeanScore):
+    """Temporal style or overall consistency: the mean over videos of each video's ViCLIP video-text cosine
+    (`update(per_video_cosines)`).
+
+    Example:
+        >>> m = VideoTextScore("overall_consistency")
+        >>> m.update([0.2, 0.3])
+        >>> round(m.values()[0].value, 6), m.values()[0].unit
+        (0.25, 'cosine')
+    """
+
+    unit = "cosine"
 
 
 class FrameConsistencyScore(_DimensionScore):
