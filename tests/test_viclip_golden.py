@@ -49,3 +49,25 @@ def test_video_text_scores_match_vbench(golden, model, dimension):
     metric = vbench.VideoTextScore(dimension)
     metric.update(ours)
     np.testing.assert_allclose(float(metric.compute()), float(golden[dimension]), rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_loads_by_name_and_bad_files_are_refused(model, tmp_path):
+    """A file in the release's format (`{"model": state dict}`) loads strictly into the same classes; a file
+    without the entry, or with pickled code, is refused with a message."""
+    import torch
+
+    from harness.errors import InputError
+
+    path = tmp_path / "viclip.pth"
+    torch.save({"model": model.state_dict(), "epoch": 3}, path)
+    fresh = viclip.ViCLIP(viclip.ViCLIPVision(224, 14, width=64, layers=2, heads=2, output_dim=32),
+                          viclip.ViCLIPText(embed_dim=32, width=64, heads=2, layers=2))
+    loaded = viclip.load_viclip(str(path), model=fresh)
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    torch.save(model.state_dict(), path)
+    with pytest.raises(InputError, match="no 'model' entry"):
+        viclip.load_viclip(str(path), model=fresh)
+    torch.save({"model": model.state_dict(), "config": object()}, path)
+    with pytest.raises(InputError, match="without running pickled code"):
+        viclip.load_viclip(str(path), model=fresh)

@@ -159,11 +159,22 @@ class ViCLIP(nn.Module):
         return self.vision_encoder(video.permute(0, 2, 1, 3, 4).contiguous())
 
 
-def load_viclip(path: str | None = None, device: str = "cpu") -> ViCLIP:
-    """The released checkpoint's `model` state dict, read with `weights_only=True` (tensors and plain containers)."""
-    checkpoint = torch.load(VICLIP_L14.resolve(path), map_location="cpu", weights_only=True)
-    model = ViCLIP()
-    model.load_state_dict(checkpoint["model"] if "model" in checkpoint else checkpoint, strict=True)
+def load_viclip(path: str | None = None, device: str = "cpu", model: ViCLIP | None = None) -> ViCLIP:
+    """The released checkpoint's `model` state dict (as VBench: `torch.load(pretrain)["model"]`, strict), read with
+    `weights_only=True` (tensors and plain containers), into `model` (default: the full ViCLIP-L/14)."""
+    from harness.errors import InputError
+
+    source = VICLIP_L14.resolve(path, verify=False) if path else VICLIP_L14.resolve()
+    try:
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises UnpicklingError and others; name the file and the remedy
+        raise InputError(f"{source} is not a ViCLIP checkpoint that loads without running pickled code ({exc}); "
+                         f"give the released {VICLIP_L14.filename} or a file with a plain 'model' state dict") from exc
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise InputError(f"{source} has no 'model' entry (VBench reads torch.load(file)['model']); give the released "
+                         f"{VICLIP_L14.filename}")
+    model = model or ViCLIP()
+    model.load_state_dict(checkpoint["model"], strict=True)
     return model.eval().to(device)
 
 
