@@ -1,4 +1,5 @@
-"""VBench (Huang et al., CVPR 2024) quality dimensions on VBench's standard prompt suite: `vbench-quality`.
+"""VBench (Huang et al., CVPR 2024) on VBench's standard prompt suite: `vbench-quality` (the quality dimensions) and
+`vbench-semantic` (the semantic dimensions implemented: appearance style, temporal style, overall consistency).
 
 Protocol (Vchitect/VBench@45e79ec; docs/video.md, "VBench"):
 
@@ -17,6 +18,10 @@ Protocol (Vchitect/VBench@45e79ec; docs/video.md, "VBench"):
   (RAFT), aesthetic quality (LAION head on CLIP ViT-L/14), imaging quality (MUSIQ, SPAQ), with VBench's rules
   (`harness.metrics.vbench`, `harness.features.vbench_nets`, `harness.features.amt`, `harness.features.raft`,
   `harness.features.musiq`), and VBench's quality score (`quality_score`) over them.
+- **Semantic** (`vbench-semantic`): appearance style (CLIP ViT-B/32 per frame against the prompt's style text) and
+  temporal style / overall consistency (ViCLIP-L/14, `harness.features.viclip`, against the prompt), each on its own
+  prompts, 5 videos a prompt; each stored as its own metric, since VBench's semantic score needs all nine semantic
+  dimensions and its total score both (docs/video.md, "Semantic dimensions").
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 
 from harness.api import Method, Request, SubmissionSpec, Task
 from harness.errors import ArbenchError, InputError
-from harness.features import amt, clip_color, musiq, raft, vbench_nets
+from harness.features import amt, clip_color, musiq, raft, vbench_nets, viclip
 from harness.metrics import vbench as rules
 from harness.metrics.base import MetricValue
 from harness.metrics.video import read_video, write_video
@@ -159,12 +164,26 @@ class VBenchQuality(Task):
         super().check_method(method)
         require_all([method.checkpoint_sha256, self.require_assets], f"{self.name} with {method.name}")
 
+    # -- the suite -----------------------------------------------------------------------------
+    def suite(self, full_info: Sequence[dict]) -> list[dict]:
+        """The prompt records this task scores, in file order."""
+        return quality_prompts(full_info)
+
+    def samples(self, record: dict) -> int:
+        """How many videos `record` gets."""
+        return samples_for(record, self.config.flicker_samples)
+
+    def count_hint(self) -> str:
+        """How many videos each prompt needs, for messages."""
+        return (f"{VIDEOS_PER_PROMPT} videos per prompt ({self.config.flicker_samples} per temporal-flickering "
+                f"prompt; set flicker_samples=N if you generated another number, {VIDEOS_PER_PROMPT} at least)")
+
     # -- generation ----------------------------------------------------------------------------
     def requests(self) -> list[Request]:
         c = self.config
         requests: list[Request] = []
-        for p, record in enumerate(quality_prompts(load_full_info(c.full_info or None))):
-            for s in range(samples_for(record, c.flicker_samples)):
+        for p, record in enumerate(self.suite(load_full_info(c.full_info or None))):
+            for s in range(self.samples(record)):
                 index = len(requests)
                 requests.append(Request(index, f"{record['prompt_en']}-{s}", c.seed * 1_000_003 + index,
                                         {"prompt": record["prompt_en"], "prompt_index": p, "sample_index": s,
@@ -202,16 +221,14 @@ class VBenchQuality(Task):
         InputError naming the first offending files."""
         c = self.config
         full_info = load_full_info(c.full_info or None)
-        prompts = quality_prompts(full_info)
+        prompts = self.suite(full_info)
         all_prompts = {r["prompt_en"] for r in full_info}
         expected = {f"{r['prompt_en']}-{s}.mp4": (p, s) for p, r in enumerate(prompts)
-                    for s in range(samples_for(r, c.flicker_samples))}
+                    for s in range(self.samples(r))}
         missing = [name for name in expected if name not in present]
         if missing:
             raise InputError(f"{where} lacks {len(missing)} of the {len(expected)} videos of the suite: "
-                             f"{_first(missing)}. Generate {VIDEOS_PER_PROMPT} videos per prompt "
-                             f"({c.flicker_samples} per temporal-flickering prompt; set flicker_samples=N if you "
-                             f"generated another number, {VIDEOS_PER_PROMPT} at least), named '{{prompt}}-{{index}}.mp4'.")
+                             f"{_first(missing)}. Generate {self.count_hint()}, named '{{prompt}}-{{index}}.mp4'.")
         unknown = []
         for name in sorted(set(present) - set(expected)):
             match = SAMPLE_NAME.match(name)
@@ -220,8 +237,8 @@ class VBenchQuality(Task):
                 unknown.append(name)
         if unknown:
             raise InputError(f"{where} has {len(unknown)} files that are not videos of the suite: {_first(unknown)}. "
-                             f"Remove them (more samples than the suite's count of a prompt count too: set "
-                             f"flicker_samples=N for temporal-flickering prompts).")
+                             f"Remove them (more samples than the suite's count of a prompt count too: "
+                             f"{self.count_hint()}).")
         problems = []
         for name in expected:
             problem = self.check_video(present[name])
@@ -377,3 +394,131 @@ def _static_videos(flow_model, files: Sequence[Path], device: str) -> list[Path]
         if static(flow_model, read_video(path), device)[0]:
             kept.append(path)
     return kept
+
+
+# -- semantic dimensions ---------------------------------------------------------------------------------------------
+#: The semantic dimensions scored here (VBench's `SEMANTIC_LIST` has nine; docs/video.md says why the rest are not).
+SEMANTIC_SCORED = ("appearance_style", "temporal_style", "overall_consistency")
+SEMANTIC_TASK_VERSION = "1"
+
+
+def semantic_prompts(full_info: Sequence[dict], dimensions: Sequence[str] = SEMANTIC_SCORED) -> list[dict]:
+    """The records serving at least one of `dimensions`, in file order (283 in VBench's suite: 90 appearance style,
+    100 temporal style, 93 overall consistency, none shared).
+
+    >>> [r["prompt_en"] for r in semantic_prompts([{"prompt_en": "a", "dimension": ["appearance_style"]},
+    ...                                            {"prompt_en": "b", "dimension": ["dynamic_degree"]}])]
+    ['a']
+    """
+    return [r for r in full_info if set(r["dimension"]) & set(dimensions)]
+
+
+def style_text(record: dict) -> str:
+    """The style an appearance-style prompt is scored against (VBench: `auxiliary_info` of the dimension)."""
+    try:
+        return record["auxiliary_info"]["appearance_style"]["appearance_style"]
+    except (KeyError, TypeError):
+        raise ArbenchError(f"VBench's prompt record {record.get('prompt_en')!r} has no appearance-style text "
+                           f"(auxiliary_info.appearance_style.appearance_style)") from None
+
+
+@dataclass
+class VBenchSemanticConfig:
+    """The videos' shape and rate (defaults: NOVA's 33 x 480 x 768 at 12 fps), the seed of the requests, and
+    explicit weight paths (paths change no number, so they are not settings)."""
+
+    num_frames: Annotated[int, Field(ge=1, le=1024)] = 33
+    height: Annotated[int, Field(ge=16, le=4096)] = 480
+    width: Annotated[int, Field(ge=16, le=4096)] = 768
+    fps: Annotated[int, Field(ge=1, le=240)] = 12
+    seed: Seed = 0
+    full_info: str = ""
+    clip_b32_weights: str = ""
+    viclip_weights: str = ""
+
+
+@register_task("vbench-semantic")
+class VBenchSemantic(VBenchQuality):
+    """VBench's semantic dimensions that ARBench implements faithfully (appearance style, temporal style, overall
+    consistency), each on its own prompts of
+    VBench's suite, 5 videos a prompt. VBench's semantic score averages all nine normalised semantic dimensions and
+    its total score needs it, so neither is computed: each dimension is its own metric."""
+
+    version = SEMANTIC_TASK_VERSION
+    description = ("VBench's semantic dimensions implemented so far (appearance style: CLIP ViT-B/32; temporal style "
+                   "and overall consistency: ViCLIP) on their prompts of VBench's suite; no semantic or total score "
+                   "(needs weights)")
+    primary_metric = "appearance_style"
+    Config = VBenchSemanticConfig
+
+    def settings(self) -> dict:
+        c = self.config
+        return {"num_frames": c.num_frames, "height": c.height, "width": c.width, "fps": c.fps, "seed": c.seed}
+
+    def signature(self) -> Signature:
+        sig = Task.signature(self)
+        sig.add("prompts_sha256", FULL_INFO.sha256).add("rules", f"{rules.VBENCH_REPO}-v{rules.VBENCH_METRICS_VERSION}")
+        sig.add("dimensions", ",".join(SEMANTIC_SCORED)).add("videos_per_prompt", VIDEOS_PER_PROMPT)
+        sig.add("clip_b32", f"{vbench_nets.CLIP_VIT_B32_OPENAI.sha256[:12]}:{vbench_nets.CLIP_IMAGE_PREPROCESS}:"
+                            "openai-tokenize:fp16-on-cuda")
+        sig.add("viclip", f"viclip-l14-internvid-10m-flt:{viclip.VICLIP_PREPROCESS}:ctx{viclip.CONTEXT_LENGTH}:fp32")
+        return sig
+
+    def weight_checks(self) -> list:
+        c = self.config
+        return [lambda: FULL_INFO.resolve(c.full_info or None),
+                lambda: vbench_nets.CLIP_VIT_B32_OPENAI.resolve(c.clip_b32_weights or None),
+                lambda: viclip.VICLIP_L14.locate(c.viclip_weights or None)]
+
+    def suite(self, full_info: Sequence[dict]) -> list[dict]:
+        return semantic_prompts(full_info)
+
+    def samples(self, record: dict) -> int:
+        return VIDEOS_PER_PROMPT
+
+    def count_hint(self) -> str:
+        return f"{VIDEOS_PER_PROMPT} videos per prompt"
+
+    def score(self, samples: VBenchVideos, ctx) -> list[MetricValue]:
+        c = self.config
+        weights = self.require_assets()
+        ctx.extra_provenance["vbench_weights_sha256"] = {viclip.VICLIP_L14.name: weights[2][1]}
+        clip_b = vbench_nets.load_clip(vbench_nets.CLIP_VIT_B32_OPENAI, c.clip_b32_weights or None, ctx.device)
+        video_text = viclip.load_viclip(str(weights[2][0]), ctx.device)
+        return score_semantic(samples, ctx, clip_b=clip_b, video_text=video_text)
+
+
+def score_semantic(samples: VBenchVideos, ctx, *, clip_b, video_text,
+                   dimensions: Sequence[str] = SEMANTIC_SCORED) -> list[MetricValue]:
+    """Score each implemented semantic dimension on its own prompts (appearance style against the prompt's style
+    text, temporal style and overall consistency against the prompt itself); per-video results (with VBench's
+    `frame_results` for appearance style) go to `vbench_results.json` in VBench's layout."""
+    metrics = {"appearance_style": rules.FrameMeanScore(
+                   "appearance_style", description=f"VBench appearance style: CLIP ViT-B/32 frame-text similarity "
+                                                   f"({rules.VBENCH_REPO})"),
+               **{d: rules.VideoTextScore(d, description=f"VBench {d.replace('_', ' ')}: ViCLIP-L/14 video-text "
+                                                         f"cosine ({rules.VBENCH_REPO})")
+                  for d in ("temporal_style", "overall_consistency")}}
+    per_video: dict[str, list[dict]] = {d: [] for d in dimensions}
+    for record, files in ctx.progress(list(zip(samples.prompts, samples.files)), desc="vbench-semantic"):
+        dims = [d for d in dimensions if d in record["dimension"]]
+        for path in files:
+            frames = read_video(path) if dims else None
+            for d in dims:
+                if d == "appearance_style":
+                    scores = vbench_nets.appearance_style_scores(clip_b, frames, style_text(record), ctx.device)
+                    metrics[d].update(scores)
+                    per_video[d].append({"video_path": str(path), "video_results": float(np.mean(scores)),
+                                         "frame_results": scores})
+                else:
+                    value = viclip.video_text_score(video_text, frames, record["prompt_en"], ctx.device)
+                    metrics[d].update([value])
+                    per_video[d].append({"video_path": str(path), "video_results": value})
+    values = []
+    for d in dimensions:
+        if int(metrics[d].count) == 0:
+            raise ArbenchError(f"{d}: no video was scored; nothing is stored")
+        values += metrics[d].values()
+    with open(ctx.artifact("vbench_results.json"), "w", encoding="utf-8") as out:
+        json.dump({v.name: [v.value, per_video[v.name]] for v in values}, out, indent=1)
+    return values

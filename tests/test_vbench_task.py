@@ -14,13 +14,14 @@ import torch
 from golden.golden_weights import seeded_fill
 from golden.make_vbench import small_clip_state
 from harness.errors import InputError, MissingAssetError
-from harness.features import amt, musiq, vbench_nets
+from harness.features import amt, musiq, vbench_nets, viclip
 from harness.metrics import vbench as rules
 from harness.metrics.video import read_video, write_video
 from harness.registry import TASKS
 from run_context_double import FakeContext
 from tasks import vbench as task_module
-from tasks.vbench import FULL_INFO, VBenchQuality, VBenchQualityConfig, quality_prompts, score_videos
+from tasks.vbench import (FULL_INFO, VBenchQuality, VBenchQualityConfig, VBenchSemantic, VBenchSemanticConfig,
+                         quality_prompts, score_semantic, score_videos, semantic_prompts)
 
 DATA = Path(__file__).parent / "data" / "VBench_full_info.json"
 
@@ -166,3 +167,89 @@ def test_scoring_flow_filters_flickering_videos_and_scores_each_dimension_on_its
         {d: values[d].value for d in rules.QUALITY_DIMENSIONS})[0], abs=1e-12)
     assert VBenchQuality.primary_metric == "quality_score"
     assert ctx.extra_provenance["vbench_static_videos_per_prompt"] == {"In a still frame, a stop sign": 5}
+
+
+# -- vbench-semantic ---------------------------------------------------------------------------------------------
+STYLE_SUITE = [{"prompt_en": "a beach, Van Gogh style", "dimension": ["appearance_style"],
+                "auxiliary_info": {"appearance_style": {"appearance_style": "Van Gogh style"}}},
+               {"prompt_en": "a dog running", "dimension": ["subject_consistency"]},
+               {"prompt_en": "a beach, oil painting", "dimension": ["appearance_style"],
+                "auxiliary_info": {"appearance_style": {"appearance_style": "oil painting"}}},
+               {"prompt_en": "a boat sailing, zoom in", "dimension": ["temporal_style"]},
+               {"prompt_en": "a panda drinking coffee", "dimension": ["overall_consistency"]}]
+SEMANTIC_CONFIG = VBenchSemanticConfig(num_frames=4, height=128, width=136, fps=8)
+
+
+def test_semantic_suite_follows_vbench(home):
+    """90 appearance-style, 100 temporal-style, 93 overall-consistency prompts, 5 samples each; no semantic or total
+    score is claimed."""
+    prompts = semantic_prompts(task_module.load_full_info())
+    counts = {d: sum(d in r["dimension"] for r in prompts) for d in task_module.SEMANTIC_SCORED}
+    assert counts == {"appearance_style": 90, "temporal_style": 100, "overall_consistency": 93}
+    assert len(prompts) == 283
+    styles = [r for r in prompts if "appearance_style" in r["dimension"]]
+    assert [task_module.style_text(r) for r in styles[:2]] == ["Van Gogh style", "oil painting"]
+    requests = VBenchSemantic().requests()
+    assert len(requests) == 283 * 5
+    assert requests[0].condition["prompt"] == prompts[0]["prompt_en"]
+    assert TASKS.get("vbench-semantic") is VBenchSemantic
+    assert VBenchSemantic.primary_metric == "appearance_style"
+    assert "flicker_samples" not in VBenchSemantic().settings()
+
+
+@pytest.fixture
+def style_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(task_module, "load_full_info", lambda path=None: STYLE_SUITE)
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for p, record in enumerate(STYLE_SUITE):
+        for s in range(5):
+            write_video(folder / f"{record['prompt_en']}-{s}.mp4", clip(10 * p + s, True), fps=8)
+    return folder
+
+
+def test_semantic_folder_refusals_and_missing_weights(style_folder, tmp_path, monkeypatch):
+    videos = VBenchSemantic(SEMANTIC_CONFIG).validate({p.name: p for p in style_folder.iterdir()}, "test")
+    assert [r["prompt_en"] for r in videos.prompts] == ["a beach, Van Gogh style", "a beach, oil painting",
+                                                        "a boat sailing, zoom in", "a panda drinking coffee"]
+    (style_folder / "a beach, oil painting-4.mp4").unlink()
+    with pytest.raises(InputError, match="lacks 1 of the 20 videos of the suite: 'a beach, oil painting-4.mp4'. "
+                                         "Generate 5 videos per prompt"):
+        VBenchSemantic(SEMANTIC_CONFIG).load_samples(style_folder)
+    write_video(style_folder / "a beach, oil painting-4.mp4", clip(1, True), fps=8)
+    monkeypatch.setenv("ARBENCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(MissingAssetError) as error:
+        VBenchSemantic(SEMANTIC_CONFIG).load_samples(style_folder)
+    assert "needs 3 files that are missing" in str(error.value)
+    for spec in (FULL_INFO, vbench_nets.CLIP_VIT_B32_OPENAI, viclip.VICLIP_L14):
+        assert spec.filename in str(error.value)
+
+
+def test_semantic_dimensions_score_each_prompt_on_its_own_text(style_folder, tmp_path, one_thread):
+    """Appearance style against each prompt's style text, temporal style and overall consistency against the
+    prompt itself, each only on its own prompts (the networks are checked against VBench's in the golden tests)."""
+    videos = VBenchSemantic(SEMANTIC_CONFIG).validate({p.name: p for p in style_folder.iterdir()}, "test")
+    model = vbench_nets.clip_from_openai_state_dict(small_clip_state(512, 97))
+    video_text = seeded_fill(viclip.ViCLIP(viclip.ViCLIPVision(224, 14, width=32, layers=1, heads=1, output_dim=16),
+                                           viclip.ViCLIPText(embed_dim=16, width=32, heads=1, layers=1)), 98)
+    values = score_semantic(videos, FakeContext(tmp_path), clip_b=model, video_text=video_text)
+    # no semantic_score: VBench's needs all nine semantic dimensions
+    assert [v.name for v in values] == ["appearance_style", "temporal_style", "overall_consistency"]
+    assert [v.unit for v in values] == ["CLIP similarity", "cosine", "cosine"]
+    all_results = json.loads((tmp_path / "vbench_results.json").read_text())
+    for d, prompt in (("temporal_style", "a boat sailing, zoom in"), ("overall_consistency", "a panda drinking coffee")):
+        rows = all_results[d][1]
+        assert [Path(r["video_path"]).name for r in rows] == [f"{prompt}-{s}.mp4" for s in range(5)]
+        expected = [viclip.video_text_score(video_text, read_video(Path(r["video_path"])), prompt) for r in rows]
+        assert [r["video_results"] for r in rows] == pytest.approx(expected, rel=1e-6)
+        assert dict((v.name, v.value) for v in values)[d] == pytest.approx(np.mean(expected), rel=1e-6)
+    results = all_results["appearance_style"][1]
+    assert len(results) == 10
+    expected = []
+    for r in results:
+        style = "Van Gogh style" if "Van Gogh" in r["video_path"] else "oil painting"
+        frames = vbench_nets.appearance_style_scores(model, read_video(Path(r["video_path"])), style)
+        assert r["frame_results"] == pytest.approx(frames, rel=1e-6)
+        assert r["video_results"] == pytest.approx(np.mean(frames), rel=1e-6)
+        expected += frames
+    assert values[0].value == pytest.approx(np.mean(expected), rel=1e-6)

@@ -15,6 +15,11 @@ Faithful to Vchitect/VBench@45e79ec (`vbench/utils.py` `dino_transform`, `clip_t
   (QuickGELU, as OpenAI trained it). VBench loads CLIP with `clip.load`, which keeps float16 weights on CUDA
   and float32 on CPU; `load_clip` does the same.
 - **LAION aesthetic predictor**: `nn.Linear(768, 1)` on the L2-normalised ViT-L/14 embedding (float32).
+- **Appearance style** (`appearance_style.py`, a semantic dimension): CLIP ViT-B/32 on each frame as a **PIL
+  image** (`clip_transform_Image`: PIL's bicubic resize, which always antialiases, `CenterCrop(224)`, `ToTensor`,
+  OpenAI mean/std), against the style text tokenised by CLIP's tokenizer (open_clip's `tokenize` is OpenAI's
+  `clip.tokenize`: same BPE, 77 tokens); the frame's score is OpenAI CLIP's `logits_per_text` / 100, i.e.
+  ``exp(logit_scale) * cos(image, text) / 100`` computed in the model's dtype, as OpenAI's `CLIP.forward` does.
 
 Weights are resolved by name from the cache (`arbench weights fetch <name>`); nothing is downloaded at run time.
 """
@@ -63,6 +68,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 DINO_PREPROCESS = "float-resize-short224-bilinear-noantialias-nocrop+imagenet-norm"
 CLIP_PREPROCESS = "float-resize-short224-bicubic-noantialias+center-crop224+openai-norm"
+CLIP_IMAGE_PREPROCESS = "pil-resize-short224-bicubic+center-crop224+to-tensor+openai-norm"
 
 
 def video_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -86,6 +92,18 @@ def clip_transform(frames: torch.Tensor) -> torch.Tensor:
     x = TF.resize(frames, 224, interpolation=InterpolationMode.BICUBIC, antialias=False)
     x = TF.center_crop(x, 224).float().div(255.0)
     return TF.normalize(x, OPENAI_MEAN, OPENAI_STD)
+
+
+def clip_transform_image(frames: np.ndarray) -> torch.Tensor:
+    """VBench's `clip_transform_Image(224)` applied to each frame of a uint8 ``[T, H, W, 3]`` video as a PIL image
+    (`appearance_style.py`); returns float32 ``[T, 3, 224, 224]``."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    # VBench passes antialias=False, which torchvision ignores for a PIL image (PIL always antialiases); True says so
+    transform = T.Compose([T.Resize(224, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+                           T.CenterCrop(224), T.ToTensor(), T.Normalize(OPENAI_MEAN, OPENAI_STD)])
+    return torch.stack([transform(Image.fromarray(frame)) for frame in np.asarray(frames)])
 
 
 class DinoViT(nn.Module):
@@ -186,6 +204,34 @@ def aesthetic_score(clip_model: nn.Module, head: nn.Linear, frames: np.ndarray, 
     features = F.normalize(clip_image_features(clip_model, frames, device), dim=-1, p=2)
     scores = head(features.to(device)).squeeze(dim=-1).float().cpu()
     return float(torch.mean(scores / 10))
+
+
+@torch.no_grad()
+def clip_text_features(model: nn.Module, text: str, device: str = "cpu") -> torch.Tensor:
+    """``[1, D]`` CLIP text embedding of `text` (OpenAI's tokenisation, 77 tokens), in the model's dtype."""
+    import open_clip
+
+    return model.encode_text(open_clip.tokenize([text]).to(device))
+
+
+@torch.no_grad()
+def appearance_style_scores(model: nn.Module, frames: np.ndarray, style: str, device: str = "cpu",
+                            batch_size: int = 32) -> list[float]:
+    """VBench's per-frame appearance-style scores of one video: OpenAI CLIP's ``logits_per_text / 100`` of every
+    frame against `style` (VBench feeds one frame at a time; batching changes nothing but rounding)."""
+    dtype = next(model.parameters()).dtype
+    text = clip_text_features(model, style, device)
+    text = text / text.norm(dim=1, keepdim=True)  # OpenAI's `CLIP.forward`: x / x.norm(), in the model's dtype
+    x = clip_transform_image(frames)
+    scores = []
+    for i in range(0, len(x), batch_size):
+        image = model.encode_image(x[i:i + batch_size].to(device, dtype))
+        image = image / image.norm(dim=1, keepdim=True)
+        # OpenAI keeps `logit_scale` float32 when it casts CLIP to float16 (`convert_weights`); a 0-dim float32
+        # tensor times float16 features stays float16, as in its `forward`
+        logits_per_text = model.logit_scale.float().exp() * image @ text.t()
+        scores += [float(v) / 100 for v in logits_per_text[:, 0].float().cpu()]
+    return scores
 
 
 FeatureFn = Callable[[np.ndarray], torch.Tensor]

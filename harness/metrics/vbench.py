@@ -21,6 +21,12 @@ networks that produce the features live in `harness.features.vbench_nets`, the p
   in file-name order, the first 5 that RAFT finds static (top 2% magnitudes, see `is_static`) are scored.
 - **imaging quality** (`imaging_quality.py`): per video, the mean MUSIQ (SPAQ) score of its frames (0..100); the
   dimension is the mean over videos / 100.
+- **appearance style** (`appearance_style.py`, semantic): per frame, OpenAI CLIP ViT-B/32's ``logits_per_text / 100``
+  against the prompt's style text (the network side: `harness.features.vbench_nets.appearance_style_scores`); per
+  video the mean; the dimension is the sum over all frames of all videos over their number (`FrameMeanScore`).
+- **temporal style, overall consistency** (`temporal_style.py`, `overall_consistency.py`, semantic): per video the
+  cosine of ViCLIP's video embedding (8 middle frames) and the prompt's text embedding (`harness.features.viclip`);
+  the dimension is the mean over videos (`VideoTextScore`).
 - **quality score** (`scripts/cal_final_score.py`): each dimension is min/max normalised with VBench's
   `NORMALIZE_DIC`, weighted by `DIM_WEIGHT` (dynamic degree 0.5, the rest 1), summed over the quality dimensions
   and divided by the sum of their weights. `quality_score` takes the dimensions present and says which are missing.
@@ -48,6 +54,10 @@ ALL_DIMENSIONS = ("subject_consistency", "background_consistency", "temporal_fli
 #: `QUALITY_LIST` of `scripts/constant.py`.
 QUALITY_DIMENSIONS = ("subject_consistency", "background_consistency", "temporal_flickering", "motion_smoothness",
                       "aesthetic_quality", "imaging_quality", "dynamic_degree")
+#: `SEMANTIC_LIST` of `scripts/constant.py`. VBench's semantic score is the weighted mean of all nine normalised
+#: (weight 1 each), and its total score needs both: neither exists for a subset, so none is computed here.
+SEMANTIC_DIMENSIONS = ("object_class", "multiple_objects", "human_action", "color", "spatial_relationship", "scene",
+                       "appearance_style", "temporal_style", "overall_consistency")
 #: `NORMALIZE_DIC` (min, max) and `DIM_WEIGHT` of `scripts/constant.py`, quality dimensions.
 NORMALIZE = {"subject_consistency": (0.1462, 1.0), "background_consistency": (0.2615, 1.0),
              "temporal_flickering": (0.6293, 1.0), "motion_smoothness": (0.706, 0.9975),
@@ -247,6 +257,35 @@ class VideoMeanScore(_DimensionScore):
         scores = torch.as_tensor(np.asarray(scores, dtype=np.float64))
         self.total += scores.sum()
         self.count += scores.numel()
+
+
+class FrameMeanScore(VideoMeanScore):
+    """A dimension that is the mean over every frame of every video of a per-frame score (appearance style:
+    VBench's ``sim / cnt``, frame-weighted, not a mean of per-video means): `update(per_frame_scores)`.
+
+    Example:
+        >>> m = FrameMeanScore("appearance_style")
+        >>> m.update([0.2, 0.25, 0.3])  # a 3-frame video
+        >>> m.update([0.1])  # a 1-frame video
+        >>> round(m.values()[0].value, 6)
+        0.2125
+    """
+
+    unit = "CLIP similarity"  # exp(logit_scale) * cos / 100: about 0..0.3, not a fraction
+
+
+class VideoTextScore(VideoMeanScore):
+    """Temporal style or overall consistency: the mean over videos of each video's ViCLIP video-text cosine
+    (`update(per_video_cosines)`).
+
+    Example:
+        >>> m = VideoTextScore("overall_consistency")
+        >>> m.update([0.2, 0.3])
+        >>> round(m.values()[0].value, 6), m.values()[0].unit
+        (0.25, 'cosine')
+    """
+
+    unit = "cosine"
 
 
 class FrameConsistencyScore(_DimensionScore):
