@@ -122,3 +122,18 @@ def test_partial_quality_score_is_named_and_lists_what_is_missing():
         in value.description
     with pytest.raises(ValueError, match="not VBench quality dimensions"):
         vbench.quality_score({"object_class": 0.5})
+
+
+def test_clip_on_cuda_is_in_openai_convert_weights_precision():
+    """`clip.load` on CUDA casts only convolutions, linear/attention weights and the projections to float16;
+    LayerNorms (computed in float32), embeddings and logit_scale stay float32. A plain `.half()` casts them all."""
+    from open_clip.transformer import LayerNormFp32
+
+    model = vbench_nets.clip_from_openai_state_dict(small_clip_state(512, 92), half=True)
+    v = model.visual
+    assert v.conv1.weight.dtype == v.proj.dtype == model.text_projection.dtype == torch.float16
+    assert v.transformer.resblocks[0].attn.in_proj_weight.dtype == torch.float16
+    assert v.ln_pre.weight.dtype == v.class_embedding.dtype == v.positional_embedding.dtype == torch.float32
+    assert model.logit_scale.dtype == model.token_embedding.weight.dtype == torch.float32
+    assert isinstance(v.ln_pre, LayerNormFp32) and isinstance(model.ln_final, LayerNormFp32)
+    assert vbench_nets.clip_from_openai_state_dict(small_clip_state(512, 92)).visual.conv1.weight.dtype == torch.float32

@@ -158,13 +158,17 @@ def load_dino(path: str | None = None, device: str = "cpu") -> DinoViT:
     return model.eval().to(device)
 
 
-def clip_from_openai_state_dict(state_dict: dict, device: str = "cpu") -> nn.Module:
-    """open_clip's model from OpenAI parameter names; float16 on CUDA and float32 elsewhere, as `clip.load`."""
+def clip_from_openai_state_dict(state_dict: dict, device: str = "cpu", half: bool | None = None) -> nn.Module:
+    """open_clip's model from OpenAI parameter names, in `clip.load`'s precision: float32 off CUDA; on CUDA
+    (or `half=True`) OpenAI's `convert_weights` float16 (convolutions, linear and attention weights, the two
+    projections), with LayerNorms, embeddings and `logit_scale` float32 and LayerNorms computed in float32, which
+    open_clip builds for `cast_dtype=float16` (a plain `.half()` would also cast those)."""
     import open_clip
 
-    model = open_clip.model.build_model_from_openai_state_dict(dict(state_dict), quick_gelu=True, cast_dtype=None)
-    model = model.float().eval().to(device)
-    return model.half() if str(device).startswith("cuda") else model
+    half = str(device).startswith("cuda") if half is None else half
+    model = open_clip.model.build_model_from_openai_state_dict(
+        dict(state_dict), quick_gelu=True, cast_dtype=torch.float16 if half else None)
+    return (model if half else model.float()).eval().to(device)
 
 
 def load_clip(spec: WeightSpec, path: str | None = None, device: str = "cpu") -> nn.Module:
