@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from golden.golden_weights import seeded_state
+from test_tts_talknet import write_nemo
 
 from baselines.tts import talknet_methods as tm
 from baselines.tts.hifigan import HiFiGANConfig, HiFiGANGenerator, generator_state
-from golden.golden_weights import seeded_state
 from harness.errors import ArbenchError
-from test_tts_talknet import write_nemo
 
 GOLDEN = dict(np.load(Path(__file__).parent / "golden" / "hifigan" / "golden.npz"))
 TARGET = "nemo.collections.tts.modules.hifigan_modules.Generator"

@@ -64,7 +64,7 @@ class HiFiGANConfig:
         return math.prod(self.upsample_rates)
 
     @classmethod
-    def from_config(cls, node: dict[str, Any]) -> "HiFiGANConfig":
+    def from_config(cls, node: dict[str, Any]) -> HiFiGANConfig:
         """From a `.nemo` file's `generator` node (its `_target_` must be NeMo's Generator; unknown keys are
         refused rather than ignored)."""
         node = dict(node)
