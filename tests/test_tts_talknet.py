@@ -170,9 +170,20 @@ def method(tmp_path_factory):
         paths[part] = write_nemo(folder / f"talknet_{part}.nemo", small_config(part), state)
     waveglow = seeded_fill(WaveGlow(SMALL_WAVEGLOW), 5)
     save_file({k: v.contiguous() for k, v in waveglow.state_dict().items()}, str(folder / "w.safetensors"))
-    config = tm.TalkNetSettings(durs_weights=str(paths["durs"]), pitch_weights=str(paths["pitch"]),
+    config = tm.TalkNetSettings(vocoder="waveglow", durs_weights=str(paths["durs"]), pitch_weights=str(paths["pitch"]),
                                 spect_weights=str(paths["spect"]), waveglow_weights=str(folder / "w.safetensors"))
     m = SmallTalkNet(config)
+    m._g2p = fake_g2p
+    return m
+
+
+@pytest.fixture(scope="module")
+def hifigan_method(method, tmp_path_factory):
+    """The default vocoder, NeMo's HiFi-GAN, from a `.nemo` file with make_hifigan's seeded small generator."""
+    from test_tts_hifigan import nemo_file
+
+    path = nemo_file(tmp_path_factory.mktemp("hifigan") / "tts_hifigan.nemo")
+    m = SmallTalkNet(dataclasses.replace(method.config, vocoder="hifigan", hifigan_weights=str(path)))
     m._g2p = fake_g2p
     return m
 
@@ -202,6 +213,36 @@ def test_batching_never_changes_a_waveform(method):
     assert "durs_weights" not in method.settings() and method.settings()["waveglow_sigma"] == 0.6
 
 
+def test_hifigan_default_gives_upstreams_waveform_of_upstreams_mel(hifigan_method):
+    """Upstream TalkNet's tokens -> mel (make_talknet) -> upstream HiFi-GAN's waveform (make_hifigan), through
+    the method's loaded networks."""
+    from test_tts_hifigan import ATOL, RTOL
+    from test_tts_hifigan import GOLDEN as HIFIGAN_GOLDEN
+
+    assert tm.TalkNetSettings().vocoder == "hifigan"
+    models = hifigan_method.load()
+    for row in (0, 1):
+        blanked = interleave_blanks(GOLDEN[f"tokens_{row}"].tolist(), BLANK)
+        with torch.no_grad():
+            mel = generate_mel(models.durs, models.pitch, models.spect, torch.tensor([blanked]))["mel"]
+            audio = models.vocoder(mel)
+        torch.testing.assert_close(audio, torch.from_numpy(HIFIGAN_GOLDEN[f"audio_{row}"])[:, 0], atol=ATOL, rtol=RTOL)
+
+
+def test_hifigan_waveforms_depend_on_neither_batch_nor_seed(hifigan_method):
+    reqs = requests("Hello.", "It is.")
+    together = hifigan_method.generate(reqs)
+    alone = [hifigan_method.generate([r])[0] for r in reversed(reqs)][::-1]
+    other_seed = hifigan_method.generate([Request(0, "u0", 7, {"text": "Hello."})])[0][0]
+    for (a, rate_a), (b, _) in zip(together, alone):
+        assert rate_a == 22050 and a.dtype == np.float32 and a.size % 16 == 0 and a.size > 0
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(other_seed, together[0][0])  # HiFi-GAN draws no noise
+    settings = hifigan_method.settings()
+    assert settings["vocoder"] == "hifigan" and "waveglow_sigma" not in settings and "hifigan_weights" not in settings
+    assert hifigan_method.weight_files()[-1][0].name == "tts_hifigan.nemo"
+
+
 def test_files_in_the_pre_3092_layout_load_the_same(method, tmp_path):
     """NeMo before PR #3092 saved the encoder as `model` (config node and state-dict prefix)."""
     config = small_config("durs")
@@ -220,13 +261,15 @@ def test_files_in_the_pre_3092_layout_load_the_same(method, tmp_path):
 def test_bad_requests_files_and_configs_are_refused(method, tmp_path):
     with pytest.raises(InputError, match=r"\['u1'\]"):
         method.generate(requests("fine", " ~ ~ "))
-    missing = tm.TalkNet2LJS(tm.TalkNetSettings(durs_weights=str(tmp_path / "a.nemo"),
-                                                pitch_weights=str(tmp_path / "b.nemo"),
-                                                spect_weights=str(tmp_path / "c.nemo"),
-                                                waveglow_weights=str(tmp_path / "d.pt")))
-    with pytest.raises(MissingAssetError) as info:
-        missing.weight_files()
-    assert all(name in str(info.value) for name in ("a.nemo", "b.nemo", "c.nemo", "d.pt"))
+    files = dict(durs_weights=str(tmp_path / "a.nemo"), pitch_weights=str(tmp_path / "b.nemo"),
+                 spect_weights=str(tmp_path / "c.nemo"), hifigan_weights=str(tmp_path / "h.nemo"),
+                 waveglow_weights=str(tmp_path / "d.pt"))
+    for vocoder, names in (("hifigan", ("a.nemo", "b.nemo", "c.nemo", "h.nemo")),
+                           ("waveglow", ("a.nemo", "b.nemo", "c.nemo", "d.pt"))):
+        missing = tm.TalkNet2LJS(tm.TalkNetSettings(vocoder=vocoder, **files))
+        with pytest.raises(MissingAssetError) as info:
+            missing.weight_files()
+        assert all(name in str(info.value) for name in names)
     (tmp_path / "plain.nemo").write_bytes(b"not a tar")
     with pytest.raises(ArbenchError, match="not a .nemo archive"):
         tm.read_nemo(tmp_path / "plain.nemo")

@@ -1,4 +1,4 @@
-"""The registered closed-speaker TTS method `talknet2-ljs`: NeMo's TalkNet 2 (LJSpeech) + WaveGlow.
+"""The registered closed-speaker TTS method `talknet2-ljs`: NeMo's TalkNet 2 (LJSpeech) + NeMo's HiFi-GAN.
 
 Weights: NGC `nvidia/nemo/tts_en_talknet` version 1.0.0rc1, three `.nemo` files (durations, pitch, mel), each a
 tar archive of `model_config.yaml` and `model_weights.ckpt`. `read_nemo` takes exactly those two members into
@@ -11,8 +11,15 @@ over `g2p_en.G2p()`, which is what NeMo's vocabulary calls (`improved_version_g2
 package (Apache-2.0) that needs NLTK's `averaged_perceptron_tagger` and `cmudict` data; it is imported only when
 the method loads and its absence is reported with the install commands. Then the blank-interleaved ids go through
 `generate_mel` (upstream's `generate_spectrogram`: durations exp - 1 rounded, F0 zeroed where silent) and the
-project's WaveGlow. TalkNet itself draws nothing at random; WaveGlow's noise comes from a `torch.Generator` seeded
-with the request's seed, so a waveform never depends on its batch.
+vocoder, one request at a time.
+
+Vocoder (`vocoder`, in the signature): `hifigan` (default) is NeMo's own HiFi-GAN (NGC `nvidia/nemo/tts_hifigan`
+1.0.0rc1, `tts_hifigan.nemo`, trained on LJSpeech with mels from NeMo's featuriser and from Tacotron 2, TalkNet
+and FastPitch), the pairing NeMo itself uses: TalkNet's mels come from NeMo's `FilterbankFeatures` (symmetric
+Hann window), not from Tacotron 2's STFT (periodic Hann) that WaveGlow was trained on. Its file is read by the
+same `read_nemo` and only its `generator.` tensors are used (baselines/tts/hifigan.py). `waveglow` keeps the
+project's WaveGlow (sigma `waveglow_sigma`). TalkNet and HiFi-GAN draw nothing at random; WaveGlow's noise comes
+from a `torch.Generator` seeded with the request's seed, so a waveform never depends on its batch.
 """
 
 from __future__ import annotations
@@ -31,13 +38,14 @@ import torch
 
 from baselines.imagegen.checkpoints import combined_sha256, load_into
 from baselines.tts.flowtron_methods import WAVEGLOW, read_waveglow_state
+from baselines.tts.hifigan import HiFiGANConfig, HiFiGANGenerator, generator_state
 from baselines.tts.talknet import (EncoderLayer, TalkNetDurs, TalkNetPitch, TalkNetSpect, generate_mel,
                                    interleave_blanks)
 from baselines.tts.waveglow import WaveGlow, WaveGlowConfig
 from harness.api import Method, Request
 from harness.errors import ArbenchError, InputError
 from harness.registry import register_method
-from harness.settings import NonNegativeFloat
+from harness.settings import Literal, NonNegativeFloat
 from harness.weights import WeightSpec, register_weights, require_all
 
 UPSTREAM = "NVIDIA/NeMo@77be76349901d0dd99ad6778509ef5c0663a65c3"
@@ -52,6 +60,13 @@ TALKNET_WEIGHTS = {part: register_weights(WeightSpec(
     f"talknet-{part}", f"talknet_{part}.nemo", f"{NGC}talknet_{part}.nemo", None, TALKNET_LICENSE,
     f"TalkNet 2 {what}, LJSpeech (NGC tts_en_talknet 1.0.0rc1)")) for part, what in zip(PARTS, (
         "duration predictor", "pitch predictor", "mel generator (80 mels, 22.05 kHz)"))}
+HIFIGAN = register_weights(WeightSpec(
+    "nemo-tts-hifigan", "tts_hifigan.nemo",
+    "https://api.ngc.nvidia.com/v2/models/nvidia/nemo/tts_hifigan/versions/1.0.0rc1/files/tts_hifigan.nemo", None,
+    "the NGC model card's licence for nvidia/nemo/tts_hifigan (not readable offline; check it before use); NeMo's "
+    "code is Apache-2.0, its HiFi-GAN modules MIT (jik876/hifi-gan)",
+    "NeMo HiFi-GAN vocoder (v1 generator), LJSpeech, 80 mels, 22.05 kHz (NGC tts_hifigan 1.0.0rc1; "
+    "HifiGanModel.list_available_models at NeMo v1.8.2)"))
 
 NEMO_MEMBERS = ("model_config.yaml", "model_weights.ckpt")
 #: Tensors a `.nemo` state dict may hold that inference does not use: the mel model's training-time featuriser.
@@ -232,14 +247,16 @@ def load_g2p() -> Callable[[str], list[str]]:
 # -- the method -------------------------------------------------------------------------------------------------
 @dataclass
 class TalkNetSettings:
-    """WaveGlow's sigma (NVIDIA/waveglow's README runs inference at 0.6) and the weight paths (not in the
-    signature). TalkNet itself has no sampling settings."""
+    """The vocoder (NeMo's HiFi-GAN, or WaveGlow with its sigma: NVIDIA/waveglow's README runs inference at
+    0.6) and the weight paths (not in the signature). TalkNet itself has no sampling settings."""
 
+    vocoder: Literal["hifigan", "waveglow"] = "hifigan"
     waveglow_sigma: NonNegativeFloat = 0.6
     peak_normalize: bool = False
     durs_weights: str = ""
     pitch_weights: str = ""
     spect_weights: str = ""
+    hifigan_weights: str = ""
     waveglow_weights: str = ""
 
 
@@ -250,7 +267,7 @@ class TalkNetModels:
     spect: TalkNetSpect
     vocab: TalkNetPhonemes
     blanking: bool
-    waveglow: WaveGlow
+    vocoder: HiFiGANGenerator | WaveGlow
 
 
 def build_talknet(part: str, config: dict[str, Any], vocab: TalkNetPhonemes, what: str) -> torch.nn.Module:
@@ -271,12 +288,33 @@ def dataset_config(config: dict[str, Any]) -> dict[str, Any]:
     return ((config.get("train_ds") or {}).get("dataset") or {})
 
 
+def build_hifigan(path: Path, n_mels: int, what: str) -> HiFiGANGenerator:
+    """NeMo's HiFi-GAN generator from a `tts_hifigan`-style `.nemo` file: its own `generator` config, checked to
+    take TalkNet's mels at TalkNet's sample rate."""
+    config, state = read_nemo(path)
+    try:
+        hifigan_config = HiFiGANConfig.from_config(config["generator"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ArbenchError(f"{what}: not a NeMo HiFi-GAN file this code supports ({exc!r}); give NGC's "
+                           "tts_hifigan.nemo.") from exc
+    rate = (config.get("preprocessor") or {}).get("sample_rate", config.get("sample_rate", SAMPLE_RATE))
+    if hifigan_config.initial_input_size != n_mels or rate != SAMPLE_RATE:
+        raise ArbenchError(f"{what}: this HiFi-GAN takes {hifigan_config.initial_input_size} mels at {rate} Hz; "
+                           f"TalkNet's mel model gives {n_mels} mels at {SAMPLE_RATE} Hz. Give a vocoder trained "
+                           "for TalkNet's mels (NGC tts_hifigan).")
+    generator = HiFiGANGenerator(hifigan_config)
+    load_into(generator, generator_state(state, hifigan_config), what)
+    return generator
+
+
 @register_method("talknet2-ljs")
 class TalkNet2LJS(Method):
-    """TalkNet 2 (durations, pitch, mel; NeMo's LJSpeech release) + WaveGlow, for `tts-closed-speaker`."""
+    """TalkNet 2 (durations, pitch, mel; NeMo's LJSpeech release) + NeMo's HiFi-GAN (or WaveGlow), for
+    `tts-closed-speaker`."""
 
     description = ("TalkNet 2 LJSpeech (NeMo tts_en_talknet 1.0.0rc1: non-autoregressive duration, pitch and mel "
-                   "networks; g2p_en phonemes) + WaveGlow (sigma 0.6)")
+                   "networks; g2p_en phonemes) + NeMo's HiFi-GAN (tts_hifigan 1.0.0rc1; `--set vocoder=waveglow` "
+                   "for WaveGlow, sigma 0.6)")
     modality = "tts"
     family = "non-ar"  # non-autoregressive: durations, pitch and all mel frames at once
     Config = TalkNetSettings
@@ -290,12 +328,14 @@ class TalkNet2LJS(Method):
 
     def settings(self) -> dict[str, Any]:
         keep = {k: v for k, v in dataclasses.asdict(self.config).items() if not k.endswith("_weights")}
+        if self.config.vocoder != "waveglow":
+            del keep["waveglow_sigma"]  # HiFi-GAN has no noise: sigma changes nothing
         return {**keep, "sample_rate": SAMPLE_RATE, "frontend": g2p_version(), "upstream": UPSTREAM}
 
     def weight_files(self) -> list[tuple[Path, str]]:
         c = self.config
         wanted = [(TALKNET_WEIGHTS[part], getattr(c, f"{part}_weights")) for part in PARTS]
-        wanted.append((WAVEGLOW, c.waveglow_weights))
+        wanted.append((HIFIGAN, c.hifigan_weights) if c.vocoder == "hifigan" else (WAVEGLOW, c.waveglow_weights))
         return require_all([lambda s=s, e=e: s.locate(e) for s, e in wanted], f"method {self.name}")
 
     def checkpoint_sha256(self) -> str | None:
@@ -310,7 +350,7 @@ class TalkNet2LJS(Method):
 
     def load(self) -> TalkNetModels:
         if self._models is None:
-            (durs_path, _), (pitch_path, _), (spect_path, _), (waveglow_path, _) = self.weight_files()
+            (durs_path, _), (pitch_path, _), (spect_path, _), (vocoder_path, _) = self.weight_files()
             paths = {"durs": durs_path, "pitch": pitch_path, "spect": spect_path}
             read = {part: read_nemo(path) for part, path in paths.items()}
             spect_data = dataset_config(read["spect"][0])
@@ -327,10 +367,14 @@ class TalkNet2LJS(Method):
                 nets[part] = build_talknet(part, read[part][0], vocab, what)
                 load_into(nets[part], encoder_state(*read[part]), what)
                 nets[part] = nets[part].to(self.device).eval()
-            waveglow = WaveGlow(self.waveglow_config)
-            load_into(waveglow, read_waveglow_state(waveglow_path), f"{self.name} vocoder ({waveglow_path.name})")
+            what = f"{self.name} vocoder ({vocoder_path.name})"
+            if self.config.vocoder == "hifigan":
+                vocoder = build_hifigan(vocoder_path, nets["spect"].proj.out_channels, what)
+            else:
+                vocoder = WaveGlow(self.waveglow_config)
+                load_into(vocoder, read_waveglow_state(vocoder_path), what)
             self._models = TalkNetModels(nets["durs"], nets["pitch"], nets["spect"], vocab,
-                                         bool(spect_data.get("blanking", False)), waveglow.to(self.device).eval())
+                                         bool(spect_data.get("blanking", False)), vocoder.to(self.device).eval())
         return self._models
 
     def token_ids(self, requests: Sequence[Request], models: TalkNetModels) -> list[list[int]]:
@@ -351,8 +395,11 @@ class TalkNet2LJS(Method):
             if int(out["durs"].sum()) == 0:
                 raise InputError(f"{self.name}: request {request.id!r} got zero predicted frames; its text is "
                                  "too short to speak.")
-            generator = torch.Generator(device=self.device).manual_seed(request.seed)
-            audio = models.waveglow.infer(out["mel"], self.config.waveglow_sigma, generator)[0].float().cpu().numpy()
+            if isinstance(models.vocoder, HiFiGANGenerator):
+                audio = models.vocoder(out["mel"])[0].float().cpu().numpy()
+            else:
+                generator = torch.Generator(device=self.device).manual_seed(request.seed)
+                audio = models.vocoder.infer(out["mel"], self.config.waveglow_sigma, generator)[0].float().cpu().numpy()
             if self.config.peak_normalize:
                 audio = audio / max(float(np.abs(audio).max()), 1e-12)
             outputs.append((audio.astype(np.float32), SAMPLE_RATE))
