@@ -163,7 +163,7 @@ class VBenchQuality(Task):
     def requests(self) -> list[Request]:
         c = self.config
         requests: list[Request] = []
-        for p, record in enumerate(quality_prompts(load_full_info(c.full_info or None))):
+        for p, record in enumerate(self.suite()[0]):
             for s in range(samples_for(record, c.flicker_samples)):
                 index = len(requests)
                 requests.append(Request(index, f"{record['prompt_en']}-{s}", c.seed * 1_000_003 + index,
@@ -187,6 +187,23 @@ class VBenchQuality(Task):
         return self.validate(files, f"the generated shards ({len(shard_dirs)} folders)")
 
     # -- reading and validating ----------------------------------------------------------------
+    def suite(self) -> tuple[list[dict], set[str]]:
+        """The scored prompt records in suite order, and every prompt of the suite file (a folder may hold videos of
+        the others, which are ignored)."""
+        full_info = load_full_info(self.config.full_info or None)
+        return quality_prompts(full_info), {r["prompt_en"] for r in full_info}
+
+    def fix_hint(self, problem: str) -> str:
+        """How to fix a folder with `problem` "missing" (videos), "unknown" (files) or "shape" (of videos)."""
+        c = self.config
+        return {"missing": f"Generate {VIDEOS_PER_PROMPT} videos per prompt ({c.flicker_samples} per "
+                           f"temporal-flickering prompt; set flicker_samples=N if you generated another number, "
+                           f"{VIDEOS_PER_PROMPT} at least), named '{{prompt}}-{{index}}.mp4'.",
+                "unknown": "Remove them (more samples than the suite's count of a prompt count too: set "
+                           "flicker_samples=N for temporal-flickering prompts).",
+                "shape": "Generate them so (ARBench never resizes or resamples), or declare the videos' own shape "
+                         "with --set num_frames=... height=... width=... fps=..."}[problem]
+
     def load_samples(self, path: Path) -> VBenchVideos:
         """Validate a folder of `{prompt}-{index}.mp4` completely, then resolve the weights; nothing is scored."""
         path = Path(path)
@@ -201,17 +218,13 @@ class VBenchQuality(Task):
         """Every sample of the suite present once, decodable, and of the declared length, size and rate; raises
         InputError naming the first offending files."""
         c = self.config
-        full_info = load_full_info(c.full_info or None)
-        prompts = quality_prompts(full_info)
-        all_prompts = {r["prompt_en"] for r in full_info}
+        prompts, all_prompts = self.suite()
         expected = {f"{r['prompt_en']}-{s}.mp4": (p, s) for p, r in enumerate(prompts)
                     for s in range(samples_for(r, c.flicker_samples))}
         missing = [name for name in expected if name not in present]
         if missing:
             raise InputError(f"{where} lacks {len(missing)} of the {len(expected)} videos of the suite: "
-                             f"{_first(missing)}. Generate {VIDEOS_PER_PROMPT} videos per prompt "
-                             f"({c.flicker_samples} per temporal-flickering prompt; set flicker_samples=N if you "
-                             f"generated another number, {VIDEOS_PER_PROMPT} at least), named '{{prompt}}-{{index}}.mp4'.")
+                             f"{_first(missing)}. {self.fix_hint('missing')}")
         unknown = []
         for name in sorted(set(present) - set(expected)):
             match = SAMPLE_NAME.match(name)
@@ -220,8 +233,7 @@ class VBenchQuality(Task):
                 unknown.append(name)
         if unknown:
             raise InputError(f"{where} has {len(unknown)} files that are not videos of the suite: {_first(unknown)}. "
-                             f"Remove them (more samples than the suite's count of a prompt count too: set "
-                             f"flicker_samples=N for temporal-flickering prompts).")
+                             f"{self.fix_hint('unknown')}")
         problems = []
         for name in expected:
             problem = self.check_video(present[name])
@@ -229,9 +241,7 @@ class VBenchQuality(Task):
                 problems.append(f"{name}: {problem}")
         if problems:
             raise InputError(f"{len(problems)} videos in {where} do not fit the declared {c.num_frames} frames of "
-                             f"{c.height}x{c.width} at {c.fps} fps: {_first(problems, 3)}. Generate them so (ARBench "
-                             f"never resizes or resamples), or declare the videos' own shape with --set "
-                             f"num_frames=... height=... width=... fps=...")
+                             f"{c.height}x{c.width} at {c.fps} fps: {_first(problems, 3)}. {self.fix_hint('shape')}")
         files: list[list[Path]] = [[] for _ in prompts]
         for name, (p, _) in expected.items():
             files[p].append(present[name])
