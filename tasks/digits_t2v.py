@@ -114,11 +114,13 @@ class MovingDigitsT2V(VBenchQuality):
         per_video: dict[str, list[dict]] = {d: [] for d in DIMENSIONS}
         for record, files in ctx.progress(list(zip(samples.prompts, samples.files)), desc="digits-t2v"):
             info = record["auxiliary_info"]
-            for path in files:
-                frames = read_video(path)
-                corners = adherence.locate_sprite(frames, suite.SPRITE)
-                with torch.inference_mode():
-                    features, logits = net(torch.from_numpy(adherence.crop_sprites(frames, corners, suite.SPRITE)))
+            videos = [read_video(path) for path in files]
+            located = [adherence.locate_sprite(frames, suite.SPRITE) for frames in videos]
+            crops = np.stack([adherence.crop_sprites(v, c, suite.SPRITE) for v, c in zip(videos, located)])
+            with torch.inference_mode():  # one batch per prompt: every frame's located digit
+                all_features, all_logits = net(torch.from_numpy(crops.reshape(-1, *crops.shape[2:])))
+            for k, (path, frames, corners) in enumerate(zip(files, videos, located)):
+                features, logits = (x.reshape(len(files), -1, x.shape[-1])[k] for x in (all_features, all_logits))
                 for d in record["dimension"]:
                     if d == "digit_class":
                         value = float((logits.argmax(dim=1) == info["digit"]).double().mean())

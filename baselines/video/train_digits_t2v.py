@@ -52,17 +52,29 @@ def loss_of(model: FrameARTransformer, words: torch.Tensor, tokens: torch.Tensor
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the bundled weights (a new one-cycle schedule; steps and seconds add up)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a model this small runs fastest on one thread (and shares the machine)
     torch.manual_seed(SEED)
     config = T2VConfig()
     model = FrameARTransformer(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.01, betas=(0.9, 0.95))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=args.steps, pct_start=0.05)
+    history: list = []
+    if args.resume:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(WEIGHTS_PATH)))
+        with safe_open(str(WEIGHTS_PATH), framework="pt") as f:
+            earlier = json.loads(f.metadata()["training"])
+        history = earlier.pop("stages", []) + [earlier]
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
     start, load = time.perf_counter(), os.getloadavg()[0]
     for step in range(args.steps):
         model.train()
-        loss = loss_of(model, *batch(step))
+        loss = loss_of(model, *batch(step + sum(h["steps"] for h in history)))  # fresh clips when resuming
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -73,10 +85,12 @@ def main() -> None:
     model.eval()
     with torch.no_grad():
         held = float(np.mean([loss_of(model, *batch(10_000 + k, "reference", 64)).item() for k in range(4)]))
-    report = {"steps": args.steps, "batch": BATCH, "lr": LR, "seed": SEED,
+    report = {"steps": args.steps, "batch": BATCH, "lr": args.lr, "seed": SEED,
               "train_seconds": round(time.perf_counter() - start, 1), "load_average_at_start": round(load, 2),
               "heldout_bits_per_token": round(held / math.log(2), 4),
               "data": "digits_t2v suite prompts, sklearn digits i%5!=0 (reference digits held out), 4 grey levels"}
+    if history:
+        report["stages"] = history  # the earlier runs this one continued
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(WEIGHTS_PATH),
               metadata={"config": config_metadata(config), "training": json.dumps(report)})
     print(json.dumps(report))
