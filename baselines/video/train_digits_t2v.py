@@ -1,10 +1,10 @@
-"""Train the bundled `digits-t2v-mini` (minutes on an idle CPU core). The bundled weights were made in two stages:
+"""Train the bundled `digits-t2v-mini` (minutes on an idle CPU core). The bundled weights were made in three stages:
 
     python -m baselines.video.train_digits_t2v                                  # 350 steps, lr 3e-3
-    python -m baselines.video.train_digits_t2v --resume --steps 300 --lr 2e-3   # continued: 650 steps in all
+    python -m baselines.video.train_digits_t2v --resume --steps 300 --lr 2e-3   # twice: 950 steps in all
 
-(2026-12-05, this shared 2-core CPU, one thread: 1204 s at a load average of about 12, then 732 s at about 9;
-held-out 0.758 then 0.602 bits per token; both stages' reports are in the file's metadata).
+(2026-12-05, this shared 2-core CPU, one thread: 1204 s at a load average of about 12, 732 s at about 9, 329 s at
+about 2; held-out 0.758, 0.602, then 0.530 bits per token; every stage's report is in the file's metadata).
 
 Data: every step draws a fresh batch of prompts from the 50 of the suite (`harness.datasets.digits_t2v`), each with
 a training-split digit of its class (scikit-learn digits with `i % 5 != 0`; the task's ground-truth clips in the
