@@ -165,10 +165,6 @@ class VBenchQuality(Task):
         require_all([method.checkpoint_sha256, self.require_assets], f"{self.name} with {method.name}")
 
     # -- the suite -----------------------------------------------------------------------------
-    def suite(self, full_info: Sequence[dict]) -> list[dict]:
-        """The prompt records this task scores, in file order."""
-        return quality_prompts(full_info)
-
     def samples(self, record: dict) -> int:
         """How many videos `record` gets."""
         return samples_for(record, self.config.flicker_samples)
@@ -182,7 +178,7 @@ class VBenchQuality(Task):
     def requests(self) -> list[Request]:
         c = self.config
         requests: list[Request] = []
-        for p, record in enumerate(self.suite(load_full_info(c.full_info or None))):
+        for p, record in enumerate(self.suite()[0]):
             for s in range(self.samples(record)):
                 index = len(requests)
                 requests.append(Request(index, f"{record['prompt_en']}-{s}", c.seed * 1_000_003 + index,
@@ -206,6 +202,20 @@ class VBenchQuality(Task):
         return self.validate(files, f"the generated shards ({len(shard_dirs)} folders)")
 
     # -- reading and validating ----------------------------------------------------------------
+    def suite(self) -> tuple[list[dict], set[str]]:
+        """The scored prompt records in suite order, and every prompt of the suite file (a folder may hold videos of
+        the others, which are ignored)."""
+        full_info = load_full_info(self.config.full_info or None)
+        return quality_prompts(full_info), {r["prompt_en"] for r in full_info}
+
+    def fix_hint(self, problem: str) -> str:
+        """How to fix a folder with `problem` "missing" (videos), "unknown" (files) or "shape" (of videos)."""
+        return {"missing": f"Generate {self.count_hint()}, named '{{prompt}}-{{index}}.mp4'.",
+                "unknown": f"Remove them (more samples than the suite's count of a prompt count too: "
+                           f"{self.count_hint()}).",
+                "shape": "Generate them so (ARBench never resizes or resamples), or declare the videos' own shape "
+                         "with --set num_frames=... height=... width=... fps=..."}[problem]
+
     def load_samples(self, path: Path) -> VBenchVideos:
         """Validate a folder of `{prompt}-{index}.mp4` completely, then resolve the weights; nothing is scored."""
         path = Path(path)
@@ -220,15 +230,13 @@ class VBenchQuality(Task):
         """Every sample of the suite present once, decodable, and of the declared length, size and rate; raises
         InputError naming the first offending files."""
         c = self.config
-        full_info = load_full_info(c.full_info or None)
-        prompts = self.suite(full_info)
-        all_prompts = {r["prompt_en"] for r in full_info}
+        prompts, all_prompts = self.suite()
         expected = {f"{r['prompt_en']}-{s}.mp4": (p, s) for p, r in enumerate(prompts)
                     for s in range(self.samples(r))}
         missing = [name for name in expected if name not in present]
         if missing:
             raise InputError(f"{where} lacks {len(missing)} of the {len(expected)} videos of the suite: "
-                             f"{_first(missing)}. Generate {self.count_hint()}, named '{{prompt}}-{{index}}.mp4'.")
+                             f"{_first(missing)}. {self.fix_hint('missing')}")
         unknown = []
         for name in sorted(set(present) - set(expected)):
             match = SAMPLE_NAME.match(name)
@@ -237,8 +245,7 @@ class VBenchQuality(Task):
                 unknown.append(name)
         if unknown:
             raise InputError(f"{where} has {len(unknown)} files that are not videos of the suite: {_first(unknown)}. "
-                             f"Remove them (more samples than the suite's count of a prompt count too: "
-                             f"{self.count_hint()}).")
+                             f"{self.fix_hint('unknown')}")
         problems = []
         for name in expected:
             problem = self.check_video(present[name])
@@ -246,9 +253,7 @@ class VBenchQuality(Task):
                 problems.append(f"{name}: {problem}")
         if problems:
             raise InputError(f"{len(problems)} videos in {where} do not fit the declared {c.num_frames} frames of "
-                             f"{c.height}x{c.width} at {c.fps} fps: {_first(problems, 3)}. Generate them so (ARBench "
-                             f"never resizes or resamples), or declare the videos' own shape with --set "
-                             f"num_frames=... height=... width=... fps=...")
+                             f"{c.height}x{c.width} at {c.fps} fps: {_first(problems, 3)}. {self.fix_hint('shape')}")
         files: list[list[Path]] = [[] for _ in prompts]
         for name, (p, _) in expected.items():
             files[p].append(present[name])
@@ -470,8 +475,9 @@ class VBenchSemantic(VBenchQuality):
                 lambda: vbench_nets.CLIP_VIT_B32_OPENAI.resolve(c.clip_b32_weights or None),
                 lambda: viclip.VICLIP_L14.locate(c.viclip_weights or None)]
 
-    def suite(self, full_info: Sequence[dict]) -> list[dict]:
-        return semantic_prompts(full_info)
+    def suite(self) -> tuple[list[dict], set[str]]:
+        full_info = load_full_info(self.config.full_info or None)
+        return semantic_prompts(full_info), {r["prompt_en"] for r in full_info}
 
     def samples(self, record: dict) -> int:
         return VIDEOS_PER_PROMPT
