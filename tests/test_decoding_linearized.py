@@ -133,7 +133,8 @@ def test_loader_refuses_other_layouts(tmp_path, golden):
         _, tensors, lin = golden
         cache = lin.new_cache(1, 8)
         lin.forward(tensors["ids24"][:, :4], cache)
-        lin.crop(cache, 2)
+        lin.forward(tensors["ids24"][:, 4:7], cache)
+        lin.crop(cache, 3)  # before the latest pass (4..7)
 
 
 def test_strategy_through_the_task(tmp_path, golden):
@@ -192,3 +193,98 @@ def test_bin_checkpoints_are_read_as_plain_tensors_only(tmp_path, golden):
     torch.save({"x": _Payload()}, folder / "pytorch_model.bin")
     with pytest.raises(ArbenchError, match="plain tensors"):
         LinearizedLlama.load(folder)
+
+
+# -- crop, forward_tree + keep (speculative strategies on the recurrent state) ------------------------------
+TOL = dict(rtol=1e-4, atol=1e-4)  # float32, a few summation orders apart (the golden tests' tolerance)
+
+
+def _fed(model, ids, start=None):
+    """Logits and hidden of feeding `ids` (1, n) alone from an empty state, or after `start` tokens."""
+    cache = model.new_cache(1, 64)
+    if start is not None:
+        model.forward(start, cache)
+    out = model.forward(ids, cache, want_hidden=True)
+    return out, cache
+
+
+def _same_state(a, b):
+    assert a.length == b.length
+    for x, y in zip(a.layers, b.layers):
+        for name in ("kv", "keys", "values", "tail"):
+            u, w = getattr(x, name), getattr(y, name)
+            assert (u is None) == (w is None), name
+            if u is not None:
+                torch.testing.assert_close(u, w, **TOL)
+
+
+@pytest.mark.parametrize("committed", [3, 6, 16, 29])  # group 8: trees inside a chunk, across one or two ends
+def test_tree_pass_equals_each_root_path_fed_alone(golden, committed):
+    from baselines.decoding.medusa import medusa_buffers
+
+    _, tensors, model = golden
+    ids = tensors["ids29"]
+    # a Medusa-shaped tree, 5 deep, of 12 nodes: the chunk end (group 8) falls inside it for committed 3, 6, 29
+    buffers = medusa_buffers([[0], [1], [0, 0], [0, 1], [1, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 0, 0, 0],
+                              [0, 0, 1, 0], [0, 0, 0, 0, 0]])
+    gen = torch.Generator().manual_seed(committed)
+    tree = torch.randint(0, 96, (1, buffers.tree_indices.shape[0]), generator=gen)
+    prefix = ids[:, :committed]
+    cache = model.new_cache(1, 64)
+    model.forward(prefix, cache)
+    out = model.forward_tree(tree, cache, buffers.position_ids + committed, buffers.attn_mask, want_hidden=True)
+    assert model.cache_length(cache) == committed + tree.shape[1]
+    for path in buffers.retrieve_indices.tolist():
+        nodes = [n for n in path if n >= 0]
+        alone, _ = _fed(model, tree[:, nodes], prefix)
+        torch.testing.assert_close(out.logits[:, nodes], alone.logits, **TOL)
+        torch.testing.assert_close(out.hidden[:, nodes], alone.hidden, **TOL)
+    # keep: the state equals feeding the accepted tokens, and decoding continues from it as from that state
+    path = [n for n in buffers.retrieve_indices[0].tolist() if n >= 0][:4]
+    model.keep(cache, committed, [path])
+    _, fed = _fed(model, tree[:, path], prefix)
+    _same_state(cache, fed)
+    nxt = ids[:, :5]
+    torch.testing.assert_close(model.forward(nxt, cache).logits, model.forward(nxt, fed).logits, **TOL)
+
+
+def test_keep_per_row_and_tree_rules(golden):
+    from baselines.decoding.medusa import medusa_buffers
+
+    _, tensors, model = golden
+    buffers = medusa_buffers([[0], [1], [0, 0], [1, 0], [0, 0, 0]])
+    prefix = torch.cat([tensors["ids29"][:, :7], tensors["ids24"][:, :7]])
+    tree = torch.randint(0, 96, (2, 6), generator=torch.Generator().manual_seed(1))
+    cache = model.new_cache(2, 64)
+    model.forward(prefix, cache)
+    model.forward_tree(tree, cache, buffers.position_ids + 7, buffers.attn_mask)
+    with pytest.raises(ArbenchError, match="not settled"):
+        model.forward(tree[:, :1], cache)
+    rows = [[0, 1, 3], [0, 2, 4]]  # each row its own path (root, depth 1, depth 2)
+    model.keep(cache, 7, rows)
+    for b, path in enumerate(rows):
+        _, fed = _fed(model, tree[b:b + 1, path], prefix[b:b + 1])
+        for x, y in zip(cache.layers, fed.layers):
+            torch.testing.assert_close(x.keys[b:b + 1], y.keys, **TOL)
+            torch.testing.assert_close(x.kv[b:b + 1], y.kv, **TOL)
+            torch.testing.assert_close(x.tail[b:b + 1], y.tail, **TOL)
+    # a node that sees two tokens at one position (or skips one) is refused before anything is fed
+    bad = buffers.attn_mask.clone()
+    bad[3, 2] = True  # node 3 (depth 2, under node 1) also sees node 2 (depth 1)
+    with pytest.raises(ArbenchError, match="path from the root"):
+        model.forward_tree(tree, cache, buffers.position_ids + 10, bad)
+    assert model.cache_length(cache) == 10
+
+
+@pytest.mark.parametrize("keep", [0, 2, 5])
+def test_crop_within_the_latest_pass_equals_feeding_less(golden, keep):
+    _, tensors, model = golden
+    ids = tensors["ids29"]
+    cache = model.new_cache(1, 64)
+    model.forward(ids[:, :6], cache)
+    model.forward(ids[:, 6:11], cache)  # crosses the chunk end at 8
+    model.crop(cache, 6 + keep)
+    _, fed = _fed(model, ids[:, :6 + keep])
+    _same_state(cache, fed)
+    torch.testing.assert_close(model.forward(ids[:, 11:14], cache).logits,
+                               model.forward(ids[:, 11:14], fed).logits, **TOL)
