@@ -23,6 +23,14 @@ treat the token that completes a chunk differently (read from the code: `linear_
 local part and a global part over all chunks including its own; Medusa's status-2 path no global part); the
 project follows the training-time formula at every position.
 
+Speculation on the state: `forward_tree` feeds a token tree (Medusa) in one pass without changing the state;
+each node gets the training-time formula over the committed positions and its root path (local part over its own
+chunk, global part over every chunk completed before it, the conv "unfolded" into one matrix of taps per head,
+as upstream's Medusa `build_medusa_conv` does); `keep` commits the accepted path's keys and values. Upstream's
+tree path (`medusa_status[0] == 1`) gives a node that starts a new chunk inside the tree no global part for the
+chunk just completed ("we choose not to follow the original global"); the project does. `crop` rolls back
+within the latest forward pass (the state before it and the pass's keys/values are kept until the next one).
+
 Weights: a Hugging Face LLaMA folder (config.json + *.safetensors, or *.bin read with `weights_only=True`) whose
 attention modules carry upstream's extra names `model.layers.N.self_attn.dwconv.weight` (H, 1, 63, 1),
 `...self_attn.conv_mask` (1, 1, 63, 1; rebuilt when absent) and `...self_attn.global_factor` (1,).
