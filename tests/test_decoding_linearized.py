@@ -137,21 +137,16 @@ def test_loader_refuses_other_layouts(tmp_path, golden):
         lin.crop(cache, 3)  # before the latest pass (4..7)
 
 
-def test_strategy_through_the_task(tmp_path, golden):
-    """End to end on the decoding-speedup task: the original tiny LLaMA (softmax attention, the same weights)
-    is the target and AR baseline; the linearized model is decoded by the strategy; quality is reported beside
-    speed, under the original model."""
+def _task(tmp_path: Path, meta: dict, max_new_tokens: int):
+    """The decoding-speedup task on the original tiny LLaMA (softmax attention, the linearized model's weights
+    without its conv taps and global factor), and the linearized folder."""
+    from safetensors.torch import load_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from harness.registry import METHODS
-    from run_context_double import FakeContext
     from tasks.decoding_speedup import DecodingSpeedup, DecodingSpeedupConfig
 
-    meta, _, _ = golden
     linearized = _released_folder(tmp_path / "aug-linear", meta)
     original = LlamaForCausalLM(LlamaConfig.from_pretrained(linearized))
-    from safetensors.torch import load_file
-
     weights = {k: v for k, v in load_file(str(linearized / "model.safetensors")).items()
                if not k.endswith(("dwconv.weight", "conv_mask", "global_factor"))}
     original.load_state_dict(weights, strict=True)
@@ -160,14 +155,31 @@ def test_strategy_through_the_task(tmp_path, golden):
     prompts.write_text("\n".join(json.dumps({"id": f"p{i}", "category": c, "prompt_ids": list(range(i + 2, i + 9))})
                                  for i, c in enumerate(["qa", "math_reasoning", "qa"])) + "\n")
     task = DecodingSpeedup(DecodingSpeedupConfig(model=str(tmp_path / "llama"), prompts=str(prompts),
-                                                 max_new_tokens=12, batch_sizes=(1, 2), rounds=1, warmup=0))
-    cls = METHODS.get("linearized-llm")
-    method = cls(cls.Config(linearized_model=str(linearized), group_size=8))
+                                                 max_new_tokens=max_new_tokens, batch_sizes=(1, 2), rounds=1,
+                                                 warmup=0))
+    return task, linearized
+
+
+def _run_lossy(task, method) -> dict:
+    from run_context_double import FakeContext
+
     assert not method.lossless
     task.check_method(method)
     values = {m.name: m.value for m in task.run(method, FakeContext())}
     assert {"speedup", "exact_match_rate", "quality_target_nll", "quality_target_nll_baseline",
             "speedup_bs2"} <= set(values)
+    return values
+
+
+def test_strategy_through_the_task(tmp_path, golden):
+    """End to end on the decoding-speedup task: the original tiny LLaMA is the target and AR baseline; the
+    linearized model is decoded by the strategy; quality is reported beside speed, under the original model."""
+    from harness.registry import METHODS
+
+    task, linearized = _task(tmp_path, golden[0], 12)
+    cls = METHODS.get("linearized-llm")
+    method = cls(cls.Config(linearized_model=str(linearized), group_size=8))
+    values = _run_lossy(task, method)
     assert values["quality_target_nll"] > 0
     assert method.describe()["linearized_model"]["name"] == "aug-linear"
     with pytest.raises(ArbenchError, match="linearized_model=<path>"):
@@ -288,3 +300,87 @@ def test_crop_within_the_latest_pass_equals_feeding_less(golden, keep):
     _same_state(cache, fed)
     torch.testing.assert_close(model.forward(ids[:, 11:14], cache).logits,
                                model.forward(ids[:, 11:14], fed).logits, **TOL)
+
+
+# -- linearized-medusa: Medusa-1 heads on the linearized model -----------------------------------------------
+def _released_heads(folder: Path, model, seed: int = 0, fmt: str = "pt") -> Path:
+    """Heads in upstream's layout (config.json + medusa_lm_head.pt, the ModuleList's state_dict), initialised as
+    upstream initialises them (each head's output = the LM head) plus seeded noise in the ResBlocks."""
+    from baselines.decoding.medusa import MedusaHeads
+
+    lm_head = model.model.lm_head.weight.detach()
+    heads = MedusaHeads(lm_head.shape[1], lm_head.shape[0], 4)
+    gen = torch.Generator().manual_seed(seed)
+    for head in heads.medusa_head:
+        head[1].weight.data[:] = lm_head
+        head[0].linear.weight.data[:] = torch.randn(head[0].linear.weight.shape, generator=gen) * 0.002
+        head[0].linear.bias.data[:] = torch.randn(head[0].linear.bias.shape, generator=gen) * 0.002
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"medusa_num_heads": 4, "medusa_num_layers": 1,
+                                                    "base_model_name_or_path": "./llama-2-7b-aug-linear"}))
+    state = {k: v.clone() for k, v in heads.medusa_head.state_dict().items()}  # names "0.0.linear.weight", ...
+    if fmt == "pt":
+        torch.save(state, folder / "medusa_lm_head.pt")
+    else:
+        save_file(state, str(folder / "medusa_lm_head.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize("tree", ["mc_sim_7b_63", "kjv-31"])
+def test_linearized_medusa_equals_the_linearized_models_greedy_output(tmp_path, golden, tree):
+    """Lossless w.r.t. the linearized model: token for token its own greedy AR output (batch of 2, group 8,
+    so that accepted paths cross chunk ends many times), in fewer passes."""
+    from baselines.decoding.ar import ar_decode
+    from baselines.decoding.linearized_medusa import load_released_heads
+    from baselines.decoding.medusa import TREES, medusa_decode
+
+    _, tensors, model = golden
+    heads = load_released_heads(_released_heads(tmp_path / "heads", model), model)
+    prompt = torch.cat([tensors["ids29"][:, :9], tensors["ids24"][:, :9]])
+    reference = ar_decode(model, prompt, 60)
+    assert medusa_decode(model, heads, prompt, 60, TREES[tree]).tokens == reference.tokens
+    # one row (the batch accepts its shortest path): the heads' guesses are accepted at some steps
+    one = torch.ones(1, 9, dtype=torch.long)
+    alone = medusa_decode(model, heads, one, 60, TREES[tree])
+    assert alone.tokens == ar_decode(model, one, 60).tokens
+    assert alone.target_passes <= 50  # AR: 60 (seen: 45 with mc_sim_7b_63, 49 with kjv-31)
+
+
+def test_released_heads_loader(tmp_path, golden):
+    from baselines.decoding.linearized_medusa import load_released_heads
+
+    _, _, model = golden
+    pt = load_released_heads(_released_heads(tmp_path / "pt", model), model)
+    st = load_released_heads(_released_heads(tmp_path / "st", model, fmt="safetensors"), model)
+    assert pt.num_heads == 4 and all(torch.equal(a, b) for a, b in zip(pt.state_dict().values(),
+                                                                        st.state_dict().values()))
+    with pytest.raises(ArbenchError, match="huggingface-cli download"):
+        load_released_heads(tmp_path / "nothing", model)
+    bad = _released_heads(tmp_path / "payload", model)
+    torch.save({"0.1.weight": _Payload()}, bad / "medusa_lm_head.pt")
+    with pytest.raises(ArbenchError, match="plain tensors"):
+        load_released_heads(bad, model)
+    other = _released_heads(tmp_path / "other", model)
+    state = torch.load(other / "medusa_lm_head.pt", weights_only=True)
+    torch.save({k: (v[:50] if k.endswith("1.weight") else v) for k, v in state.items()}, other / "medusa_lm_head.pt")
+    with pytest.raises(ArbenchError, match="trained for another model"):
+        load_released_heads(other, model)
+    (other / "config.json").write_text(json.dumps({"medusa_num_heads": 4, "medusa_num_layers": 2}))
+    with pytest.raises(ArbenchError, match="medusa_num_layers=2"):
+        load_released_heads(other, model)
+
+
+def test_linearized_medusa_through_the_task(tmp_path, golden):
+    """End to end: the original tiny LLaMA is the target and AR baseline (lossy track, quality under it);
+    the strategy decodes the linearized model with heads in the released layout."""
+    from harness.registry import METHODS
+
+    task, linearized = _task(tmp_path, golden[0], 20)
+    heads = _released_heads(tmp_path / "heads", golden[2])
+    cls = METHODS.get("linearized-medusa")
+    method = cls(cls.Config(linearized_model=str(linearized), medusa_heads=str(heads), group_size=8))
+    _run_lossy(task, method)
+    info = method.describe()
+    assert info["linearized_model"]["name"] == "aug-linear" and len(info["medusa_heads_sha256"]) == 64
+    with pytest.raises(ArbenchError, match="medusa_heads=<path>"):
+        cls(cls.Config(linearized_model=str(linearized))).bind(task.load_models(cls()))
