@@ -286,6 +286,10 @@ def test_keep_per_row_and_tree_rules(golden):
     bad[3, 2] = True  # node 3 (depth 2, under node 1) also sees node 2 (depth 1)
     with pytest.raises(ArbenchError, match="path from the root"):
         model.forward_tree(tree, cache, buffers.position_ids + 10, bad)
+    gap = buffers.attn_mask.clone()
+    gap[3, 1] = False  # node 3 (depth 2) does not see its parent
+    with pytest.raises(ArbenchError, match=r"sees tree positions \[10, 12\]"):
+        model.forward_tree(tree, cache, buffers.position_ids + 10, gap)
     assert model.cache_length(cache) == 10
 
 

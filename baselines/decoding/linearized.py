@@ -420,13 +420,16 @@ class LinearizedLlama(ARModel):
         start, t = cache.length, ids.shape[1]
         depth = positions.cpu().long() - start
         mask = mask.cpu().bool()
-        for i in range(t):
+        levels = torch.arange(max(int(depth.max()), 0) + 1)
+        counts = (mask[:, :, None] & (depth[None, :, None] == levels)).sum(1)  # (t, levels): seen nodes per depth
+        wrong = (counts != (levels <= depth[:, None]).long()).any(1) | ~mask.diagonal() | (depth < 0)
+        if wrong.any():
+            i = int(wrong.nonzero()[0])
             seen = sorted(depth[mask[i]].tolist())
-            if not mask[i, i] or seen != list(range(int(depth[i]) + 1)):
-                raise ArbenchError(
-                    f"{self.name}: tree node {i} (position {int(positions[i])}) sees tree positions "
-                    f"{[start + d for d in seen]}; a linear-attention state feeds a tree only when every node sees "
-                    f"exactly one node at each position from {start} up to its own (its path from the root).")
+            raise ArbenchError(
+                f"{self.name}: tree node {i} (position {int(positions[i])}) sees tree positions "
+                f"{[start + d for d in seen]}; a linear-attention state feeds a tree only when every node sees "
+                f"exactly one node at each position from {start} up to its own (its path from the root).")
         out, fed = self._run(ids, cache, positions.cpu().long(), want_hidden,
                              (depth.to(self.device), mask.to(self.device)))
         cache.length, cache.last = start + t, LastPass(start, None, fed)
