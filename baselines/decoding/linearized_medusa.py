@@ -124,6 +124,7 @@ class LinearizedMedusa(LinearizedLLM):
     def __init__(self, config: Any = None, device: str = "cpu"):
         super().__init__(config, device)
         self.heads: MedusaHeads | None = None
+        self.heads_sha256: str | None = None  # hashed once (the released heads are about 1 GB)
 
     def check(self, models: Models) -> None:
         if not self.config.medusa_heads:
@@ -145,7 +146,9 @@ class LinearizedMedusa(LinearizedLLM):
 
         info = super().describe()
         if self.config.medusa_heads:
-            info["medusa_heads_sha256"] = sha256_file(heads_file(self.config.medusa_heads))
+            if self.heads_sha256 is None:
+                self.heads_sha256 = sha256_file(heads_file(self.config.medusa_heads))
+            info["medusa_heads_sha256"] = self.heads_sha256
         return info
 
     def decode(self, models: Models, prompt, max_new_tokens, seeds: Sequence[int]) -> GenerationResult:
