@@ -23,6 +23,14 @@ treat the token that completes a chunk differently (read from the code: `linear_
 local part and a global part over all chunks including its own; Medusa's status-2 path no global part); the
 project follows the training-time formula at every position.
 
+Speculation on the state: `forward_tree` feeds a token tree (Medusa) in one pass without changing the state;
+each node gets the training-time formula over the committed positions and its root path (local part over its own
+chunk, global part over every chunk completed before it, the conv "unfolded" into one matrix of taps per head,
+as upstream's Medusa `build_medusa_conv` does); `keep` commits the accepted path's keys and values. Upstream's
+tree path (`medusa_status[0] == 1`) gives a node that starts a new chunk inside the tree no global part for the
+chunk just completed ("we choose not to follow the original global"); the project does. `crop` rolls back
+within the latest forward pass (the state before it and the pass's keys/values are kept until the next one).
+
 Weights: a Hugging Face LLaMA folder (config.json + *.safetensors, or *.bin read with `weights_only=True`) whose
 attention modules carry upstream's extra names `model.layers.N.self_attn.dwconv.weight` (H, 1, 63, 1),
 `...self_attn.conv_mask` (1, 1, 63, 1; rebuilt when absent) and `...self_attn.global_factor` (1,).
@@ -31,7 +39,7 @@ attention modules carry upstream's extra names `model.layers.N.self_attn.dwconv.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -90,19 +98,33 @@ class LayerState:
 
 
 @dataclass
+class LastPass:
+    """What undoing or settling the latest pass needs: the length before it, the layer states before it (None
+    for a tree pass, which leaves them unchanged) and, per layer, the normalised keys and values it fed."""
+
+    start: int
+    before: list[LayerState] | None
+    fed: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
 class LinearState:
-    """A cache for `LinearizedLlama`: one `LayerState` per layer and the number of positions fed."""
+    """A cache for `LinearizedLlama`: one `LayerState` per layer, the number of positions fed, and the latest
+    pass (`crop` may go back to any length it covers; a tree pass waits for `keep`)."""
 
     layers: list[LayerState] = field(default_factory=list)
     length: int = 0
+    last: LastPass | None = None
 
 
 def augmented_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, conv_weight: torch.Tensor,
                                global_factor: torch.Tensor, group: int,
-                               state: LayerState | None = None) -> torch.Tensor:
+                               state: LayerState | None = None,
+                               fed: list | None = None) -> torch.Tensor:
     """Augmented linear attention of `t` new positions (B, H, t, D) (q, k after RoPE, k and v repeated to H
     heads), continuing `state` (whose current chunk starts at a chunk boundary) and updating it in place.
-    `conv_weight` (H, 1, K, 1) must already be masked (causal). Returns (B, H, t, D)."""
+    `conv_weight` (H, 1, K, 1) must already be masked (causal). Returns (B, H, t, D); `fed` (a list) receives
+    the new positions' normalised keys and values (for `commit` when a pass is rolled back)."""
     b, h, t, d = q.shape
     state = state if state is not None else LayerState()
     q, k = _normalize(q), _normalize(k)
@@ -138,6 +160,8 @@ def augmented_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     else:
         out = out + F.conv2d(window, conv_weight, padding=(reach, 0), groups=h)[:, :, -t:]
     # the state after these positions
+    if fed is not None:
+        fed.append((k, v))
     full = keys.shape[2] // group * group
     if full:
         done = kv[:, :, :full // group].sum(2)
@@ -145,6 +169,60 @@ def augmented_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     state.keys, state.values = keys[:, :, full:], values[:, :, full:]
     state.tail = window[:, :, -reach:] if reach else window[:, :, :0]
     return out
+
+
+def commit(state: LayerState, k: torch.Tensor, v: torch.Tensor, group: int, reach: int) -> None:
+    """Advance `state` by positions whose normalised keys `k` and values `v` (B, H, n, D) were computed
+    elsewhere (a tree pass, a pass being rolled back): the same update as `augmented_linear_attention`'s."""
+    keys = k if state.keys is None else torch.cat([state.keys, k], 2)
+    values = v if state.values is None else torch.cat([state.values, v], 2)
+    full = keys.shape[2] // group * group
+    if full:
+        ks, vs = _chunks(keys[:, :, :full], group), _chunks(values[:, :, :full], group)
+        done = torch.einsum("bhgcs,bhgce->bhgse", ks, vs).sum(2)
+        state.kv = done if state.kv is None else state.kv + done
+    state.keys, state.values = keys[:, :, full:], values[:, :, full:]
+    window = v if state.tail is None else torch.cat([state.tail, v], 2)
+    state.tail = window[:, :, -reach:] if reach else window[:, :, :0]
+
+
+def tree_linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, conv_weight: torch.Tensor,
+                          global_factor: torch.Tensor, group: int, state: LayerState, depth: torch.Tensor,
+                          mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented linear attention of the `t` nodes of a token tree (B, H, t, D) fed after `state`, which is
+    left unchanged: node i sits `depth[i]` positions after the committed ones and sees the committed positions
+    and the nodes `mask[i]` allows, which must be one node at each depth below its own (its root path; checked
+    by `LinearizedLlama.forward_tree`). Each node gets the training-time formula over that sequence:
+    local relu^2 attention over the positions of its own chunk, global linear attention over every chunk
+    completed before it (the committed chunk plus ancestors included when the node starts a new chunk), and
+    the masked conv over its last K//2 + 1 positions (the "unfolded DWConv": one (t, window) matrix of taps
+    per head). Returns (output (B, H, t, D), the nodes' normalised keys for `commit`)."""
+    q, k = _normalize(q), _normalize(k)
+    dtype, device = q.dtype, q.device
+    past = 0 if state.keys is None else state.keys.shape[2]
+    chunk = (past + depth) // group  # 0: the committed positions' chunk; 1, 2, ...: later chunks
+    same = mask & (chunk[:, None] == chunk[None, :])
+    before = mask & (chunk[:, None] > chunk[None, :])
+    scores = q @ k.transpose(2, 3)  # (B, H, t, t)
+    weights = F.relu(scores) ** 2 * same.to(dtype) + scores * before.to(dtype) * global_factor
+    out = weights @ v
+    if past:
+        first = (chunk == 0).to(dtype)[:, None]  # (t, 1): the node is in the committed positions' chunk
+        committed = q @ state.keys.transpose(2, 3)
+        weights = F.relu(committed) ** 2 * first + committed * (1 - first) * global_factor
+        out = out + weights @ state.values
+    if state.kv is not None:
+        out = out + (q @ state.kv) * global_factor
+    # the conv: node i at depth d_i puts tap j on the position d_i - reach + j of its sequence
+    reach = conv_weight.shape[2] // 2
+    tail = v[:, :, :0] if state.tail is None else state.tail
+    r = tail.shape[2]
+    tap = torch.cat([torch.arange(-r, 0, device=device)[None].expand(len(depth), r), depth[None].expand(len(depth), -1)
+                     ], 1) - depth[:, None] + reach  # (t, r + t)
+    seen = torch.cat([torch.ones(len(depth), r, dtype=torch.bool, device=device), mask], 1) & (tap >= 0)
+    taps = conv_weight[:, 0, :reach + 1, 0][:, tap.clamp(0, reach)] * seen.to(dtype)  # (H, t, r + t)
+    out = out + taps @ torch.cat([tail, v], 2)
+    return out, k
 
 
 class AugmentedLinearAttention(nn.Module):
@@ -165,7 +243,10 @@ class AugmentedLinearAttention(nn.Module):
         self.global_factor = nn.Parameter(torch.zeros(1))
 
     def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                state: LayerState | None = None) -> torch.Tensor:
+                state: LayerState | None = None, fed: list | None = None,
+                tree: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """`tree` = (depth, mask): feed tree nodes after `state` without changing it (`tree_linear_attention`);
+        `fed` receives the new positions' normalised keys and values."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         b, t, _ = hidden.shape
@@ -175,8 +256,14 @@ class AugmentedLinearAttention(nn.Module):
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         groups = self.num_heads // self.num_key_value_heads
         k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)  # transformers' repeat_kv
-        out = augmented_linear_attention(q, k, v, self.dwconv.weight * self.conv_mask, self.global_factor,
-                                         self.group_size, state)
+        taps = self.dwconv.weight * self.conv_mask
+        if tree is None:
+            out = augmented_linear_attention(q, k, v, taps, self.global_factor, self.group_size, state, fed)
+        else:
+            out, keys = tree_linear_attention(q, k, v, taps, self.global_factor, self.group_size,
+                                              state if state is not None else LayerState(), *tree)
+            if fed is not None:
+                fed.append((keys, v))
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -272,25 +359,94 @@ class LinearizedLlama(ARModel):
         return cache.length
 
     def crop(self, cache: LinearState, length: int) -> None:
-        if length < cache.length:
-            raise ArbenchError(f"{self.name}: a linear-attention state cannot forget positions (crop from "
-                               f"{cache.length} to {length}); strategies that roll back speculation need a KV cache.")
+        """Roll back within the latest pass: restore the states before it and commit the positions kept (a
+        linear-attention state cannot forget older positions: it holds their sum)."""
+        last = cache.last
+        if length >= cache.length:
+            return
+        if last is None or length < last.start or (last.before is None and length != last.start):
+            reach = "" if last is None else f" (the latest pass covers {last.start}..{cache.length})"
+            raise ArbenchError(f"{self.name}: a linear-attention state cannot forget positions before its latest "
+                               f"pass (crop from {cache.length} to {length}{reach}); roll back only what the "
+                               f"latest forward fed, or settle a tree pass with keep().")
+        if last.before is None:  # a tree pass dropped whole
+            cache.last, cache.length = None, last.start
+            return
+        n = length - last.start
+        cache.layers = [replace(s) for s in last.before]
+        fed = [(k[:, :, :n], v[:, :, :n]) for k, v in last.fed]
+        self._commit(cache, fed)
+        cache.length, cache.last = length, LastPass(last.start, last.before, fed)
+
+    def _commit(self, cache: LinearState, fed: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for layer, state, (k, v) in zip(self.model.model.layers, cache.layers, fed):
+            attn = layer.self_attn
+            commit(state, k, v, attn.group_size, attn.dwconv.weight.shape[2] // 2)
+
+    def _run(self, ids: torch.Tensor, cache: LinearState, positions: torch.Tensor, want_hidden: bool,
+             tree: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[ModelOutput, list]:
+        if cache.last is not None and cache.last.before is None:
+            raise ArbenchError(f"{self.name}: the latest tree pass is not settled; call keep() (or crop to "
+                               f"{cache.last.start}) before feeding more tokens.")
+        inner = self.model.model
+        hidden = inner.embed_tokens(ids.to(self.device))
+        cos, sin = inner.rotary_emb(hidden, positions.to(self.device)[None])
+        fed: list = []
+        for layer, state in zip(inner.layers, cache.layers):
+            hidden = hidden + layer.self_attn(layer.input_layernorm(hidden), cos, sin, state, fed, tree)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden = inner.norm(hidden)
+        return ModelOutput(self.model.lm_head(hidden), hidden if want_hidden else None), fed
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, cache: LinearState, *, exit_layer: int | None = None,
                 want_hidden: bool = False) -> ModelOutput:
         if exit_layer is not None and exit_layer != self.num_layers:
             self.require_exits([exit_layer], "early exit")
-        inner = self.model.model
-        hidden = inner.embed_tokens(ids.to(self.device))
-        positions = torch.arange(cache.length, cache.length + ids.shape[1], device=self.device)[None]
-        cos, sin = inner.rotary_emb(hidden, positions)
-        for layer, state in zip(inner.layers, cache.layers):
-            hidden = hidden + layer.self_attn(layer.input_layernorm(hidden), cos, sin, state)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        cache.length += ids.shape[1]
-        hidden = inner.norm(hidden)
-        return ModelOutput(self.model.lm_head(hidden), hidden if want_hidden else None)
+        start = cache.length
+        before = [replace(s) for s in cache.layers]  # shallow: a pass replaces the state's tensors, never edits them
+        out, fed = self._run(ids, cache, torch.arange(start, start + ids.shape[1]), want_hidden, None)
+        cache.length, cache.last = start + ids.shape[1], LastPass(start, before, fed)
+        return out
+
+    supports_tree = True
+
+    @torch.inference_mode()
+    def forward_tree(self, ids: torch.Tensor, cache: LinearState, positions: torch.Tensor,
+                     mask: torch.Tensor, want_hidden: bool = False) -> ModelOutput:
+        """Each node continues the committed state along its root path (the nodes its mask allows must be one
+        at each earlier position from the cache's end: Medusa's and lookahead's trees are). The state is
+        unchanged until `keep`."""
+        start, t = cache.length, ids.shape[1]
+        depth = positions.cpu().long() - start
+        mask = mask.cpu().bool()
+        levels = torch.arange(max(int(depth.max()), 0) + 1)
+        counts = (mask[:, :, None] & (depth[None, :, None] == levels)).sum(1)  # (t, levels): seen nodes per depth
+        wrong = (counts != (levels <= depth[:, None]).long()).any(1) | ~mask.diagonal() | (depth < 0)
+        if wrong.any():
+            i = int(wrong.nonzero()[0])
+            seen = sorted(depth[mask[i]].tolist())
+            raise ArbenchError(
+                f"{self.name}: tree node {i} (position {int(positions[i])}) sees tree positions "
+                f"{[start + d for d in seen]}; a linear-attention state feeds a tree only when every node sees "
+                f"exactly one node at each position from {start} up to its own (its path from the root).")
+        out, fed = self._run(ids, cache, positions.cpu().long(), want_hidden,
+                             (depth.to(self.device), mask.to(self.device)))
+        cache.length, cache.last = start + t, LastPass(start, None, fed)
+        return out
+
+    def keep(self, cache: LinearState, start: int, indices: list[list[int]]) -> None:
+        """Commit, per row, the tree nodes `indices[b]` (a root path, in order) into the state."""
+        last = cache.last
+        if last is None or last.before is not None or last.start != start:
+            raise ArbenchError(f"{self.name}: keep() settles the latest tree pass (fed at {start}); there is none.")
+        idx = torch.tensor(indices, dtype=torch.long, device=self.device)  # (B, n)
+        picked = []
+        for k, v in last.fed:
+            where = idx[:, None, :, None].expand(k.shape[0], k.shape[1], idx.shape[1], k.shape[3])
+            picked.append((k.gather(2, where), v.gather(2, where)))
+        self._commit(cache, picked)
+        cache.length, cache.last = start + idx.shape[1], None
 
 
 @dataclass
