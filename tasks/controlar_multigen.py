@@ -11,13 +11,21 @@ is re-extracted from the generated image and compared with the control (`harness
 
 Data (`data` setting; default $ARBENCH_HOME/data/controlar-multigen/<canny|hed|depth>/):
 
-    <data>/metadata.jsonl       one JSON object a line: {"id": "000000", "prompt": "...", "control": "control/000000.png"}
+    <data>/metadata.jsonl       one JSON object a line: {"id": "000000", "prompt": "...", "control": "control/000000.png",
+                                "image": "image/000000.png"}
     <data>/control/000000.png   the control map, image_size x image_size (greyscale or RGB; the first channel is
                                 compared): upstream's saved `annotations/` (canny: 0/255 edges of the validation
                                 image; hed: its HED map; depth: MultiGen-20M's depth map)
+    <data>/image/000000.png     the validation image itself, image_size x image_size (upstream's `val/image/`,
+                                the FID reference); needed only with fid=true
+`python -m tasks.controlar_prepare` builds such a folder from MultiGen-20M's validation parquet files.
+
+Beside the controllability metric, as ControlAR reports beside it: `clean_fid` (clean-fid's "clean" mode between the
+generated and the validation images, `evaluations/clean_fid.py`) and `clip_score` (`evaluations/t2i/evaluation.py`:
+CLIP ViT-B/32 cosine with the caption); either can be turned off (fid=false, clip_score=false).
 
 The segmentation controls (ADE20K / COCOStuff mIoU) need mmsegmentation's segmenters and are not part of this
-task; FID / CLIP score are not computed here either (docs/controlar.md says what is left and why).
+task (docs/controlar.md says what is left and why).
 Generated images are written as `<id>.png`; `arbench score controlar-multigen-<type> <folder>` reads such a folder.
 """
 
@@ -38,9 +46,12 @@ from harness.api import Method, Request, SubmissionSpec, Task
 from harness.config import arbench_home
 from harness.errors import ArbenchError, InputError
 from harness.features import control_maps
+from harness.features.clip_score import CLIP_VIT_B32_OPENAI, ClipScorer
+from harness.features.inception import CLEANFID_INCEPTION, extract_cleanfid_features, load_cleanfid_inception
 from harness.inputs import decode_image, read_text
 from harness.metrics.base import MetricValue
-from harness.metrics.controllability import DepthRMSE, EdgeF1, HedSSIM, depth_rmse, edge_f1, ms_ssim
+from harness.metrics.controllability import ClipScore, DepthRMSE, EdgeF1, HedSSIM, depth_rmse, edge_f1, ms_ssim
+from harness.metrics.frechet import FrechetDistance, feature_statistics
 from harness.protocols.controllable_text_to_image import MODALITY
 from harness.registry import register_task
 from harness.settings import Annotated, Field, Seed
@@ -51,6 +62,7 @@ ITEM_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 METRICS = {"canny": EdgeF1, "hed": HedSSIM, "depth": DepthRMSE}
 ANNOTATOR_WEIGHTS = {"canny": (), "hed": (control_maps.HED_WEIGHTS,), "depth": control_maps.DPT_LARGE}
 CHUNK = 16  # upstream's evaluation batch size
+FID_VERSION = "1"
 SHOWN = 5
 
 
@@ -62,6 +74,7 @@ class ControlItem:
     id: str
     prompt: str
     control: Path
+    image: Path | None = None  # the validation image (FID reference)
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,8 @@ class ControlARMultiGenConfig:
     data: str = ""  # folder with metadata.jsonl; default $ARBENCH_HOME/data/controlar-multigen/<control type>
     image_size: Annotated[int, Field(ge=16, le=2048, multiple_of=16)] = 512
     max_items: Annotated[int, Field(ge=0)] = 0  # 0: every item (upstream: the 5,000 MultiGen-20M validation items)
+    fid: bool = True  # clean-fid 'clean' FID against the items' validation images (metadata "image")
+    clip_score: bool = True  # CLIP ViT-B/32 score of each image with its caption
     seed: Seed = 0
 
 
@@ -82,9 +97,16 @@ def _listed(names: Sequence[str]) -> str:
     return ", ".join(names[:SHOWN]) + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
-def read_items(folder: Path, control_type: str, image_size: int, max_items: int = 0) -> tuple[list[ControlItem], str]:
-    """Every item of a data folder, validated (controls decoded, sized, canny maps binary), and a digest of the
-    metadata and control files; raises InputError naming the first offenders and how to fix them."""
+def _inside(folder: Path, name: str) -> Path | None:
+    path = (folder / name).resolve()
+    return path if folder.resolve() in path.parents else None
+
+
+def read_items(folder: Path, control_type: str, image_size: int, max_items: int = 0,
+               need_images: bool = False) -> tuple[list[ControlItem], str]:
+    """Every item of a data folder, validated (controls and, when listed or `need_images`, validation images decoded
+    and sized, canny maps binary), and a digest of the metadata and image files; raises InputError naming the first
+    offenders and how to fix them."""
     metadata = folder / "metadata.jsonl"
     if not metadata.is_file():
         raise InputError(f"{metadata} is missing: controlar-multigen reads one JSON line per item "
@@ -107,11 +129,18 @@ def read_items(folder: Path, control_type: str, image_size: int, max_items: int 
             bad.append(f"line {n} id {row['id']!r} is {'repeated' if row['id'] in seen else 'not [A-Za-z0-9_.-]{1,64}'}")
             continue
         seen.add(row["id"])
-        control = (folder / row["control"]).resolve()
-        if folder.resolve() not in control.parents:
+        control = _inside(folder, row["control"])
+        if control is None:
             bad.append(f"line {n} control {row['control']!r} is outside the data folder")
             continue
-        items.append(ControlItem(len(items), row["id"], row["prompt"], control))
+        image = row.get("image")
+        if image is not None and not (isinstance(image, str) and image):
+            bad.append(f"line {n} image is not a non-empty string")
+            continue
+        if image is not None and _inside(folder, image) is None:
+            bad.append(f"line {n} image {image!r} is outside the data folder")
+            continue
+        items.append(ControlItem(len(items), row["id"], row["prompt"], control, image and _inside(folder, image)))
     if bad:
         raise InputError(f"{metadata}: {_listed(bad)}. Each line must be "
                          '{"id": "000000", "prompt": "...", "control": "control/000000.png"} with a unique id.')
@@ -119,25 +148,36 @@ def read_items(folder: Path, control_type: str, image_size: int, max_items: int 
         raise InputError(f"{metadata} lists no items.")
     if max_items:
         items = items[:max_items]
-    missing = [str(it.control) for it in items if not it.control.is_file()]
+    without = [it.id for it in items if it.image is None]
+    if need_images and without:
+        raise InputError(f"{metadata}: {len(without)} items have no \"image\" (the validation image FID compares "
+                         f"with): ids {_listed(without)}. Add \"image\": \"image/<id>.png\" to every line "
+                         "(`python -m tasks.controlar_prepare` writes them), or set fid=false.")
+    missing = [str(p) for it in items for p in (it.control, it.image) if p is not None and not p.is_file()]
     if missing:
-        raise InputError(f"{len(missing)} control images named in {metadata} are missing: {_listed(missing)}.")
+        raise InputError(f"{len(missing)} images named in {metadata} are missing: {_listed(missing)}.")
     problems = []
     for item in items:
         try:
             decode_image(item.control, owner="task controlar-multigen", size=(image_size, image_size))
+            if item.image is not None:
+                mode = decode_image(item.image, owner="task controlar-multigen", size=(image_size, image_size))
+                if mode not in ("RGB", "L"):
+                    raise InputError(f"{item.image} is a {mode} image; the validation images are 8-bit RGB.")
         except InputError as exc:
             problems.append(str(exc))
             continue
         data = item.control.read_bytes()
         digest.update(hashlib.sha256(data).digest())
+        if item.image is not None:
+            digest.update(hashlib.sha256(item.image.read_bytes()).digest())
         if control_type == "canny":
             values = np.unique(control_array(item.control))
             if not set(values.tolist()) <= {0, 255}:
                 problems.append(f"{item.control} has values other than 0 and 255 (a canny control is a binary edge "
                                 "map; JPEG or resizing blurs it: save the Canny output as PNG)")
     if problems:
-        raise InputError(f"{len(problems)} control images cannot be used: {_listed(problems)}")
+        raise InputError(f"{len(problems)} control or validation images cannot be used: {_listed(problems)}")
     return items, digest.hexdigest()
 
 
@@ -178,7 +218,7 @@ class ControlARMultiGen(Task):
     def items(self) -> list[ControlItem]:
         if self._items is None:
             c = self.config
-            self._items = read_items(self.data_folder(), self.control_type, c.image_size, c.max_items)
+            self._items = read_items(self.data_folder(), self.control_type, c.image_size, c.max_items, c.fid)
         return self._items[0]
 
     def signature(self) -> Signature:
@@ -192,11 +232,22 @@ class ControlARMultiGen(Task):
                               "hed": "controlnet-hed", "depth": f"dpt-large@{control_maps.DPT_SIZE[0]}"}[self.control_type])
         if specs:  # no published checksums: the digests of the files used (missing ones are refused before a run)
             sig.add("annotator_sha256", ":".join(s.locate()[1] if s.cache_path.is_file() else "missing" for s in specs))
+        if self.config.fid:
+            sig.add("fid", f"clean-fid clean mode, {CLEANFID_INCEPTION.filename} sha256 {CLEANFID_INCEPTION.sha256[:12]}, "
+                           f"metric v{FID_VERSION}")
+        if self.config.clip_score:
+            sig.add("clip_score", f"{CLIP_VIT_B32_OPENAI.name} sha256 {CLIP_VIT_B32_OPENAI.sha256[:12]}, "
+                                  f"metric v{ClipScore.version}")
         return sig
 
+    def score_weights(self) -> list:
+        c = self.config
+        return ([*ANNOTATOR_WEIGHTS[self.control_type]] + ([CLEANFID_INCEPTION] if c.fid else [])
+                + ([CLIP_VIT_B32_OPENAI] if c.clip_score else []))
+
     def require_assets(self) -> None:
-        """The annotator weights scoring needs, all named at once when missing (canny needs none)."""
-        require_all([spec.resolve for spec in ANNOTATOR_WEIGHTS[self.control_type]], f"{self.name} scoring")
+        """The weights scoring needs (annotator, clean-fid Inception, CLIP ViT-B/32), all named at once when missing."""
+        require_all([spec.resolve for spec in self.score_weights()], f"{self.name} scoring")
 
     def check_method(self, method: Method) -> None:
         super().check_method(method)
@@ -257,20 +308,49 @@ class ControlARMultiGen(Task):
 
     # -- scoring -------------------------------------------------------------------------------
     def score(self, samples: Sequence[Generated], ctx) -> list[MetricValue]:
-        kind = self.control_type
+        kind, c = self.control_type, self.config
         metric = METRICS[kind]()
         scorer = {"canny": lambda: score_canny, "hed": lambda: hed_scorer(ctx.device),
                   "depth": lambda: depth_scorer(ctx.device)}[kind]()
+        chunks = [samples[i:i + CHUNK] for i in range(0, len(samples), CHUNK)]
+        clip = clip_scorer(ctx.device) if c.clip_score else None
+        clip_metric = ClipScore()
+        fid = None
+        if c.fid:
+            inception = fid_inception(ctx.device)
+            ctx.log(f"clean-fid features of the {len(samples)} validation images")
+            real = extract_cleanfid_features(inception, (np.stack([rgb_array(s.item.image) for s in chunk])
+                                                         for chunk in chunks), CHUNK, ctx.device)
+            fid = FrechetDistance(*feature_statistics(real), "clean_fid", version=FID_VERSION, log=ctx.log,
+                                  description="clean-fid 'clean' mode FID of the generated vs the validation images "
+                                              "(PIL bicubic resize to 299, NVIDIA TorchScript Inception)")
         with open(ctx.artifact("per_image.jsonl"), "w", encoding="utf-8") as rows:
-            chunks = [samples[i:i + CHUNK] for i in range(0, len(samples), CHUNK)]
             for chunk in ctx.progress(chunks, total=len(chunks), desc=self.metric):
                 generated = np.stack([rgb_array(s.path) for s in chunk])
                 controls = np.stack([control_array(s.item.control) for s in chunk])
                 scores = np.asarray(scorer(generated, controls), dtype=np.float64)
                 metric.update(torch.from_numpy(scores))
-                for s, value in zip(chunk, scores):
-                    rows.write(json.dumps({"id": s.item.id, "prompt": s.item.prompt, self.metric: float(value)}) + "\n")
-        return metric.values()
+                clips = clip(generated, [s.item.prompt for s in chunk]).double() if clip else None
+                if clip:
+                    clip_metric.update(clips)
+                if fid is not None:
+                    fid.update(extract_cleanfid_features(inception, generated, CHUNK, ctx.device))
+                for k, (s, value) in enumerate(zip(chunk, scores)):
+                    row = {"id": s.item.id, "prompt": s.item.prompt, self.metric: float(value)}
+                    if clip:
+                        row["clip_score"] = float(clips[k])
+                    rows.write(json.dumps(row) + "\n")
+        return (metric.values() + (clip_metric.values() if clip else [])
+                + (fid.values() if fid is not None else []))
+
+
+def fid_inception(device: str):
+    """clean-fid's TorchScript Inception (evaluations/clean_fid.py: `cleanfid.fid.compute_fid` defaults)."""
+    return load_cleanfid_inception(None, device)[0]
+
+
+def clip_scorer(device: str) -> ClipScorer:
+    return ClipScorer.from_pretrained(device=device)
 
 
 def score_canny(generated: np.ndarray, controls: np.ndarray) -> list[float]:

@@ -123,11 +123,14 @@ PROMPTS = ["a photo of a dog", "a red car", "two clocks on a table"]
 def write_data(folder: Path, n: int = 3) -> None:
     rng = np.random.default_rng(3)
     (folder / "control").mkdir(parents=True)
+    (folder / "image").mkdir(parents=True)
     rows = []
     for i in range(n):
         picture = np.kron(rng.integers(0, 256, (8, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)  # 64x64 blocks
         Image.fromarray(canny(picture)).save(folder / "control" / f"{i:06d}.png")
-        rows.append({"id": f"{i:06d}", "prompt": PROMPTS[i % 3], "control": f"control/{i:06d}.png"})
+        Image.fromarray(picture).save(folder / "image" / f"{i:06d}.png")
+        rows.append({"id": f"{i:06d}", "prompt": PROMPTS[i % 3], "control": f"control/{i:06d}.png",
+                     "image": f"image/{i:06d}.png"})
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -159,15 +162,109 @@ def run(task: str, settings: dict, results_dir: Path):
     return runner.run(task, "controlar-canny-tiny-test", settings)
 
 
-def test_offline_run_scores_canny_f1(tiny_files, results_dir):
+def tiny_inception() -> torch.nn.Module:
+    """A seeded stand-in for clean-fid's Inception (float NCHW 299 x 299 in 0..255 -> 8 features)."""
+    torch.manual_seed(11)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 13, stride=13), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(3),
+                               torch.nn.Flatten(), torch.nn.Linear(72, 8)).eval()
+
+
+def tiny_clip():
+    from golden.make_clip_color import small_openai_state
+    from harness.features.clip_score import ClipScorer
+
+    return ClipScorer.from_openai_state_dict(small_openai_state())
+
+
+@pytest.fixture
+def tiny_scorers(monkeypatch):
+    """The task's FID and CLIP networks replaced by seeded small ones (the real weights cannot be had offline)."""
+    import tasks.controlar_multigen as tm
+
+    monkeypatch.setattr(tm, "fid_inception", lambda device: tiny_inception())
+    monkeypatch.setattr(tm, "clip_scorer", lambda device: tiny_clip())
+    monkeypatch.setattr(tm.ControlARMultiGen, "score_weights", lambda self: [])
+
+
+def test_offline_run_scores_canny_f1(tiny_files, results_dir, tiny_scorers):
     """`arbench run controlar-multigen-canny` through the real runner: requests with control paths, the tiny
-    ControlAR generating 64x64 images in shards, the images read back and scored by the real metric."""
+    ControlAR generating 64x64 images in shards, the images read back and scored by the real metric, with
+    clean-FID and CLIP score on seeded small networks."""
     result = run("controlar-multigen-canny", {**method_settings(tiny_files), "data": str(tiny_files / "data"),
-                                              "image_size": 64}, results_dir)
-    (value,) = [m for m in result.metrics if m.name == "canny_f1"]
+                                              "image_size": 64, "fid": True, "clip_score": True}, results_dir)
+    values = {m.name: m.value for m in result.metrics}
     rows = [json.loads(line) for line in next(results_dir.rglob("per_image.jsonl")).read_text().splitlines()]
     assert [r["id"] for r in rows] == ["000000", "000001", "000002"]
-    assert value.value == pytest.approx(np.mean([r["canny_f1"] for r in rows])) and 0.0 <= value.value <= 1.0
+    assert values["canny_f1"] == pytest.approx(np.mean([r["canny_f1"] for r in rows])) and 0 <= values["canny_f1"] <= 1
+    assert values["clip_score"] == pytest.approx(np.mean([r["clip_score"] for r in rows]), abs=1e-12)
+    assert values["clean_fid"] > 0
+
+
+def test_fid_and_clip_score_match_clean_fid_and_upstream(tiny_files, tmp_path, tiny_scorers):
+    """The task's clean_fid equals clean-fid's own `compute_fid(generated_dir, real_dir)` (mode "clean", as
+    ControlAR's evaluations/clean_fid.py calls it) on the same folders with the same feature network, and its
+    clip_score is the mean of the per-image CLIP scores (those are checked against upstream below)."""
+    from cleanfid import fid as cleanfid
+
+    from harness.registry import TASKS
+    from run_context_double import FakeContext
+
+    cls = TASKS.get("controlar-multigen-canny")
+    task = cls(cls.Config(data=str(tiny_files / "data"), image_size=64))
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        Image.fromarray(np.kron(rng.integers(0, 256, (4, 4, 3)), np.ones((16, 16, 1))).astype(np.uint8)).save(
+            gen / f"{i:06d}.png")
+    values = {m.name: m for m in task.score(task.load_samples(gen), FakeContext(tmp_path))}
+    reference = cleanfid.compute_fid(str(gen), str(tiny_files / "data" / "image"), mode="clean",
+                                     custom_feat_extractor=tiny_inception(), device=torch.device("cpu"),
+                                     num_workers=0, batch_size=2, verbose=False)
+    assert values["clean_fid"].value == pytest.approx(reference, rel=1e-5, abs=1e-6)
+    assert not values["clean_fid"].higher_is_better and values["clip_score"].higher_is_better
+    images = [np.asarray(Image.open(gen / f"{i:06d}.png").convert("RGB")) for i in range(3)]
+    direct = tiny_clip()(images, [PROMPTS[i] for i in range(3)])
+    assert values["clip_score"].value == pytest.approx(float(direct.double().mean()), abs=1e-7)
+
+
+def test_clip_score_matches_controlar_evaluation():
+    """tests/golden/make_controlar_clipscore.py: upstream's EvalDataset (centre crop, Lanczos 256, tensor round
+    trip) and compute_clip_score ("A photo depicts " spliced into OpenAI-tokenised captions, cosine) on a seeded
+    small CLIP built by OpenAI's own code; here the same weights through open_clip. Tolerance 1e-5 (float32)."""
+    from golden.make_controlar_clipscore import expand
+
+    with np.load(Path(__file__).parent / "golden" / "controlar_clipscore" / "golden.npz") as g:
+        smalls, sizes, captions = g["smalls"], g["sizes"], [str(c) for c in g["captions"]]
+        cosines, score = g["cosines"], float(g["score"])
+    images = [expand(small, size) for small, size in zip(smalls, sizes)]
+    got = tiny_clip()(images, captions).numpy()
+    np.testing.assert_allclose(got, cosines, atol=1e-5)
+    assert float(got.mean()) == pytest.approx(score, abs=1e-5)
+
+
+def test_missing_score_weights_are_all_named(tiny_files, monkeypatch, tmp_path):
+    from harness.errors import MissingAssetError
+    from harness.registry import TASKS
+
+    monkeypatch.setenv("ARBENCH_HOME", str(tmp_path / "home"))
+    cls = TASKS.get("controlar-multigen-hed")
+    with pytest.raises(MissingAssetError) as info:
+        cls(cls.Config(data=str(tiny_files / "data"), image_size=64)).require_assets()
+    for name in ("ControlNetHED.pth", "inception-2015-12-05.pt", "ViT-B-32.pt"):
+        assert name in str(info.value)
+
+
+def test_fid_needs_the_validation_images(tmp_path, results_dir, tiny_files):
+    def drop_image(d):
+        rows = [json.loads(line) for line in (d / "metadata.jsonl").read_text().splitlines()]
+        del rows[1]["image"]
+        (d / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    message = refusal(tmp_path, results_dir, tiny_files, drop_image, fid=True)
+    assert "000001" in message and "fid=false" in message
+    message = refusal(tmp_path / "b", results_dir, tiny_files,
+                      lambda d: (d / "image" / "000002.png").write_bytes(b"not a png"), fid=True)
+    assert "image/000002.png" in message
 
 
 def test_method_is_seeded_per_request_and_uses_the_control(tiny_files):
@@ -188,15 +285,15 @@ def test_method_is_seeded_per_request_and_uses_the_control(tiny_files):
 
 
 # -- bad data is refused before anything is stored ----------------------------------------------------------
-def refusal(tmp_path, results_dir, tiny_files, edit) -> str:
+def refusal(tmp_path, results_dir, tiny_files, edit, fid: bool = False) -> str:
     import shutil
 
     data = tmp_path / "data"
     shutil.copytree(tiny_files / "data", data)
     edit(data)
     with pytest.raises((InputError, ArbenchError)) as info:
-        run("controlar-multigen-canny", {**method_settings(tiny_files), "data": str(data), "image_size": 64},
-            results_dir)
+        run("controlar-multigen-canny", {**method_settings(tiny_files), "data": str(data), "image_size": 64,
+                                         "fid": fid, "clip_score": False}, results_dir)
     assert not list(results_dir.rglob("*.png")), "images were generated before the data was refused"
     return str(info.value)
 

@@ -52,7 +52,7 @@ CLIP_VIT_B32_OPENAI = register_weights(WeightSpec(
         "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
     sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
     license="MIT (OpenAI CLIP)",
-    description="OpenAI CLIP ViT-B/32 (TorchScript); VBench background consistency",
+    description="OpenAI CLIP ViT-B/32 (TorchScript); VBench background consistency, controlar-multigen CLIP score",
 ))
 LAION_AESTHETIC_VIT_L14 = register_weights(WeightSpec(
     name="laion-aesthetic-vit-l14",

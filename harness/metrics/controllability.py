@@ -12,6 +12,9 @@ each metric is the mean over images of a per-image score.
 Upstream averages per batch of 16 and then over batches (hed_ssim.py) or over images (the others); here every
 metric is a mean over images, independent of batch and world size (they differ only through a last partial batch
 of hed_ssim.py).
+
+`ClipScore` accumulates the CLIP score of `harness.features.clip_score` the same way (mean over images); the
+tasks' clean-FID is `harness.metrics.frechet.FrechetDistance` on clean-fid's Inception features.
 """
 
 from __future__ import annotations
@@ -105,3 +108,17 @@ class HedSSIM(PerImageMean):
 class DepthRMSE(PerImageMean):
     metric_name, unit, higher_is_better, version = "depth_rmse", "RMSE (0..255)", False, "1"
     description = "RMSE of DPT-Large depth (x 255 / max) of each generated image vs its depth control, mean over images"
+
+
+class ClipScore(PerImageMean):
+    """CLIP score as ControlAR's `evaluations/t2i/evaluation.py` reports it: the mean cosine similarity (unscaled,
+    -1..1) of CLIP ViT-B/32 image and caption embeddings (`harness.features.clip_score`).
+
+    Example:
+        >>> m = ClipScore(); m.update(torch.tensor([0.25, 0.35])); round(m.values()[0].value, 6)
+        0.3
+    """
+
+    metric_name, unit, higher_is_better, version = "clip_score", "cosine", True, "1"
+    description = ("CLIP ViT-B/32 cosine of each generated image with its caption ('A photo depicts ' prefix, "
+                   "ControlAR/GigaGAN evaluation.py), mean over images")
