@@ -96,16 +96,54 @@ def test_lightseq_checkpoint_is_refused_with_upstreams_conversion(tmp_path, sour
         import_dat(ckpt, dictionary)
 
 
-def test_upstream_readme_settings_are_refused_with_each_mismatch(tmp_path, source_model, dictionary):
-    """PDAT / upstream README settings: learned positions, GELU, post-norm, segment embedding."""
-    ckpt = write_checkpoint(tmp_path / "pdat.pt", source_model, encoder_learned_pos=True, decoder_learned_pos=True,
-                            activation_fn="gelu", encoder_normalize_before=False, decoder_normalize_before=False,
-                            segment_embedding=True, upsample_scale="4~8")
+def test_settings_we_do_not_implement_are_refused_with_each_mismatch(tmp_path, source_model, dictionary):
+    ckpt = write_checkpoint(tmp_path / "other.pt", source_model, activation_fn="silu", links_feature="feature",
+                            encoder_normalize_before=False, layernorm_embedding=True, max_transition_length=16,
+                            upsample_scale="4~8")
     with pytest.raises(ArbenchError) as err:
         import_dat(ckpt, dictionary)
-    for name in ("encoder_learned_pos", "activation_fn='gelu'", "decoder_normalize_before", "segment_embedding",
+    for name in ("activation_fn='silu'", "links_feature='feature'", "encoder_normalize_before=False != "
+                 "decoder_normalize_before=True", "layernorm_embedding=True", "max_transition_length=16",
                  "upsample_scale='4~8'"):
         assert name in str(err.value)
+    with pytest.raises(ArbenchError, match="upsample_base='fixed'"):
+        import_dat(write_checkpoint(tmp_path / "fixed.pt", source_model, upsample_base="fixed"), dictionary)
+    with pytest.raises(ArbenchError, match="give --decode-upsample-scale"):
+        import_dat(write_checkpoint(tmp_path / "predict.pt", source_model, upsample_base="source_old",
+                                    upsample_scale="4~8"), dictionary)
+
+
+def test_pdat_settings_and_fairseq_dictionary_are_imported(tmp_path):
+    """PDAT's options (learned positions, GELU, post-norm, segment embedding, predicted graph size) and the
+    fairseq dictionary layout with segment symbols, as a bare state dict with `--preset`-style arguments."""
+    from baselines.translation.fairseq_dat import PDAT_ARGS, PRESETS
+
+    words = ["[PAD]", "[unused0]"] + WORDS
+    torch.manual_seed(4)
+    cfg = TransformerConfig(vocab_size=4 + len(words) + 3, embed_dim=16, ffn_dim=32, heads=4, encoder_layers=1,
+                            decoder_layers=2, max_positions=20, dropout=0.0)
+    options = dict(learned_pos=True, activation="gelu", normalize_before=False, segment_embedding=3,
+                   source_eos=True, upsample_base="predict")
+    model = DATransformer(cfg, upsample=2.5, max_graph=70, **options).eval()
+    (tmp_path / "dict.txt").write_text("".join(f"{w} 7\n" for w in words), encoding="utf-8")
+    state = {("decoder.link_predictor." + k[len("decoder."):] if k.startswith("decoder.query_linear") else k): v
+             for k, v in model.state_dict().items()}
+    torch.save(state, tmp_path / "model.bin")
+    small = {**PDAT_ARGS, "encoder_embed_dim": 16, "decoder_embed_dim": 16, "encoder_ffn_embed_dim": 32,
+             "decoder_ffn_embed_dim": 32, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+             "encoder_layers": 1, "decoder_layers": 2, "seg_tokens": 3, "max_target_positions": 70}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(PRESETS, "pdat", small)
+        with pytest.raises(ArbenchError, match="--preset"):
+            import_dat(tmp_path / "model.bin", tmp_path / "dict.txt")
+        imported, vocab, settings = import_dat(tmp_path / "model.bin", tmp_path / "dict.txt", "pdat", 2.5)
+    assert settings == {"upsample": 2.5, "max_graph": 70, **options}
+    assert vocab.tokens[4] == "[PAD]" and vocab.tokens[-3:] == ["[P0]", "[P1]", "[P2]"]
+    assert vocab.special_ids == {0, 1, 2, 3, len(vocab) - 3, len(vocab) - 2, len(vocab) - 1}
+    src = torch.tensor([[7, 8, 9, 10], [11, 12, 1, 1]])
+    with torch.no_grad():
+        for ours, ref in zip(imported(src), model(src)):
+            assert torch.equal(ours, ref)
 
 
 class _Payload:
@@ -133,8 +171,8 @@ def test_files_that_are_not_fairseq_checkpoints_are_refused(tmp_path, dictionary
         import_dat(tmp_path / "missing.pt", dictionary)
 
 
-def test_dictionary_without_our_special_symbols_is_refused(tmp_path, source_model):
-    plain = tmp_path / "dict.txt"
-    plain.write_text("".join(f"{w} 1\n" for w in WORDS + ["a", "b"]), encoding="utf-8")
-    with pytest.raises(ArbenchError, match="ids 4-5"):
-        import_dat(write_checkpoint(tmp_path / "c.pt", source_model), plain)
+def test_dictionary_that_does_not_fit_the_embedding_is_refused(tmp_path, source_model):
+    short = tmp_path / "dict.txt"
+    short.write_text("".join(f"{w} 1\n" for w in WORDS + ["a", "b", "c"]), encoding="utf-8")
+    with pytest.raises(ArbenchError, match="36 rows.*37 symbols"):
+        import_dat(write_checkpoint(tmp_path / "c.pt", source_model), short)
