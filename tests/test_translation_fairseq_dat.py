@@ -176,3 +176,66 @@ def test_dictionary_that_does_not_fit_the_embedding_is_refused(tmp_path, source_
     short.write_text("".join(f"{w} 1\n" for w in WORDS + ["a", "b", "c"]), encoding="utf-8")
     with pytest.raises(ArbenchError, match="36 rows.*37 symbols"):
         import_dat(write_checkpoint(tmp_path / "c.pt", source_model), short)
+
+
+GOLDEN = Path(__file__).parent / "golden" / "pdat"
+#: float32 on both sides; fairseq's attention and ours differ in summation order only.
+RTOL = ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def pdat_golden():
+    from safetensors.torch import load_file
+
+    model, vocab, settings = import_dat(GOLDEN / "checkpoint_pdat_tiny.pt", GOLDEN / "dict.txt")
+    return model, vocab, settings, load_file(str(GOLDEN / "pdat.safetensors"))
+
+
+def test_pdat_options_match_upstream_fairseq(pdat_golden):
+    """tests/golden/make_pdat.py: upstream's own fairseq GlatDecomposedLink with PDAT's options, saved as fairseq's
+    trainer saves (`cfg` layout); imported, our encoder, graph, decoder features, logits and links equal it."""
+    model, vocab, settings, g = pdat_golden
+    assert settings == {"upsample": 2.5, "max_graph": 70, "learned_pos": True, "activation": "gelu",
+                        "normalize_before": False, "segment_embedding": 3, "source_eos": True,
+                        "upsample_base": "predict"}
+    assert vocab.tokens[4:6] == ["[PAD]", "[unused0]"] and vocab.tokens[-1] == "[P2]"
+    with torch.no_grad():
+        src = model.prepare_source(g["src"])
+        assert torch.equal(src.ne(1).sum(1), g["src_upstream"].ne(1).sum(1))
+        memory, memory_padding = model.encode(src)
+        keep = ~memory_padding
+        torch.testing.assert_close(memory[keep], g["encoder_out"][:, :src.shape[1]][keep], rtol=RTOL, atol=ATOL)
+        graph = model.graph_tokens(src, model.graph_lengths(src, memory, memory_padding))
+        assert torch.equal(graph, g["graph"])
+        features = model.decode_features(graph, memory, memory_padding)
+        vertices = graph.ne(1)
+        torch.testing.assert_close(features[vertices], g["features"][vertices], rtol=RTOL, atol=ATOL)
+        logits, links, padding = model(g["src"])
+        torch.testing.assert_close(logits[vertices], g["logits"][vertices], rtol=RTOL, atol=ATOL)
+        assert torch.equal(links.isinf(), g["links"].isinf())
+        finite = ~links.isinf()
+        torch.testing.assert_close(links[finite], g["links"][finite], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "lookahead"])
+def test_pdat_decoding_matches_upstream_forward_decoder(pdat_golden, strategy, tmp_path):
+    """Upstream's `forward_decoder` tokens (segment symbols included) equal `dag_decode`'s path, and the ARBench
+    method, loading the imported checkpoint by path, outputs the same words with the special symbols dropped."""
+    from baselines.translation.dag import dag_decode
+    from baselines.translation.dat_method import DATConfig
+    from harness.registry import METHODS
+
+    model, vocab, _, g = pdat_golden
+    with torch.no_grad():
+        logits, links, padding = model(g["src"])
+    paths = dag_decode(links, logits.float().log_softmax(-1), (~padding).sum(-1), strategy, 1.0, vocab.pad)
+    assert paths == [[t for t in row if t != vocab.pad] for row in g[f"tokens_{strategy}"].tolist()]
+    if strategy == "greedy":  # the greedy path passes a vertex whose token is the segment symbol [P0]
+        assert vocab.tokens.index("[P0]") in paths[0]
+    out = tmp_path / "pdat-tiny.safetensors"
+    main(["--input", str(GOLDEN / "checkpoint_pdat_tiny.pt"), "--dict", str(GOLDEN / "dict.txt"),
+          "--langpair", "en-en", "--output", str(out)])
+    translator = METHODS.get("da-transformer")(DATConfig(checkpoint=str(out), decode_strategy=strategy))
+    sentences = [" ".join(vocab.tokens[i] for i in row if i != vocab.pad) for row in g["src"].tolist()]
+    assert translator.translate(sentences) == [" ".join(vocab.tokens[t] for t in p if t not in vocab.special_ids)
+                                               for p in paths]

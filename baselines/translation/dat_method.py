@@ -55,7 +55,8 @@ class DATranslator(CheckpointTranslator):
                                   beta=c.decode_beta, dedup=c.decode_dedup)
 
     def decode(self, src):
-        return self.model.translate(src, self.config.decode_strategy, self.config.decode_beta, self.beam_settings())
+        return self.model.translate(src, self.config.decode_strategy, self.config.decode_beta, self.beam_settings(),
+                                    getattr(self.vocab, "special_ids", None))
 
     def settings(self):
         settings = super().settings()
