@@ -239,3 +239,34 @@ def test_pdat_decoding_matches_upstream_forward_decoder(pdat_golden, strategy, t
     sentences = [" ".join(vocab.tokens[i] for i in row if i != vocab.pad) for row in g["src"].tolist()]
     assert translator.translate(sentences) == [" ".join(vocab.tokens[t] for t in p if t not in vocab.special_ids)
                                                for p in paths]
+
+
+def test_pdat_is_loaded_by_name_from_the_weights_cache(tmp_path, monkeypatch):
+    """`da-transformer --set checkpoint=pdat`: missing files name their URLs; present ones (here the tiny golden
+    model as a bare state dict under PDAT's file names, the preset shrunk to its sizes) load in memory, take
+    BERT-uncased word pieces, and every task is refused with what to do instead."""
+    from baselines.translation import fairseq_dat
+    from baselines.translation.dat_method import DATConfig
+    from harness.errors import InputError, MissingAssetError
+    from harness.registry import METHODS
+
+    monkeypatch.setenv("ARBENCH_HOME", str(tmp_path))
+    method = METHODS.get("da-transformer")
+    with pytest.raises(MissingAssetError, match="cloud.tsinghua.edu.cn/f/b048a7eddd204e2098a7"):
+        method(DATConfig(checkpoint="pdat"))
+    state = fairseq_dat.read_fairseq_checkpoint(GOLDEN / "checkpoint_pdat_tiny.pt")
+    tiny = fairseq_dat.model_arguments(state)
+    (tmp_path / "weights").mkdir()
+    torch.save(state["model"], tmp_path / "weights" / "pdat_model.bin")
+    (tmp_path / "weights" / "pdat_dict.txt").write_text((GOLDEN / "dict.txt").read_text())
+    monkeypatch.setitem(fairseq_dat.PRESETS, "pdat", {**fairseq_dat.PDAT_ARGS, **{
+        k: tiny[k] for k in ("encoder_embed_dim", "decoder_embed_dim", "encoder_ffn_embed_dim",
+                             "decoder_ffn_embed_dim", "encoder_attention_heads", "decoder_attention_heads",
+                             "encoder_layers", "decoder_layers", "seg_tokens", "decode_upsample_scale")}})
+    translator = method(DATConfig(checkpoint="pdat", decode_strategy="greedy"))
+    assert translator.tokenize("W0, W12.", "en") == ["w0", "<unk>", "w12", "<unk>"]  # no "," "." in this dict
+    (out,) = translator.translate(["W0 W3 W17"])
+    assert isinstance(out, str) and "[P" not in out
+    assert translator.settings()["tokenizer"] == "bert-uncased" and translator.settings()["upsample_base"] == "predict"
+    with pytest.raises(InputError, match="not a translator.*fairseq_dat"):
+        translator.check_task("nat-mini", "en-en")

@@ -462,7 +462,12 @@ class DATransformer(nn.Module):
         return logits, links, padding
 
     def loss(self, src: Tensor, tgt: Tensor, vocab: Vocabulary) -> Tensor:
-        """DAG loss for right-padded targets without `<s>`/`</s>` (they are added here, as fairseq's data has them)."""
+        """DAG loss for right-padded targets without `<s>`/`</s>` (they are added here, as fairseq's data has them).
+        Training uses the graph size of `upsample_base=source`/`source_old`; `predict` (sized by the target during
+        upstream's training) is for imported checkpoints' inference only."""
+        if self.options["upsample_base"] == "predict":
+            raise ValueError("DATransformer.loss: upsample_base='predict' sizes training graphs by the target, "
+                             "which is not implemented; train with 'source' or 'source_old'")
         lengths = tgt.ne(vocab.pad).sum(1)
         wrapped = torch.full((tgt.shape[0], tgt.shape[1] + 2), vocab.pad, dtype=torch.long, device=tgt.device)
         wrapped[:, 0] = vocab.bos

@@ -44,6 +44,7 @@ from baselines.translation.dag import DAT_OPTION_DEFAULTS, DATransformer
 from baselines.translation.layers import TransformerConfig
 from baselines.translation.vocab import FAIRSEQ_SPECIALS, SPECIALS, FairseqDictionary, Vocabulary
 from harness.errors import ArbenchError
+from harness.weights import WeightSpec, register_weights
 
 #: The globals a fairseq checkpoint of this model may reference besides torch's own weights-only set.
 SAFE_GLOBALS = [argparse.Namespace, np.dtype, type(np.dtype(np.float64)), type(np.dtype(np.float32)),
@@ -77,6 +78,16 @@ PDAT_ARGS = {
     "decode_upsample_scale": 6.0, "layernorm_embedding": False, "no_scale_embedding": False,
 }
 PRESETS = {"pdat": PDAT_ARGS}
+PDAT_LICENSE = ("Apache-2.0 (thu-coai/DA-Transformer's licence; the README states no separate terms for the "
+                "checkpoint)")
+# The README publishes no checksums: sha256=None, so the digest of the file used goes into the signature.
+PDAT_WEIGHTS = register_weights(WeightSpec(
+    "pdat", "pdat_model.bin", "https://cloud.tsinghua.edu.cn/f/b048a7eddd204e2098a7/?dl=1", None, PDAT_LICENSE,
+    "PDAT: DA-Transformer pre-trained on Wikipedia + BookCorpus (uncased, 127M, 500k steps; bare state dict)"))
+PDAT_VOCAB = register_weights(WeightSpec(
+    "pdat-vocab", "pdat_dict.txt", "https://cloud.tsinghua.edu.cn/f/32ab06d8f7c546569c87/?dl=1", None,
+    PDAT_LICENSE, "PDAT's fairseq dictionary (BERT-base-uncased word pieces)"))
+TOKENIZERS = ("words", "bert-uncased")
 
 
 def read_fairseq_checkpoint(path: Path) -> dict[str, Any]:
@@ -151,7 +162,7 @@ def check_arguments(args: dict[str, Any]) -> None:
     if "decomposed_link" not in arch:
         raise ArbenchError(f"the checkpoint's architecture {arch!r} is not a DA-Transformer (glat_decomposed_link*)")
     wanted = {"share_all_embeddings": True, "links_feature": "feature:position", "layernorm_embedding": False,
-              "no_scale_embedding": False}
+              "no_scale_embedding": False, "no_token_positional_embeddings": False, "pred_length_offset": False}
     problems = [f"{k}={args.get(k)!r} (ours: {v!r})" for k, v in wanted.items() if args.get(k, v) != v]
     for enc, dec in (("encoder_embed_dim", "decoder_embed_dim"), ("encoder_ffn_embed_dim", "decoder_ffn_embed_dim"),
                      ("encoder_attention_heads", "decoder_attention_heads"),
@@ -272,10 +283,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, required=True, help="ARBench checkpoint (.safetensors)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="arguments of a bare state dict (PDAT's model.bin)")
     parser.add_argument("--decode-upsample-scale", type=float, help="graph size scale for source_old / predict")
+    parser.add_argument("--tokenizer", choices=TOKENIZERS, default=None,
+                        help="how text becomes dictionary symbols: our word tokenizer, or BERT-uncased word pieces "
+                             "(upstream's process_bert_uncased.py; default with --preset pdat)")
     args = parser.parse_args(argv)
     model, vocab, settings = import_dat(args.input, args.dict, args.preset, args.decode_upsample_scale)
+    tokenizer = args.tokenizer or ("bert-uncased" if args.preset == "pdat" else "words")
     save_checkpoint(model, args.output, "dat", model.cfg, vocab, args.langpair,
-                    {"source": f"fairseq checkpoint {args.input.name}", "distilled": "unknown"}, settings)
+                    {"source": f"fairseq checkpoint {args.input.name}", "distilled": "unknown",
+                     "tokenizer": tokenizer}, settings)
     print(f"wrote {args.output}")
 
 

@@ -126,3 +126,28 @@ def vocabulary_from(tokens: Sequence[str], layout: str = "arbench", seg_tokens: 
     if layout == "fairseq":
         return FairseqDictionary(tokens, seg_tokens)
     raise ValueError(f"unknown vocabulary layout {layout!r} (arbench or fairseq)")
+
+
+class BertUncasedPieces:
+    """BERT-base-uncased tokenisation (what upstream's `process_bert_uncased.py` applies with transformers'
+    `BertTokenizer`: lower-casing, accent stripping, punctuation split, greedy longest-match word pieces with
+    `##` continuations) over a dictionary's own symbols, with Hugging Face `tokenizers`' implementation of it
+    (no vocab.txt download: the word pieces are the dictionary's). Detokenising joins `##` pieces as BERT's
+    decoder does (`cleanup`: no space before punctuation)."""
+
+    def __init__(self, symbols: Sequence[str]):
+        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+        vocab = {s: i for i, s in enumerate(symbols)}
+        unk = "[UNK]" if "[UNK]" in vocab else "<unk>"
+        self._tok = Tokenizer(models.WordPiece(vocab, unk_token=unk, continuing_subword_prefix="##"))
+        self._tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True,
+                                                          handle_chinese_chars=True)
+        self._tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        self._decoder = decoders.WordPiece(prefix="##", cleanup=True)
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._tok.encode(text, add_special_tokens=False).tokens
+
+    def detokenize(self, pieces: Sequence[str]) -> str:
+        return self._decoder.decode(list(pieces))
