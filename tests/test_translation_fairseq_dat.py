@@ -71,11 +71,17 @@ def dictionary(tmp_path) -> Path:
 def test_import_gives_the_same_network(tmp_path, source_model, dictionary, layout):
     ckpt = write_checkpoint(tmp_path / "checkpoint.pt", source_model, layout)
     model, vocab, settings = import_dat(ckpt, dictionary)
-    assert settings == {"upsample": 3, "max_graph": 70} and vocab.tokens[len(SPECIALS)] == "w0"
+    assert settings == {"upsample": 3.0, "max_graph": 70, "source_eos": True, "upsample_base": "upstream_source"}
+    assert vocab.tokens[len(SPECIALS)] == "w0"
+    # the same weights, run as upstream runs them: </s> after the source, graph of 3 x words + 1 vertices
+    expected = DATransformer(source_model.cfg, **settings).eval()
+    expected.load_state_dict(source_model.state_dict())
     src = torch.tensor([[7, 8, 9, 10], [11, 12, 1, 1]])
     with torch.no_grad():
-        for ours, ref in zip(model(src), source_model(src)):
+        outputs = model(src)
+        for ours, ref in zip(outputs, expected(src)):
             assert torch.equal(ours, ref)
+    assert (~outputs[2]).sum(1).tolist() == [13, 7]
 
 
 def test_cli_writes_a_checkpoint_the_method_loads(tmp_path, source_model, dictionary):
@@ -207,6 +213,13 @@ def test_pdat_options_match_upstream_fairseq(pdat_golden):
         torch.testing.assert_close(memory[keep], g["encoder_out"][:, :src.shape[1]][keep], rtol=RTOL, atol=ATOL)
         graph = model.graph_tokens(src, model.graph_lengths(src, memory, memory_padding))
         assert torch.equal(graph, g["graph"])
+        for base in ("source_old", "upstream_source"):  # upstream's other graph sizes, from the same source
+            model.options["upsample_base"] = base
+            try:
+                got = model.graph_tokens(src, model.graph_lengths(src, memory, memory_padding))
+            finally:
+                model.options["upsample_base"] = "predict"
+            assert torch.equal(got, g["graph_" + base.replace("upstream_", "")]), base
         features = model.decode_features(graph, memory, memory_padding)
         vertices = graph.ne(1)
         torch.testing.assert_close(features[vertices], g["features"][vertices], rtol=RTOL, atol=ATOL)

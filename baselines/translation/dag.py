@@ -270,7 +270,7 @@ def dag_beam_search(links: Tensor, token_log_probs: Tensor, output_length: Tenso
 #: pre-norm ReLU blocks with sinusoidal positions), so checkpoints without them load unchanged.
 DAT_OPTION_DEFAULTS = {"learned_pos": False, "activation": "relu", "normalize_before": True,
                        "segment_embedding": 0, "source_eos": False, "upsample_base": "source"}
-UPSAMPLE_BASES = ("source", "source_old", "predict")
+UPSAMPLE_BASES = ("source", "upstream_source", "source_old", "predict")
 #: fairseq's NAT length classifier has 256 rows (`decoder.embed_length`, lengths 0-255).
 LENGTH_CLASSES = 256
 
@@ -328,9 +328,10 @@ class DATransformer(nn.Module):
     - `segment_embedding`: the number of segment symbols of `--segment-embedding` (`--seg-tokens`); the decoder
       adds `decoder.embed_seg` rows 1 (graph vertices) and 2 (the last vertex), as upstream's `forward_decoder`;
     - `source_eos`: append `</s>` to the source, as fairseq's data does;
-    - `upsample_base`: the graph size: `source` (ours: `upsample x words + 2`), `source_old` (upstream's:
-      `int(upsample x (words + 1))`, at least 2) or `predict` (`(length - 2) x upsample + 2`, the length from
-      the classifier `decoder.embed_length` on the mean encoder state); the latter two are clipped to
+    - `upsample_base`: the graph size: `source` (ours: `upsample x words + 2`), or upstream's formulas:
+      `upstream_source` (upstream's `source`: `int(upsample x words) + 1` with the source's `</s>`),
+      `source_old` (`int(upsample x (words + 1))`, at least 2) or `predict` (`(length - 2) x upsample + 2`, the
+      length from the classifier `decoder.embed_length` on the mean encoder state); upstream's are clipped to
       `max_graph - 1` as upstream does, and `upsample` may be fractional (`--decode-upsample-scale`).
     """
 
@@ -391,7 +392,10 @@ class DATransformer(nn.Module):
         length_src = src.ne(self.cfg.padding_idx).sum(1)
         if base == "source":
             return length_src * self.upsample + 2
-        if base == "source_old":
+        if base == "upstream_source":  # the source's <s> / </s> are counted once, not upsampled
+            specials = (src.eq(Vocabulary.bos) | src.eq(Vocabulary.eos)).sum(1)
+            lengths = ((length_src - specials) * self.upsample).long().clip(min=0) + specials
+        elif base == "source_old":
             lengths = (length_src * self.upsample).long().clip(min=2)
         else:  # predict: upstream's forward_length (mean of the non-padding encoder states) and argmax
             keep = (~memory_padding).unsqueeze(-1).to(memory.dtype)

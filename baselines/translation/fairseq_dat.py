@@ -11,10 +11,9 @@ the checkpoint to its weights and arguments where it is trusted.
 Our modules (`layers.py`, `dag.py`) implement these of upstream's settings: shared embeddings; pre-norm or
 post-norm (fairseq's default) layers; ReLU or GELU; sinusoidal or learned positions; the decoder's segment
 embedding (`--segment-embedding`); links from `feature:position` with unbounded transitions (-1, or a bound no
-graph reaches, such as upstream's 99999); the graph size from `upsample_base` `source` (ours: `upsample x source
-words + 2`, an integer scale; upstream counts the source's `</s>` instead of the 2), `source_old` or `predict`
-(upstream's formulas, with `</s>` appended to the source as fairseq's data has it, and the
-`--decode-upsample-scale`). The dictionary is either ours (six special symbols first) or fairseq's layout
+graph reaches, such as upstream's 99999); the graph size from `upsample_base` `source`, `source_old` or
+`predict` (upstream's formulas, with `</s>` appended to the source as fairseq's data has it, and the
+`decode_upsample_scale`, else a fixed `upsample_scale`). The dictionary is either ours (six special symbols first) or fairseq's layout
 (`<s> <pad> </s> <unk>`, dict.txt, then `--seg-tokens` segment symbols `[P0]` ...). A checkpoint with any other
 setting is refused with the list of what does not fit, rather than loaded into the wrong network.
 
@@ -178,10 +177,7 @@ def check_arguments(args: dict[str, Any]) -> None:
                         f"max_target_positions)")
     base = args.get("upsample_base", "source")
     scale = args.get("upsample_scale")
-    if base == "source":
-        if _number(scale) is None or float(scale) != int(float(scale)):
-            problems.append(f"upsample_scale={scale!r} (ours with upsample_base='source': an integer)")
-    elif base in ("source_old", "predict"):
+    if base in ("source", "source_old", "predict"):
         if _number(args.get("decode_upsample_scale")) is None and _number(scale) is None:
             problems.append(f"upsample_base={base!r} with upsample_scale={scale!r} and no decode_upsample_scale "
                             f"(give --decode-upsample-scale)")
@@ -255,14 +251,11 @@ def import_dat(path: Path, dictionary: Path, preset: str | None = None, decode_u
                             encoder_layers=args["encoder_layers"], decoder_layers=args["decoder_layers"],
                             dropout=0.0, max_positions=max_source, padding_idx=padding)
     base = args.get("upsample_base", "source")
-    if base == "source":
-        upsample: float = int(float(args["upsample_scale"]))
-    else:
-        upsample = float(args["decode_upsample_scale"] if _number(args.get("decode_upsample_scale")) is not None
-                         else args["upsample_scale"])
+    upsample = float(args["decode_upsample_scale"] if _number(args.get("decode_upsample_scale")) is not None
+                     else args["upsample_scale"])
     options = {"learned_pos": learned, "activation": args.get("activation_fn", "relu"),
                "normalize_before": bool(args.get("encoder_normalize_before")), "segment_embedding": segments,
-               "source_eos": base != "source", "upsample_base": base}
+               "source_eos": True, "upsample_base": "upstream_source" if base == "source" else base}
     options = {k: v for k, v in options.items() if v != DAT_OPTION_DEFAULTS[k]}
     settings = {"upsample": upsample, "max_graph": max_target, **options}
     model = DATransformer(cfg, **settings)

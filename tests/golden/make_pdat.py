@@ -28,7 +28,8 @@ tests/golden/pdat/checkpoint_pdat_tiny.pt, and its dict.txt. Outputs (tests/gold
 3 sources fed to upstream left-padded with `</s>` (fairseq's collate): the encoder states of the non-padding
 positions, the predicted graph (`initialize_output_tokens`), the decoder features (`decoder.extract_features`
 with `forward_decoder`'s segment ids), token logits and links (`extract_features(..., training=False)`,
-99999-bounded links restored), and `forward_decoder`'s greedy and lookahead (beta 1.0) output tokens.
+99999-bounded links restored), `forward_decoder`'s greedy and lookahead (beta 1.0) output tokens, and the
+graphs `initialize_output_tokens` gives with `upsample_base` `source_old` and `source` instead.
 """
 
 from __future__ import annotations
@@ -141,6 +142,10 @@ def main(checkout: str) -> None:
         for strategy in ("greedy", "lookahead"):
             model.args.decode_strategy = strategy
             t[f"tokens_{strategy}"] = model.forward_decoder(decoder_out, encoder_out).output_tokens
+        for base in ("source_old", "source"):  # the other graph sizes (upsample_base), same model and scale
+            model.args.upsample_base = base
+            t[f"graph_{base}"] = model.initialize_output_tokens(encoder_out, upstream).output_tokens
+        model.args.upsample_base = "predict"
     cfg = OmegaConf.to_container(convert_namespace_to_omegaconf(args), resolve=True, enum_to_str=True)
     state = {"args": None, "cfg": cfg, "model": model.state_dict(),
              "optimizer_history": [{"criterion_name": "NATDAGLoss", "optimizer_name": "FairseqAdam",
