@@ -205,6 +205,8 @@ def test_pdat_options_match_upstream_fairseq(pdat_golden):
                         "normalize_before": False, "segment_embedding": 3, "source_eos": True,
                         "upsample_base": "predict"}
     assert vocab.tokens[4:6] == ["[PAD]", "[unused0]"] and vocab.tokens[-1] == "[P2]"
+    # a full checkpoint's own arguments win over a preset (checkpoint=pdat given a full fairseq checkpoint)
+    assert import_dat(GOLDEN / "checkpoint_pdat_tiny.pt", GOLDEN / "dict.txt", "pdat")[2] == settings
     with torch.no_grad():
         src = model.prepare_source(g["src"])
         assert torch.equal(src.ne(1).sum(1), g["src_upstream"].ne(1).sum(1))

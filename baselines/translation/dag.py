@@ -14,6 +14,10 @@ argmax token and merging consecutive repeats. Beam search (`dag_beam_search`) is
 `inference_beamsearch` with the search of thu-coai/DAG-Search@d5056b8 (`python/dag_search.pyx`,
 `python/SearchBeam.cpp`) rewritten in plain Python, without the n-gram LM.
 
+`DATransformer`'s options (learned positions, GELU, post-norm, segment embedding, `</s>` on the source,
+upstream's graph-size rules) run checkpoints trained by upstream's fairseq code, such as PDAT, imported by
+`fairseq_dat.py`; with the defaults the model is the bundled one and runs the shared layers' own code.
+
 Not here: glancing training (GLAT, upstream trains with it), Viterbi / joint-Viterbi, sampling, the n-gram LM
 and n-gram repetition bans of upstream's beam search, the CUDA kernels (`dag_loss.cu`; the plain
 PyTorch forms here are what upstream falls back to with `--torch-dag-loss`).

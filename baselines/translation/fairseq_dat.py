@@ -13,14 +13,16 @@ post-norm (fairseq's default) layers; ReLU or GELU; sinusoidal or learned positi
 embedding (`--segment-embedding`); links from `feature:position` with unbounded transitions (-1, or a bound no
 graph reaches, such as upstream's 99999); the graph size from `upsample_base` `source`, `source_old` or
 `predict` (upstream's formulas, with `</s>` appended to the source as fairseq's data has it, and the
-`decode_upsample_scale`, else a fixed `upsample_scale`). The dictionary is either ours (six special symbols first) or fairseq's layout
-(`<s> <pad> </s> <unk>`, dict.txt, then `--seg-tokens` segment symbols `[P0]` ...). A checkpoint with any other
-setting is refused with the list of what does not fit, rather than loaded into the wrong network.
+`decode_upsample_scale`, else a fixed `upsample_scale`). The dictionary is either ours (six special symbols
+first) or fairseq's layout (`<s> <pad> </s> <unk>`, dict.txt, then `--seg-tokens` segment symbols `[P0]` ...).
+A checkpoint with any other setting is refused with the list of what does not fit, rather than loaded into the
+wrong network.
 
-PDAT (the released pre-trained DA-Transformer, `examples/DA-Transformer/pretrain.sh`) is published as a bare
-state dict (`model.bin`, upstream's `extract_model_state.py` output: no arguments) and BERT-uncased word
-pieces; `--preset pdat` supplies its arguments (`PDAT_ARGS`). A LightSeq state dict (`encoder.layers.0.para`)
-is refused with upstream's conversion.
+PDAT (the released pre-trained DA-Transformer, `examples/DA-Transformer/pretrain.sh`) is `model.bin`, which
+upstream's `--load-pretrained-model` reads either as a bare state dict (`extract_model_state.py` output, no
+arguments) or as a full checkpoint (not verifiable offline), with BERT-uncased word pieces; `--preset pdat`
+supplies the arguments of a bare state dict (`PDAT_ARGS`); a full checkpoint's own arguments take precedence.
+A LightSeq state dict (`encoder.layers.0.para`) is refused with upstream's conversion.
 
     python -m baselines.translation.fairseq_dat --input checkpoint.pt --dict dict.txt --langpair en-de \\
         --output dat-imported.safetensors
@@ -124,7 +126,7 @@ def _reader_error(exc: Exception) -> str:
 
 def model_arguments(state: dict[str, Any], preset: str | None = None) -> dict[str, Any]:
     """The checkpoint's model arguments (`args`, or `cfg.model` plus `cfg.task`'s `seg_tokens`); for a bare state
-    dict those of `preset`, which a checkpoint with its own arguments must not be given."""
+    dict those of `preset` (which a checkpoint with its own arguments does not need: its own are used)."""
     if "args" not in state and "cfg" not in state:
         if preset is None:
             raise ArbenchError(f"the checkpoint is a bare state dict without its training arguments; name them with "
@@ -132,8 +134,6 @@ def model_arguments(state: dict[str, Any], preset: str | None = None) -> dict[st
         if preset not in PRESETS:
             raise ArbenchError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         return dict(PRESETS[preset])
-    if preset is not None:
-        raise ArbenchError(f"the checkpoint carries its own arguments; --preset {preset} is for bare state dicts")
     args, task = state.get("args"), None
     if args is None:
         args, task = state["cfg"].get("model"), state["cfg"].get("task")

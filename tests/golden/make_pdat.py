@@ -102,6 +102,7 @@ def main(checkout: str) -> None:
         finally:
             os.chdir(cwd)
     assert args.encoder_normalize_before is False and args.decoder_normalize_before is False
+    args.data = "data-bin/pdat_tiny"  # the temporary data directory's name would make the checkpoint differ per run
     torch.manual_seed(SEED)
     damp(seeded_fill(model, SEED), ["decoder.query_linear", "decoder.key_linear"], 0.2)
     damp(model, ["decoder.embed_positions"], 6.0)
