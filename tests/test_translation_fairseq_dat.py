@@ -108,8 +108,8 @@ def test_settings_we_do_not_implement_are_refused_with_each_mismatch(tmp_path, s
                             upsample_scale="4~8")
     with pytest.raises(ArbenchError) as err:
         import_dat(ckpt, dictionary)
-    for name in ("activation_fn='silu'", "links_feature='feature'", "encoder_normalize_before=False != "
-                 "decoder_normalize_before=True", "layernorm_embedding=True", "max_transition_length=16",
+    for name in ("activation_fn='silu'", "links_feature='feature'",
+                 "encoder_normalize_before=False != decoder_normalize_before=True", "layernorm_embedding=True", "max_transition_length=16",
                  "upsample_scale='4~8'"):
         assert name in str(err.value)
     with pytest.raises(ArbenchError, match="upsample_base='fixed'"):
@@ -128,8 +128,8 @@ def test_pdat_settings_and_fairseq_dictionary_are_imported(tmp_path):
     torch.manual_seed(4)
     cfg = TransformerConfig(vocab_size=4 + len(words) + 3, embed_dim=16, ffn_dim=32, heads=4, encoder_layers=1,
                             decoder_layers=2, max_positions=20, dropout=0.0)
-    options = dict(learned_pos=True, activation="gelu", normalize_before=False, segment_embedding=3,
-                   source_eos=True, upsample_base="predict")
+    options = {"learned_pos": True, "activation": "gelu", "normalize_before": False, "segment_embedding": 3,
+               "source_eos": True, "upsample_base": "predict"}
     model = DATransformer(cfg, upsample=2.5, max_graph=70, **options).eval()
     (tmp_path / "dict.txt").write_text("".join(f"{w} 7\n" for w in words), encoding="utf-8")
     state = {("decoder.link_predictor." + k[len("decoder."):] if k.startswith("decoder.query_linear") else k): v
@@ -225,7 +225,7 @@ def test_pdat_options_match_upstream_fairseq(pdat_golden):
         features = model.decode_features(graph, memory, memory_padding)
         vertices = graph.ne(1)
         torch.testing.assert_close(features[vertices], g["features"][vertices], rtol=RTOL, atol=ATOL)
-        logits, links, padding = model(g["src"])
+        logits, links, _ = model(g["src"])
         torch.testing.assert_close(logits[vertices], g["logits"][vertices], rtol=RTOL, atol=ATOL)
         assert torch.equal(links.isinf(), g["links"].isinf())
         finite = ~links.isinf()

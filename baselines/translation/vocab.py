@@ -106,7 +106,7 @@ class FairseqDictionary(Vocabulary):
             range(len(self.tokens) - seg_tokens, len(self.tokens)))
 
     @classmethod
-    def from_dict_txt(cls, words: Sequence[str], seg_tokens: int = 0) -> "FairseqDictionary":
+    def from_dict_txt(cls, words: Sequence[str], seg_tokens: int = 0) -> FairseqDictionary:
         return cls(list(FAIRSEQ_SPECIALS) + list(words) + [f"[P{i}]" for i in range(seg_tokens)], seg_tokens)
 
     def decode(self, ids: Iterable[int]) -> list[str]:

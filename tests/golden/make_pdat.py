@@ -80,11 +80,10 @@ def main(checkout: str) -> None:
     sys.path.insert(0, str(root))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     _python311_shim()
-    from golden_weights import damp, seeded_fill
-    from omegaconf import OmegaConf
-
     from fairseq import checkpoint_utils, options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from golden_weights import damp, seeded_fill
+    from omegaconf import OmegaConf
 
     OUT.mkdir(parents=True, exist_ok=True)
     dict_text = "".join(f"{w} 7\n" for w in WORDS)
