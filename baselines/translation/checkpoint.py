@@ -17,7 +17,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from baselines.translation.layers import TransformerConfig
-from baselines.translation.vocab import Vocabulary
+from baselines.translation.vocab import Vocabulary, vocabulary_from
 from harness.errors import ArbenchError
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -26,6 +26,8 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 def save_checkpoint(model: nn.Module, path: Path, kind: str, config: TransformerConfig, vocab: Vocabulary,
                     langpair: str, training: dict[str, Any], model_settings: dict[str, Any]) -> None:
     metadata = {
+        **({} if getattr(vocab, "layout", "arbench") == "arbench" else {  # absent for our own layout
+            "arbench.vocab_layout": json.dumps({"layout": vocab.layout, "seg_tokens": vocab.seg_tokens})}),
         "arbench.kind": kind,
         "arbench.config": json.dumps(asdict(config)),
         "arbench.model": json.dumps(model_settings),
@@ -54,7 +56,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
         "kind": raw["arbench.kind"],
         "config": TransformerConfig(**json.loads(raw["arbench.config"])),
         "model": json.loads(raw["arbench.model"]),
-        "vocab": Vocabulary(json.loads(raw["arbench.vocab"])),
+        "vocab": vocabulary_from(json.loads(raw["arbench.vocab"]),
+                                 **json.loads(raw.get("arbench.vocab_layout", '{"layout": "arbench"}'))),
         "langpair": raw["arbench.langpair"],
         "training": json.loads(raw["arbench.training"]),
     }

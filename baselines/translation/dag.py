@@ -14,6 +14,10 @@ argmax token and merging consecutive repeats. Beam search (`dag_beam_search`) is
 `inference_beamsearch` with the search of thu-coai/DAG-Search@d5056b8 (`python/dag_search.pyx`,
 `python/SearchBeam.cpp`) rewritten in plain Python, without the n-gram LM.
 
+`DATransformer`'s options (learned positions, GELU, post-norm, segment embedding, `</s>` on the source,
+upstream's graph-size rules) run checkpoints trained by upstream's fairseq code, such as PDAT, imported by
+`fairseq_dat.py`; with the defaults the model is the bundled one and runs the shared layers' own code.
+
 Not here: glancing training (GLAT, upstream trains with it), Viterbi / joint-Viterbi, sampling, the n-gram LM
 and n-gram repetition bans of upstream's beam search, the CUDA kernels (`dag_loss.cu`; the plain
 PyTorch forms here are what upstream falls back to with `--torch-dag-loss`).
@@ -22,6 +26,7 @@ PyTorch forms here are what upstream falls back to with `--torch-dag-loss`).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from baselines.translation.ar import shared_embedding
-from baselines.translation.layers import Decoder, Encoder, TransformerConfig
+from baselines.translation.layers import Decoder, Encoder, TransformerConfig, sinusoidal_positions
 from baselines.translation.vocab import SPECIALS, Vocabulary
 
 #: Upstream's README trains WMT models with `--upsample-scale 8`; the bundled nat-mini model uses 4 (shorter
@@ -264,13 +269,88 @@ def dag_beam_search(links: Tensor, token_log_probs: Tensor, output_length: Tenso
     return dag_search(*candidates, output_length, go, settings)
 
 
-class DATransformer(nn.Module):
-    """Encoder, bidirectional decoder over the upsampled graph, token projection (tied) and link attention."""
+#: The settings of upstream's model beyond `TransformerConfig` that a DATransformer can take (keyword arguments,
+#: stored in a checkpoint's model settings); the defaults are the bundled nat-mini model's (the shared layers'
+#: pre-norm ReLU blocks with sinusoidal positions), so checkpoints without them load unchanged.
+DAT_OPTION_DEFAULTS = {"learned_pos": False, "activation": "relu", "normalize_before": True,
+                       "segment_embedding": 0, "source_eos": False, "upsample_base": "source"}
+UPSAMPLE_BASES = ("source", "upstream_source", "source_old", "predict")
+#: fairseq's NAT length classifier has 256 rows (`decoder.embed_length`, lengths 0-255).
+LENGTH_CLASSES = 256
 
-    def __init__(self, cfg: TransformerConfig, upsample: int = DEFAULT_UPSAMPLE, max_graph: int | None = None):
+
+def _activation(name: str):
+    if name == "relu":
+        return F.relu
+    if name == "gelu":  # fairseq's `gelu`: the exact (erf) form, computed in float32
+        return lambda x: F.gelu(x.float()).type_as(x)
+    raise ValueError(f"activation {name!r} is not relu or gelu")
+
+
+def _block(x: Tensor, norm: nn.LayerNorm, sublayer, normalize_before: bool, dropout: nn.Module) -> Tensor:
+    """One residual sub-block in fairseq's order: pre-norm LN -> f -> add, or post-norm f -> add -> LN."""
+    if normalize_before:
+        return x + dropout(sublayer(norm(x)))
+    return norm(x + dropout(sublayer(x)))
+
+
+def _encoder_layer(layer, x: Tensor, padding: Tensor, pre: bool, act) -> Tensor:
+    """The shared `EncoderLayer`'s parameters run with `pre` (pre-/post-norm) and activation `act`."""
+    x = _block(x, layer.self_attn_layer_norm, lambda h: layer.self_attn(h, h, padding), pre, layer.dropout)
+    return _block(x, layer.final_layer_norm, lambda h: layer.fc2(layer.dropout(act(layer.fc1(h)))), pre,
+                  layer.dropout)
+
+
+def _decoder_layer(layer, x: Tensor, padding: Tensor, memory: Tensor, memory_padding: Tensor, pre: bool,
+                   act) -> Tensor:
+    x = _block(x, layer.self_attn_layer_norm, lambda h: layer.self_attn(h, h, padding), pre, layer.dropout)
+    x = _block(x, layer.encoder_attn_layer_norm, lambda h: layer.encoder_attn(h, memory, memory_padding), pre,
+               layer.dropout)
+    return _block(x, layer.final_layer_norm, lambda h: layer.fc2(layer.dropout(act(layer.fc1(h)))), pre,
+                  layer.dropout)
+
+
+def learned_positions(max_positions: int, dim: int, padding_idx: int) -> nn.Embedding:
+    """fairseq's LearnedPositionalEmbedding table: `max_positions + padding_idx + 1` rows, row padding_idx zero."""
+    table = nn.Embedding(max_positions + padding_idx + 1, dim, padding_idx=padding_idx)
+    nn.init.normal_(table.weight, mean=0.0, std=dim ** -0.5)
+    with torch.no_grad():
+        table.weight[padding_idx].zero_()
+    return table
+
+
+class DATransformer(nn.Module):
+    """Encoder, bidirectional decoder over the upsampled graph, token projection (tied) and link attention.
+
+    Options (keyword arguments; `DAT_OPTION_DEFAULTS`), for checkpoints trained by upstream's fairseq code such
+    as PDAT (`examples/DA-Transformer/pretrain.sh`):
+    - `learned_pos`: fairseq's learned positions (`encoder/decoder.embed_positions`, `--encoder-learned-pos
+      --decoder-learned-pos`) instead of sinusoidal ones;
+    - `activation`: `relu` or `gelu` (`--activation-fn`);
+    - `normalize_before`: pre-norm layers with a final LayerNorm (ours), or, False, fairseq's post-norm default
+      (LayerNorm after each residual, no final LayerNorm: `encoder/decoder.layer_norm` absent);
+    - `segment_embedding`: the number of segment symbols of `--segment-embedding` (`--seg-tokens`); the decoder
+      adds `decoder.embed_seg` rows 1 (graph vertices) and 2 (the last vertex), as upstream's `forward_decoder`;
+    - `source_eos`: append `</s>` to the source, as fairseq's data does;
+    - `upsample_base`: the graph size: `source` (ours: `upsample x words + 2`), or upstream's formulas:
+      `upstream_source` (upstream's `source`: `int(upsample x words) + 1` with the source's `</s>`),
+      `source_old` (`int(upsample x (words + 1))`, at least 2) or `predict` (`(length - 2) x upsample + 2`, the
+      length from the classifier `decoder.embed_length` on the mean encoder state); upstream's are clipped to
+      `max_graph - 1` as upstream does, and `upsample` may be fractional (`--decode-upsample-scale`).
+    """
+
+    def __init__(self, cfg: TransformerConfig, upsample: float = DEFAULT_UPSAMPLE, max_graph: int | None = None,
+                 **options):
         """`max_graph`: rows of the link position table (fairseq's `max_target_positions`); default: the largest
         graph of a `cfg.max_positions`-word source."""
         super().__init__()
+        unknown = sorted(set(options) - set(DAT_OPTION_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown DATransformer options {unknown}; known: {sorted(DAT_OPTION_DEFAULTS)}")
+        self.options = {**DAT_OPTION_DEFAULTS, **options}
+        if self.options["upsample_base"] not in UPSAMPLE_BASES:
+            raise ValueError(f"upsample_base {self.options['upsample_base']!r} is not one of {UPSAMPLE_BASES}")
+        self._act = _activation(self.options["activation"])
         self.cfg = cfg
         self.upsample = upsample
         self.max_graph = max_graph
@@ -279,36 +359,110 @@ class DATransformer(nn.Module):
         self.decoder = Decoder(embedding, cfg, causal=False)
         dim = cfg.embed_dim
         # fairseq's LearnedPositionalEmbedding: positions count from padding_idx + 1, row padding_idx is zero.
-        self.decoder.link_positional = nn.Embedding(self.max_graph_length() + cfg.padding_idx + 1, dim,
-                                                    padding_idx=cfg.padding_idx)
-        nn.init.normal_(self.decoder.link_positional.weight, mean=0.0, std=dim ** -0.5)
-        with torch.no_grad():
-            self.decoder.link_positional.weight[cfg.padding_idx].zero_()
+        self.decoder.link_positional = learned_positions(self.max_graph_length(), dim, cfg.padding_idx)
         self.decoder.query_linear = nn.Linear(2 * dim, dim)
         self.decoder.key_linear = nn.Linear(2 * dim, dim)
         self.decoder.gate_linear = nn.Linear(2 * dim, cfg.heads)
+        if not self.options["normalize_before"]:  # fairseq's post-norm stacks have no final LayerNorm
+            del self.encoder.layer_norm, self.decoder.layer_norm
+        if self.options["learned_pos"]:
+            self.encoder.embed_positions = learned_positions(cfg.max_positions, dim, cfg.padding_idx)
+            self.decoder.embed_positions = learned_positions(self.max_graph_length(), dim, cfg.padding_idx)
+        if self.options["segment_embedding"]:
+            self.decoder.embed_seg = learned_positions(self.options["segment_embedding"], dim, 0)
+        if self.options["upsample_base"] == "predict":
+            self.decoder.embed_length = nn.Embedding(LENGTH_CLASSES, dim)
+            nn.init.normal_(self.decoder.embed_length.weight, mean=0.0, std=dim ** -0.5)
 
     def max_graph_length(self) -> int:
-        return self.max_graph or self.upsample * self.cfg.max_positions + 2
+        return self.max_graph or int(self.upsample * self.cfg.max_positions + 2)
 
-    def graph_tokens(self, src: Tensor) -> Tensor:
+    @property
+    def plain(self) -> bool:
+        """True for the default options: the shared layers' own forward passes are used unchanged."""
+        return self.options == DAT_OPTION_DEFAULTS
+
+    def prepare_source(self, src: Tensor) -> Tensor:
+        """The encoder input: with `source_eos`, `</s>` after each right-padded sentence."""
+        if not self.options["source_eos"]:
+            return src
+        lengths = src.ne(self.cfg.padding_idx).sum(1)
+        out = F.pad(src, (0, 1), value=self.cfg.padding_idx)
+        return out.scatter(1, lengths[:, None], Vocabulary.eos)
+
+    def graph_lengths(self, src: Tensor, memory: Tensor, memory_padding: Tensor) -> Tensor:
+        """Vertices per sentence for the (prepared) source `src`, following `upsample_base`."""
+        base = self.options["upsample_base"]
+        length_src = src.ne(self.cfg.padding_idx).sum(1)
+        if base == "source":
+            return length_src * self.upsample + 2
+        if base == "upstream_source":  # the source's <s> / </s> are counted once, not upsampled
+            specials = (src.eq(Vocabulary.bos) | src.eq(Vocabulary.eos)).sum(1)
+            lengths = ((length_src - specials) * self.upsample).long().clip(min=0) + specials
+        elif base == "source_old":
+            lengths = (length_src * self.upsample).long().clip(min=2)
+        else:  # predict: upstream's forward_length (mean of the non-padding encoder states) and argmax
+            keep = (~memory_padding).unsqueeze(-1).to(memory.dtype)
+            pooled = ((memory / keep.sum(1, keepdim=True)) * keep).sum(1)
+            predicted = F.linear(pooled, self.decoder.embed_length.weight).max(-1).indices
+            lengths = ((predicted - 2) * self.upsample).long().clamp(min=0) + 2
+        return lengths.clip(max=self.max_graph_length() - 1)
+
+    def graph_tokens(self, src: Tensor, lengths: Tensor | None = None) -> Tensor:
         """Decoder input (B, L): `<s>`, `<unk>` x (upsample * source length), `</s>`, right-padded."""
-        lengths = src.ne(self.cfg.padding_idx).sum(1) * self.upsample + 2
+        if lengths is None:
+            lengths = src.ne(self.cfg.padding_idx).sum(1) * self.upsample + 2
         positions = torch.arange(int(lengths.max()), device=src.device)[None, :]
         tokens = torch.full(positions.shape, Vocabulary.unk, device=src.device).repeat(src.shape[0], 1)
         tokens = tokens.masked_fill(positions >= lengths[:, None], self.cfg.padding_idx)
         tokens[:, 0] = Vocabulary.bos
         return tokens.scatter(1, (lengths - 1)[:, None], Vocabulary.eos)
 
+    def _embed(self, module, tokens: Tensor) -> Tensor:
+        """Token embedding x sqrt(dim) plus learned positions (the non-plain path; fairseq's forward_embedding)."""
+        x = math.sqrt(self.cfg.embed_dim) * module.embed_tokens(tokens)
+        if self.options["learned_pos"]:
+            return x + module.embed_positions(learned_position_ids(tokens, self.cfg.padding_idx))
+        return x + sinusoidal_positions(tokens.shape[1], self.cfg.embed_dim, self.cfg.padding_idx, x.device)[None]
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """(encoder states (B, S, D), padding mask) for a prepared source (`prepare_source`)."""
+        if self.plain:
+            return self.encoder(src)
+        padding = src.eq(self.cfg.padding_idx)
+        x = self.encoder.dropout(self._embed(self.encoder, src))
+        x = x * (~padding).unsqueeze(-1).to(x.dtype)  # fairseq zeroes padding positions' inputs
+        pre = self.options["normalize_before"]
+        for layer in self.encoder.layers:
+            x = _encoder_layer(layer, x, padding, pre, self._act)
+        return (self.encoder.layer_norm(x) if pre else x), padding
+
+    def decode_features(self, graph: Tensor, memory: Tensor, memory_padding: Tensor) -> Tensor:
+        """Decoder features (B, L, D) of the graph input `graph`."""
+        padding = graph.eq(self.cfg.padding_idx)
+        if self.plain:
+            x = self.decoder.embed(graph)
+            for layer in self.decoder.layers:
+                x = layer(x, padding, memory, memory_padding, False)
+            return self.decoder.layer_norm(x)
+        x = self._embed(self.decoder, graph)
+        if self.options["segment_embedding"]:  # upstream's forward_decoder: 0 padding, 1 vertices, 2 the last
+            segments = (~padding).long().masked_fill(graph.eq(Vocabulary.eos), 2)
+            x = x + self.decoder.embed_seg(segments)
+        x = self.decoder.dropout(x)
+        pre = self.options["normalize_before"]
+        for layer in self.decoder.layers:
+            x = _decoder_layer(layer, x, padding, memory, memory_padding, pre, self._act)
+        return self.decoder.layer_norm(x) if pre else x
+
     def forward(self, src: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(token logits (B, L, V), log links (B, L, L), graph padding mask (B, L))."""
-        memory, memory_padding = self.encoder(src)
-        graph = self.graph_tokens(src)
+        src = self.prepare_source(src)
+        memory, memory_padding = self.encode(src)
+        lengths = None if self.plain else self.graph_lengths(src, memory, memory_padding)
+        graph = self.graph_tokens(src, lengths)
         padding = graph.eq(self.cfg.padding_idx)
-        x = self.decoder.embed(graph)
-        for layer in self.decoder.layers:
-            x = layer(x, padding, memory, memory_padding, False)
-        features = self.decoder.layer_norm(x)
+        features = self.decode_features(graph, memory, memory_padding)
         logits = F.linear(features, self.decoder.embed_tokens.weight)
         link_positions = self.decoder.link_positional(learned_position_ids(graph, self.cfg.padding_idx))
         links = compute_links(features, link_positions, padding, self.decoder.query_linear,
@@ -316,7 +470,12 @@ class DATransformer(nn.Module):
         return logits, links, padding
 
     def loss(self, src: Tensor, tgt: Tensor, vocab: Vocabulary) -> Tensor:
-        """DAG loss for right-padded targets without `<s>`/`</s>` (they are added here, as fairseq's data has them)."""
+        """DAG loss for right-padded targets without `<s>`/`</s>` (they are added here, as fairseq's data has them).
+        Training uses the graph size of `upsample_base=source`/`source_old`; `predict` (sized by the target during
+        upstream's training) is for imported checkpoints' inference only."""
+        if self.options["upsample_base"] == "predict":
+            raise ValueError("DATransformer.loss: upsample_base='predict' sizes training graphs by the target, "
+                             "which is not implemented; train with 'source' or 'source_old'")
         lengths = tgt.ne(vocab.pad).sum(1)
         wrapped = torch.full((tgt.shape[0], tgt.shape[1] + 2), vocab.pad, dtype=torch.long, device=tgt.device)
         wrapped[:, 0] = vocab.bos
@@ -327,9 +486,11 @@ class DATransformer(nn.Module):
 
     @torch.inference_mode()
     def translate(self, src: Tensor, strategy: str = "lookahead", beta: float = 1.0,
-                  beam: BeamSearchSettings | None = None) -> list[list[int]]:
-        """Target word ids (special symbols such as the path's `<s>` and `</s>` removed); `beam` holds the
-        settings of `strategy="beamsearch"` (its own `beta`; upstream's defaults when None)."""
+                  beam: BeamSearchSettings | None = None, specials: Collection[int] | None = None
+                  ) -> list[list[int]]:
+        """Target word ids (special symbols such as the path's `<s>` and `</s>` removed: `specials`, default
+        our vocabulary's first six ids); `beam` holds the settings of `strategy="beamsearch"` (its own `beta`;
+        upstream's defaults when None)."""
         logits, links, padding = self(src)
         if strategy == "beamsearch":
             paths, _ = dag_beam_search(links, logits.float().log_softmax(-1), (~padding).sum(-1),
@@ -337,4 +498,6 @@ class DATransformer(nn.Module):
         else:
             paths = dag_decode(links, logits.float().log_softmax(-1), (~padding).sum(-1), strategy, beta,
                                self.cfg.padding_idx)
-        return [[t for t in path if t >= len(SPECIALS)] for path in paths]
+        if specials is None:
+            return [[t for t in path if t >= len(SPECIALS)] for path in paths]
+        return [[t for t in path if t not in specials] for path in paths]

@@ -41,15 +41,18 @@ class CheckpointTranslator(Method):
         for key in ("beam", "length_beam", "iterations"):
             if getattr(self.config, key, 1) < 1:
                 raise InputError(f"{self.name}: {key} must be at least 1, got {getattr(self.config, key)}.")
+        self.meta, self.model, self._sha256 = self.load()
+        self.vocab = self.meta["vocab"]
+        self.model = self.model.to(device)
+
+    def load(self) -> tuple[dict, torch.nn.Module, str]:
+        """(metadata, model, checkpoint sha256) of the ARBench checkpoint `checkpoint` names."""
         self.path = Path(self.config.checkpoint) if self.config.checkpoint else CHECKPOINT_DIR / f"{self.kind}.safetensors"
         meta = read_metadata(self.path)
         if meta["kind"] != self.kind:
             raise InputError(f"{self.path} holds a {meta['kind']!r} model, but method {self.name!r} needs "
                              f"a {self.kind!r} checkpoint.")
-        self.meta = meta
-        self.vocab = meta["vocab"]
-        self.model = load_weights(self.build(meta), self.path).to(device)
-        self._sha256 = sha256_file(self.path)
+        return meta, load_weights(self.build(meta), self.path), sha256_file(self.path)
 
     def build(self, meta: dict) -> torch.nn.Module:
         raise NotImplementedError
@@ -67,12 +70,18 @@ class CheckpointTranslator(Method):
     def checkpoint_sha256(self) -> str:
         return self._sha256
 
+    def tokenize(self, text: str, lang: str) -> list[str]:
+        return tokenize(text, lang)
+
+    def detokenize(self, tokens: list[str], lang: str) -> str:
+        return detokenize(tokens, lang)
+
     def translate(self, sentences: Sequence[str]) -> list[str]:
         src_lang, tgt_lang = self.meta["langpair"].split("-")
-        ids = [self.vocab.encode(tokenize(s, src_lang))[: self.model.cfg.max_positions - 2] for s in sentences]
+        ids = [self.vocab.encode(self.tokenize(s, src_lang))[: self.model.cfg.max_positions - 2] for s in sentences]
         with torch.inference_mode():
             out = self.decode(self.vocab.batch(ids).to(self.device))
-        return [detokenize(self.vocab.decode(o), tgt_lang) for o in out]
+        return [self.detokenize(self.vocab.decode(o), tgt_lang) for o in out]
 
     def check_task(self, task: str, langpair: str) -> None:
         """Refuse, before anything runs, a test set this checkpoint was not trained for."""
