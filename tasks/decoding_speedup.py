@@ -347,7 +347,7 @@ class DecodingSpeedupMini(DecodingSpeedup):
     Config = MiniConfig
     offline = True
     demo_methods = ("speculative", "blockwise", "jacobi", "early-exit", "prompt-lookup", "lookahead", "medusa",
-                    "recycle-gpt", "ffn-skip", "sigma-gpt-burst-l2r", "sigma-gpt-burst")
+                    "eagle", "eagle-2", "recycle-gpt", "ffn-skip", "sigma-gpt-burst-l2r", "sigma-gpt-burst")
 
 
 #: The registered method the protocol times every strategy against (baselines/decoding/ar.py): AR decoding
