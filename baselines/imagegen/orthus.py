@@ -211,12 +211,15 @@ def generate_latents(model: Orthus, prompts: Prompts, noises, scheduler, cfg_sca
 
 def to_uint8(pixels: torch.Tensor, preprocessor: dict) -> np.ndarray:
     """Upstream's `postprocess_pixel_values` (ChameleonImageProcessor.postprocess): x * std + mean, times
-    1 / rescale_factor (0.0078 in Chameleon's config), clipped to [0, 255], truncated to uint8; NHWC."""
-    mean = torch.as_tensor(preprocessor.get("image_mean", [1.0, 1.0, 1.0]), dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.as_tensor(preprocessor.get("image_std", [1.0, 1.0, 1.0]), dtype=torch.float32).view(1, 3, 1, 1)
-    x = pixels.float().cpu() * std + mean
+    1 / rescale_factor (0.0078 in Chameleon's config), clipped to [0, 255], truncated to uint8; NHWC. Computed in the
+    pixels' own dtype, as upstream (bfloat16 in its script: the rounding to bfloat16 before truncation is kept)."""
+    def channel(values):
+        return torch.as_tensor(values, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
+
+    x = pixels * channel(preprocessor.get("image_std", [1.0, 1.0, 1.0])) + channel(
+        preprocessor.get("image_mean", [1.0, 1.0, 1.0]))
     x = x * (1.0 / preprocessor.get("rescale_factor", 0.0078))
-    return torch.clip(x, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return torch.clip(x, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def read_preprocessor(path: Path) -> dict:
