@@ -134,7 +134,8 @@ class Orthus(nn.Module):
                     embeds[row, mask[row]] = self.soft_embeddings(image_latents[row, :n]).to(embeds.dtype)
         return embeds
 
-    def head_sample(self, z: torch.Tensor, noise: torch.Tensor, scheduler, cfg_scale: float, steps: int) -> torch.Tensor:
+    def head_sample(self, z: torch.Tensor, noise: torch.Tensor, scheduler, cfg_scale: float,
+                    steps: int) -> torch.Tensor:
         """One image feature per request: z = (2B, hidden) [conditional rows; unconditional rows], noise (B, 256).
         Upstream's continuous-mode forward: DDIM on the head's v-prediction with guidance, result / 0.1."""
         scheduler.set_timesteps(steps)
@@ -144,7 +145,11 @@ class Orthus(nn.Module):
             x = scheduler.scale_model_input(x, t)
             with autocast:
                 t_rows = torch.as_tensor([t], device=z.device).repeat(z.shape[0])
-                pred = self.mlp_head(torch.cat([x, x]).to(z.device), t_rows, z)
+                rows = torch.cat([x, x]).to(z.device)
+                if not z.is_cuda:  # no autocast off CUDA: feed the head its own dtype (float32 noise, bf16 head)
+                    head = self.mlp_head.input_proj.weight.dtype
+                    rows, z = rows.to(head), z.to(head)
+                pred = self.mlp_head(rows, t_rows, z)
                 cond, uncond = pred.chunk(2)
                 pred = uncond + cfg_scale * (cond - uncond)
                 x = scheduler.step(pred, t, x).prev_sample

@@ -32,7 +32,16 @@ import numpy as np
 import torch
 
 from baselines.imagegen.checkpoints import combined_sha256, load_into, read_state_dict
-from baselines.imagegen.orthus import DDIM_CONFIG, HEAD_DEPTH, HEAD_WIDTH, Orthus, generate_latents, layout, prompt_rows, to_uint8
+from baselines.imagegen.orthus import (
+    DDIM_CONFIG,
+    HEAD_DEPTH,
+    HEAD_WIDTH,
+    Orthus,
+    generate_latents,
+    layout,
+    prompt_rows,
+    to_uint8,
+)
 from baselines.imagegen.sampling import request_generators
 from harness.api import Request
 from harness.errors import ArbenchError
