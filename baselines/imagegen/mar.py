@@ -105,7 +105,8 @@ class TimestepEmbedder(nn.Module):
         half = self.frequency_dim // 2
         freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
         args = t[:, None].float() * freqs[None]
-        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+        features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        return self.mlp(features.to(self.mlp[0].weight.dtype))  # as Orthus's copy; a no-op for float32 MAR
 
 
 class ResBlock(nn.Module):
@@ -133,16 +134,18 @@ class FinalLayer(nn.Module):
 
 
 class SimpleMLPAdaLN(nn.Module):
-    """MAR's diffusion network: (noisy latent x, timestep t, condition z) -> (epsilon, variance values)."""
+    """MAR's diffusion network: (noisy latent x, timestep t, condition z) -> (epsilon, variance values).
+    Orthus's `diff_mlp.SimpleMLPAdaLN` is the same network with `out_channels = in_channels` (v-prediction,
+    no learned variance)."""
 
-    def __init__(self, in_channels: int, width: int, z_channels: int, depth: int):
+    def __init__(self, in_channels: int, width: int, z_channels: int, depth: int, out_channels: int | None = None):
         super().__init__()
         self.in_channels = in_channels
         self.time_embed = TimestepEmbedder(width)
         self.cond_embed = nn.Linear(z_channels, width)
         self.input_proj = nn.Linear(in_channels, width)
         self.res_blocks = nn.ModuleList([ResBlock(width) for _ in range(depth)])
-        self.final_layer = FinalLayer(width, 2 * in_channels)
+        self.final_layer = FinalLayer(width, 2 * in_channels if out_channels is None else out_channels)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         x = self.input_proj(x)

@@ -188,13 +188,6 @@ class NOVAMethod(TextToImage):
         images = torch.cat([self._vae.decode(part).sample for part in z.split(batch)])
         return images.permute(0, 2, 3, 1).mul(127.5).add(127.5).clamp(0, 255).byte().cpu().numpy()
 
-    def check_prompts(self, requests: Sequence[Request]) -> list[str]:
-        bad = [r.id for r in requests if not isinstance(r.condition.get("prompt"), str)]
-        if bad:
-            raise ArbenchError(f"{self.name} needs a text prompt in every request's condition; "
-                               f"requests {bad[:5]} have none. Use a text-to-image task.")
-        return [r.condition["prompt"] for r in requests]
-
     @torch.no_grad()
     def generate(self, requests: Sequence[Request]) -> np.ndarray:
         prompts = self.check_prompts(requests)

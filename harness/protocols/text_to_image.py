@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from harness.api import Method, Request
+from harness.errors import ArbenchError
 
 MODALITY = "text-to-image"
 
@@ -25,3 +26,11 @@ class TextToImage(Method):
     @abstractmethod
     def generate(self, requests: Sequence[Request]) -> np.ndarray:
         """uint8 (N, H, W, 3) images for the requests' prompts, in request order."""
+
+    def check_prompts(self, requests: Sequence[Request]) -> list[str]:
+        """The requests' prompts; refuses (naming the first requests) any request without a text prompt."""
+        bad = [r.id for r in requests if not isinstance(r.condition.get("prompt"), str)]
+        if bad:
+            raise ArbenchError(f"{self.name} needs a text prompt in every request's condition; "
+                               f"requests {bad[:5]} have none. Use a text-to-image task.")
+        return [r.condition["prompt"] for r in requests]
