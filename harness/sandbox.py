@@ -20,10 +20,11 @@ import json
 import sys
 from pathlib import Path
 
-from harness.api import Method, build_config
+from harness.api import Method, Task, build_config
 from harness.errors import ArbenchError
 from harness.registry import METHODS, TASKS
-from harness.runner import RunContext, RunOptions, Runner
+from harness.runner import Plan, RunContext, RunOptions
+from harness.signature import Signature
 
 
 def load_method_class(method: str, adapter_dir: str | None) -> type[Method]:
@@ -39,10 +40,8 @@ def load_method_class(method: str, adapter_dir: str | None) -> type[Method]:
     return cls
 
 
-def main(spec_path: str) -> int:
-    spec_file = Path(spec_path).resolve()
-    job = spec_file.parent
-    spec = json.loads(spec_file.read_text())
+def build(spec: dict, job: Path) -> tuple[Task, Method]:
+    """The method and the task of a spec, the method checked against the task (what the child does first)."""
     adapter = job / spec["adapter"] if spec.get("adapter") else None
     method_cls = load_method_class(spec["method"], str(adapter) if adapter else None)
     values = dict(spec.get("settings") or {})
@@ -52,8 +51,19 @@ def main(spec_path: str) -> int:
     task_cls = TASKS.get(spec["task"])
     task = task_cls(build_config(task_cls.Config, spec.get("task_settings") or {}, f"task {spec['task']!r}"))
     task.check_method(method)
+    return task, method
+
+
+def main(spec_path: str) -> int:
+    spec_file = Path(spec_path).resolve()
+    job = spec_file.parent
+    spec = json.loads(spec_file.read_text())
+    task, method = build(spec, job)
     info = dict(name=spec["method"], family=method.family, description=method.description, version=method.version)
-    plan = Runner._plan(task, info, "run", method.settings(), None, method)
+    # no evaluation signature here: the worker computes it and records the run; a signature may read data the
+    # requests do not need (UCF-101's split lists beside its videos), which the sandbox does not show
+    plan = Plan(task, method, "run", Signature(), Signature(), {"task": task.settings(), "method": method.settings()},
+                info)
     options = RunOptions(batch_size=spec["batch_size"], shard_size=spec["shard_size"], progress=False)
     out = job / "out"
     ctx = RunContext(plan, options, "sandbox", out, "cpu")

@@ -225,3 +225,37 @@ def test_decoding_speedup_timing_study(tmp_path, store):
     _same(submitted, direct, counted)
     assert "timing study" in submitted["provenance"]["measured_in_sandbox"]
     assert submitted["metrics"]["speedup"]["value"] > 0
+
+
+def test_ucf101_task_reaches_the_sandbox(tmp_path, monkeypatch):
+    """A UCF-101 FVD protocol, its copy at the default $ARBENCH_HOME/datasets/ucf101: the child builds the task and
+    its requests (`harness.sandbox.build`) in a real sandbox, without seeing the UCF-101 videos (a generator must
+    not be able to copy the real clips its FVD is measured against). The full 2,048-video run is too large here;
+    scoring is the worker's, as in the tests above."""
+    import subprocess
+    import sys
+
+    from harness.isolation import child_env, make_job_dir, pick_uid, sandbox_command
+    from test_video_task import make_fake_ucf
+
+    home_dir = tmp_path / "home"
+    (home_dir / "datasets").mkdir(parents=True)
+    (make_fake_ucf(home_dir / "datasets", official_class_list=True)).rename(home_dir / "datasets" / "ucf101")
+    monkeypatch.setenv("ARBENCH_HOME", str(home_dir))
+    job = make_job_dir()
+    try:
+        spec = {"task": "ucf101-fvd2048-16f-128", "method": "moving-digits-pca", "settings": {}, "task_settings": {}}
+        (job / "spec.json").write_text(json.dumps(spec))
+        (job / "spec.json").chmod(0o644)
+        level = probe_isolation().level
+        uid = pick_uid() if level == "bubblewrap" else None
+        code = ("import json, os; from pathlib import Path; from harness.sandbox import build; "
+                "task, _ = build(json.load(open('/job/spec.json')), Path('/job')); "
+                "home = Path(os.environ['ARBENCH_HOME']) / 'datasets' / 'ucf101'; "
+                "print(len(task.requests()), (home / 'UCF-101').exists())")
+        command = sandbox_command(level, job, [sys.executable, "-c", code], uid, Limits())
+        done = subprocess.run(command, env=child_env("/job"), capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["2048", "False"]
