@@ -4,7 +4,8 @@ The worker starts it inside the job's sandbox (`harness.isolation`: bubblewrap, 
 environment). It reads `spec.json` (paths relative to the spec's folder), builds the method (a registered
 one, or the adapter's `module:Class`) and the task, and writes into `out/`:
 
-* a task that is scored from samples: the generated shards, written by the task's own writer, and
+* a task that is scored from samples: the generated shards for the worker's requests (`requests.json`: the
+  worker builds them from the operator's data, which the child need not see), written by the task's own writer, and
   `result.json` (shard names and the method's settings). The worker copies back regular files only and
   scores them with the task's own loader; nothing the child computes is taken as a number.
 * a timing study (`Task.submission.timing_study`): the task's whole `run()` (method and baseline timed
@@ -20,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.api import Method, Task, build_config
+from harness.api import Method, Request, Task, build_config
 from harness.errors import ArbenchError
 from harness.registry import METHODS, TASKS
 from harness.runner import Plan, RunContext, RunOptions
@@ -74,7 +75,11 @@ def main(spec_path: str) -> int:
         result["metrics"] = [dataclasses.asdict(m) for m in metrics]
         result["log"] = ctx.notes[-50:]
     else:
-        shard_dirs = ctx.generate_sharded(method, task.requests(), task.write_shard)
+        # the worker's requests (built from the operator's data, which the child need not see); the task's own
+        # list when run by hand
+        requests = ([Request(**row) for row in json.loads((job / spec["requests"]).read_text())]
+                    if spec.get("requests") else task.requests())
+        shard_dirs = ctx.generate_sharded(method, requests, task.write_shard)
         result["shards"] = [str(p.relative_to(out)) for p in shard_dirs]
     (out / "result.json").write_text(json.dumps(result))
     return 0
