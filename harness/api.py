@@ -198,6 +198,12 @@ class Task(ABC):
     def requests(self) -> list[Request]:
         """The protocol's deterministic list of what to generate."""
 
+    def input_folders(self) -> list[Path]:
+        """Host folders of operator data that this task's `requests()` and `check_method()` read and whose files
+        its requests name by path (a method opens them): a submission's sandbox shows exactly these, read-only, at
+        the same paths. Declared by the task; none by default ($ARBENCH_HOME/data and /weights are always shown)."""
+        return []
+
     # -- storage of generated outputs -----------------------------------------------------------
     @abstractmethod
     def write_shard(self, outputs: Any, requests: Sequence[Request], directory: Path) -> None:

@@ -195,8 +195,9 @@ def kill_uid(uid: int) -> int:
 
 
 # -- the command -------------------------------------------------------------------------------
-def _view_paths() -> list[Path]:
-    """Read-only folders the child needs: the Python installation, the packages and the project's code."""
+def _view_paths(inputs: Iterable[Path] = ()) -> list[Path]:
+    """Read-only folders the child needs: the Python installation, the packages and the project's code, and the
+    task's declared input folders (`Task.input_folders`, checked by `check_input_folders`)."""
     import harness
 
     candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent,
@@ -207,6 +208,7 @@ def _view_paths() -> list[Path]:
     for public in ("weights", "data"):  # hash-checked weights of registered methods; task inputs (prompts, lists)
         if (arbench_home() / public).is_dir():
             candidates.append(arbench_home() / public)
+    candidates += [Path(p) for p in inputs]
     paths = set()
     for c in candidates:
         for p in (c.absolute(), c.resolve()):
@@ -227,12 +229,33 @@ def hidden_paths(extra: Iterable[str | Path] = ()) -> list[Path]:
     return sorted({Path(p).resolve() for p in [results_dir(), jobs_root(), *extra] if Path(p).is_dir()})
 
 
+def check_input_folders(folders: Iterable[str | Path], hide: Iterable[str | Path] = ()) -> list[Path]:
+    """A task's declared input folders (`Task.input_folders`), each an existing folder that is not the root or a
+    system folder and lies in no hidden folder (results, databases, jobs, submissions); raises SandboxError naming
+    the first that is not. These are bound read-only at the same paths, and nothing else of the host besides."""
+    checked = []
+    for folder in folders:
+        path = Path(folder).expanduser().absolute()
+        real = path.resolve()
+        if not real.is_dir():
+            raise SandboxError(f"the task's input folder {path} is not a folder; fix the task's data setting")
+        if real == Path("/") or any(inside(real, Path(s)) for s in SYSTEM_DIRS):
+            raise SandboxError(f"the task's input folder {path} is a system folder; give the task's own data folder")
+        hidden = [h for h in hidden_paths(hide) if inside(real, h)]  # hidden folders inside it stay hidden
+        if hidden:
+            raise SandboxError(f"the task's input folder {path} lies in {hidden[0]}, which a sandbox never shows "
+                               "(results, databases, submissions); keep task data outside those folders")
+        checked.append(path)
+    return checked
+
+
 def sandbox_command(level: str, job: Path, argv: list[str], uid: int | None, limits: Limits,
-                    hide: Iterable[str | Path] = ()) -> list[str]:
-    """The full command line that runs `argv` in the job's sandbox (see the module docstring)."""
+                    hide: Iterable[str | Path] = (), inputs: Iterable[str | Path] = ()) -> list[str]:
+    """The full command line that runs `argv` in the job's sandbox (see the module docstring); `inputs` are the
+    task's input folders, shown read-only (give them through `check_input_folders`)."""
     if level == "none":
         return list(argv)
-    view = _view_paths()
+    view = _view_paths([Path(p) for p in inputs])
     outer = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
              "--die-with-parent", "--new-session"]
     for name in SYSTEM_DIRS:

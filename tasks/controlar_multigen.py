@@ -215,6 +215,11 @@ class ControlARMultiGen(Task):
         c = self.config
         return Path(c.data).expanduser() if c.data else arbench_home() / "data" / "controlar-multigen" / self.control_type
 
+    def input_folders(self) -> list[Path]:
+        """The data folder: requests name its control PNGs by path and a method opens them (a submission's sandbox
+        shows this folder read-only at the same path, and no other host folder; docs/submissions.md)."""
+        return [self.data_folder()]
+
     def items(self) -> list[ControlItem]:
         if self._items is None:
             c = self.config

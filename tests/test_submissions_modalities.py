@@ -6,10 +6,11 @@ metrics must match."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.isolation import probe_isolation
@@ -23,9 +24,10 @@ pytestmark = pytest.mark.skipif(not probe_isolation().sandboxed,
 
 
 def _submit_and_run(tmp_path: Path, store: Store, task: str, method: str, task_settings: dict,
-                    settings: dict) -> dict:
+                    settings: dict, adapter: str | None = None) -> dict:
     lines = [f'task = "{task}"', f'method = "{method}"', 'license = "MIT"', f'label = "{method} (submitted)"',
-             "[submitter]", 'name = "Author"', "[settings]", *[f"{k} = {json.dumps(v)}" for k, v in settings.items()],
+             *([f'adapter_path = "{adapter}"'] if adapter else []), "[submitter]", 'name = "Author"', "[settings]",
+             *[f"{k} = {json.dumps(v)}" for k, v in settings.items()],
              "[task_settings]", *[f"{k} = {json.dumps(v)}" for k, v in task_settings.items()]]
     (tmp_path / "manifest.toml").write_text("\n".join(lines) + "\n")
     sub_id = submit(store, tmp_path / "manifest.toml")
@@ -35,6 +37,24 @@ def _submit_and_run(tmp_path: Path, store: Store, task: str, method: str, task_s
     (record,) = [r for r in store.records() if r["run_id"] == job["run_id"]]
     assert record["source"] == "submitted" and "isolation: bubblewrap" in record["provenance"]["isolation"]
     return record
+
+
+def _adapter(folder: Path, name: str, source: str) -> str:
+    """Write an adapter module into folder/adapter/ (what an author uploads), import the same file here and register
+    its class as `name` for the direct run; returns the manifest's `module:Class`."""
+    import importlib.util
+
+    from harness.registry import register_method
+
+    module = name.replace("-", "_")
+    (folder / "adapter").mkdir(parents=True)
+    path = folder / "adapter" / f"{module}.py"
+    path.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(f"submitted_{module}", path)
+    loaded = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loaded)
+    register_method(name)(loaded.Adapter)
+    return f"{module}:Adapter"
 
 
 def _direct(store: Store, task: str, method: str, overrides: dict) -> dict:
@@ -81,30 +101,120 @@ def test_tts(tmp_path, store):
     _same(submitted, _direct(store, "espeak-tts-mini", "espeak-ng", task))
 
 
-def test_text_to_image(tmp_path, store, monkeypatch):
-    """GenEval has no offline variant (its detector and CLIP weights are not here): a test plugin lets the sandbox
-    skip the asset check, and the worker scores with the scripted detector of test_geneval_task."""
-    import plugins.geneval_offline  # noqa: F401 - registers geneval-sandbox-t2i here too
-    from tasks.geneval import GenEval, score_images
-    from test_geneval_task import PlannedDetector, PromptColors
+def test_text_to_image(tmp_path, store):
+    """The offline GenEval-protocol toy, scored by GenEval's rules with the bundled shapes detector."""
+    task = {"images_per_prompt": 1}
+    submitted = _submit_and_run(tmp_path, store, "shapes-t2i", "shapes-ar-t2i", task, {})
+    _same(submitted, _direct(store, "shapes-t2i", "shapes-ar-t2i", task))
+    assert 0 < submitted["metrics"]["compositional_shapes"]["value"] < 1
 
-    from tasks.geneval import METADATA
 
+T2V_ADAPTER = """
+    import numpy as np
+
+    from harness.protocols.text_to_video import TextToVideo
+
+    STEP = {"left": (0, -2), "right": (0, 2), "up": (-2, 0), "down": (2, 0)}
+
+
+    class Adapter(TextToVideo):
+        description = "test adapter: a grey square that moves the prompt's way from a seeded start"
+        family = "test"
+
+        def generate(self, requests):
+            videos = []
+            for r in requests:
+                c, rng = r.condition, np.random.default_rng(r.seed)
+                video = np.zeros((c["num_frames"], c["height"], c["width"], 3), np.uint8)
+                dy, dx = next((v for k, v in STEP.items() if k in c["prompt"].split()), (0, 0))
+                travel = c["num_frames"] - 1  # start where the whole path stays in the frame
+                y = rng.integers(max(0, -dy * travel), c["height"] - 16 - max(0, dy * travel) + 1)
+                x = rng.integers(max(0, -dx * travel), c["width"] - 16 - max(0, dx * travel) + 1)
+                for t in range(c["num_frames"]):
+                    video[t, y + dy * t:y + dy * t + 16, x + dx * t:x + dx * t + 16] = 160 + 10 * (r.seed % 3)
+                videos.append(video)
+            return np.stack(videos)
+"""
+
+
+def test_text_to_video(tmp_path, store, monkeypatch):
+    """An author's adapter (its own module, uploaded as a folder) on the offline text-to-video toy, on its first
+    five prompts (25 videos) to stay fast: the worker builds the requests and hands them to the child as data."""
+    from tasks.digits_t2v import MovingDigitsT2V
+
+    full = MovingDigitsT2V.suite
+    monkeypatch.setattr(MovingDigitsT2V, "suite", lambda self: (lambda records: (records, {
+        r["prompt_en"] for r in records}))(full(self)[0][:5]))
+    method = _adapter(tmp_path, "moving-squares-t2v", T2V_ADAPTER)
+    submitted = _submit_and_run(tmp_path, store, "moving-digits-t2v-mini", method, {}, {}, adapter="adapter")
+    _same(submitted, _direct(store, "moving-digits-t2v-mini", "moving-squares-t2v", {}))
+    assert submitted["metrics"]["motion_direction"]["value"] > 0.5  # the squares move as asked
+
+
+CONTROL_ADAPTER = """
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from harness.api import Method
+
+
+    class Adapter(Method):
+        description = "test adapter: the control map it was given, in a seeded colour"
+        family = "test"
+        modality = "controllable-text-to-image"
+
+        def generate(self, requests):
+            if os.getuid() == 65534 and os.path.exists(os.path.join(os.environ["ARBENCH_HOME"], "secret")):
+                raise RuntimeError("the sandbox shows a host folder the task did not declare")
+            images = []
+            for r in requests:
+                with Image.open(r.condition["control"]) as control:  # a path in the task's data folder
+                    edges = np.asarray(control.convert("L")) > 127
+                colour = np.random.default_rng(r.seed).integers(64, 256, 3).astype(np.uint8)
+                images.append(np.where(edges[..., None], colour, np.uint8(0)))
+            return np.stack(images).astype(np.uint8)
+"""
+
+
+def _control_data(folder: Path, n: int = 3, size: int = 32) -> None:
+    """A tiny MultiGen-style canny folder (tests/test_controlar_multigen.py's layout): block pictures, their edges."""
+    from PIL import Image
+
+    from harness.features.control_maps import canny
+
+    rng = np.random.default_rng(3)
+    (folder / "control").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        picture = np.kron(rng.integers(0, 256, (4, 4, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+        Image.fromarray(canny(picture)).save(folder / "control" / f"{i:06d}.png")
+        rows.append({"id": f"{i:06d}", "prompt": f"blocks {i}", "control": f"control/{i:06d}.png"})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("where", ["data/controlar-multigen/canny", "controlar-canny"])
+def test_controllable_text_to_image(tmp_path, store, monkeypatch, where):
+    """Requests name control images by path. The child sees the task's data folder read-only, at the same path,
+    whether it is the default under $ARBENCH_HOME/data or another folder under $ARBENCH_HOME (bound as the task
+    declares, `Task.input_folders`): the adapter reads each control, and its images score as `arbench run`'s."""
     home_dir = tmp_path / "home"
-    (home_dir / "weights").mkdir(parents=True)
-    shutil.copyfile(Path(__file__).parent / "data" / "geneval_evaluation_metadata.jsonl",
-                    home_dir / "weights" / METADATA.filename)
+    data = home_dir / where
+    _control_data(data)
     monkeypatch.setenv("ARBENCH_HOME", str(home_dir))
-    monkeypatch.setenv("ARBENCH_PLUGINS", os.environ["ARBENCH_PLUGINS"] + ",plugins.geneval_offline")
-    monkeypatch.setattr(GenEval, "require_assets", lambda self: None)
-    monkeypatch.setattr(GenEval, "score", lambda self, samples, ctx: score_images(
-        samples, (d := PlannedDetector(samples)), PromptColors(d), self.rules, ctx))
-    folder = tmp_path / "bundle"
-    folder.mkdir()
-    submitted = _submit_and_run(folder, store, "geneval", "geneval-sandbox-t2i", {"images_per_prompt": 1}, {})
-    direct = _direct(store, "geneval", "geneval-sandbox-t2i", {"images_per_prompt": 1})
+    (home_dir / "secret").mkdir()
+    (home_dir / "secret" / "key.txt").write_text("operator only")
+    method = _adapter(tmp_path / "bundle", "control-echo", CONTROL_ADAPTER)
+    task = {"image_size": 32, "fid": False, "clip_score": False}
+    if not where.startswith("data/"):  # the default folder needs no setting
+        task["data"] = str(data)
+    submitted = _submit_and_run(tmp_path / "bundle", store, "controlar-multigen-canny", method, task, {},
+                                adapter="adapter")
+    direct = _direct(store, "controlar-multigen-canny", "control-echo", task)
     _same(submitted, direct)
-    assert 0.4 < submitted["metrics"]["geneval"]["value"] < 0.6
+    # the adapter drew the controls it read (Canny finds the two sides of each drawn line); a blank image scores 0
+    assert submitted["metrics"]["canny_f1"]["value"] > 0.02
 
 
 def test_decoding_speedup_timing_study(tmp_path, store):
@@ -117,3 +227,37 @@ def test_decoding_speedup_timing_study(tmp_path, store):
     _same(submitted, direct, counted)
     assert "timing study" in submitted["provenance"]["measured_in_sandbox"]
     assert submitted["metrics"]["speedup"]["value"] > 0
+
+
+def test_ucf101_task_reaches_the_sandbox(tmp_path, monkeypatch):
+    """A UCF-101 FVD protocol, its copy at the default $ARBENCH_HOME/datasets/ucf101: the child builds the task and
+    its requests (`harness.sandbox.build`) in a real sandbox, without seeing the UCF-101 videos (a generator must
+    not be able to copy the real clips its FVD is measured against). The full 2,048-video run is too large here;
+    scoring is the worker's, as in the tests above."""
+    import subprocess
+    import sys
+
+    from harness.isolation import child_env, make_job_dir, pick_uid, sandbox_command
+    from test_video_task import make_fake_ucf
+
+    home_dir = tmp_path / "home"
+    (home_dir / "datasets").mkdir(parents=True)
+    (make_fake_ucf(home_dir / "datasets", official_class_list=True)).rename(home_dir / "datasets" / "ucf101")
+    monkeypatch.setenv("ARBENCH_HOME", str(home_dir))
+    job = make_job_dir()
+    try:
+        spec = {"task": "ucf101-fvd2048-16f-128", "method": "moving-digits-pca", "settings": {}, "task_settings": {}}
+        (job / "spec.json").write_text(json.dumps(spec))
+        (job / "spec.json").chmod(0o644)
+        level = probe_isolation().level
+        uid = pick_uid() if level == "bubblewrap" else None
+        code = ("import json, os; from pathlib import Path; from harness.sandbox import build; "
+                "task, _ = build(json.load(open('/job/spec.json')), Path('/job')); "
+                "home = Path(os.environ['ARBENCH_HOME']) / 'datasets' / 'ucf101'; "
+                "print(len(task.requests()), (home / 'UCF-101').exists())")
+        command = sandbox_command(level, job, [sys.executable, "-c", code], uid, Limits())
+        done = subprocess.run(command, env=child_env("/job"), capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(job, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["2048", "False"]
