@@ -5,8 +5,8 @@
 claim (atomic) -> validating: manifest again (paths confined to the bundle), checkpoint sha256 (downloaded
 over https only, capped), no pickle that needs code; the task's requests built here and handed to the child
 as data, with copies of the files they name (`Task.input_keys`) and no task data folder -> running:
-`python -m harness.sandbox` in the job's sandbox (`harness.isolation`: bubblewrap, an unprivileged uid, resource limits; the history states the
-isolation the job had) -> the worker copies back regular files only, checks them with the task's own
+`python -m harness.sandbox` in the job's sandbox (`harness.isolation`: bubblewrap, an unprivileged uid,
+resource limits; the history states the isolation the job had) -> the worker copies back regular files only, checks them with the task's own
 loader and scores them (harness code), and records a `submitted` run -> finished | failed, with the
 reason in the history. The lease is renewed by a thread while the job runs; a cancelled or reaped job
 is abandoned at once, its sandbox killed.
