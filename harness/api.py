@@ -169,6 +169,15 @@ class Task(ABC):
     demo_methods: ClassVar[tuple[str, ...]] = ()
     #: What a submission to this task is (None: the task takes none). Every protocol task declares one.
     submission: ClassVar[SubmissionSpec | None] = None
+    #: Keys of a request's condition whose values are paths of files the method must open (a control map, a voice
+    #: prompt). Declared, never inferred: a submission's worker copies exactly these files into the job and hands
+    #: the child the requests with the copies' paths (same file names); the child sees no task data folder, so
+    #: what lies beside them (reference images, target recordings) stays on the host. `check_method` must not read
+    #: task data (it runs in the sandbox); `requests()` and `signature()` run in the worker.
+    input_keys: ClassVar[tuple[str, ...]] = ()
+    #: A timing study's settings that name files its `run()` reads inside the sandbox (prompts, models); the worker
+    #: copies each that names a file the sandbox does not show anyway (as for `input_keys`).
+    input_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
@@ -186,8 +195,13 @@ class Task(ABC):
         sig.update("task", self.settings())
         return sig
 
+    def check_data(self) -> None:
+        """Refuse, up front, operator data the task cannot use (`arbench run` calls it before `check_method`; a
+        submission's worker reads the data through `requests()`). Nothing by default."""
+
     def check_method(self, method: Method) -> None:
-        """Refuse, up front, a method that does not implement this task's protocol."""
+        """Refuse, up front, a method that does not implement this task's protocol. Reads no task data: it also runs
+        in a submission's sandbox, which shows none (`check_data` is the place for that)."""
         if method.modality != self.modality:
             raise ArbenchError(
                 f"method {method.name!r} produces {method.modality or 'an undeclared modality'!r}, "
@@ -197,12 +211,6 @@ class Task(ABC):
     @abstractmethod
     def requests(self) -> list[Request]:
         """The protocol's deterministic list of what to generate."""
-
-    def input_folders(self) -> list[Path]:
-        """Host folders of operator data that this task's `requests()` and `check_method()` read and whose files
-        its requests name by path (a method opens them): a submission's sandbox shows exactly these, read-only, at
-        the same paths. Declared by the task; none by default ($ARBENCH_HOME/data and /weights are always shown)."""
-        return []
 
     # -- storage of generated outputs -----------------------------------------------------------
     @abstractmethod

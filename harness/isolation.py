@@ -5,7 +5,8 @@ probed once per worker (`probe_isolation`) and written into every job's history:
 
 * ``bubblewrap`` (worker runs as root): an outer, privileged `bwrap` builds the child's world (new PID,
   mount, network, IPC, UTS and cgroup namespaces; its own `/proc`; a read-only view made only of the
-  system folders, the Python installation and the project's code; a size-capped `/tmp`; only the job
+  system folders, the Python installation, the project's code and `$ARBENCH_HOME/weights` (no task data: the
+  files a task's requests name are copied into the job folder, `stage_inputs`); a size-capped `/tmp`; only the job
   folder's `out/` writable), then `setpriv` drops to a fresh unprivileged uid *outside* every namespace
   (one per job, so `RLIMIT_NPROC` binds: it does not bind root's children), then an inner, unprivileged
   `bwrap` puts the child in a new user namespace as uid 65534 with every capability dropped and no
@@ -24,6 +25,7 @@ kept from its tail only (`TailBuffer`).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import resource
 import secrets
@@ -36,8 +38,9 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
+from harness.api import Request
 from harness.config import arbench_home, results_dir
 
 SANDBOX_UID_INSIDE = 65534  # "nobody" in the child's user namespace
@@ -58,6 +61,7 @@ class Limits:
     tmp_mb: int = 512  # size of the child's /tmp (a tmpfs)
     output_files: int = 100_000  # copied back at most
     output_mb: int = 8192  # bytes copied back at most
+    input_mb: int = 8192  # bytes of the files the requests name, copied into the job (`stage_inputs`)
     log_kb: int = 64  # the tail of the child's output that is kept
 
 
@@ -195,9 +199,10 @@ def kill_uid(uid: int) -> int:
 
 
 # -- the command -------------------------------------------------------------------------------
-def _view_paths(inputs: Iterable[Path] = ()) -> list[Path]:
-    """Read-only folders the child needs: the Python installation, the packages and the project's code, and the
-    task's declared input folders (`Task.input_folders`, checked by `check_input_folders`)."""
+def _view_paths() -> list[Path]:
+    """Read-only folders the child needs: the Python installation, the packages, the project's code and the
+    hash-checked weights of registered methods. No task data: the files a request names are copied into the job
+    (`stage_inputs`)."""
     import harness
 
     candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.executable).resolve().parent.parent,
@@ -205,10 +210,8 @@ def _view_paths(inputs: Iterable[Path] = ()) -> list[Path]:
     # sys.path, but not the worker's working folder (`python -m` puts it there): that can be anything
     candidates += [Path(p) for p in sys.path if p and Path(p).exists() and Path(p).resolve() != Path.cwd().resolve()]
     candidates += [Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    for public in ("weights", "data"):  # hash-checked weights of registered methods; task inputs (prompts, lists)
-        if (arbench_home() / public).is_dir():
-            candidates.append(arbench_home() / public)
-    candidates += [Path(p) for p in inputs]
+    if (arbench_home() / "weights").is_dir():  # hash-checked weights of registered methods (and evaluators)
+        candidates.append(arbench_home() / "weights")
     paths = set()
     for c in candidates:
         for p in (c.absolute(), c.resolve()):
@@ -229,33 +232,79 @@ def hidden_paths(extra: Iterable[str | Path] = ()) -> list[Path]:
     return sorted({Path(p).resolve() for p in [results_dir(), jobs_root(), *extra] if Path(p).is_dir()})
 
 
-def check_input_folders(folders: Iterable[str | Path], hide: Iterable[str | Path] = ()) -> list[Path]:
-    """A task's declared input folders (`Task.input_folders`), each an existing folder that is not the root or a
-    system folder and lies in no hidden folder (results, databases, jobs, submissions); raises SandboxError naming
-    the first that is not. These are bound read-only at the same paths, and nothing else of the host besides."""
-    checked = []
-    for folder in folders:
-        path = Path(folder).expanduser().absolute()
+class _Copies:
+    """Copies of operator files into a job's `inputs/` (one per distinct file, capped in bytes together)."""
+
+    def __init__(self, job: Path, inside_job: str, limits: Limits, hide: Iterable[str | Path]):
+        self.job, self.inside_job, self.limits = job, inside_job, limits
+        self.hidden = hidden_paths(hide)
+        self.copies: dict[Path, str] = {}
+        self.total = 0
+
+    def path(self, value: str, what: str) -> str:
+        """The path, as the child sees it, of a copy of the file `value` (`what` names it in a refusal)."""
+        path = Path(value).expanduser().absolute()
         real = path.resolve()
-        if not real.is_dir():
-            raise SandboxError(f"the task's input folder {path} is not a folder; fix the task's data setting")
-        if real == Path("/") or any(inside(real, Path(s)) for s in SYSTEM_DIRS):
-            raise SandboxError(f"the task's input folder {path} is a system folder; give the task's own data folder")
-        hidden = [h for h in hidden_paths(hide) if inside(real, h)]  # hidden folders inside it stay hidden
-        if hidden:
-            raise SandboxError(f"the task's input folder {path} lies in {hidden[0]}, which a sandbox never shows "
-                               "(results, databases, submissions); keep task data outside those folders")
-        checked.append(path)
-    return checked
+        if real not in self.copies:
+            if not real.is_file():
+                raise SandboxError(f"{what} {path} is not a regular file; fix the task's data")
+            if any(inside(real, h) for h in self.hidden):
+                raise SandboxError(f"{what} {path} lies in a folder a sandbox never shows (results, databases, "
+                                   "submissions); keep task data outside those folders")
+            self.total += real.stat().st_size
+            if self.total > self.limits.input_mb * 2**20:
+                raise SandboxError(f"the task's inputs exceed the cap of {self.limits.input_mb} MB copied into a "
+                                   "job (Limits.input_mb)")
+            rel = f"inputs/{len(self.copies):06d}/{path.name}"
+            (self.job / rel).parent.mkdir(parents=True)
+            shutil.copyfile(real, self.job / rel)
+            self.copies[real] = rel
+        return f"{self.inside_job}/{self.copies[real]}"
+
+
+def stage_inputs(requests: Sequence[Request], keys: Iterable[str], job: Path, inside_job: str, limits: Limits,
+                 hide: Iterable[str | Path] = ()) -> list[Request]:
+    """Copy the files a task's requests name (the condition values under `keys`, `Task.input_keys`) into the job
+    folder's `inputs/`, and return the requests with those values pointing at the copies as the child sees them
+    (`inside_job`/inputs/<n>/<same file name>). The child is shown these copies and no task data folder, so what
+    lies beside an input (a reference image, a target recording) stays on the host. Each source must be a regular
+    file outside the folders a sandbox never shows (results, databases, jobs, submissions); the copies together
+    are capped at `limits.input_mb`. One copy per distinct file. Raises SandboxError naming the first refused path."""
+    keys = tuple(keys)
+    copies = _Copies(job, inside_job, limits, hide)
+    staged = []
+    for request in requests:
+        condition = dict(request.condition)
+        for key in keys:
+            if condition.get(key):  # an optional input may be empty (a TTS item without a prompt)
+                condition[key] = copies.path(str(condition[key]), f"request {request.id!r}: its {key}")
+        staged.append(dataclasses.replace(request, condition=condition) if keys else request)
+    return staged
+
+
+def stage_settings(settings: dict, keys: Iterable[str], job: Path, inside_job: str, limits: Limits,
+                   hide: Iterable[str | Path] = ()) -> dict:
+    """The task settings a timing study's child gets: each setting under `keys` (`Task.input_settings`) that names
+    a file outside the folders the sandbox shows anyway (code, weights) points at a copy in the job instead (as
+    `stage_inputs`); a value that names no file (a bundled model's name, an empty setting) is left as it is."""
+    copies = _Copies(job, inside_job, limits, hide)
+    view = _view_paths()
+    staged = dict(settings)
+    for key in keys:
+        value = staged.get(key)
+        if isinstance(value, str) and value and Path(value).expanduser().is_file():
+            real = Path(value).expanduser().resolve()
+            if not any(inside(real, v.resolve()) for v in view) or any(inside(real, h) for h in copies.hidden):
+                staged[key] = copies.path(value, f"the task's setting {key}")
+    return staged
 
 
 def sandbox_command(level: str, job: Path, argv: list[str], uid: int | None, limits: Limits,
-                    hide: Iterable[str | Path] = (), inputs: Iterable[str | Path] = ()) -> list[str]:
-    """The full command line that runs `argv` in the job's sandbox (see the module docstring); `inputs` are the
-    task's input folders, shown read-only (give them through `check_input_folders`)."""
+                    hide: Iterable[str | Path] = ()) -> list[str]:
+    """The full command line that runs `argv` in the job's sandbox (see the module docstring)."""
     if level == "none":
         return list(argv)
-    view = _view_paths([Path(p) for p in inputs])
+    view = _view_paths()
     outer = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
              "--die-with-parent", "--new-session"]
     for name in SYSTEM_DIRS:

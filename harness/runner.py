@@ -329,6 +329,7 @@ class Runner:
         if method_cls is not None:
             method = method_cls(build_config(method_cls.Config, method_values, f"method {method_name!r}"),
                                 device=device)
+            task.check_data()
             task.check_method(method)
         if method is None:
             return self._plan(task, None, kind, None, None, None)

@@ -5,7 +5,8 @@ environment). It reads `spec.json` (paths relative to the spec's folder), builds
 one, or the adapter's `module:Class`) and the task, and writes into `out/`:
 
 * a task that is scored from samples: the generated shards for the worker's requests (`requests.json`: the
-  worker builds them from the operator's data, which the child need not see), written by the task's own writer, and
+  worker builds them from the operator's data, which the child does not see; the files they name, `Task.input_keys`,
+  are copies under `inputs/` in the job folder), written by the task's own writer, and
   `result.json` (shard names and the method's settings). The worker copies back regular files only and
   scores them with the task's own loader; nothing the child computes is taken as a number.
 * a timing study (`Task.submission.timing_study`): the task's whole `run()` (method and baseline timed

@@ -4,9 +4,9 @@
 
 claim (atomic) -> validating: manifest again (paths confined to the bundle), checkpoint sha256 (downloaded
 over https only, capped), no pickle that needs code; the task's requests built here and handed to the child
-as data, the task's declared input folders checked -> running: `python -m harness.sandbox` in the job's
-sandbox (`harness.isolation`: bubblewrap, an unprivileged uid, resource limits; the history states the
-isolation the job had) -> the worker copies back regular files only, checks them with the task's own
+as data, with copies of the files they name (`Task.input_keys`) and no task data folder -> running:
+`python -m harness.sandbox` in the job's sandbox (`harness.isolation`: bubblewrap, an unprivileged uid,
+resource limits; the history states the isolation the job had) -> the worker copies back regular files only, checks them with the task's own
 loader and scores them (harness code), and records a `submitted` run -> finished | failed, with the
 reason in the history. The lease is renewed by a thread while the job runs; a cancelled or reaped job
 is abandoned at once, its sandbox killed.
@@ -32,8 +32,9 @@ from typing import Any
 
 from harness.api import Request, build_config
 from harness.errors import ArbenchError
-from harness.isolation import (JOB_MOUNT, Isolation, Limits, SandboxError, TailBuffer, check_input_folders, child_env,
-                               harvest, kill_uid, limiter, make_job_dir, pick_uid, probe_isolation, sandbox_command)
+from harness.isolation import (JOB_MOUNT, Isolation, Limits, SandboxError, TailBuffer, child_env, harvest, kill_uid,
+                               limiter, make_job_dir, pick_uid, probe_isolation, sandbox_command, stage_inputs,
+                               stage_settings)
 from harness.metrics.base import MetricValue
 from harness.provenance import sha256_file
 from harness.registry import METHODS, TASKS
@@ -141,12 +142,15 @@ class Worker:
         try:
             job = get_submission(self.store, sub_id)
             manifest, checkpoint = self._validate(job)
-            inputs, requests = self._prepare(job, manifest)
-            shown = f"; task data shown read-only: {', '.join(map(str, inputs))}" if inputs else ""
+            requests = self._prepare(job, manifest)
+            task_cls = TASKS.get(job["task"])
+            keys = task_cls.input_settings if task_cls.submission.timing_study else task_cls.input_keys
+            shown = (f"; the files named by {', '.join(keys)} copied into the job, no task data folder shown" if keys
+                     else "; no task data shown")
             if not advance(self.store, sub_id, self.worker_id, "running",
                            f"validated; running ({self.isolation.summary(self.limits)}{shown})"):
                 return JobOutcome(sub_id, "abandoned")
-            result = self._run_child(job, manifest, checkpoint, job_dir, keeper, inputs, requests)
+            result = self._run_child(job, manifest, checkpoint, job_dir, keeper, requests)
             if keeper.lost.is_set() or not renew(self.store, sub_id, self.worker_id, self.lease_seconds):
                 return JobOutcome(sub_id, "abandoned")
             run = self._score(job, manifest, checkpoint, result, job_dir)
@@ -184,9 +188,9 @@ class Worker:
         check_checkpoint_is_safe(path)
         return manifest, path
 
-    def _prepare(self, job: dict[str, Any], manifest: dict[str, Any]) -> tuple[list[Path], list[Request]]:
-        """Refusals before any sandbox starts; returns the task's input folders (`Task.input_folders`), checked, and
-        its requests (built here, from the operator's data, and handed to the child as data)."""
+    def _prepare(self, job: dict[str, Any], manifest: dict[str, Any]) -> list[Request]:
+        """Refusals before any sandbox starts; returns the task's requests (built here, from the operator's data,
+        and handed to the child as data, with copies of the files they name)."""
         if ":" in job["method"] and not self.isolation.sandboxed and not self.allow_unsandboxed:
             raise JobFailed(f"refused: this worker has no sandbox ({self.isolation.detail}) and runs no submitted "
                             "code; install bubblewrap, or have the operator start a worker with "
@@ -194,19 +198,15 @@ class Worker:
         task_cls = TASKS.get(job["task"])
         if task_cls.submission is None:
             raise JobFailed(f"task {job['task']!r} declares no submission interface")
-        # the task's inputs (prompt lists, bundled data) are prepared here, read-only for the child
+        # the task's data (prompt lists, control maps, references) is read here, never by the child
         task = task_cls(build_config(task_cls.Config, manifest.get("task_settings", {}), f"task {job['task']!r}"))
-        requests = task.requests()
-        try:
-            return check_input_folders(task.input_folders(), self._hidden()), requests
-        except SandboxError as exc:
-            raise JobFailed(str(exc)) from exc
+        return task.requests()
 
     def _hidden(self) -> list[str]:
         return [str(submissions_dir()), *self._sqlite_dirs()]
 
     def _run_child(self, job: dict[str, Any], manifest: dict[str, Any], checkpoint: Path | None,
-                   job_dir: Path, keeper: LeaseKeeper, inputs: list[Path], requests: list[Request]) -> dict[str, Any]:
+                   job_dir: Path, keeper: LeaseKeeper, requests: list[Request]) -> dict[str, Any]:
         bundle = Path(job["bundle_path"])
         spec: dict[str, Any] = {"task": job["task"], "method": job["method"], "settings": manifest.get("settings", {}),
                                 "task_settings": manifest.get("task_settings", {}), "batch_size": self.batch_size,
@@ -223,8 +223,21 @@ class Worker:
         if checkpoint is not None:
             spec["checkpoint"] = "checkpoint" + "".join(checkpoint.suffixes[-1:])
             shutil.copyfile(checkpoint, job_dir / spec["checkpoint"])
-        if not spec["timing_study"]:  # the child generates for exactly these (it needs no reference data to make them)
+        level = self.isolation.level if self.isolation.sandboxed else "none"
+        inside = JOB_MOUNT if level != "none" else str(job_dir)
+        if spec["timing_study"]:  # the child runs the task's run(): the files its settings name, copied
+            try:
+                spec["task_settings"] = stage_settings(spec["task_settings"], TASKS.get(job["task"]).input_settings,
+                                                       job_dir, inside, self.limits, self._hidden())
+            except SandboxError as exc:
+                raise JobFailed(str(exc)) from exc
+        else:  # the child generates for exactly these (it needs no reference data to make them)
             spec["requests"] = "requests.json"
+            try:  # the files they name (control maps, voice prompts), copied; what lies beside them stays here
+                requests = stage_inputs(requests, TASKS.get(job["task"]).input_keys, job_dir, inside, self.limits,
+                                        self._hidden())
+            except SandboxError as exc:
+                raise JobFailed(str(exc)) from exc
             rows = [{"index": r.index, "id": r.id, "seed": r.seed, "condition": dict(r.condition)} for r in requests]
             (job_dir / "requests.json").write_text(json.dumps(rows))
         (job_dir / "spec.json").write_text(json.dumps(spec))
@@ -235,13 +248,11 @@ class Worker:
                     path.chmod(0o755 if path.is_dir() else 0o644)
         out = job_dir / "out"
         out.mkdir(mode=0o700)
-        level = self.isolation.level if self.isolation.sandboxed else "none"
         uid = pick_uid() if level == "bubblewrap" else None
         if uid is not None:
             os.chown(out, uid, uid)
-        inside = JOB_MOUNT if level != "none" else str(job_dir)
         cmd = sandbox_command(level, job_dir, [sys.executable, "-m", "harness.sandbox", f"{inside}/spec.json"], uid,
-                              self.limits, hide=self._hidden(), inputs=inputs)
+                              self.limits, hide=self._hidden())
         env = child_env(inside)
         if level == "none":
             env.update(HOME=str(out), TMPDIR=str(out), XDG_CACHE_HOME=str(out / ".cache"))

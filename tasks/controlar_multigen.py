@@ -201,6 +201,9 @@ class ControlARMultiGen(Task):
     submission = SubmissionSpec(MODALITY, "generate(requests) -> uint8 array (N, H, W, 3), one image per request "
                                 "(condition: prompt, control = path of the control PNG, control_type)")
     Config = ControlARMultiGenConfig
+    #: a method opens each request's control map; a submission's child gets a copy of it, and not the data folder
+    #: (its `image/` is the FID reference)
+    input_keys = ("control",)
     control_type: ClassVar[str] = ""
 
     def __init__(self, config=None):
@@ -214,11 +217,6 @@ class ControlARMultiGen(Task):
     def data_folder(self) -> Path:
         c = self.config
         return Path(c.data).expanduser() if c.data else arbench_home() / "data" / "controlar-multigen" / self.control_type
-
-    def input_folders(self) -> list[Path]:
-        """The data folder: requests name its control PNGs by path and a method opens them (a submission's sandbox
-        shows this folder read-only at the same path, and no other host folder; docs/submissions.md)."""
-        return [self.data_folder()]
 
     def items(self) -> list[ControlItem]:
         if self._items is None:
@@ -254,6 +252,10 @@ class ControlARMultiGen(Task):
         """The weights scoring needs (annotator, clean-fid Inception, CLIP ViT-B/32), all named at once when missing."""
         require_all([spec.resolve for spec in self.score_weights()], f"{self.name} scoring")
 
+    def check_data(self) -> None:
+        """The data folder (metadata, controls, and images where FID needs them), before the method's weights."""
+        self.items()
+
     def check_method(self, method: Method) -> None:
         super().check_method(method)
         expected = getattr(method, "control_type", self.control_type)
@@ -261,8 +263,7 @@ class ControlARMultiGen(Task):
             raise ArbenchError(f"method {method.name!r} is conditioned on {expected} maps; task {self.name} scores "
                                f"{self.control_type} control (run controlar-multigen-{expected}, or pick the "
                                f"ControlAR method for {self.control_type}: `arbench methods`).")
-        # the data, the method's weights and the annotator, all before anything is generated or stored
-        self.items()
+        # the method's weights and the annotator, before anything is generated or stored (the data: check_data)
         require_all([method.checkpoint_sha256, self.require_assets], f"{self.name} with {method.name}")
 
     # -- generation ----------------------------------------------------------------------------

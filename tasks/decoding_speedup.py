@@ -120,6 +120,10 @@ class DecodingSpeedup(Task):
                    "with exactness checks for lossless strategies")
     primary_metric = "speedup"
     Config = DecodingSpeedupConfig
+    #: the file its run() reads in a submission's sandbox that the worker has already parsed as prompts (requests());
+    #: `model` and `draft_model` are not copied (a submitter chooses task settings, and the worker does not check
+    #: that such a file is a model): give a bundled name or a file under $ARBENCH_HOME/weights, which is shown
+    input_settings = ("prompts",)
 
     # -- inputs --------------------------------------------------------------------------------
     def prompt_rows(self) -> list[dict]:

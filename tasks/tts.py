@@ -207,6 +207,9 @@ class TTSTask(Task):
     primary_metric = "wer_seed_utt_mean"
     version = "1"
     Config = TTSConfig
+    #: a method opens each request's voice prompt; a submission's child gets a copy of it, not the test set's folder
+    #: (its target recordings)
+    input_keys = ("prompt_wav",)
     #: Seed-TTS-eval and LibriSpeech-PC utterances last seconds; a file over two minutes is not a TTS sample.
     caps = InputCaps(audio_seconds=120.0)
     default_list: ClassVar[str] = ""

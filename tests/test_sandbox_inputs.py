@@ -1,6 +1,7 @@
 """What reaches the sandbox and what comes back out of it, without starting one: manifest paths confined to the
 manifest's folder, https-only capped downloads, outputs harvested as plain files only, the log kept by its tail,
-the refusal of adapters where no sandbox exists, and every task's declared submission interface."""
+the files a task's requests name copied into the job (and nothing beside them), the refusal of adapters where no
+sandbox exists, and every task's declared submission interface."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.api import SubmissionSpec, Task
+from harness.api import Request, SubmissionSpec, Task
 from harness.errors import ArbenchError
-from harness.isolation import Isolation, Limits, SandboxError, TailBuffer, harvest
+from harness.isolation import Isolation, Limits, SandboxError, TailBuffer, harvest, stage_inputs, stage_settings
 from harness.registry import TASKS
 from harness.store import Store
 from harness.submissions import get_submission, list_submissions, submit
@@ -179,6 +180,61 @@ def test_harvest_copies_plain_files_and_refuses_links_devices_and_fifos(tmp_path
     (out / "big").write_bytes(b"x" * (2 * 2**20))
     with pytest.raises(SandboxError, match="exceeds the cap"):
         harvest(out, tmp_path / "h6", Limits(output_mb=1))
+
+
+# -- inputs -------------------------------------------------------------------------------------------
+def test_stage_inputs_copies_exactly_the_named_files_and_rewrites_only_their_paths(tmp_path, results_dir):
+    data = tmp_path / "data"
+    (data / "control").mkdir(parents=True)
+    (data / "image").mkdir()
+    (data / "image" / "a.png").write_bytes(b"reference")
+    (data / "control" / "a.png").write_bytes(b"control a")
+    (data / "control" / "b.png").write_bytes(b"control b")
+    requests = [Request(0, "a", 1, {"control": str(data / "control" / "a.png"), "prompt": "x"}),
+                Request(1, "b", 2, {"control": str(data / "control" / "b.png"), "prompt": "y"}),
+                Request(2, "a2", 3, {"control": str(data / "control" / "a.png"), "prompt": "z"}),
+                Request(3, "none", 4, {"control": "", "prompt": "w"})]
+    job = tmp_path / "job"
+    job.mkdir()
+    staged = stage_inputs(requests, ("control",), job, "/job", Limits())
+    assert [r.condition["control"] for r in staged] == ["/job/inputs/000000/a.png", "/job/inputs/000001/b.png",
+                                                        "/job/inputs/000000/a.png", ""]  # one copy per file
+    assert [(r.index, r.id, r.seed, r.condition["prompt"]) for r in staged] == [
+        (r.index, r.id, r.seed, r.condition["prompt"]) for r in requests]
+    assert sorted(str(p.relative_to(job)) for p in job.rglob("*") if p.is_file()) == [
+        "inputs/000000/a.png", "inputs/000001/b.png"]  # nothing beside them (image/ stays on the host)
+    assert (job / "inputs" / "000001" / "b.png").read_bytes() == b"control b"
+    assert stage_inputs(requests, (), tmp_path / "unused", "/job", Limits()) == requests
+
+    def refused(condition, match, limits=None):
+        target = tmp_path / f"job-{len(list(tmp_path.iterdir()))}"
+        target.mkdir()
+        with pytest.raises(SandboxError, match=match):
+            stage_inputs([Request(0, "x", 0, condition)], ("control",), target, "/job", limits or Limits())
+
+    refused({"control": str(data / "control")}, "its control .*control is not a regular file")
+    refused({"control": str(data / "missing.png")}, "is not a regular file")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "run.png").write_bytes(b"stored")
+    refused({"control": str(results_dir / "run.png")}, "never shows")
+    (data / "control" / "big.png").write_bytes(b"x" * (2 * 2**20))
+    refused({"control": str(data / "control" / "big.png")}, "exceed the cap of 1 MB", Limits(input_mb=1))
+
+
+def test_stage_settings_copies_the_files_a_timing_study_reads_unless_the_sandbox_shows_them(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    (home / "weights").mkdir()
+    monkeypatch.setenv("ARBENCH_HOME", str(home))
+    (home / "data" / "prompts.jsonl").write_text("{}\n")
+    (home / "weights" / "target.safetensors").write_bytes(b"w")
+    job = tmp_path / "job"
+    job.mkdir()
+    settings = {"prompts": str(home / "data" / "prompts.jsonl"), "model": str(home / "weights" / "target.safetensors"),
+                "draft_model": "bundled-draft", "rounds": 3}
+    staged = stage_settings(settings, ("prompts", "model", "draft_model"), job, "/job", Limits())
+    assert staged == {**settings, "prompts": "/job/inputs/000000/prompts.jsonl"}
+    assert (job / "inputs" / "000000" / "prompts.jsonl").read_text() == "{}\n"
 
 
 def test_tail_buffer_keeps_only_the_end(tmp_path):

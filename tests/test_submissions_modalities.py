@@ -166,11 +166,16 @@ CONTROL_ADAPTER = """
         modality = "controllable-text-to-image"
 
         def generate(self, requests):
-            if os.getuid() == 65534 and os.path.exists(os.path.join(os.environ["ARBENCH_HOME"], "secret")):
-                raise RuntimeError("the sandbox shows a host folder the task did not declare")
+            if os.getuid() == 65534:  # in the sandbox: the data folder (its image/ is the FID reference) is not there
+                home = os.environ["ARBENCH_HOME"]
+                for hidden in ("@DATA@/image/000000.png", "@DATA@", home + "/data", home + "/secret"):
+                    if os.path.exists(hidden):
+                        raise RuntimeError(f"the sandbox shows {hidden}")
+                if not all(r.condition["control"].startswith("/job/inputs/") for r in requests):
+                    raise RuntimeError("a control map is not a copy in the job")
             images = []
             for r in requests:
-                with Image.open(r.condition["control"]) as control:  # a path in the task's data folder
+                with Image.open(r.condition["control"]) as control:  # a copy of the control map (same file name)
                     edges = np.asarray(control.convert("L")) > 127
                 colour = np.random.default_rng(r.seed).integers(64, 256, 3).astype(np.uint8)
                 images.append(np.where(edges[..., None], colour, np.uint8(0)))
@@ -179,33 +184,37 @@ CONTROL_ADAPTER = """
 
 
 def _control_data(folder: Path, n: int = 3, size: int = 32) -> None:
-    """A tiny MultiGen-style canny folder (tests/test_controlar_multigen.py's layout): block pictures, their edges."""
+    """A tiny MultiGen-style canny folder (tests/test_controlar_multigen.py's layout): block pictures (`image/`, the
+    validation images a method must not see), their edges (`control/`)."""
     from PIL import Image
 
     from harness.features.control_maps import canny
 
     rng = np.random.default_rng(3)
     (folder / "control").mkdir(parents=True)
+    (folder / "image").mkdir()
     rows = []
     for i in range(n):
         picture = np.kron(rng.integers(0, 256, (4, 4, 3)), np.ones((8, 8, 1))).astype(np.uint8)
         Image.fromarray(canny(picture)).save(folder / "control" / f"{i:06d}.png")
+        Image.fromarray(picture).save(folder / "image" / f"{i:06d}.png")
         rows.append({"id": f"{i:06d}", "prompt": f"blocks {i}", "control": f"control/{i:06d}.png"})
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 @pytest.mark.parametrize("where", ["data/controlar-multigen/canny", "controlar-canny"])
 def test_controllable_text_to_image(tmp_path, store, monkeypatch, where):
-    """Requests name control images by path. The child sees the task's data folder read-only, at the same path,
-    whether it is the default under $ARBENCH_HOME/data or another folder under $ARBENCH_HOME (bound as the task
-    declares, `Task.input_folders`): the adapter reads each control, and its images score as `arbench run`'s."""
+    """Requests name control images by path (`Task.input_keys`). The worker copies each into the job and the child
+    gets the requests with the copies' paths; it sees no data folder, whether the default under $ARBENCH_HOME/data or
+    another under $ARBENCH_HOME: the adapter reads each control, finds the validation images (the FID reference)
+    absent, and its images score as `arbench run`'s."""
     home_dir = tmp_path / "home"
     data = home_dir / where
     _control_data(data)
     monkeypatch.setenv("ARBENCH_HOME", str(home_dir))
     (home_dir / "secret").mkdir()
     (home_dir / "secret" / "key.txt").write_text("operator only")
-    method = _adapter(tmp_path / "bundle", "control-echo", CONTROL_ADAPTER)
+    method = _adapter(tmp_path / "bundle", "control-echo", CONTROL_ADAPTER.replace("@DATA@", str(data)))
     task = {"image_size": 32, "fid": False, "clip_score": False}
     if not where.startswith("data/"):  # the default folder needs no setting
         task["data"] = str(data)
@@ -215,6 +224,60 @@ def test_controllable_text_to_image(tmp_path, store, monkeypatch, where):
     _same(submitted, direct)
     # the adapter drew the controls it read (Canny finds the two sides of each drawn line); a blank image scores 0
     assert submitted["metrics"]["canny_f1"]["value"] > 0.02
+
+
+SNOOP_TTS_ADAPTER = """
+    import os
+
+    from harness.api import Method
+
+
+    class Adapter(Method):
+        description = "test adapter: looks for the references it is scored against, and reports what it finds"
+        family = "test"
+        modality = "tts"
+
+        def generate(self, requests):
+            seen = []
+            for r in requests:  # the voice prompts it needs: readable copies
+                with open(r.condition["prompt_wav"], "rb") as f:
+                    seen.append(f"{r.id}:{os.path.basename(r.condition['prompt_wav'])}:{len(f.read())}")
+            found = [p for p in @SECRETS@ if os.path.exists(p)]
+            raise RuntimeError(f"SNOOP prompts {' '.join(seen)} found {found}")
+"""
+
+
+def test_references_are_not_in_the_sandbox(tmp_path, store, monkeypatch):
+    """Seed-TTS-eval under $ARBENCH_HOME/data (voice prompts, target recordings) and a translation reference beside
+    it: a submitted TTS adapter reads each voice prompt it is given (a copy, same file name and bytes) and finds
+    neither a target recording, nor the test set's folder, nor the reference file, nor $ARBENCH_HOME/data."""
+    import soundfile as sf
+
+    home_dir = tmp_path / "home"
+    en = home_dir / "data" / "seed-tts-eval" / "en"
+    (en / "prompt-wavs").mkdir(parents=True)
+    (en / "wavs").mkdir()
+    lines = []
+    for i in range(2):
+        sf.write(en / "prompt-wavs" / f"p{i}.wav", np.full(800 + i, 0.1, np.float32), 16000)
+        sf.write(en / "wavs" / f"u{i}.wav", np.full(1600, 0.2, np.float32), 16000)  # the target recording
+        lines.append(f"u{i}|prompt text {i}|prompt-wavs/p{i}.wav|target text {i}|wavs/u{i}.wav")
+    (en / "meta.lst").write_text("\n".join(lines) + "\n")
+    reference = home_dir / "data" / "wmt14" / "newstest2014-deen-ref.en"
+    reference.parent.mkdir(parents=True)
+    reference.write_text("the answer\n")
+    monkeypatch.setenv("ARBENCH_HOME", str(home_dir))
+    secrets = [str(en / "wavs" / "u0.wav"), str(en / "meta.lst"), str(en), str(reference), str(home_dir / "data")]
+    method = _adapter(tmp_path / "bundle", "snoop-tts", SNOOP_TTS_ADAPTER.replace("@SECRETS@", repr(secrets)))
+    (tmp_path / "bundle" / "manifest.toml").write_text(
+        f'task = "seed-tts-en"\nmethod = "{method}"\nlicense = "MIT"\nlabel = "snoop"\nadapter_path = "adapter"\n'
+        '[submitter]\nname = "Author"\n[task_settings]\nrtf_items = 0\n')
+    sub_id = submit(store, tmp_path / "bundle" / "manifest.toml")
+    assert Worker(store, lease_seconds=60, limits=Limits(memory_mb=8192, wall_seconds=600)).run(once=True) == 1
+    job = get_submission(store, sub_id)
+    assert job["state"] == "failed"  # the adapter raises with its report (the log's tail goes into the error)
+    expected = [f"u{i}:p{i}.wav:{(en / 'prompt-wavs' / f'p{i}.wav').stat().st_size}" for i in range(2)]
+    assert f"SNOOP prompts {' '.join(expected)} found []" in job["error"], job["error"]
 
 
 def test_decoding_speedup_timing_study(tmp_path, store):
