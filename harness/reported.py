@@ -11,7 +11,8 @@ it was measured under. Each entry becomes one run with kind="reported", source="
   figure replaces the old row instead of adding a second one;
 - marks from the shared notes ([2nd], [unv], [abs]) stay on the row as a `verification` note;
 - `availability` says why a figure cannot be reproduced here (no official code or weights, API only); a row
-  whose `method` names a registered ARBench method can be (`arbench run <task> <method>`). Both end up in the
+  whose `method` names a registered ARBench method can be (`arbench run <task> <method>`); a link to a name that
+  is not registered claims nothing. Both end up in the
   row's `reproducible` note, which the board shows.
 """
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import InputError
+from harness.registry import METHODS, TASKS
 from harness.signature import Signature
 from harness.store import ReportedRun, Store
 
@@ -170,9 +172,9 @@ def _entry(path: Path, index: int, raw: dict[str, Any], metric_meta: dict[str, A
 def _reproducible(task: str, method: str | None, availability: str | None) -> str:
     if availability:
         return f"no: {AVAILABILITY[availability]}"
-    if method:
+    if method and method in METHODS.names() and task in TASKS.names():
         return f"yes: arbench run {task} {method}"
-    return ""  # not assessed in the data file
+    return ""  # not assessed, or linked to a method name ARBench does not register (yet): no claim either way
 
 
 def _verification(marks: dict[str, str]) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from harness.cli import main as cli_main
 from harness.errors import InputError
+from harness.registry import METHODS, TASKS
 from harness.store import MethodRow, RunRow, Store, TaskRow
 from leaderboard.board import build_groups
 from leaderboard.data import load_snapshot
@@ -106,6 +107,11 @@ def test_rows_say_whether_arbench_can_reproduce_them(store):
     groups, _ = build_groups(load_snapshot(store, "imagenet256-c2i"), "imagenet256-c2i")
     rows = {label: text for g in groups for label, text in zip(g.table["label"], g.table["reproducible here"])}
     assert rows["LlamaGen-B"] == "yes: arbench run imagenet256-c2i llamagen-b"
+    _, entries = read_data_file(DEFAULT_FILE)
+    for e in entries:  # "yes" only where the command would run: a registered method on a registered task
+        said = e.provenance.get("reproducible", "")
+        assert not said.startswith("yes") or (e.method in METHODS.names() and e.task in TASKS.names()), e.label
+    assert not next(e for e in entries if e.label == "LlamaGen-XXL (384)").provenance.get("reproducible")
     tts = {r["label"]: r["provenance"].get("reproducible") for r in store.records(task="librispeech-pc")}
     assert tts["MELLE (continuation)"] == "no: no official code or weights were released"
 
