@@ -52,7 +52,7 @@ from harness.inputs import decode_image, read_text
 from harness.metrics.base import MetricValue
 from harness.metrics.controllability import ClipScore, DepthRMSE, EdgeF1, HedSSIM, depth_rmse, edge_f1, ms_ssim
 from harness.metrics.frechet import FrechetDistance, feature_statistics
-from harness.protocols.controllable_text_to_image import MODALITY
+from harness.protocols.controllable_text_to_image import MODALITY, ControlConditioned
 from harness.registry import register_task
 from harness.settings import Annotated, Field, Seed
 from harness.signature import Signature
@@ -258,7 +258,7 @@ class ControlARMultiGen(Task):
 
     def check_method(self, method: Method) -> None:
         super().check_method(method)
-        expected = getattr(method, "control_type", self.control_type)
+        expected = method.control_type if isinstance(method, ControlConditioned) else self.control_type
         if expected != self.control_type:
             raise ArbenchError(f"method {method.name!r} is conditioned on {expected} maps; task {self.name} scores "
                                f"{self.control_type} control (run controlar-multigen-{expected}, or pick the "

@@ -30,7 +30,7 @@ from baselines.imagegen.llamagen_t2i_methods import LlamaGenT2IMethod
 from baselines.imagegen.sampling import request_generators
 from harness.api import Request
 from harness.errors import InputError
-from harness.protocols.controllable_text_to_image import MODALITY
+from harness.protocols.controllable_text_to_image import MODALITY, ControlConditioned
 from harness.registry import register_method
 from harness.settings import Annotated, Field, Literal, NonNegativeFloat, PositiveFloat, TopK, TopP
 from harness.weights import WeightSpec, register_weights
@@ -71,7 +71,7 @@ class ControlARSettings:
     t5_dir: str = ""
 
 
-class ControlARMethod(LlamaGenT2IMethod):
+class ControlARMethod(LlamaGenT2IMethod, ControlConditioned):
     """A released ControlAR checkpoint (the whole GPT with its control encoder) + FLAN-T5-XL + the t2i VQ."""
 
     Config = ControlARSettings

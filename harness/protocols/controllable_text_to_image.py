@@ -10,6 +10,15 @@ refuses requests of another.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 MODALITY = "controllable-text-to-image"
 #: Control types a request may carry (ControlAR's released controls; lineart has no released 512 px model).
 CONTROL_TYPES = ("canny", "hed", "depth", "seg")
+
+
+class ControlConditioned:
+    """Declares the one control type a method is conditioned on (`control_type`), so a task refuses the pairing
+    up front; a method without this declaration takes whatever control type the task's requests carry."""
+
+    control_type: ClassVar[str] = ""
